@@ -1,0 +1,250 @@
+//! The `ocx-sentinel` command line: argument parsing, logging setup and signal handling; the work lives in the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use ocx_sentinel::app::{self, Sidecar};
+use ocx_sentinel::config::{self, Overrides, RawConfig, Secret, Settings};
+use ocx_sentinel::sim::{self, Faults, SimConfig, TsFormat};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ocx-sentinel",
+    version,
+    about = "Monitoring and alerting sidecar for OCX perps market makers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the sidecar against the exchange.
+    Run(RunArgs),
+    /// Validate a config file (and flags) without connecting anywhere.
+    Check(RunArgs),
+    /// Start the built-in OCX simulator and the sidecar against it: no key, no network.
+    Demo {
+        /// Address for /metrics and the status page.
+        #[arg(long, default_value = "127.0.0.1:9477")]
+        listen: SocketAddr,
+        /// Seed of the simulated market.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Serve the OCX simulator alone (SSE streams and pull endpoints).
+    Simulate(SimArgs),
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// YAML config file; flags override it, and flags alone are enough to run.
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// Exchange API base URL.
+    #[arg(long)]
+    api_base: Option<String>,
+    /// API key (prefer OCX_API_KEY or --api-key-file: command lines are visible to other users).
+    #[arg(long, env = "OCX_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// File holding the API key.
+    #[arg(long)]
+    api_key_file: Option<PathBuf>,
+    /// Address for /metrics, health and the status page [default: 0.0.0.0:9477].
+    #[arg(long)]
+    listen: Option<String>,
+    /// Market whose events stream (order book) to follow; repeatable.
+    #[arg(long = "market")]
+    markets: Vec<String>,
+    /// Ask the exchange for open positions only.
+    #[arg(long)]
+    open_only: bool,
+    /// Server emit cadence in ms (100..=5000).
+    #[arg(long)]
+    interval_ms: Option<u64>,
+    /// Account name (the `account` label); selects the account when the file defines several.
+    #[arg(long)]
+    account: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct SimArgs {
+    #[arg(long, default_value = "127.0.0.1:9478")]
+    listen: SocketAddr,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Comma-separated market ids.
+    #[arg(long, value_delimiter = ',')]
+    markets: Vec<String>,
+    /// Require this API key (x-api-key, Bearer, or cookie).
+    #[arg(long)]
+    api_key: Option<String>,
+    /// Heartbeat interval when idle, in seconds.
+    #[arg(long, default_value_t = 15)]
+    heartbeat_secs: u64,
+    /// World step period in ms.
+    #[arg(long, default_value_t = 200)]
+    tick_ms: u64,
+    /// Write timestamps as unix milliseconds instead of ISO-8601.
+    #[arg(long)]
+    millis_timestamps: bool,
+    /// Fault: close each stream after N events.
+    #[arg(long)]
+    drop_every: Option<u64>,
+    /// Fault: every Nth delta skips a sequence number.
+    #[arg(long)]
+    skip_seq_every: Option<u64>,
+    /// Fault: send no heartbeats.
+    #[arg(long)]
+    stop_heartbeats: bool,
+    /// Fault: go silent (no events, no heartbeats) after N events.
+    #[arg(long)]
+    silent_after: Option<u64>,
+    /// Fault: every Nth event is an `error` event.
+    #[arg(long)]
+    error_every: Option<u64>,
+    /// Fault: error events are retryable.
+    #[arg(long)]
+    error_retryable: bool,
+    /// Fault: every Nth event carries malformed JSON.
+    #[arg(long)]
+    malformed_every: Option<u64>,
+    /// Fault: answer every request with this HTTP status (401, 429, 500, 503).
+    #[arg(long)]
+    http_status: Option<u16>,
+    /// Fault: Retry-After seconds sent with 429/503.
+    #[arg(long)]
+    retry_after_secs: Option<u64>,
+}
+
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn settings_from(args: RunArgs) -> Result<Settings> {
+    let (raw, origin) = match &args.config {
+        Some(p) => (config::load_file(p)?, p.display().to_string()),
+        None => (RawConfig::default(), "flags".to_string()),
+    };
+    let flags = Overrides {
+        listen: args.listen,
+        api_base: args.api_base,
+        api_key: args.api_key.map(Secret::new),
+        api_key_file: args.api_key_file,
+        markets: args.markets,
+        open_only: args.open_only,
+        interval_ms: args.interval_ms,
+        account: args.account,
+    };
+    Ok(Settings::build(raw, flags, &origin)?)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Run(args) => {
+            let settings = settings_from(args)?;
+            let sidecar = Sidecar::start(settings).await?;
+            tracing::info!(url = %sidecar.base_url(), "ocx-sentinel listening");
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            sidecar.shutdown().await;
+        }
+        Command::Check(args) => {
+            let settings = settings_from(args)?;
+            println!(
+                "config ok: {} account(s), {} stream(s), listen {}",
+                settings.accounts.len(),
+                settings
+                    .accounts
+                    .iter()
+                    .map(|a| 1 + a.markets.len())
+                    .sum::<usize>(),
+                settings.listen
+            );
+        }
+        Command::Demo { listen, seed } => {
+            let (sim, sidecar) = app::start_demo(listen, seed)
+                .await
+                .context("starting the demo")?;
+            println!("ocx-sentinel demo");
+            println!("  simulator (OCX API):  {}", sim.base_url());
+            println!("  metrics:              {}/metrics", sidecar.base_url());
+            println!("  status page:          {}/", sidecar.base_url());
+            println!("  readiness:            {}/-/ready", sidecar.base_url());
+            println!("Ctrl-C to stop.");
+            shutdown_signal().await;
+            sidecar.shutdown().await;
+            let _ = tokio::time::timeout(Duration::from_millis(300), sim.shutdown()).await;
+        }
+        Command::Simulate(a) => {
+            let mut cfg = SimConfig {
+                seed: a.seed,
+                api_key: a.api_key,
+                heartbeat_interval: Duration::from_secs(a.heartbeat_secs.max(1)),
+                tick: Duration::from_millis(a.tick_ms.max(1)),
+                timestamps: if a.millis_timestamps {
+                    TsFormat::Millis
+                } else {
+                    TsFormat::Iso
+                },
+                faults: Faults {
+                    drop_every: a.drop_every,
+                    skip_seq_every: a.skip_seq_every,
+                    stop_heartbeats: a.stop_heartbeats,
+                    silent_after: a.silent_after,
+                    error_every: a.error_every,
+                    error_retryable: a.error_retryable,
+                    malformed_every: a.malformed_every,
+                    http_status: a.http_status,
+                    retry_after_secs: a.retry_after_secs,
+                },
+                ..SimConfig::default()
+            };
+            if !a.markets.is_empty() {
+                cfg.markets = a.markets;
+            }
+            let sim = sim::start(cfg, a.listen)
+                .await
+                .with_context(|| format!("starting the simulator on {}", a.listen))?;
+            println!("OCX simulator on {}", sim.base_url());
+            println!("  curl -N {}/perps/stream/user", sim.base_url());
+            shutdown_signal().await;
+            let _ = tokio::time::timeout(Duration::from_millis(500), sim.shutdown()).await;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,398 @@
+//! The built-in OCX simulator: a seeded market world served over the exchange's SSE streams and
+//! REST reads, with fault knobs, for `simulate`, `demo` and the integration tests.
+//!
+//! `world` is the pure market model, `feed` turns it into wire payloads, `server` is the axum
+//! surface (auth, faults, per-connection streams). This file holds the public handle and the
+//! only wall-clock reads (timestamps).
+
+mod feed;
+mod server;
+mod world;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rust_decimal::Decimal;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+use feed::{Change, ChangeLog};
+use world::World;
+
+/// Log entries kept for connections to catch up from (about a day at the default tick).
+const LOG_CAP: usize = 100_000;
+
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub seed: u64,
+    /// Default `["BTC-PERP", "ETH-PERP", "SOL-PERP"]`.
+    pub markets: Vec<String>,
+    /// None: no auth required.
+    pub api_key: Option<String>,
+    /// A `:heartbeat` comment goes out when nothing was sent for this long (default 15s).
+    pub heartbeat_interval: Duration,
+    /// World step period (default 200ms).
+    pub tick: Duration,
+    /// Steps simulated before serving, so the first snapshot already has positions and trades (default 40).
+    pub warmup_steps: u32,
+    /// Trades included in a snapshot (default 50).
+    pub recent_trades: usize,
+    /// How `engineTs`, `sourceTs` and `createdAt` are written.
+    pub timestamps: TsFormat,
+    pub faults: Faults,
+}
+
+impl Default for SimConfig {
+    fn default() -> SimConfig {
+        SimConfig {
+            seed: 1,
+            markets: ["BTC-PERP", "ETH-PERP", "SOL-PERP"]
+                .map(String::from)
+                .to_vec(),
+            api_key: None,
+            heartbeat_interval: Duration::from_secs(15),
+            tick: Duration::from_millis(200),
+            warmup_steps: 40,
+            recent_trades: 50,
+            timestamps: TsFormat::Iso,
+            faults: Faults::default(),
+        }
+    }
+}
+
+/// How timestamps are written: ISO-8601 strings with milliseconds, or unix milliseconds as numbers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TsFormat {
+    #[default]
+    Iso,
+    Millis,
+}
+
+/// Misbehaviour to inject. Counts are per connection; `Some(0)` disables the `*_every` knobs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// Close each stream connection after it has sent N events (the snapshot counts).
+    pub drop_every: Option<u64>,
+    /// Every Nth delta on a connection skips one sequence number (eventSeq jumps by 2).
+    pub skip_seq_every: Option<u64>,
+    /// Send no `:heartbeat` comments.
+    pub stop_heartbeats: bool,
+    /// After N events send nothing at all (no events, no heartbeats) and keep the connection open.
+    pub silent_after: Option<u64>,
+    /// Every Nth event slot sends an `error` event instead; it does not consume an eventSeq and the
+    /// event it displaced goes out at the next emit.
+    pub error_every: Option<u64>,
+    pub error_retryable: bool,
+    /// Every Nth event slot sends a `delta` whose data is malformed JSON (no eventSeq consumed).
+    pub malformed_every: Option<u64>,
+    /// Answer stream and REST requests with this status and a JSON error body.
+    pub http_status: Option<u16>,
+    /// `Retry-After` seconds sent with 429/503 (a 429 says 1 when unset).
+    pub retry_after_secs: Option<u64>,
+}
+
+/// Ground truth for tests.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Truth {
+    /// Every trade the world ever generated, in order (warmup included).
+    pub trades: Vec<TruthTrade>,
+    /// Open positions now, in market order.
+    pub positions: Vec<TruthPosition>,
+    pub books: BTreeMap<String, TruthBook>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TruthTrade {
+    pub id: String,
+    pub market: String,
+    /// `buy` | `sell`
+    pub side: &'static str,
+    /// `maker` | `taker`
+    pub liquidity: &'static str,
+    pub price: Decimal,
+    pub quantity: Decimal,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TruthPosition {
+    pub id: String,
+    pub market: String,
+    /// Signed, long > 0.
+    pub quantity: Decimal,
+    pub entry_price: Decimal,
+    pub realized_pnl: Decimal,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TruthBook {
+    /// (price, size), best first.
+    pub bids: Vec<(Decimal, Decimal)>,
+    pub asks: Vec<(Decimal, Decimal)>,
+}
+
+/// Mutable state behind one lock: the tick task and every connection take it briefly.
+struct Shared {
+    world: World,
+    log: ChangeLog,
+    faults: Faults,
+}
+
+struct Inner {
+    cfg: SimConfig,
+    shared: Mutex<Shared>,
+    stream_connections: AtomicU64,
+    requests: AtomicU64,
+    /// Streams opened so far; each starts its eventSeq at `seq_base` plus a million per earlier stream.
+    streams_opened: AtomicU64,
+    seq_base: u64,
+    /// Set when `serve` shuts down, so open streams end and graceful shutdown can finish.
+    closing: watch::Sender<bool>,
+}
+
+/// A built simulator. Cheap to clone; all clones share one world.
+#[derive(Clone)]
+pub struct SimHandle {
+    inner: Arc<Inner>,
+}
+
+/// Build the world (warmup included), bind nothing yet.
+pub fn build(cfg: SimConfig) -> SimHandle {
+    let now = now_ms();
+    let mut world = World::new(cfg.seed, &cfg.markets);
+    let mut log = ChangeLog::new(LOG_CAP);
+    let tick_ms = cfg.tick.as_millis() as i64;
+    let warmup = i64::from(cfg.warmup_steps);
+    // Warmup steps get timestamps in the recent past, one tick apart, ending now.
+    for i in 1..=warmup {
+        apply_step(&mut world, &mut log, now - (warmup - i) * tick_ms);
+    }
+    if warmup == 0 {
+        world.last_step_ms = now;
+    }
+    let seq_base = fastrand::Rng::with_seed(cfg.seed ^ 0x5eed_5eed).u64(1_000..100_000);
+    let shared = Shared {
+        world,
+        log,
+        faults: cfg.faults.clone(),
+    };
+    SimHandle {
+        inner: Arc::new(Inner {
+            cfg,
+            shared: Mutex::new(shared),
+            stream_connections: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            streams_opened: AtomicU64::new(0),
+            seq_base,
+            closing: watch::channel(false).0,
+        }),
+    }
+}
+
+fn apply_step(world: &mut World, log: &mut ChangeLog, now_ms: i64) {
+    if let Some(fill) = world.step(now_ms) {
+        log.push(Change::Trade(fill.trade));
+        log.push(Change::Position(fill.position));
+    }
+}
+
+impl SimHandle {
+    /// All routes, for embedding. The world only moves while `serve` runs or `step` is called.
+    pub fn router(&self) -> axum::Router {
+        server::router(self.clone())
+    }
+
+    /// Takes effect for new events and connections immediately.
+    pub fn set_faults(&self, faults: Faults) {
+        self.lock().faults = faults;
+    }
+
+    pub fn faults(&self) -> Faults {
+        self.lock().faults.clone()
+    }
+
+    /// Advance the world by one step now (what the tick task does every `tick`).
+    pub fn step(&self) {
+        let shared = &mut *self.lock();
+        apply_step(&mut shared.world, &mut shared.log, now_ms());
+    }
+
+    pub fn config(&self) -> &SimConfig {
+        &self.inner.cfg
+    }
+
+    /// Ground truth for tests.
+    pub fn truth(&self) -> Truth {
+        let shared = self.lock();
+        let w = &shared.world;
+        let trades = w
+            .trades
+            .iter()
+            .map(|t| {
+                let m = &w.markets[t.market];
+                TruthTrade {
+                    id: world::trade_id(t.n),
+                    market: m.id.clone(),
+                    side: if t.buy { "buy" } else { "sell" },
+                    liquidity: if t.maker { "maker" } else { "taker" },
+                    price: m.price(t.price),
+                    quantity: m.qty(t.qty),
+                }
+            })
+            .collect();
+        let positions = w
+            .positions
+            .iter()
+            .zip(&w.markets)
+            .filter_map(|(p, m)| {
+                p.as_ref().map(|p| TruthPosition {
+                    id: world::position_id(&m.id, p.n),
+                    market: m.id.clone(),
+                    quantity: m.qty(p.qty),
+                    entry_price: p.entry,
+                    realized_pnl: p.realized,
+                })
+            })
+            .collect();
+        let books = w
+            .markets
+            .iter()
+            .map(|m| {
+                let side = |bid| {
+                    m.top(bid, usize::MAX)
+                        .into_iter()
+                        .map(|(p, s)| (m.price(p), m.qty(s)))
+                        .collect()
+                };
+                (
+                    m.id.clone(),
+                    TruthBook {
+                        bids: side(true),
+                        asks: side(false),
+                    },
+                )
+            })
+            .collect();
+        Truth {
+            trades,
+            positions,
+            books,
+        }
+    }
+
+    /// Stream requests answered 200 so far.
+    pub fn stream_connections(&self) -> u64 {
+        self.inner.stream_connections.load(Ordering::Relaxed)
+    }
+
+    /// All HTTP requests so far.
+    pub fn requests(&self) -> u64 {
+        self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        // A panic while holding the lock leaves the world consistent enough for a simulator.
+        self.inner
+            .shared
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Start the world's tick task and serve on `listener` until `shutdown` resolves.
+pub async fn serve(
+    handle: SimHandle,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    handle.inner.closing.send_replace(false);
+    let ticker = tokio::spawn(tick(handle.clone()));
+    let inner = handle.inner.clone();
+    let result = axum::serve(listener, handle.router())
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            // Streams never end by themselves; tell them to, or graceful shutdown waits forever.
+            inner.closing.send_replace(true);
+        })
+        .await;
+    ticker.abort();
+    result
+}
+
+async fn tick(handle: SimHandle) {
+    let mut closing = handle.inner.closing.subscribe();
+    let mut interval = tokio::time::interval(handle.inner.cfg.tick.max(Duration::from_millis(1)));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick completes at once; warmup already covered "now".
+    interval.tick().await;
+    loop {
+        tokio::select! {
+            _ = closing.wait_for(|c| *c) => return,
+            _ = interval.tick() => handle.step(),
+        }
+    }
+}
+
+/// A simulator served on a bound address (see `start`). Dropping it aborts the server task.
+pub struct RunningSim {
+    pub addr: SocketAddr,
+    pub handle: SimHandle,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+/// Convenience for tests and demo: bind `addr` (e.g. 127.0.0.1:0), spawn serve, return the bound address.
+pub async fn start(cfg: SimConfig, addr: SocketAddr) -> std::io::Result<RunningSim> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let handle = build(cfg);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(serve(handle.clone(), listener, async move {
+        // A dropped sender also means stop.
+        let _ = stopped.await;
+    }));
+    Ok(RunningSim {
+        addr,
+        handle,
+        task: Some(task),
+        stop: Some(stop),
+    })
+}
+
+impl RunningSim {
+    /// `http://addr`
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stop accepting, end open streams and wait for the server task.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for RunningSim {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Wall-clock now in unix milliseconds: used for timestamps only.
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,253 @@
+//! Fill accounting: counting each trade exactly once (bounded FIFO memory of trade keys) and the
+//! cumulative per (market, side, liquidity) totals.
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use rust_decimal::Decimal;
+
+use crate::source::wire::{Liquidity, Side, Trade};
+
+/// The label set fills are totalled under.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FillKey {
+    pub market: String,
+    pub side: Side,
+    pub liquidity: Liquidity,
+}
+
+/// Cumulative totals of the fills counted under one [`FillKey`]. Exact decimal sums.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FillTotals {
+    pub count: u64,
+    pub quantity: Decimal,
+    /// Sum of `price * quantity`.
+    pub notional: Decimal,
+    /// The latest `createdAt` among the counted fills (the maximum, so reordering cannot move it
+    /// backwards).
+    pub last_created_at_ms: Option<i64>,
+}
+
+impl FillTotals {
+    pub(crate) fn add(&mut self, fill: &Fill) {
+        self.count += 1;
+        // Saturating: absurd wire values must not panic the sidecar.
+        self.quantity = self.quantity.saturating_add(fill.quantity);
+        self.notional = self
+            .notional
+            .saturating_add(fill.price.saturating_mul(fill.quantity));
+        self.last_created_at_ms = self.last_created_at_ms.max(fill.created_at_ms);
+    }
+}
+
+/// A fill newly counted by an event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fill {
+    pub market: String,
+    pub side: Side,
+    pub liquidity: Liquidity,
+    pub price: Decimal,
+    pub quantity: Decimal,
+    pub created_at_ms: Option<i64>,
+}
+
+impl From<&Trade> for Fill {
+    fn from(t: &Trade) -> Self {
+        Fill {
+            market: t.market.clone(),
+            side: t.side,
+            liquidity: t.liquidity,
+            price: t.price,
+            quantity: t.quantity,
+            created_at_ms: t.created_at_ms,
+        }
+    }
+}
+
+/// What makes two trades the same trade: the exchange's id when it sends one, else the content.
+/// Decimals are normalized so `"0.50"` and `0.5` are one key. Strings are `Arc` so the map and
+/// the eviction queue share one allocation per key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum TradeKey {
+    Id(Arc<str>),
+    Content {
+        market: Arc<str>,
+        created_at_ms: Option<i64>,
+        side: Side,
+        price: Decimal,
+        quantity: Decimal,
+        liquidity: Liquidity,
+    },
+}
+
+impl TradeKey {
+    pub(crate) fn of(t: &Trade) -> Self {
+        match &t.id {
+            Some(id) => TradeKey::Id(id.as_str().into()),
+            None => TradeKey::Content {
+                market: t.market.as_str().into(),
+                created_at_ms: t.created_at_ms,
+                side: t.side,
+                price: t.price.normalize(),
+                quantity: t.quantity.normalize(),
+                liquidity: t.liquidity,
+            },
+        }
+    }
+}
+
+/// Whether a trade key was seen before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Seen {
+    /// Not remembered: count it.
+    New,
+    /// Counted by an earlier event.
+    Earlier,
+    /// Counted earlier in the same event (the event repeats a trade).
+    ThisEvent,
+}
+
+/// Remembers the last `capacity` trade keys; the oldest is forgotten first. A trade forgotten
+/// and then replayed is counted again: the capacity must exceed the number of trades a snapshot
+/// can repeat.
+#[derive(Debug)]
+pub(crate) struct Dedup {
+    /// Key to the serial number it was inserted with.
+    seen: HashMap<TradeKey, u64>,
+    order: VecDeque<TradeKey>,
+    capacity: usize,
+    next_serial: u64,
+}
+
+impl Dedup {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Dedup {
+            seen: HashMap::with_capacity(capacity.min(1 << 16)),
+            order: VecDeque::with_capacity(capacity.min(1 << 16)),
+            capacity,
+            next_serial: 0,
+        }
+    }
+
+    /// The serial the next insertion gets; keys inserted at or after it belong to this event.
+    pub(crate) fn event_start(&self) -> u64 {
+        self.next_serial
+    }
+
+    /// Checks a key and remembers it if it was new.
+    pub(crate) fn observe(&mut self, key: TradeKey, event_start: u64) -> Seen {
+        if self.capacity == 0 {
+            return Seen::New;
+        }
+        match self.seen.entry(key) {
+            Entry::Occupied(o) => {
+                return if *o.get() >= event_start {
+                    Seen::ThisEvent
+                } else {
+                    Seen::Earlier
+                };
+            }
+            Entry::Vacant(v) => {
+                self.order.push_back(v.key().clone());
+                v.insert(self.next_serial);
+            }
+        }
+        // Evict after inserting so the key is hashed once; the newest key is at the back, so the
+        // front is never the key just added.
+        if self.order.len() > self.capacity
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.seen.remove(&oldest);
+        }
+        self.next_serial += 1;
+        Seen::New
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.order.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(id: &str) -> TradeKey {
+        TradeKey::Id(id.into())
+    }
+
+    #[test]
+    fn remembers_until_capacity_then_forgets_oldest_first() {
+        let mut d = Dedup::new(2);
+        let s = d.event_start();
+        assert_eq!(d.observe(key("a"), s), Seen::New);
+        assert_eq!(d.observe(key("b"), s), Seen::New);
+        assert_eq!(d.observe(key("c"), s), Seen::New); // evicts a
+        assert_eq!(d.len(), 2);
+        let s = d.event_start();
+        assert_eq!(d.observe(key("b"), s), Seen::Earlier);
+        assert_eq!(d.observe(key("c"), s), Seen::Earlier);
+        assert_eq!(d.observe(key("a"), s), Seen::New); // forgotten, counted again; evicts b
+        assert_eq!(d.observe(key("b"), d.event_start()), Seen::New);
+    }
+
+    #[test]
+    fn repeat_within_one_event_is_told_apart_from_earlier() {
+        let mut d = Dedup::new(10);
+        d.observe(key("a"), d.event_start());
+        let s = d.event_start();
+        assert_eq!(d.observe(key("b"), s), Seen::New);
+        assert_eq!(d.observe(key("b"), s), Seen::ThisEvent);
+        assert_eq!(d.observe(key("a"), s), Seen::Earlier);
+    }
+
+    #[test]
+    fn zero_capacity_remembers_nothing() {
+        let mut d = Dedup::new(0);
+        assert_eq!(d.observe(key("a"), 0), Seen::New);
+        assert_eq!(d.observe(key("a"), 0), Seen::New);
+        assert_eq!(d.len(), 0);
+    }
+
+    #[test]
+    fn content_key_normalizes_decimals() {
+        let t = |price: &str, qty: &str| Trade {
+            id: None,
+            market: "BTC-PERP".into(),
+            side: Side::Buy,
+            liquidity: Liquidity::Maker,
+            price: price.parse().unwrap(),
+            quantity: qty.parse().unwrap(),
+            created_at_ms: Some(1),
+        };
+        assert_eq!(
+            TradeKey::of(&t("100.50", "1.0")),
+            TradeKey::of(&t("100.5", "1"))
+        );
+        assert_ne!(
+            TradeKey::of(&t("100.5", "1")),
+            TradeKey::of(&t("100.5", "2"))
+        );
+    }
+
+    #[test]
+    fn totals_are_exact() {
+        let mut totals = FillTotals::default();
+        let fill = |p: &str, q: &str, at| Fill {
+            market: "BTC-PERP".into(),
+            side: Side::Buy,
+            liquidity: Liquidity::Maker,
+            price: p.parse().unwrap(),
+            quantity: q.parse().unwrap(),
+            created_at_ms: at,
+        };
+        totals.add(&fill("0.1", "3", Some(5)));
+        totals.add(&fill("0.2", "0.1", Some(2)));
+        totals.add(&fill("1", "1", None));
+        assert_eq!(totals.count, 3);
+        assert_eq!(totals.quantity, "4.1".parse::<Decimal>().unwrap());
+        assert_eq!(totals.notional, "1.32".parse::<Decimal>().unwrap());
+        assert_eq!(totals.last_created_at_ms, Some(5));
+    }
+}

@@ -1,0 +1,396 @@
+//! The pure fold of stream payloads into account state: fills (counted once), positions,
+//! realized PnL counters and order books.
+//!
+//! **Architecture Invariant:** state never does IO, never reads the clock and never records
+//! metrics. It reports what changed in [`Applied`]; the caller turns that into metrics.
+//!
+//! The rules:
+//! - **Scope.** The all-markets user stream ([`Scope::User`]) carries trades and positions; a
+//!   book in it is ignored. A market's events stream ([`Scope::Market`]) contributes only its
+//!   book: its trades and positions duplicate the user stream and are ignored.
+//! - **Fills are counted exactly once** by key across reconnects and re-snapshots. The key is the
+//!   trade `id` when present, else its content (market, `createdAt`, side, normalized price,
+//!   normalized quantity, liquidity). A snapshot's recent trades are counted when new (fills
+//!   made while the sidecar was away are not lost); already counted, they add to
+//!   [`Applied::dedup_snapshot_replay`]. In a delta, an already counted trade, and in any event a
+//!   trade repeated within that same event, adds to [`Applied::dedup_duplicate`]. The memory of
+//!   keys is bounded by the capacity given to [`Account::new`], oldest forgotten first.
+//! - **Positions** are kept by id. An upsert replaces; `removedIds` delete; a snapshot carrying
+//!   positions replaces the whole set (known ids absent from it are removed), while a snapshot
+//!   without a `positions` key leaves them alone. A `closed` upsert keeps the id known (with the
+//!   quantity as sent) until it is removed, so its realized-PnL baseline is kept.
+//! - **Realized PnL counters.** Each change of a position's `realizedPnl` adds to `profit`
+//!   (positive change) or `loss` (absolute value of a negative change) of its market. The
+//!   positions of the first snapshot with positions are the baseline: their current
+//!   `realizedPnl` is not counted (if one has none yet, its first report is the baseline). Any id
+//!   first seen later (in a delta or a later snapshot) counts from zero, and so does an id seen
+//!   again after it was removed. A removal counts nothing; an upsert without `realizedPnl` keeps
+//!   the previous baseline. So `profit - loss` is the PnL realized while watched.
+//! - **Books** are per market: a snapshot's book replaces that market's book; a delta sets the
+//!   levels it carries, and a zero size removes a level. The market is the book's `marketId`,
+//!   else the scope's market.
+
+mod book;
+mod fills;
+mod positions;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+pub use book::Book;
+pub use fills::{Fill, FillKey, FillTotals};
+pub use positions::{MarketPosition, RealizedTotals};
+
+use crate::source::wire::{Payload, Trade};
+use fills::{Dedup, Seen, TradeKey};
+use positions::{PositionChanges, Positions};
+
+/// Which stream a payload came from; decides which parts of it are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope<'a> {
+    /// The all-markets user stream: trades and positions; any book is ignored.
+    User,
+    /// That market's events stream: only its book is applied.
+    Market(&'a str),
+}
+
+/// What one event changed; the caller updates metrics from it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Applied {
+    /// Fills newly counted by this event (after dedup), in wire order.
+    pub fills: Vec<Fill>,
+    /// Trades in a snapshot already counted before this event.
+    pub dedup_snapshot_replay: u64,
+    /// Trades in a delta already counted, or repeated within this one event.
+    pub dedup_duplicate: u64,
+    /// Markets whose aggregated position changed (including removed to nothing).
+    pub position_markets: Vec<String>,
+    /// Markets whose realized totals changed.
+    pub realized_markets: Vec<String>,
+    /// Markets whose book changed.
+    pub book_markets: Vec<String>,
+}
+
+/// The account as folded from the stream. See the module docs for the rules.
+#[derive(Debug)]
+pub struct Account {
+    dedup: Dedup,
+    fills: BTreeMap<FillKey, FillTotals>,
+    positions: Positions,
+    books: BTreeMap<String, Book>,
+    markets: BTreeSet<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Snapshot,
+    Delta,
+}
+
+impl Account {
+    /// An empty account remembering up to `dedup_capacity` trade keys (FIFO eviction).
+    pub fn new(dedup_capacity: usize) -> Self {
+        Account {
+            dedup: Dedup::new(dedup_capacity),
+            fills: BTreeMap::new(),
+            positions: Positions::default(),
+            books: BTreeMap::new(),
+            markets: BTreeSet::new(),
+        }
+    }
+
+    /// Applies a snapshot: new trades counted, positions replaced (if present), book replaced.
+    pub fn apply_snapshot(&mut self, scope: Scope<'_>, payload: &Payload) -> Applied {
+        self.apply(Kind::Snapshot, scope, payload)
+    }
+
+    /// Applies a delta: new trades counted, position upserts/removals, book levels set.
+    pub fn apply_delta(&mut self, scope: Scope<'_>, payload: &Payload) -> Applied {
+        self.apply(Kind::Delta, scope, payload)
+    }
+
+    fn apply(&mut self, kind: Kind, scope: Scope<'_>, payload: &Payload) -> Applied {
+        let mut applied = Applied::default();
+        match scope {
+            Scope::User => {
+                self.apply_trades(kind, &payload.trades, &mut applied);
+                if let Some(update) = &payload.positions {
+                    let PositionChanges { markets, realized } = match kind {
+                        Kind::Snapshot => self.positions.apply_snapshot(update),
+                        Kind::Delta => self.positions.apply_delta(update),
+                    };
+                    for p in &update.upserts {
+                        self.note_market(&p.market);
+                    }
+                    applied.position_markets = markets;
+                    applied.realized_markets = realized;
+                }
+            }
+            Scope::Market(scope_market) => {
+                if let Some(update) = &payload.book {
+                    let market = update.market.as_deref().unwrap_or(scope_market);
+                    let changed = match (kind, self.books.get_mut(market)) {
+                        (Kind::Delta, Some(book)) => book.apply_levels(&update.bids, &update.asks),
+                        (_, existing) => {
+                            let fresh = Book::from_levels(&update.bids, &update.asks);
+                            match existing {
+                                Some(book) if *book == fresh => false,
+                                Some(book) => {
+                                    *book = fresh;
+                                    true
+                                }
+                                None => {
+                                    self.books.insert(market.to_owned(), fresh);
+                                    true
+                                }
+                            }
+                        }
+                    };
+                    self.note_market(market);
+                    if changed {
+                        applied.book_markets.push(market.to_owned());
+                    }
+                }
+            }
+        }
+        applied
+    }
+
+    fn apply_trades(&mut self, kind: Kind, trades: &[Trade], applied: &mut Applied) {
+        if trades.is_empty() {
+            return;
+        }
+        let start = self.dedup.event_start();
+        for t in trades {
+            match self.dedup.observe(TradeKey::of(t), start) {
+                Seen::New => {
+                    let mut fill = Fill::from(t);
+                    self.count_fill(&mut fill);
+                    applied.fills.push(fill);
+                }
+                Seen::Earlier if kind == Kind::Snapshot => applied.dedup_snapshot_replay += 1,
+                Seen::Earlier | Seen::ThisEvent => applied.dedup_duplicate += 1,
+            }
+        }
+    }
+
+    fn count_fill(&mut self, fill: &mut Fill) {
+        self.note_market(&fill.market);
+        // Borrow the fill's market string as the lookup key instead of allocating one.
+        let key = FillKey {
+            market: std::mem::take(&mut fill.market),
+            side: fill.side,
+            liquidity: fill.liquidity,
+        };
+        match self.fills.get_mut(&key) {
+            Some(totals) => {
+                totals.add(fill);
+                fill.market = key.market;
+            }
+            None => {
+                let mut totals = FillTotals::default();
+                totals.add(fill);
+                fill.market = key.market.clone();
+                self.fills.insert(key, totals);
+            }
+        }
+    }
+
+    fn note_market(&mut self, market: &str) {
+        if !self.markets.contains(market) {
+            self.markets.insert(market.to_owned());
+        }
+    }
+
+    /// The aggregate of a market's known positions; `None` when it has none.
+    pub fn market_position(&self, market: &str) -> Option<MarketPosition> {
+        self.positions.market_position(market)
+    }
+
+    /// Every market ever seen in positions, fills or books, sorted (for metric cleanup).
+    pub fn markets(&self) -> impl Iterator<Item = &str> {
+        self.markets.iter().map(String::as_str)
+    }
+
+    /// Positions with a nonzero quantity that are not closed.
+    pub fn open_positions(&self) -> usize {
+        self.positions.open_count()
+    }
+
+    pub fn book(&self, market: &str) -> Option<&Book> {
+        self.books.get(market)
+    }
+
+    /// Cumulative fill totals, exact.
+    pub fn fill_totals(&self) -> &BTreeMap<FillKey, FillTotals> {
+        &self.fills
+    }
+
+    /// Realized profit and loss accumulated while watched, per market.
+    pub fn realized_totals(&self) -> &BTreeMap<String, RealizedTotals> {
+        self.positions.realized()
+    }
+
+    /// Number of trade keys currently remembered for dedup.
+    pub fn remembered_trades(&self) -> usize {
+        self.dedup.len()
+    }
+
+    /// A deterministic, serializable view of everything; decimals as normalized strings.
+    pub fn summary(&self) -> Summary {
+        let positions = self
+            .positions
+            .all()
+            .map(|p| {
+                (
+                    p.id.clone(),
+                    PositionSummary {
+                        market: p.market.clone(),
+                        quantity: dec(p.quantity),
+                        entry_price: p.entry_price.map(dec),
+                        realized_pnl: p.realized_pnl.map(dec),
+                        closed: p.closed,
+                    },
+                )
+            })
+            .collect();
+        let mut market_positions = BTreeMap::new();
+        for market in &self.markets {
+            if let Some(mp) = self.market_position(market) {
+                market_positions.insert(
+                    market.clone(),
+                    MarketPositionSummary {
+                        quantity: dec(mp.quantity),
+                        entry_price: mp.entry_price.map(dec),
+                        realized_pnl: dec(mp.realized_pnl),
+                    },
+                );
+            }
+        }
+        let fills = self
+            .fills
+            .iter()
+            .map(|(k, t)| FillSummary {
+                market: k.market.clone(),
+                side: k.side.as_str(),
+                liquidity: k.liquidity.as_str(),
+                count: t.count,
+                quantity: dec(t.quantity),
+                notional: dec(t.notional),
+                last_created_at_ms: t.last_created_at_ms,
+            })
+            .collect();
+        let realized = self
+            .realized_totals()
+            .iter()
+            .map(|(m, r)| {
+                (
+                    m.clone(),
+                    RealizedSummary {
+                        profit: dec(r.profit),
+                        loss: dec(r.loss),
+                    },
+                )
+            })
+            .collect();
+        let books = self
+            .books
+            .iter()
+            .map(|(m, b)| {
+                let side = |levels: &mut dyn Iterator<Item = (Decimal, Decimal)>| {
+                    levels.map(|(p, s)| [dec(p), dec(s)]).collect()
+                };
+                (
+                    m.clone(),
+                    BookSummary {
+                        best_bid: b.best_bid().map(dec),
+                        best_ask: b.best_ask().map(dec),
+                        mid: b.mid().map(dec),
+                        bids: side(&mut b.bids()),
+                        asks: side(&mut b.asks()),
+                    },
+                )
+            })
+            .collect();
+        Summary {
+            markets: self.markets.iter().cloned().collect(),
+            open_positions: self.open_positions(),
+            positions,
+            market_positions,
+            fills,
+            realized,
+            books,
+            remembered_trades: self.dedup.len(),
+        }
+    }
+}
+
+fn dec(d: Decimal) -> String {
+    d.normalize().to_string()
+}
+
+/// Everything the account knows, in a stable order (fixtures and the status API print it).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    pub markets: Vec<String>,
+    pub open_positions: usize,
+    /// By position id.
+    pub positions: BTreeMap<String, PositionSummary>,
+    /// By market.
+    pub market_positions: BTreeMap<String, MarketPositionSummary>,
+    /// Sorted by market, side, liquidity.
+    pub fills: Vec<FillSummary>,
+    /// By market.
+    pub realized: BTreeMap<String, RealizedSummary>,
+    /// By market.
+    pub books: BTreeMap<String, BookSummary>,
+    pub remembered_trades: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PositionSummary {
+    pub market: String,
+    pub quantity: String,
+    pub entry_price: Option<String>,
+    pub realized_pnl: Option<String>,
+    pub closed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MarketPositionSummary {
+    pub quantity: String,
+    pub entry_price: Option<String>,
+    pub realized_pnl: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FillSummary {
+    pub market: String,
+    pub side: &'static str,
+    pub liquidity: &'static str,
+    pub count: u64,
+    pub quantity: String,
+    pub notional: String,
+    pub last_created_at_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RealizedSummary {
+    pub profit: String,
+    pub loss: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BookSummary {
+    pub best_bid: Option<String>,
+    pub best_ask: Option<String>,
+    pub mid: Option<String>,
+    /// `[price, size]`, best first.
+    pub bids: Vec<[String; 2]>,
+    pub asks: Vec<[String; 2]>,
+}
+
+#[cfg(test)]
+mod tests;

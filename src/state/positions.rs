@@ -1,0 +1,273 @@
+//! Positions by id, their per-market aggregate, and the realized-PnL profit/loss counters.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use rust_decimal::Decimal;
+
+use crate::source::wire::{Position, PositionsUpdate};
+
+/// A market's positions rolled into one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MarketPosition {
+    /// Signed sum over the market's positions (long > 0).
+    pub quantity: Decimal,
+    /// `|quantity|`-weighted entry price over the positions with a nonzero quantity and an entry
+    /// price; `None` when there are none.
+    pub entry_price: Option<Decimal>,
+    /// Sum of `realizedPnl` as reported (absent counts as zero).
+    pub realized_pnl: Decimal,
+}
+
+/// Realized PnL accumulated while watched, per market.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RealizedTotals {
+    /// Sum of the positive changes of positions' `realizedPnl`.
+    pub profit: Decimal,
+    /// Sum of the absolute values of the negative changes.
+    pub loss: Decimal,
+}
+
+#[derive(Debug)]
+struct Entry {
+    pos: Position,
+    /// The `realizedPnl` already accounted for; `None` while a baseline position has not yet
+    /// reported one (its first report then becomes the baseline, not a change).
+    realized_base: Option<Decimal>,
+}
+
+/// What a positions update touched, for [`crate::state::Applied`].
+#[derive(Debug, Default)]
+pub(crate) struct PositionChanges {
+    /// Markets whose aggregate changed.
+    pub(crate) markets: Vec<String>,
+    /// Markets whose realized totals changed.
+    pub(crate) realized: Vec<String>,
+}
+
+/// All known positions. See [`crate::state::Account`] for the rules.
+#[derive(Debug, Default)]
+pub(crate) struct Positions {
+    /// Market, then position id.
+    by_market: BTreeMap<String, BTreeMap<String, Entry>>,
+    /// Position id to its market.
+    market_of: HashMap<String, String>,
+    /// Whether a snapshot with positions has been applied (its positions were the baseline).
+    baselined: bool,
+    realized: BTreeMap<String, RealizedTotals>,
+}
+
+/// Markets touched by one update, with their aggregate from before it.
+type Before = Vec<(String, Option<MarketPosition>)>;
+
+impl Positions {
+    /// A delta: upserts replace by id, then `removed_ids` delete (a removal counts no PnL).
+    pub(crate) fn apply_delta(&mut self, update: &PositionsUpdate) -> PositionChanges {
+        let mut before = Before::new();
+        let mut changes = PositionChanges::default();
+        for p in &update.upserts {
+            self.upsert(p, false, &mut before, &mut changes);
+        }
+        for id in &update.removed_ids {
+            self.remove(id, &mut before);
+        }
+        self.finish(before, changes)
+    }
+
+    /// A snapshot: the upserts are the whole set; known ids absent from it are removed (so any
+    /// `removedIds` are moot). The first snapshot applied is the realized-PnL baseline.
+    pub(crate) fn apply_snapshot(&mut self, update: &PositionsUpdate) -> PositionChanges {
+        let mut before = Before::new();
+        let mut changes = PositionChanges::default();
+        let present: HashSet<&str> = update.upserts.iter().map(|p| p.id.as_str()).collect();
+        let gone: Vec<String> = self
+            .market_of
+            .keys()
+            .filter(|id| !present.contains(id.as_str()))
+            .cloned()
+            .collect();
+        for id in &gone {
+            self.remove(id, &mut before);
+        }
+        let baseline = !self.baselined;
+        for p in &update.upserts {
+            self.upsert(p, baseline, &mut before, &mut changes);
+        }
+        self.baselined = true;
+        self.finish(before, changes)
+    }
+
+    fn upsert(
+        &mut self,
+        p: &Position,
+        baseline: bool,
+        before: &mut Before,
+        changes: &mut PositionChanges,
+    ) {
+        self.note_before(&p.market, before);
+        // `Some(base)` when the id is already known (a replace), `None` when it is new.
+        let known: Option<Option<Decimal>> = match self.market_of.get(p.id.as_str()) {
+            Some(m) if *m == p.market => self
+                .by_market
+                .get(m.as_str())
+                .and_then(|ids| ids.get(p.id.as_str()))
+                .map(|e| e.realized_base),
+            Some(m) => {
+                // The id moved market: it leaves the old one.
+                let m = m.clone();
+                self.note_before(&m, before);
+                let old = self.take_entry(&m, &p.id);
+                self.market_of.insert(p.id.clone(), p.market.clone());
+                old.map(|e| e.realized_base)
+            }
+            None => {
+                self.market_of.insert(p.id.clone(), p.market.clone());
+                None
+            }
+        };
+        let base = match known {
+            Some(base) => base,
+            // New ids count from zero, except in the baseline snapshot.
+            None if baseline => None,
+            None => Some(Decimal::ZERO),
+        };
+        let realized_base = match (base, p.realized_pnl) {
+            (Some(b), Some(r)) => {
+                self.record_realized(&p.market, r.saturating_sub(b), changes);
+                Some(r)
+            }
+            (None, Some(r)) => Some(r),
+            (b, None) => b,
+        };
+        match self.by_market.get_mut(p.market.as_str()) {
+            Some(ids) => match ids.get_mut(p.id.as_str()) {
+                // Same id and market: update in place, no allocation.
+                Some(e) => {
+                    e.pos.quantity = p.quantity;
+                    e.pos.entry_price = p.entry_price;
+                    e.pos.realized_pnl = p.realized_pnl;
+                    e.pos.closed = p.closed;
+                    e.realized_base = realized_base;
+                }
+                None => {
+                    ids.insert(
+                        p.id.clone(),
+                        Entry {
+                            pos: p.clone(),
+                            realized_base,
+                        },
+                    );
+                }
+            },
+            None => {
+                let entry = Entry {
+                    pos: p.clone(),
+                    realized_base,
+                };
+                self.by_market
+                    .insert(p.market.clone(), BTreeMap::from([(p.id.clone(), entry)]));
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &str, before: &mut Before) {
+        if let Some(market) = self.market_of.remove(id) {
+            self.note_before(&market, before);
+            self.take_entry(&market, id);
+        }
+    }
+
+    fn take_entry(&mut self, market: &str, id: &str) -> Option<Entry> {
+        let ids = self.by_market.get_mut(market)?;
+        let entry = ids.remove(id);
+        if ids.is_empty() {
+            self.by_market.remove(market);
+        }
+        entry
+    }
+
+    fn record_realized(&mut self, market: &str, change: Decimal, changes: &mut PositionChanges) {
+        if change.is_zero() {
+            return;
+        }
+        let totals = match self.realized.get_mut(market) {
+            Some(t) => t,
+            None => self.realized.entry(market.to_owned()).or_default(),
+        };
+        if change.is_sign_positive() {
+            totals.profit = totals.profit.saturating_add(change);
+        } else {
+            totals.loss = totals.loss.saturating_sub(change);
+        }
+        if !changes.realized.iter().any(|m| m == market) {
+            changes.realized.push(market.to_owned());
+        }
+    }
+
+    fn note_before(&self, market: &str, before: &mut Before) {
+        if !before.iter().any(|(m, _)| m == market) {
+            before.push((market.to_owned(), self.market_position(market)));
+        }
+    }
+
+    fn finish(&self, before: Before, mut changes: PositionChanges) -> PositionChanges {
+        for (market, was) in before {
+            if self.market_position(&market) != was {
+                changes.markets.push(market);
+            }
+        }
+        changes
+    }
+
+    pub(crate) fn market_position(&self, market: &str) -> Option<MarketPosition> {
+        let ids = self.by_market.get(market)?;
+        let mut quantity = Decimal::ZERO;
+        let mut realized_pnl = Decimal::ZERO;
+        let mut weight = Decimal::ZERO;
+        let mut weighted = Decimal::ZERO;
+        let mut priced = 0usize;
+        let mut single_entry = None;
+        for e in ids.values() {
+            let p = &e.pos;
+            quantity = quantity.saturating_add(p.quantity);
+            realized_pnl = realized_pnl.saturating_add(p.realized_pnl.unwrap_or_default());
+            if let Some(entry) = p.entry_price
+                && !p.quantity.is_zero()
+            {
+                let w = p.quantity.abs();
+                weight = weight.saturating_add(w);
+                weighted = weighted.saturating_add(w.saturating_mul(entry));
+                priced += 1;
+                single_entry = Some(entry);
+            }
+        }
+        let entry_price = match priced {
+            0 => None,
+            // One position: its own price, untouched by division rounding.
+            1 => single_entry,
+            _ => weighted.checked_div(weight),
+        };
+        Some(MarketPosition {
+            quantity,
+            entry_price,
+            realized_pnl,
+        })
+    }
+
+    /// Positions with a nonzero quantity that are not closed.
+    pub(crate) fn open_count(&self) -> usize {
+        self.all()
+            .filter(|p| !p.closed && !p.quantity.is_zero())
+            .count()
+    }
+
+    /// Every known position, by market then id.
+    pub(crate) fn all(&self) -> impl Iterator<Item = &Position> {
+        self.by_market
+            .values()
+            .flat_map(|ids| ids.values().map(|e| &e.pos))
+    }
+
+    pub(crate) fn realized(&self) -> &BTreeMap<String, RealizedTotals> {
+        &self.realized
+    }
+}

@@ -1,0 +1,561 @@
+//! Tests of the fold rules documented on [`crate::state`], one rule per test.
+
+use super::*;
+use crate::source::wire::{BookUpdate, Liquidity, Position, PositionsUpdate, Side};
+
+fn d(s: &str) -> Decimal {
+    s.parse().unwrap()
+}
+
+fn trade(id: Option<&str>, market: &str, side: Side, price: &str, qty: &str) -> Trade {
+    Trade {
+        id: id.map(str::to_owned),
+        market: market.into(),
+        side,
+        liquidity: Liquidity::Maker,
+        price: d(price),
+        quantity: d(qty),
+        created_at_ms: Some(1_000),
+    }
+}
+
+fn trades(ts: Vec<Trade>) -> Payload {
+    Payload {
+        trades: ts,
+        ..Payload::default()
+    }
+}
+
+fn pos(id: &str, market: &str, qty: &str, entry: Option<&str>, realized: Option<&str>) -> Position {
+    Position {
+        id: id.into(),
+        market: market.into(),
+        quantity: d(qty),
+        entry_price: entry.map(d),
+        realized_pnl: realized.map(d),
+        closed: false,
+    }
+}
+
+fn positions(upserts: Vec<Position>, removed: &[&str]) -> Payload {
+    Payload {
+        positions: Some(PositionsUpdate {
+            upserts,
+            removed_ids: removed.iter().map(|s| s.to_string()).collect(),
+        }),
+        ..Payload::default()
+    }
+}
+
+fn book(market: Option<&str>, bids: &[(&str, &str)], asks: &[(&str, &str)]) -> Payload {
+    let lv = |l: &[(&str, &str)]| l.iter().map(|(p, s)| (d(p), d(s))).collect();
+    Payload {
+        book: Some(BookUpdate {
+            market: market.map(str::to_owned),
+            bids: lv(bids),
+            asks: lv(asks),
+        }),
+        ..Payload::default()
+    }
+}
+
+fn realized(acc: &Account, market: &str) -> (Decimal, Decimal) {
+    acc.realized_totals()
+        .get(market)
+        .map_or((Decimal::ZERO, Decimal::ZERO), |r| (r.profit, r.loss))
+}
+
+fn key(market: &str, side: Side) -> FillKey {
+    FillKey {
+        market: market.into(),
+        side,
+        liquidity: Liquidity::Maker,
+    }
+}
+
+// ---- fills and dedup ----
+
+#[test]
+fn snapshot_trades_are_counted_when_new() {
+    let mut acc = Account::new(100);
+    let a = acc.apply_snapshot(
+        Scope::User,
+        &trades(vec![trade(Some("t1"), "BTC-PERP", Side::Buy, "100", "2")]),
+    );
+    assert_eq!(a.fills.len(), 1);
+    assert_eq!(a.fills[0].market, "BTC-PERP");
+    assert_eq!(a.dedup_snapshot_replay, 0);
+    let t = &acc.fill_totals()[&key("BTC-PERP", Side::Buy)];
+    assert_eq!((t.count, t.quantity, t.notional), (1, d("2"), d("200")));
+}
+
+#[test]
+fn resnapshot_repeating_trades_counts_them_once() {
+    let mut acc = Account::new(100);
+    let t1 = trade(Some("t1"), "BTC-PERP", Side::Buy, "100", "1");
+    let t2 = trade(Some("t2"), "BTC-PERP", Side::Sell, "101", "1");
+    acc.apply_snapshot(Scope::User, &trades(vec![t1.clone()]));
+    acc.apply_delta(Scope::User, &trades(vec![t2.clone()]));
+    // Reconnect: the new snapshot repeats both and adds t3, made while disconnected.
+    let t3 = trade(Some("t3"), "BTC-PERP", Side::Buy, "99", "3");
+    let a = acc.apply_snapshot(Scope::User, &trades(vec![t1, t2, t3]));
+    assert_eq!(a.dedup_snapshot_replay, 2);
+    assert_eq!(a.dedup_duplicate, 0);
+    assert_eq!(a.fills.len(), 1);
+    assert_eq!(a.fills[0].quantity, d("3"));
+    let t = &acc.fill_totals()[&key("BTC-PERP", Side::Buy)];
+    assert_eq!((t.count, t.quantity), (2, d("4")));
+}
+
+#[test]
+fn delta_repeating_a_trade_is_a_duplicate() {
+    let mut acc = Account::new(100);
+    let t1 = trade(Some("t1"), "BTC-PERP", Side::Buy, "100", "1");
+    acc.apply_delta(Scope::User, &trades(vec![t1.clone()]));
+    let a = acc.apply_delta(Scope::User, &trades(vec![t1]));
+    assert_eq!(
+        (a.fills.len(), a.dedup_duplicate, a.dedup_snapshot_replay),
+        (0, 1, 0)
+    );
+}
+
+#[test]
+fn trade_repeated_within_one_event_is_a_duplicate_even_in_a_snapshot() {
+    let mut acc = Account::new(100);
+    let t1 = trade(Some("t1"), "BTC-PERP", Side::Buy, "100", "1");
+    let a = acc.apply_snapshot(Scope::User, &trades(vec![t1.clone(), t1]));
+    assert_eq!(
+        (a.fills.len(), a.dedup_duplicate, a.dedup_snapshot_replay),
+        (1, 1, 0)
+    );
+}
+
+#[test]
+fn trades_without_id_dedup_on_normalized_content() {
+    let mut acc = Account::new(100);
+    acc.apply_delta(
+        Scope::User,
+        &trades(vec![trade(None, "BTC-PERP", Side::Buy, "100.50", "1.0")]),
+    );
+    let a = acc.apply_snapshot(
+        Scope::User,
+        &trades(vec![
+            trade(None, "BTC-PERP", Side::Buy, "100.5", "1"),
+            // Different side: a different trade.
+            trade(None, "BTC-PERP", Side::Sell, "100.5", "1"),
+        ]),
+    );
+    assert_eq!((a.fills.len(), a.dedup_snapshot_replay), (1, 1));
+    assert_eq!(a.fills[0].side, Side::Sell);
+}
+
+#[test]
+fn dedup_memory_is_bounded_and_forgets_oldest_first() {
+    let mut acc = Account::new(2);
+    let t = |id| trade(Some(id), "BTC-PERP", Side::Buy, "1", "1");
+    acc.apply_delta(Scope::User, &trades(vec![t("a"), t("b"), t("c")]));
+    assert_eq!(acc.remembered_trades(), 2);
+    // "b" and "c" are remembered; "a" was evicted and so is counted again.
+    let a = acc.apply_snapshot(Scope::User, &trades(vec![t("b"), t("c"), t("a")]));
+    assert_eq!((a.fills.len(), a.dedup_snapshot_replay), (1, 2));
+    assert_eq!(acc.fill_totals()[&key("BTC-PERP", Side::Buy)].count, 4);
+}
+
+#[test]
+fn notional_is_exact() {
+    let mut acc = Account::new(100);
+    acc.apply_delta(
+        Scope::User,
+        &trades(vec![
+            trade(Some("a"), "ETH-PERP", Side::Sell, "0.1", "0.3"),
+            trade(Some("b"), "ETH-PERP", Side::Sell, "0.2", "0.3"),
+        ]),
+    );
+    let t = &acc.fill_totals()[&key("ETH-PERP", Side::Sell)];
+    assert_eq!(t.notional, d("0.09"));
+    assert_eq!(t.quantity, d("0.6"));
+}
+
+// ---- scope ----
+
+#[test]
+fn market_scope_applies_only_the_book() {
+    let mut acc = Account::new(100);
+    let mut p = book(Some("BTC-PERP"), &[("100", "1")], &[("101", "1")]);
+    p.trades = vec![trade(Some("t1"), "BTC-PERP", Side::Buy, "100", "1")];
+    p.positions = positions(vec![pos("p1", "BTC-PERP", "1", None, Some("5"))], &[]).positions;
+    let a = acc.apply_snapshot(Scope::Market("BTC-PERP"), &p);
+    assert!(a.fills.is_empty() && a.position_markets.is_empty());
+    assert_eq!(a.book_markets, vec!["BTC-PERP".to_string()]);
+    assert!(acc.fill_totals().is_empty());
+    assert_eq!(acc.market_position("BTC-PERP"), None);
+    // The trade was not remembered either: the user stream still counts it.
+    let a = acc.apply_delta(Scope::User, &p);
+    assert_eq!(a.fills.len(), 1);
+}
+
+#[test]
+fn user_scope_ignores_the_book() {
+    let mut acc = Account::new(100);
+    let a = acc.apply_snapshot(Scope::User, &book(Some("BTC-PERP"), &[("100", "1")], &[]));
+    assert!(a.book_markets.is_empty());
+    assert!(acc.book("BTC-PERP").is_none());
+    assert_eq!(acc.markets().count(), 0);
+}
+
+// ---- positions ----
+
+#[test]
+fn upsert_replaces_and_removed_ids_delete() {
+    let mut acc = Account::new(100);
+    acc.apply_delta(
+        Scope::User,
+        &positions(vec![pos("p1", "BTC-PERP", "1", Some("100"), None)], &[]),
+    );
+    let a = acc.apply_delta(
+        Scope::User,
+        &positions(vec![pos("p1", "BTC-PERP", "-2", Some("110"), None)], &[]),
+    );
+    assert_eq!(a.position_markets, vec!["BTC-PERP".to_string()]);
+    let mp = acc.market_position("BTC-PERP").unwrap();
+    assert_eq!((mp.quantity, mp.entry_price), (d("-2"), Some(d("110"))));
+    let a = acc.apply_delta(Scope::User, &positions(vec![], &["p1"]));
+    assert_eq!(a.position_markets, vec!["BTC-PERP".to_string()]);
+    assert_eq!(acc.market_position("BTC-PERP"), None);
+    assert_eq!(acc.open_positions(), 0);
+    // Still listed for metric cleanup.
+    assert_eq!(acc.markets().collect::<Vec<_>>(), vec!["BTC-PERP"]);
+}
+
+#[test]
+fn unchanged_upsert_reports_no_position_change() {
+    let mut acc = Account::new(100);
+    let p = positions(vec![pos("p1", "BTC-PERP", "1", Some("100"), None)], &[]);
+    acc.apply_delta(Scope::User, &p);
+    let a = acc.apply_delta(Scope::User, &p);
+    assert!(a.position_markets.is_empty());
+}
+
+#[test]
+fn snapshot_replaces_the_whole_set() {
+    let mut acc = Account::new(100);
+    acc.apply_snapshot(
+        Scope::User,
+        &positions(
+            vec![
+                pos("p1", "BTC-PERP", "1", None, None),
+                pos("p2", "ETH-PERP", "5", None, None),
+            ],
+            &[],
+        ),
+    );
+    assert_eq!(acc.open_positions(), 2);
+    let mut a = acc.apply_snapshot(
+        Scope::User,
+        &positions(vec![pos("p1", "BTC-PERP", "1", None, None)], &[]),
+    );
+    assert_eq!(acc.open_positions(), 1);
+    assert_eq!(acc.market_position("ETH-PERP"), None);
+    a.position_markets.sort();
+    assert_eq!(a.position_markets, vec!["ETH-PERP".to_string()]);
+}
+
+#[test]
+fn snapshot_without_positions_key_leaves_positions_alone() {
+    let mut acc = Account::new(100);
+    acc.apply_delta(
+        Scope::User,
+        &positions(vec![pos("p1", "BTC-PERP", "1", None, None)], &[]),
+    );
+    acc.apply_snapshot(Scope::User, &Payload::default());
+    assert_eq!(acc.open_positions(), 1);
+}
+
+#[test]
+fn market_position_aggregates_signed_quantity_weighted_entry_and_realized() {
+    let mut acc = Account::new(100);
+    acc.apply_delta(
+        Scope::User,
+        &positions(
+            vec![
+                pos("a", "BTC-PERP", "3", Some("100"), Some("1.5")),
+                pos("b", "BTC-PERP", "-1", Some("120"), Some("-0.5")),
+                // Zero quantity: no weight in the entry price.
+                pos("c", "BTC-PERP", "0", Some("999"), None),
+            ],
+            &[],
+        ),
+    );
+    let mp = acc.market_position("BTC-PERP").unwrap();
+    assert_eq!(mp.quantity, d("2"));
+    // (3*100 + 1*120) / 4
+    assert_eq!(mp.entry_price, Some(d("105")));
+    assert_eq!(mp.realized_pnl, d("1"));
+    assert_eq!(acc.open_positions(), 2);
+}
+
+#[test]
+fn closed_upsert_keeps_the_id_and_its_realized_baseline_until_removed() {
+    let mut acc = Account::new(100);
+    acc.apply_snapshot(
+        Scope::User,
+        &positions(
+            vec![pos("p1", "BTC-PERP", "1", Some("100"), Some("10"))],
+            &[],
+        ),
+    );
+    let mut closed = pos("p1", "BTC-PERP", "0", Some("100"), Some("12"));
+    closed.closed = true;
+    let a = acc.apply_delta(Scope::User, &positions(vec![closed.clone()], &[]));
+    assert_eq!(a.realized_markets, vec!["BTC-PERP".to_string()]);
+    assert_eq!(realized(&acc, "BTC-PERP"), (d("2"), d("0")));
+    assert_eq!(acc.open_positions(), 0);
+    // Still known: a repeat of the closed upsert changes nothing.
+    let a = acc.apply_delta(Scope::User, &positions(vec![closed], &[]));
+    assert!(a.realized_markets.is_empty());
+    assert!(acc.summary().positions["p1"].closed);
+    let a = acc.apply_delta(Scope::User, &positions(vec![], &["p1"]));
+    assert!(a.realized_markets.is_empty());
+    assert_eq!(a.position_markets, vec!["BTC-PERP".to_string()]);
+    assert_eq!(realized(&acc, "BTC-PERP"), (d("2"), d("0")));
+}
+
+#[test]
+fn position_moving_market_updates_both() {
+    let mut acc = Account::new(100);
+    acc.apply_delta(
+        Scope::User,
+        &positions(vec![pos("p1", "BTC-PERP", "1", None, None)], &[]),
+    );
+    let mut a = acc.apply_delta(
+        Scope::User,
+        &positions(vec![pos("p1", "ETH-PERP", "1", None, None)], &[]),
+    );
+    a.position_markets.sort();
+    assert_eq!(
+        a.position_markets,
+        vec!["BTC-PERP".to_string(), "ETH-PERP".to_string()]
+    );
+    assert_eq!(acc.market_position("BTC-PERP"), None);
+    assert_eq!(acc.open_positions(), 1);
+}
+
+// ---- realized pnl ----
+
+#[test]
+fn first_snapshot_is_the_realized_baseline() {
+    let mut acc = Account::new(100);
+    let a = acc.apply_snapshot(
+        Scope::User,
+        &positions(vec![pos("p1", "BTC-PERP", "1", None, Some("50"))], &[]),
+    );
+    assert!(a.realized_markets.is_empty());
+    assert!(acc.realized_totals().is_empty());
+    acc.apply_delta(
+        Scope::User,
+        &positions(vec![pos("p1", "BTC-PERP", "1", None, Some("53"))], &[]),
+    );
+    acc.apply_delta(
+        Scope::User,
+        &positions(vec![pos("p1", "BTC-PERP", "1", None, Some("51.5"))], &[]),
+    );
+    assert_eq!(realized(&acc, "BTC-PERP"), (d("3"), d("1.5")));
+}
+
+#[test]
+fn baseline_position_without_realized_takes_its_first_report_as_baseline() {
+    let mut acc = Account::new(100);
+    acc.apply_snapshot(
+        Scope::User,
+        &positions(vec![pos("p1", "BTC-PERP", "1", None, None)], &[]),
+    );
+    acc.apply_delta(
+        Scope::User,
+        &positions(vec![pos("p1", "BTC-PERP", "1", None, Some("40"))], &[]),
+    );
+    assert!(acc.realized_totals().is_empty());
+    // And an upsert without realizedPnl keeps the baseline.
+    acc.apply_delta(
+        Scope::User,
+        &positions(vec![pos("p1", "BTC-PERP", "1", None, None)], &[]),
+    );
+    acc.apply_delta(
+        Scope::User,
+        &positions(vec![pos("p1", "BTC-PERP", "1", None, Some("41"))], &[]),
+    );
+    assert_eq!(realized(&acc, "BTC-PERP"), (d("1"), d("0")));
+}
+
+#[test]
+fn ids_first_seen_in_a_delta_count_from_zero() {
+    let mut acc = Account::new(100);
+    acc.apply_snapshot(Scope::User, &positions(vec![], &[]));
+    let a = acc.apply_delta(
+        Scope::User,
+        &positions(vec![pos("p1", "ETH-PERP", "1", None, Some("-4"))], &[]),
+    );
+    assert_eq!(a.realized_markets, vec!["ETH-PERP".to_string()]);
+    assert_eq!(realized(&acc, "ETH-PERP"), (d("0"), d("4")));
+}
+
+#[test]
+fn ids_first_seen_in_a_later_snapshot_count_from_zero() {
+    let mut acc = Account::new(100);
+    acc.apply_snapshot(
+        Scope::User,
+        &positions(vec![pos("p1", "BTC-PERP", "1", None, Some("10"))], &[]),
+    );
+    // Reconnect: p1 realized 2 more, p2 opened and realized 7 while we were away.
+    acc.apply_snapshot(
+        Scope::User,
+        &positions(
+            vec![
+                pos("p1", "BTC-PERP", "1", None, Some("12")),
+                pos("p2", "ETH-PERP", "1", None, Some("7")),
+            ],
+            &[],
+        ),
+    );
+    assert_eq!(realized(&acc, "BTC-PERP"), (d("2"), d("0")));
+    assert_eq!(realized(&acc, "ETH-PERP"), (d("7"), d("0")));
+}
+
+#[test]
+fn removal_counts_nothing_and_a_reappearing_id_counts_from_zero() {
+    let mut acc = Account::new(100);
+    acc.apply_snapshot(
+        Scope::User,
+        &positions(vec![pos("p1", "BTC-PERP", "1", None, Some("10"))], &[]),
+    );
+    acc.apply_delta(Scope::User, &positions(vec![], &["p1"]));
+    assert!(acc.realized_totals().is_empty());
+    acc.apply_delta(
+        Scope::User,
+        &positions(vec![pos("p1", "BTC-PERP", "1", None, Some("3"))], &[]),
+    );
+    assert_eq!(realized(&acc, "BTC-PERP"), (d("3"), d("0")));
+}
+
+#[test]
+fn snapshot_removal_counts_nothing() {
+    let mut acc = Account::new(100);
+    acc.apply_snapshot(
+        Scope::User,
+        &positions(vec![pos("p1", "BTC-PERP", "1", None, Some("10"))], &[]),
+    );
+    let a = acc.apply_snapshot(Scope::User, &positions(vec![], &[]));
+    assert!(a.realized_markets.is_empty());
+    assert!(acc.realized_totals().is_empty());
+    assert_eq!(a.position_markets, vec!["BTC-PERP".to_string()]);
+}
+
+// ---- books ----
+
+#[test]
+fn book_snapshot_replaces_and_delta_zero_size_removes() {
+    let mut acc = Account::new(100);
+    let scope = Scope::Market("BTC-PERP");
+    acc.apply_snapshot(
+        scope,
+        &book(
+            None,
+            &[("100", "1"), ("99", "2")],
+            &[("101", "1"), ("102", "5")],
+        ),
+    );
+    let b = acc.book("BTC-PERP").unwrap();
+    assert_eq!(
+        (b.best_bid(), b.best_ask(), b.mid()),
+        (Some(d("100")), Some(d("101")), Some(d("100.5")))
+    );
+    let a = acc.apply_delta(scope, &book(None, &[("100", "0")], &[("100.5", "3")]));
+    assert_eq!(a.book_markets, vec!["BTC-PERP".to_string()]);
+    let b = acc.book("BTC-PERP").unwrap();
+    assert_eq!(
+        (b.best_bid(), b.best_ask()),
+        (Some(d("99")), Some(d("100.5")))
+    );
+    assert_eq!((b.levels(true), b.levels(false)), (1, 3));
+    // A new snapshot replaces everything, including levels the delta added.
+    acc.apply_snapshot(scope, &book(None, &[("98", "1")], &[]));
+    let b = acc.book("BTC-PERP").unwrap();
+    assert_eq!((b.levels(true), b.levels(false), b.mid()), (1, 0, None));
+    // Removing a level that is not there is no change.
+    let a = acc.apply_delta(scope, &book(None, &[("50", "0")], &[]));
+    assert!(a.book_markets.is_empty());
+}
+
+#[test]
+fn book_market_comes_from_the_payload_else_the_scope() {
+    let mut acc = Account::new(100);
+    acc.apply_snapshot(
+        Scope::Market("BTC-PERP"),
+        &book(Some("ETH-PERP"), &[("1", "1")], &[]),
+    );
+    assert!(acc.book("ETH-PERP").is_some());
+    assert!(acc.book("BTC-PERP").is_none());
+}
+
+#[test]
+fn delta_before_any_book_snapshot_starts_a_book() {
+    let mut acc = Account::new(100);
+    acc.apply_delta(
+        Scope::Market("BTC-PERP"),
+        &book(None, &[("1", "1"), ("2", "0")], &[]),
+    );
+    assert_eq!(acc.book("BTC-PERP").unwrap().levels(true), 1);
+}
+
+// ---- markets and summary ----
+
+#[test]
+fn markets_lists_every_market_seen_anywhere() {
+    let mut acc = Account::new(100);
+    acc.apply_delta(
+        Scope::User,
+        &trades(vec![trade(Some("t"), "SOL-PERP", Side::Buy, "1", "1")]),
+    );
+    acc.apply_delta(
+        Scope::User,
+        &positions(vec![pos("p", "ETH-PERP", "1", None, None)], &[]),
+    );
+    acc.apply_delta(Scope::Market("BTC-PERP"), &book(None, &[("1", "1")], &[]));
+    acc.apply_delta(Scope::User, &positions(vec![], &["p"]));
+    assert_eq!(
+        acc.markets().collect::<Vec<_>>(),
+        vec!["BTC-PERP", "ETH-PERP", "SOL-PERP"]
+    );
+}
+
+#[test]
+fn summary_is_normalized_and_deterministic() {
+    let mut acc = Account::new(100);
+    acc.apply_delta(
+        Scope::User,
+        &trades(vec![trade(
+            Some("t"),
+            "BTC-PERP",
+            Side::Buy,
+            "100.50",
+            "2.000",
+        )]),
+    );
+    acc.apply_delta(
+        Scope::User,
+        &positions(
+            vec![pos("p", "BTC-PERP", "-0.50", Some("100.0"), Some("-0"))],
+            &[],
+        ),
+    );
+    let s = acc.summary();
+    assert_eq!(s.fills[0].notional, "201");
+    assert_eq!(s.fills[0].quantity, "2");
+    assert_eq!(s.positions["p"].quantity, "-0.5");
+    assert_eq!(s.positions["p"].realized_pnl.as_deref(), Some("0"));
+    assert_eq!(
+        s.market_positions["BTC-PERP"].entry_price.as_deref(),
+        Some("100")
+    );
+    let json = serde_json::to_string(&s).unwrap();
+    assert_eq!(json, serde_json::to_string(&acc.summary()).unwrap());
+}

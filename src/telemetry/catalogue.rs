@@ -1,0 +1,276 @@
+//! Every metric the sidecar exports: name, type and HELP text (with its unit), defined once.
+
+/// How a metric is exposed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    /// A counter of decimal amounts, set from exact running totals (see `Telemetry::render`).
+    FloatCounter,
+    Gauge,
+    Histogram,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct MetricDef {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub labels: &'static str,
+    pub help: &'static str,
+}
+
+pub mod names {
+    pub const STREAM_UP: &str = "ocx_stream_up";
+    pub const CONNECTS: &str = "ocx_stream_connects_total";
+    pub const RECONNECTS: &str = "ocx_stream_reconnects_total";
+    pub const EVENTS: &str = "ocx_stream_events_total";
+    pub const RECEIVED_BYTES: &str = "ocx_stream_received_bytes_total";
+    pub const HEARTBEATS: &str = "ocx_stream_heartbeats_total";
+    pub const HEARTBEAT_INTERVAL: &str = "ocx_stream_heartbeat_interval_seconds";
+    pub const LAST_HEARTBEAT: &str = "ocx_stream_last_heartbeat_timestamp_seconds";
+    pub const LAST_EVENT: &str = "ocx_stream_last_event_timestamp_seconds";
+    pub const LAST_FILL: &str = "ocx_last_fill_timestamp_seconds";
+    pub const LAST_SEQUENCE: &str = "ocx_stream_last_sequence";
+    pub const SEQUENCE_GAPS: &str = "ocx_stream_sequence_gaps_total";
+    pub const MISSED_EVENTS: &str = "ocx_stream_missed_events_total";
+    pub const DUPLICATE_EVENTS: &str = "ocx_stream_duplicate_events_total";
+    pub const EVENT_LAG: &str = "ocx_stream_event_lag_seconds";
+    pub const CLOCK_SKEW_EVENTS: &str = "ocx_stream_clock_skew_events_total";
+    pub const STREAM_ERRORS: &str = "ocx_stream_errors_total";
+    pub const DECODE_ERRORS: &str = "ocx_stream_decode_errors_total";
+    pub const FILLS: &str = "ocx_fills_total";
+    pub const FILL_QUANTITY: &str = "ocx_fill_quantity_total";
+    pub const FILL_NOTIONAL: &str = "ocx_fill_notional_total";
+    pub const FILLS_DEDUPLICATED: &str = "ocx_fills_deduplicated_total";
+    pub const POSITION_QUANTITY: &str = "ocx_position_quantity";
+    pub const POSITION_ENTRY_PRICE: &str = "ocx_position_entry_price";
+    pub const POSITION_REALIZED_PNL: &str = "ocx_position_realized_pnl";
+    pub const POSITION_UNREALIZED_PNL: &str = "ocx_position_unrealized_pnl";
+    pub const POSITION_NOTIONAL: &str = "ocx_position_notional";
+    pub const POSITIONS_OPEN: &str = "ocx_positions_open";
+    pub const REALIZED_PROFIT: &str = "ocx_realized_profit_total";
+    pub const REALIZED_LOSS: &str = "ocx_realized_loss_total";
+    pub const BOOK_BEST_BID: &str = "ocx_book_best_bid_price";
+    pub const BOOK_BEST_ASK: &str = "ocx_book_best_ask_price";
+    pub const BOOK_LEVELS: &str = "ocx_book_levels";
+    pub const BUILD_INFO: &str = "ocx_sentinel_build_info";
+    pub const LABEL_VALUES_FOLDED: &str = "ocx_sentinel_label_values_folded_total";
+}
+
+use Kind::*;
+use names::*;
+
+const S: &str = "account, stream";
+
+/// The catalogue. README.md lists the same table (a test keeps the two in step).
+pub const CATALOGUE: &[MetricDef] = &[
+    MetricDef {
+        name: STREAM_UP,
+        kind: Gauge,
+        labels: S,
+        help: "1 while the stream is connected and has applied a snapshot, else 0",
+    },
+    MetricDef {
+        name: CONNECTS,
+        kind: Counter,
+        labels: S,
+        help: "Stream connections established (HTTP 200 received)",
+    },
+    MetricDef {
+        name: RECONNECTS,
+        kind: Counter,
+        labels: "account, stream, reason",
+        help: "Stream connections ended and retried, by reason (gap, heartbeat_timeout, eof, error_event, http_status, io, decode)",
+    },
+    MetricDef {
+        name: EVENTS,
+        kind: Counter,
+        labels: "account, stream, type",
+        help: "SSE events received, by type (snapshot, delta, error, unknown)",
+    },
+    MetricDef {
+        name: RECEIVED_BYTES,
+        kind: Counter,
+        labels: S,
+        help: "Bytes received on the stream body, in bytes",
+    },
+    MetricDef {
+        name: HEARTBEATS,
+        kind: Counter,
+        labels: S,
+        help: "':heartbeat' comments received",
+    },
+    MetricDef {
+        name: HEARTBEAT_INTERVAL,
+        kind: Histogram,
+        labels: S,
+        help: "Interval between consecutive heartbeats on one connection, in seconds",
+    },
+    MetricDef {
+        name: LAST_HEARTBEAT,
+        kind: Gauge,
+        labels: S,
+        help: "Time of the last heartbeat, in unix seconds",
+    },
+    MetricDef {
+        name: LAST_EVENT,
+        kind: Gauge,
+        labels: S,
+        help: "Time the last snapshot or delta was applied, in unix seconds",
+    },
+    MetricDef {
+        name: LAST_FILL,
+        kind: Gauge,
+        labels: "account, market",
+        help: "Time of the newest fill (the trade's createdAt, else receipt time), in unix seconds",
+    },
+    MetricDef {
+        name: LAST_SEQUENCE,
+        kind: Gauge,
+        labels: S,
+        help: "eventSeq of the last applied event",
+    },
+    MetricDef {
+        name: SEQUENCE_GAPS,
+        kind: Counter,
+        labels: S,
+        help: "eventSeq jumps detected (each triggers a reconnect and re-sync)",
+    },
+    MetricDef {
+        name: MISSED_EVENTS,
+        kind: Counter,
+        labels: S,
+        help: "Events skipped over by sequence jumps, in events",
+    },
+    MetricDef {
+        name: DUPLICATE_EVENTS,
+        kind: Counter,
+        labels: S,
+        help: "Deltas skipped because their eventSeq was at or below the last applied one, or no snapshot had been applied yet",
+    },
+    MetricDef {
+        name: EVENT_LAG,
+        kind: Histogram,
+        labels: S,
+        help: "Receipt time minus the event's engineTs, in seconds (negative skew recorded as 0)",
+    },
+    MetricDef {
+        name: CLOCK_SKEW_EVENTS,
+        kind: Counter,
+        labels: S,
+        help: "Events whose engineTs was later than their receipt time (clock skew)",
+    },
+    MetricDef {
+        name: STREAM_ERRORS,
+        kind: Counter,
+        labels: "account, stream, code, retryable",
+        help: "'error' events received, by code (first 32 distinct codes, then 'other') and retryable",
+    },
+    MetricDef {
+        name: DECODE_ERRORS,
+        kind: Counter,
+        labels: "account, stream, kind",
+        help: "Stream data that could not be read and was skipped, by kind (sse, json, schema)",
+    },
+    MetricDef {
+        name: FILLS,
+        kind: Counter,
+        labels: "account, market, side, liquidity",
+        help: "Fills counted once each by trade id",
+    },
+    MetricDef {
+        name: FILL_QUANTITY,
+        kind: FloatCounter,
+        labels: "account, market, side, liquidity",
+        help: "Filled quantity, in contracts of the market's base asset",
+    },
+    MetricDef {
+        name: FILL_NOTIONAL,
+        kind: FloatCounter,
+        labels: "account, market, side, liquidity",
+        help: "Filled notional (price times quantity), in quote currency",
+    },
+    MetricDef {
+        name: FILLS_DEDUPLICATED,
+        kind: Counter,
+        labels: "account, reason",
+        help: "Trades received again and not counted, by reason (snapshot_replay, duplicate)",
+    },
+    MetricDef {
+        name: POSITION_QUANTITY,
+        kind: Gauge,
+        labels: "account, market",
+        help: "Signed position size (long positive, short negative), in contracts; 0 once removed",
+    },
+    MetricDef {
+        name: POSITION_ENTRY_PRICE,
+        kind: Gauge,
+        labels: "account, market",
+        help: "Position entry price, in quote currency; 0 once removed",
+    },
+    MetricDef {
+        name: POSITION_REALIZED_PNL,
+        kind: Gauge,
+        labels: "account, market",
+        help: "Realized PnL of the open position as the exchange reports it, in quote currency",
+    },
+    MetricDef {
+        name: POSITION_UNREALIZED_PNL,
+        kind: Gauge,
+        labels: "account, market",
+        help: "Unrealized PnL at the book mid, in quote currency (only where the market's book is streamed)",
+    },
+    MetricDef {
+        name: POSITION_NOTIONAL,
+        kind: Gauge,
+        labels: "account, market",
+        help: "Absolute position size times the book mid, in quote currency (only where the market's book is streamed)",
+    },
+    MetricDef {
+        name: POSITIONS_OPEN,
+        kind: Gauge,
+        labels: "account",
+        help: "Open positions (non-zero quantity)",
+    },
+    MetricDef {
+        name: REALIZED_PROFIT,
+        kind: FloatCounter,
+        labels: "account, market",
+        help: "Sum of increases of positions' realizedPnl while watched, in quote currency",
+    },
+    MetricDef {
+        name: REALIZED_LOSS,
+        kind: FloatCounter,
+        labels: "account, market",
+        help: "Sum of decreases of positions' realizedPnl while watched, in quote currency",
+    },
+    MetricDef {
+        name: BOOK_BEST_BID,
+        kind: Gauge,
+        labels: "account, market",
+        help: "Best bid price of the streamed book, in quote currency (0 when the side is empty)",
+    },
+    MetricDef {
+        name: BOOK_BEST_ASK,
+        kind: Gauge,
+        labels: "account, market",
+        help: "Best ask price of the streamed book, in quote currency (0 when the side is empty)",
+    },
+    MetricDef {
+        name: BOOK_LEVELS,
+        kind: Gauge,
+        labels: "account, market, side",
+        help: "Price levels in the streamed book, by side (bid, ask)",
+    },
+    MetricDef {
+        name: BUILD_INFO,
+        kind: Gauge,
+        labels: "version",
+        help: "Always 1; the version label says which build runs",
+    },
+    MetricDef {
+        name: LABEL_VALUES_FOLDED,
+        kind: Counter,
+        labels: "label",
+        help: "Label values replaced by 'other' because the label reached its cap (market: max_markets; code: 32)",
+    },
+];

@@ -1,0 +1,623 @@
+//! The metric catalogue (every name, type, label set and HELP text in one place) and the handles that record them.
+//!
+//! Each sidecar instance owns its own [`PrometheusRecorder`] instead of installing a global one, so
+//! several instances (tests, `demo`) never share series. Handles are registered once and cached:
+//! the per-event path touches atomics only.
+
+mod catalogue;
+pub mod exposition;
+mod labels;
+
+pub use catalogue::{CATALOGUE, Kind, MetricDef, names};
+pub use labels::LabelFolder;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+
+use crate::state::{Account, Applied};
+
+static META: Metadata<'static> = Metadata::new("ocx_sentinel", metrics::Level::INFO, None);
+
+/// Event lag: 1ms to 10s, roughly ×2.5 per step.
+pub const LAG_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Heartbeat interval: 1s to 60s around the documented ~15s cadence.
+pub const HEARTBEAT_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0];
+
+/// The metrics registry of one sidecar process.
+#[derive(Clone)]
+pub struct Telemetry {
+    recorder: Arc<PrometheusRecorder>,
+    handle: PrometheusHandle,
+    folded_market: Counter,
+    folded_code: Counter,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Telemetry")
+    }
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Telemetry {
+    pub fn new() -> Self {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(names::EVENT_LAG.into()), LAG_BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full(names::HEARTBEAT_INTERVAL.into()),
+                    HEARTBEAT_BUCKETS,
+                )
+            });
+        // UNWRAP: set_buckets_for_metric only fails on an empty bucket list; ours are constants.
+        let recorder = builder
+            .expect("constant buckets are valid")
+            .build_recorder();
+        let handle = recorder.handle();
+        for def in CATALOGUE {
+            let help = metrics::SharedString::const_str(def.help);
+            let name = metrics::KeyName::from_const_str(def.name);
+            match def.kind {
+                Kind::Counter | Kind::FloatCounter => recorder.describe_counter(name, None, help),
+                Kind::Gauge => recorder.describe_gauge(name, None, help),
+                Kind::Histogram => recorder.describe_histogram(name, None, help),
+            }
+        }
+        let recorder = Arc::new(recorder);
+        let t = Self {
+            folded_market: Self::counter_on(
+                &recorder,
+                names::LABEL_VALUES_FOLDED,
+                &[("label", "market")],
+            ),
+            folded_code: Self::counter_on(
+                &recorder,
+                names::LABEL_VALUES_FOLDED,
+                &[("label", "code")],
+            ),
+            recorder,
+            handle,
+        };
+        t.gauge(names::BUILD_INFO, &[("version", env!("CARGO_PKG_VERSION"))])
+            .set(1.0);
+        t
+    }
+
+    fn key(name: &'static str, labels: &[(&str, &str)]) -> Key {
+        let labels: Vec<Label> = labels
+            .iter()
+            .map(|(k, v)| Label::new(k.to_string(), v.to_string()))
+            .collect();
+        Key::from_parts(name, labels)
+    }
+
+    fn counter_on(r: &PrometheusRecorder, name: &'static str, labels: &[(&str, &str)]) -> Counter {
+        r.register_counter(&Self::key(name, labels), &META)
+    }
+
+    pub fn counter(&self, name: &'static str, labels: &[(&str, &str)]) -> Counter {
+        Self::counter_on(&self.recorder, name, labels)
+    }
+
+    pub fn gauge(&self, name: &'static str, labels: &[(&str, &str)]) -> Gauge {
+        self.recorder
+            .register_gauge(&Self::key(name, labels), &META)
+    }
+
+    pub fn histogram(&self, name: &'static str, labels: &[(&str, &str)]) -> Histogram {
+        self.recorder
+            .register_histogram(&Self::key(name, labels), &META)
+    }
+
+    /// Prometheus text exposition of every series.
+    ///
+    /// The `metrics` crate has integer counters only, so counters of decimal amounts are kept
+    /// as exact decimals in the state, set on gauges, and re-typed `counter` here: Prometheus and
+    /// `rate()` then see them for what they are.
+    pub fn render(&self) -> String {
+        let mut text = self.handle.render();
+        for def in CATALOGUE.iter().filter(|d| d.kind == Kind::FloatCounter) {
+            let from = format!("# TYPE {} gauge\n", def.name);
+            let to = format!("# TYPE {} counter\n", def.name);
+            text = text.replacen(&from, &to, 1);
+        }
+        text
+    }
+
+    /// Drain histogram buffers; called periodically so memory stays flat between scrapes.
+    pub fn run_upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
+    pub fn stream(&self, account: &str, stream: &str, market: Option<&str>) -> StreamMetrics {
+        StreamMetrics::new(self.clone(), account, stream, market)
+    }
+
+    pub fn account(&self, account: &str, max_markets: usize) -> AccountMetrics {
+        AccountMetrics::new(self.clone(), account, max_markets)
+    }
+}
+
+/// Why a connection ended and a new one is being made: the `reason` label of
+/// `ocx_stream_reconnects_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReconnectReason {
+    Gap,
+    HeartbeatTimeout,
+    Eof,
+    ErrorEvent,
+    HttpStatus,
+    Io,
+    Decode,
+}
+
+impl ReconnectReason {
+    pub const ALL: [ReconnectReason; 7] = [
+        Self::Gap,
+        Self::HeartbeatTimeout,
+        Self::Eof,
+        Self::ErrorEvent,
+        Self::HttpStatus,
+        Self::Io,
+        Self::Decode,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Gap => "gap",
+            Self::HeartbeatTimeout => "heartbeat_timeout",
+            Self::Eof => "eof",
+            Self::ErrorEvent => "error_event",
+            Self::HttpStatus => "http_status",
+            Self::Io => "io",
+            Self::Decode => "decode",
+        }
+    }
+}
+
+/// The `type` label of `ocx_stream_events_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Snapshot,
+    Delta,
+    Error,
+    Unknown,
+}
+
+impl EventType {
+    const ALL: [EventType; 4] = [Self::Snapshot, Self::Delta, Self::Error, Self::Unknown];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Snapshot => "snapshot",
+            Self::Delta => "delta",
+            Self::Error => "error",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// The `kind` label of `ocx_stream_decode_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeKind {
+    Sse,
+    Json,
+    Schema,
+}
+
+impl DecodeKind {
+    const ALL: [DecodeKind; 3] = [Self::Sse, Self::Json, Self::Schema];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sse => "sse",
+            Self::Json => "json",
+            Self::Schema => "schema",
+        }
+    }
+}
+
+/// Error codes beyond this many distinct values are reported as `other`: codes come from the
+/// exchange, and an unbounded label set would grow the registry without limit.
+pub const MAX_ERROR_CODES: usize = 32;
+
+/// Series of one stream connection (`account`, `stream`, and `market` on the events stream).
+pub struct StreamMetrics {
+    telemetry: Telemetry,
+    labels: Vec<(String, String)>,
+    pub up: Gauge,
+    pub connects: Counter,
+    reconnects: [Counter; 7],
+    events: [Counter; 4],
+    pub received_bytes: Counter,
+    pub heartbeats: Counter,
+    pub heartbeat_interval: Histogram,
+    pub last_heartbeat: Gauge,
+    pub last_event: Gauge,
+    pub last_sequence: Gauge,
+    pub sequence_gaps: Counter,
+    pub missed_events: Counter,
+    pub duplicate_events: Counter,
+    pub event_lag: Histogram,
+    pub clock_skew_events: Counter,
+    decode_errors: [Counter; 3],
+    errors: HashMap<(String, bool), Counter>,
+    codes: LabelFolder,
+}
+
+impl StreamMetrics {
+    fn new(telemetry: Telemetry, account: &str, stream: &str, market: Option<&str>) -> Self {
+        let mut labels = vec![
+            ("account".to_string(), account.to_string()),
+            ("stream".to_string(), stream.to_string()),
+        ];
+        if let Some(m) = market {
+            labels.push(("market".to_string(), m.to_string()));
+        }
+        let base: Vec<(&str, &str)> = labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        fn with<'a>(
+            base: &[(&'a str, &'a str)],
+            extra: (&'a str, &'a str),
+        ) -> Vec<(&'a str, &'a str)> {
+            let mut l = base.to_vec();
+            l.push(extra);
+            l
+        }
+        let t = &telemetry;
+        let reconnects = ReconnectReason::ALL
+            .map(|r| t.counter(names::RECONNECTS, &with(&base, ("reason", r.as_str()))));
+        let events =
+            EventType::ALL.map(|e| t.counter(names::EVENTS, &with(&base, ("type", e.as_str()))));
+        let decode_errors = DecodeKind::ALL
+            .map(|k| t.counter(names::DECODE_ERRORS, &with(&base, ("kind", k.as_str()))));
+        Self {
+            up: t.gauge(names::STREAM_UP, &base),
+            connects: t.counter(names::CONNECTS, &base),
+            reconnects,
+            events,
+            received_bytes: t.counter(names::RECEIVED_BYTES, &base),
+            heartbeats: t.counter(names::HEARTBEATS, &base),
+            heartbeat_interval: t.histogram(names::HEARTBEAT_INTERVAL, &base),
+            last_heartbeat: t.gauge(names::LAST_HEARTBEAT, &base),
+            last_event: t.gauge(names::LAST_EVENT, &base),
+            last_sequence: t.gauge(names::LAST_SEQUENCE, &base),
+            sequence_gaps: t.counter(names::SEQUENCE_GAPS, &base),
+            missed_events: t.counter(names::MISSED_EVENTS, &base),
+            duplicate_events: t.counter(names::DUPLICATE_EVENTS, &base),
+            event_lag: t.histogram(names::EVENT_LAG, &base),
+            clock_skew_events: t.counter(names::CLOCK_SKEW_EVENTS, &base),
+            decode_errors,
+            errors: HashMap::new(),
+            codes: LabelFolder::new(MAX_ERROR_CODES, telemetry.folded_code.clone()),
+            telemetry: telemetry.clone(),
+            labels,
+        }
+    }
+
+    pub fn reconnect(&self, reason: ReconnectReason) {
+        let i = ReconnectReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        self.reconnects[i].increment(1);
+    }
+
+    pub fn event(&self, kind: EventType) {
+        let i = EventType::ALL.iter().position(|e| *e == kind).unwrap_or(0);
+        self.events[i].increment(1);
+    }
+
+    pub fn decode_error(&self, kind: DecodeKind) {
+        let i = DecodeKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        self.decode_errors[i].increment(1);
+    }
+
+    /// Count an `error` event by code (bounded) and retryable.
+    pub fn stream_error(&mut self, code: &str, retryable: bool) {
+        let code = self.codes.fold(code).to_string();
+        let key = (code, retryable);
+        if let Some(c) = self.errors.get(&key) {
+            c.increment(1);
+            return;
+        }
+        let mut l: Vec<(&str, &str)> = self
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        l.push(("code", key.0.as_str()));
+        l.push(("retryable", if retryable { "true" } else { "false" }));
+        let c = self.telemetry.counter(names::STREAM_ERRORS, &l);
+        c.increment(1);
+        self.errors.insert(key, c);
+    }
+
+    /// Record receipt lag against the engine timestamp; a negative lag means the clocks disagree.
+    pub fn observe_lag(&self, received_ms: i64, engine_ms: i64) {
+        let lag = (received_ms - engine_ms) as f64 / 1000.0;
+        if lag < 0.0 {
+            self.clock_skew_events.increment(1);
+            self.event_lag.record(0.0);
+        } else {
+            self.event_lag.record(lag);
+        }
+    }
+}
+
+#[derive(Default)]
+struct MarketHandles {
+    quantity: Option<Gauge>,
+    entry_price: Option<Gauge>,
+    realized_pnl: Option<Gauge>,
+    unrealized_pnl: Option<Gauge>,
+    notional: Option<Gauge>,
+    profit: Option<Gauge>,
+    loss: Option<Gauge>,
+    best_bid: Option<Gauge>,
+    best_ask: Option<Gauge>,
+    bid_levels: Option<Gauge>,
+    ask_levels: Option<Gauge>,
+    last_fill: Option<Gauge>,
+}
+
+struct FillHandles {
+    count: Counter,
+    quantity: Gauge,
+    notional: Gauge,
+}
+
+/// Series describing one account's state; fed from the fold's [`Applied`] and the state after it.
+pub struct AccountMetrics {
+    telemetry: Telemetry,
+    account: String,
+    markets: LabelFolder,
+    per_market: HashMap<String, MarketHandles>,
+    fills: HashMap<(String, &'static str, &'static str), FillHandles>,
+    positions_open: Gauge,
+    fills_dedup_snapshot: Counter,
+    fills_dedup_duplicate: Counter,
+    /// Exact running totals per *label* (several real markets may fold into `other`).
+    fill_totals: HashMap<(String, &'static str, &'static str), (Decimal, Decimal)>,
+    realized_by_market: HashMap<String, (Decimal, Decimal)>,
+    realized_by_label: HashMap<String, (Decimal, Decimal)>,
+    /// The last-fill clock only moves forward: a replayed old trade must not turn it back.
+    last_fill: HashMap<String, f64>,
+}
+
+fn f(d: Decimal) -> f64 {
+    d.to_f64().unwrap_or(f64::NAN)
+}
+
+/// Shared handle to the account state and its metrics; one lock so each event's fold and its
+/// metrics update are atomic with respect to the other streams of the same account.
+pub type SharedAccount = Arc<Mutex<(Account, AccountMetrics)>>;
+
+impl AccountMetrics {
+    fn new(telemetry: Telemetry, account: &str, max_markets: usize) -> Self {
+        let t = &telemetry;
+        let acc = [("account", account)];
+        Self {
+            positions_open: t.gauge(names::POSITIONS_OPEN, &acc),
+            fills_dedup_snapshot: t.counter(
+                names::FILLS_DEDUPLICATED,
+                &[("account", account), ("reason", "snapshot_replay")],
+            ),
+            fills_dedup_duplicate: t.counter(
+                names::FILLS_DEDUPLICATED,
+                &[("account", account), ("reason", "duplicate")],
+            ),
+            markets: LabelFolder::new(max_markets, telemetry.folded_market.clone()),
+            telemetry: telemetry.clone(),
+            account: account.to_string(),
+            per_market: HashMap::new(),
+            fills: HashMap::new(),
+            fill_totals: HashMap::new(),
+            realized_by_market: HashMap::new(),
+            realized_by_label: HashMap::new(),
+            last_fill: HashMap::new(),
+        }
+    }
+
+    fn market_gauge(
+        &mut self,
+        market_label: &str,
+        name: &'static str,
+        pick: fn(&mut MarketHandles) -> &mut Option<Gauge>,
+        extra: Option<(&'static str, &'static str)>,
+    ) -> Gauge {
+        let entry = self.per_market.entry(market_label.to_string()).or_default();
+        let slot = pick(entry);
+        if let Some(g) = slot {
+            return g.clone();
+        }
+        let mut l = vec![("account", self.account.as_str()), ("market", market_label)];
+        if let Some(e) = extra {
+            l.push(e);
+        }
+        let g = self.telemetry.gauge(name, &l);
+        *slot = Some(g.clone());
+        g
+    }
+
+    /// Update every series the event touched. `now_unix` is the receipt time in seconds.
+    pub fn observe(&mut self, applied: &Applied, account: &Account, now_unix: f64) {
+        if applied.dedup_snapshot_replay > 0 {
+            self.fills_dedup_snapshot
+                .increment(applied.dedup_snapshot_replay);
+        }
+        if applied.dedup_duplicate > 0 {
+            self.fills_dedup_duplicate
+                .increment(applied.dedup_duplicate);
+        }
+        for fill in &applied.fills {
+            let market = self.markets.fold(&fill.market).to_string();
+            let key = (market.clone(), fill.side.as_str(), fill.liquidity.as_str());
+            let notional = fill.price * fill.quantity;
+            let totals = self.fill_totals.entry(key.clone()).or_default();
+            totals.0 += fill.quantity;
+            totals.1 += notional;
+            let (q, n) = *totals;
+            let h = self.fills.entry(key.clone()).or_insert_with(|| {
+                let l = [
+                    ("account", self.account.as_str()),
+                    ("market", key.0.as_str()),
+                    ("side", key.1),
+                    ("liquidity", key.2),
+                ];
+                FillHandles {
+                    count: self.telemetry.counter(names::FILLS, &l),
+                    quantity: self.telemetry.gauge(names::FILL_QUANTITY, &l),
+                    notional: self.telemetry.gauge(names::FILL_NOTIONAL, &l),
+                }
+            });
+            h.count.increment(1);
+            h.quantity.set(f(q));
+            h.notional.set(f(n));
+            // The exchange's own fill time when it sent one; replays of old trades must not
+            // make the clock jump backwards.
+            let ts = fill
+                .created_at_ms
+                .map(|ms| ms as f64 / 1000.0)
+                .unwrap_or(now_unix);
+            let last = self.last_fill.entry(market.clone()).or_insert(f64::MIN);
+            if ts > *last {
+                *last = ts;
+                self.market_gauge(&market, names::LAST_FILL, |h| &mut h.last_fill, None)
+                    .set(ts);
+            }
+        }
+        for m in &applied.realized_markets {
+            if let Some(t) = account.realized_totals().get(m.as_str()) {
+                let label = self.markets.fold(m).to_string();
+                // Sum per label from each real market's exact totals, so markets folded into
+                // `other` add up instead of overwriting each other.
+                let prev = self
+                    .realized_by_market
+                    .insert(m.clone(), (t.profit, t.loss))
+                    .unwrap_or_default();
+                let sum = self.realized_by_label.entry(label.clone()).or_default();
+                sum.0 += t.profit - prev.0;
+                sum.1 += t.loss - prev.1;
+                let (p, l) = *sum;
+                self.market_gauge(&label, names::REALIZED_PROFIT, |h| &mut h.profit, None)
+                    .set(f(p));
+                self.market_gauge(&label, names::REALIZED_LOSS, |h| &mut h.loss, None)
+                    .set(f(l));
+            }
+        }
+        let mut marks: Vec<&String> = applied.position_markets.iter().collect();
+        for m in &applied.position_markets {
+            let label = self.markets.fold(m).to_string();
+            match account.market_position(m) {
+                Some(p) => {
+                    self.market_gauge(&label, names::POSITION_QUANTITY, |h| &mut h.quantity, None)
+                        .set(f(p.quantity));
+                    self.market_gauge(
+                        &label,
+                        names::POSITION_ENTRY_PRICE,
+                        |h| &mut h.entry_price,
+                        None,
+                    )
+                    .set(p.entry_price.map(f).unwrap_or(0.0));
+                    self.market_gauge(
+                        &label,
+                        names::POSITION_REALIZED_PNL,
+                        |h| &mut h.realized_pnl,
+                        None,
+                    )
+                    .set(f(p.realized_pnl));
+                }
+                None => {
+                    // A removed position: its series drop to 0 rather than keep a stale value.
+                    if let Some(h) = self.per_market.get(&label) {
+                        for g in [&h.quantity, &h.entry_price, &h.realized_pnl]
+                            .into_iter()
+                            .flatten()
+                        {
+                            g.set(0.0);
+                        }
+                    }
+                }
+            }
+        }
+        for m in &applied.book_markets {
+            let label = self.markets.fold(m).to_string();
+            if !marks.contains(&m) {
+                marks.push(m);
+            }
+            let (bid, ask, nb, na) = match account.book(m) {
+                Some(b) => (
+                    b.best_bid().map(f).unwrap_or(0.0),
+                    b.best_ask().map(f).unwrap_or(0.0),
+                    b.levels(true) as f64,
+                    b.levels(false) as f64,
+                ),
+                None => (0.0, 0.0, 0.0, 0.0),
+            };
+            self.market_gauge(&label, names::BOOK_BEST_BID, |h| &mut h.best_bid, None)
+                .set(bid);
+            self.market_gauge(&label, names::BOOK_BEST_ASK, |h| &mut h.best_ask, None)
+                .set(ask);
+            self.market_gauge(
+                &label,
+                names::BOOK_LEVELS,
+                |h| &mut h.bid_levels,
+                Some(("side", "bid")),
+            )
+            .set(nb);
+            self.market_gauge(
+                &label,
+                names::BOOK_LEVELS,
+                |h| &mut h.ask_levels,
+                Some(("side", "ask")),
+            )
+            .set(na);
+        }
+        // Unrealized PnL and notional need both a position and a mark (the book's mid).
+        for m in marks {
+            let label = self.markets.fold(m).to_string();
+            let mark = account.book(m).and_then(|b| b.mid());
+            let pos = account.market_position(m);
+            match (pos, mark) {
+                (Some(p), Some(mid)) if !p.quantity.is_zero() => {
+                    let entry = p.entry_price.unwrap_or(mid);
+                    let upnl = (mid - entry) * p.quantity;
+                    self.market_gauge(
+                        &label,
+                        names::POSITION_UNREALIZED_PNL,
+                        |h| &mut h.unrealized_pnl,
+                        None,
+                    )
+                    .set(f(upnl));
+                    self.market_gauge(&label, names::POSITION_NOTIONAL, |h| &mut h.notional, None)
+                        .set(f(p.quantity.abs() * mid));
+                }
+                _ => {
+                    if let Some(h) = self.per_market.get(&label) {
+                        for g in [&h.unrealized_pnl, &h.notional].into_iter().flatten() {
+                            g.set(0.0);
+                        }
+                    }
+                }
+            }
+        }
+        self.positions_open.set(account.open_positions() as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,84 @@
+//! Catalogue and rendering tests: names, HELP lines, types and bounded labels.
+
+use std::collections::HashSet;
+
+use super::*;
+
+#[test]
+fn catalogue_names_are_unique_and_prefixed() {
+    let mut seen = HashSet::new();
+    for d in CATALOGUE {
+        assert!(seen.insert(d.name), "{} listed twice", d.name);
+        assert!(d.name.starts_with("ocx_"), "{}", d.name);
+        assert!(!d.help.is_empty());
+        let counter = matches!(d.kind, Kind::Counter | Kind::FloatCounter);
+        assert_eq!(
+            counter,
+            d.name.ends_with("_total"),
+            "{}: counters and only counters end in _total",
+            d.name
+        );
+    }
+}
+
+#[test]
+fn rendered_text_has_help_and_the_right_types() {
+    let t = Telemetry::new();
+    let s = t.stream("a", "user", None);
+    s.heartbeat_interval.record(15.0);
+    s.event_lag.record(0.02);
+    let mut acc = t.account("a", 10);
+    let account = crate::state::Account::new(1000);
+    acc.observe(&crate::state::Applied::default(), &account, 0.0);
+    t.gauge(names::FILL_QUANTITY, &[("account", "a")]).set(1.5);
+    let text = t.render();
+    assert!(
+        text.contains("# TYPE ocx_fill_quantity_total counter\n"),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE ocx_stream_heartbeat_interval_seconds histogram\n"));
+    assert!(text.contains(
+        "ocx_stream_heartbeat_interval_seconds_bucket{account=\"a\",stream=\"user\",le=\"15\"} 1"
+    ));
+    assert!(text.contains(
+        "ocx_stream_event_lag_seconds_bucket{account=\"a\",stream=\"user\",le=\"0.025\"} 1"
+    ));
+    assert!(text.contains("ocx_sentinel_build_info{version=\""));
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let name = line.split(' ').nth(2).unwrap_or_default();
+        assert!(
+            text.contains(&format!("# HELP {name} ")),
+            "{name} has no HELP line"
+        );
+    }
+}
+
+#[test]
+fn label_values_past_the_cap_fold_into_other_once_each() {
+    let t = Telemetry::new();
+    let counter = t.counter(names::LABEL_VALUES_FOLDED, &[("label", "market")]);
+    let mut f = LabelFolder::new(2, counter);
+    assert_eq!(f.fold("A"), "A");
+    assert_eq!(f.fold("B"), "B");
+    assert_eq!(f.fold("C"), "other");
+    assert_eq!(f.fold("C"), "other");
+    assert_eq!(f.fold("D"), "other");
+    assert_eq!(f.fold("A"), "A");
+    let m = exposition::parse(&t.render());
+    assert_eq!(
+        m.get("ocx_sentinel_label_values_folded_total{label=\"market\"}"),
+        Some(&2.0)
+    );
+}
+
+#[test]
+fn each_telemetry_instance_has_its_own_series() {
+    let a = Telemetry::new();
+    let b = Telemetry::new();
+    a.stream("x", "user", None).connects.increment(3);
+    assert!(
+        a.render()
+            .contains("ocx_stream_connects_total{account=\"x\",stream=\"user\"} 3")
+    );
+    assert!(!b.render().contains("account=\"x\""));
+}
