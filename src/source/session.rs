@@ -102,7 +102,7 @@ impl Session {
             SseItem::Comment(text) => {
                 if text.trim() == "heartbeat" {
                     m.heartbeats.increment(1);
-                    m.last_heartbeat.set(now.unix_secs());
+                    m.set_last_heartbeat(now.unix_secs());
                     if let Some(prev) = self.last_heartbeat {
                         m.heartbeat_interval
                             .record(now.mono.saturating_sub(prev).as_secs_f64());
@@ -204,7 +204,7 @@ impl Session {
         self.last_seq = Some(env.seq);
         m.up.set(1.0);
         m.last_sequence.set(env.seq as f64);
-        m.last_event.set(now.unix_secs());
+        m.set_last_event(now.unix_secs());
         if let Some(engine) = env.engine_ts_ms {
             m.observe_lag(now.unix_ms, engine);
         }

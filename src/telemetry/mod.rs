@@ -243,8 +243,10 @@ pub struct StreamMetrics {
     pub received_bytes: Counter,
     pub heartbeats: Counter,
     pub heartbeat_interval: Histogram,
-    pub last_heartbeat: Gauge,
-    pub last_event: Gauge,
+    /// Registered on first use: a timestamp of 0 would read as "55 years ago" to
+    /// `time() - x` alerts before the first heartbeat or event has even had a chance to arrive.
+    last_heartbeat: Option<Gauge>,
+    last_event: Option<Gauge>,
     pub last_sequence: Gauge,
     pub sequence_gaps: Counter,
     pub missed_events: Counter,
@@ -292,8 +294,8 @@ impl StreamMetrics {
             received_bytes: t.counter(names::RECEIVED_BYTES, &base),
             heartbeats: t.counter(names::HEARTBEATS, &base),
             heartbeat_interval: t.histogram(names::HEARTBEAT_INTERVAL, &base),
-            last_heartbeat: t.gauge(names::LAST_HEARTBEAT, &base),
-            last_event: t.gauge(names::LAST_EVENT, &base),
+            last_heartbeat: None,
+            last_event: None,
             last_sequence: t.gauge(names::LAST_SEQUENCE, &base),
             sequence_gaps: t.counter(names::SEQUENCE_GAPS, &base),
             missed_events: t.counter(names::MISSED_EVENTS, &base),
@@ -306,6 +308,34 @@ impl StreamMetrics {
             telemetry: telemetry.clone(),
             labels,
         }
+    }
+
+    fn lazy_gauge(
+        &mut self,
+        name: &'static str,
+        pick: fn(&mut Self) -> &mut Option<Gauge>,
+    ) -> Gauge {
+        if let Some(g) = pick(self) {
+            return g.clone();
+        }
+        let l: Vec<(&str, &str)> = self
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let g = self.telemetry.gauge(name, &l);
+        *pick(self) = Some(g.clone());
+        g
+    }
+
+    pub fn set_last_heartbeat(&mut self, unix_secs: f64) {
+        self.lazy_gauge(names::LAST_HEARTBEAT, |s| &mut s.last_heartbeat)
+            .set(unix_secs);
+    }
+
+    pub fn set_last_event(&mut self, unix_secs: f64) {
+        self.lazy_gauge(names::LAST_EVENT, |s| &mut s.last_event)
+            .set(unix_secs);
     }
 
     pub fn reconnect(&self, reason: ReconnectReason) {

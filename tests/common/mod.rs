@@ -1,0 +1,227 @@
+//! Shared helpers for integration tests: a still simulator, a sidecar against it, scraping and waiting.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ocx_sentinel::app::Sidecar;
+use ocx_sentinel::config::{AccountSettings, Auth, Settings, StreamSettings};
+use ocx_sentinel::sim::{self, Faults, RunningSim, SimConfig, Truth};
+use ocx_sentinel::telemetry::exposition;
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+
+pub const ACC: &str = "t";
+
+/// A simulator whose world only moves when the test calls `step()`; every trade it ever made
+/// fits in a snapshot, so the sidecar can be compared with the simulator's ground truth.
+pub fn still_sim(seed: u64, faults: Faults) -> SimConfig {
+    SimConfig {
+        seed,
+        tick: Duration::from_secs(3600),
+        heartbeat_interval: Duration::from_millis(100),
+        warmup_steps: 30,
+        recent_trades: 10_000,
+        faults,
+        ..SimConfig::default()
+    }
+}
+
+pub async fn start_sim(cfg: SimConfig) -> RunningSim {
+    sim::start(cfg, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("simulator starts on loopback")
+}
+
+pub fn settings(api_base: &str, auth: Auth, markets: &[&str]) -> Settings {
+    Settings {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        stream: StreamSettings {
+            heartbeat_timeout: Duration::from_secs(2),
+            backoff_initial: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(200),
+            connect_timeout: Duration::from_secs(2),
+            max_event_bytes: 4 * 1024 * 1024,
+        },
+        dedup_capacity: 100_000,
+        max_markets: 500,
+        accounts: vec![AccountSettings {
+            name: ACC.into(),
+            api_base: api_base.to_string(),
+            auth,
+            markets: markets.iter().map(|m| m.to_string()).collect(),
+            open_only: true,
+            interval_ms: Some(100),
+            depth: Some(25),
+        }],
+    }
+}
+
+pub async fn start_sidecar(settings: Settings) -> Sidecar {
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .expect("bind loopback");
+    Sidecar::start_on(settings, listener)
+        .await
+        .expect("sidecar starts")
+}
+
+/// Scrape `/metrics` over HTTP, as Prometheus would.
+pub async fn scrape(base: &str) -> BTreeMap<String, f64> {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("scrape body");
+    exposition::parse(&text)
+}
+
+pub fn get(m: &BTreeMap<String, f64>, series: &str) -> Option<f64> {
+    m.get(&exposition::normalize(series)).copied()
+}
+
+/// Sum of every series of `name` whose labels include all of `labels` (`k="v"` fragments).
+pub fn sum(m: &BTreeMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
+    m.iter()
+        .filter(|(k, _)| k.starts_with(&format!("{name}{{")) || k.as_str() == name)
+        .filter(|(k, _)| labels.iter().all(|l| k.contains(l)))
+        .map(|(_, v)| *v)
+        .sum()
+}
+
+/// Poll `/metrics` until `cond` holds, or panic with the last scrape after `timeout`.
+pub async fn wait_for<F>(
+    base: &str,
+    timeout: Duration,
+    what: &str,
+    cond: F,
+) -> BTreeMap<String, f64>
+where
+    F: Fn(&BTreeMap<String, f64>) -> bool,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let m = scrape(base).await;
+        if cond(&m) {
+            return m;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let dump: Vec<String> = m
+                .iter()
+                .filter(|(k, _)| !k.contains("_bucket"))
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            panic!(
+                "timed out waiting for: {what}\nlast scrape:\n{}",
+                dump.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+pub fn f(d: Decimal) -> f64 {
+    d.to_f64().unwrap_or(f64::NAN)
+}
+
+/// Every fill the simulator made, per (market, side, liquidity): (count, quantity, notional).
+pub fn truth_fills(t: &Truth) -> BTreeMap<(String, String, String), (u64, Decimal, Decimal)> {
+    let mut out: BTreeMap<(String, String, String), (u64, Decimal, Decimal)> = BTreeMap::new();
+    for tr in &t.trades {
+        let e = out
+            .entry((
+                tr.market.clone(),
+                tr.side.to_string(),
+                tr.liquidity.to_string(),
+            ))
+            .or_default();
+        e.0 += 1;
+        e.1 += tr.quantity;
+        e.2 += tr.price * tr.quantity;
+    }
+    out
+}
+
+/// True when the sidecar's fills and positions equal the simulator's truth exactly.
+pub fn matches_truth(m: &BTreeMap<String, f64>, t: &Truth) -> Result<(), String> {
+    for ((market, side, liq), (count, qty, notional)) in truth_fills(t) {
+        let l = format!(r#"account="{ACC}",market="{market}",side="{side}",liquidity="{liq}""#);
+        let got = get(m, &format!("ocx_fills_total{{{l}}}"));
+        if got != Some(count as f64) {
+            return Err(format!(
+                "fills {market}/{side}/{liq}: want {count}, got {got:?}"
+            ));
+        }
+        let got = get(m, &format!("ocx_fill_quantity_total{{{l}}}"));
+        if got != Some(f(qty)) {
+            return Err(format!(
+                "quantity {market}/{side}/{liq}: want {qty}, got {got:?}"
+            ));
+        }
+        let got = get(m, &format!("ocx_fill_notional_total{{{l}}}"));
+        if got != Some(f(notional)) {
+            return Err(format!(
+                "notional {market}/{side}/{liq}: want {notional}, got {got:?}"
+            ));
+        }
+    }
+    let total: f64 = sum(m, "ocx_fills_total", &[]);
+    if total != t.trades.len() as f64 {
+        return Err(format!("total fills: want {}, got {total}", t.trades.len()));
+    }
+    let open = get(m, &format!(r#"ocx_positions_open{{account="{ACC}"}}"#));
+    if open != Some(t.positions.len() as f64) {
+        return Err(format!(
+            "open positions: want {}, got {open:?}",
+            t.positions.len()
+        ));
+    }
+    for p in &t.positions {
+        let l = format!(r#"account="{ACC}",market="{}""#, p.market);
+        let q = get(m, &format!("ocx_position_quantity{{{l}}}"));
+        if q != Some(f(p.quantity)) {
+            return Err(format!(
+                "position {}: want {}, got {q:?}",
+                p.market, p.quantity
+            ));
+        }
+        let e = get(m, &format!("ocx_position_entry_price{{{l}}}"));
+        if e != Some(f(p.entry_price)) {
+            return Err(format!(
+                "entry {}: want {}, got {e:?}",
+                p.market, p.entry_price
+            ));
+        }
+        let r = get(m, &format!("ocx_position_realized_pnl{{{l}}}"));
+        if r != Some(f(p.realized_pnl)) {
+            return Err(format!(
+                "realized {}: want {}, got {r:?}",
+                p.market, p.realized_pnl
+            ));
+        }
+    }
+    // Markets without an open position must read 0, not a stale size.
+    for (k, v) in m
+        .iter()
+        .filter(|(k, _)| k.starts_with("ocx_position_quantity{"))
+    {
+        let open = t
+            .positions
+            .iter()
+            .any(|p| k.contains(&format!("market=\"{}\"", p.market)));
+        if !open && *v != 0.0 {
+            return Err(format!(
+                "{k} is {v} but the simulator has no open position there"
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub async fn steps(sim: &RunningSim, n: usize) {
+    for _ in 0..n {
+        sim.handle.step();
+    }
+}
