@@ -254,6 +254,7 @@ async fn run(cli: Cli) -> Result<()> {
                     malformed_every: a.malformed_every,
                     http_status: a.http_status,
                     retry_after_secs: a.retry_after_secs,
+                    ..Faults::default()
                 },
                 ..SimConfig::default()
             };

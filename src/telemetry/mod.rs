@@ -21,7 +21,8 @@ use metrics_exporter_prometheus::{
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 
-use crate::state::{Account, Applied};
+use crate::source::wire::{Liquidity, Side};
+use crate::state::{Account, Applied, Fill};
 
 static META: Metadata<'static> = Metadata::new("ocx_sentinel", metrics::Level::INFO, None);
 
@@ -402,6 +403,15 @@ struct MarketHandles {
     bid_levels: Option<Gauge>,
     ask_levels: Option<Gauge>,
     last_fill: Option<Gauge>,
+    /// Fill series by `fill_slot(side, liquidity)`.
+    fills: [Option<FillHandles>; 4],
+    /// Exact (quantity, notional) running totals per fill slot, for this *label*: several real
+    /// markets may fold into `other`, and their fills must add up, not overwrite each other.
+    fill_totals: [(Decimal, Decimal); 4],
+    /// Exact (profit, loss) totals for this label.
+    realized: (Decimal, Decimal),
+    /// The last-fill clock only moves forward: a replayed old trade must not turn it back.
+    last_fill_at: f64,
 }
 
 struct FillHandles {
@@ -410,22 +420,21 @@ struct FillHandles {
     notional: Gauge,
 }
 
+fn fill_slot(side: Side, liquidity: Liquidity) -> usize {
+    (matches!(side, Side::Sell) as usize) * 2 + matches!(liquidity, Liquidity::Taker) as usize
+}
+
 /// Series describing one account's state; fed from the fold's [`Applied`] and the state after it.
 pub struct AccountMetrics {
     telemetry: Telemetry,
     account: String,
     markets: LabelFolder,
     per_market: HashMap<String, MarketHandles>,
-    fills: HashMap<(String, &'static str, &'static str), FillHandles>,
     positions_open: Gauge,
     fills_dedup_snapshot: Counter,
     fills_dedup_duplicate: Counter,
-    /// Exact running totals per *label* (several real markets may fold into `other`).
-    fill_totals: HashMap<(String, &'static str, &'static str), (Decimal, Decimal)>,
+    /// Each real market's last exact realized totals, so a change can be added to its label.
     realized_by_market: HashMap<String, (Decimal, Decimal)>,
-    realized_by_label: HashMap<String, (Decimal, Decimal)>,
-    /// The last-fill clock only moves forward: a replayed old trade must not turn it back.
-    last_fill: HashMap<String, f64>,
 }
 
 fn f(d: Decimal) -> f64 {
@@ -435,6 +444,41 @@ fn f(d: Decimal) -> f64 {
 /// Shared handle to the account state and its metrics; one lock so each event's fold and its
 /// metrics update are atomic with respect to the other streams of the same account.
 pub type SharedAccount = Arc<Mutex<(Account, AccountMetrics)>>;
+
+/// The handles of a market label; looked up without allocating on the hot path.
+fn handles_in<'m>(
+    map: &'m mut HashMap<String, MarketHandles>,
+    label: &str,
+) -> &'m mut MarketHandles {
+    if !map.contains_key(label) {
+        map.insert(label.to_string(), MarketHandles::default());
+    }
+    // UNWRAP: the entry was inserted just above when missing.
+    map.get_mut(label).expect("inserted above")
+}
+
+/// A market's gauge, registered on first use and cached in its slot.
+fn market_gauge(
+    telemetry: &Telemetry,
+    account: &str,
+    h: &mut MarketHandles,
+    label: &str,
+    name: &'static str,
+    pick: fn(&mut MarketHandles) -> &mut Option<Gauge>,
+    extra: Option<(&'static str, &'static str)>,
+) -> Gauge {
+    let slot = pick(h);
+    if let Some(g) = slot {
+        return g.clone();
+    }
+    let mut l = vec![("account", account), ("market", label)];
+    if let Some(e) = extra {
+        l.push(e);
+    }
+    let g = telemetry.gauge(name, &l);
+    *slot = Some(g.clone());
+    g
+}
 
 impl AccountMetrics {
     fn new(telemetry: Telemetry, account: &str, max_markets: usize) -> Self {
@@ -454,33 +498,83 @@ impl AccountMetrics {
             telemetry: telemetry.clone(),
             account: account.to_string(),
             per_market: HashMap::new(),
-            fills: HashMap::new(),
-            fill_totals: HashMap::new(),
             realized_by_market: HashMap::new(),
-            realized_by_label: HashMap::new(),
-            last_fill: HashMap::new(),
         }
     }
 
-    fn market_gauge(
+    fn handles(&mut self, label: &str) -> &mut MarketHandles {
+        handles_in(&mut self.per_market, label)
+    }
+
+    fn set(
         &mut self,
-        market_label: &str,
+        label: &str,
         name: &'static str,
         pick: fn(&mut MarketHandles) -> &mut Option<Gauge>,
         extra: Option<(&'static str, &'static str)>,
-    ) -> Gauge {
-        let entry = self.per_market.entry(market_label.to_string()).or_default();
-        let slot = pick(entry);
-        if let Some(g) = slot {
-            return g.clone();
+        value: f64,
+    ) {
+        let h = handles_in(&mut self.per_market, label);
+        market_gauge(&self.telemetry, &self.account, h, label, name, pick, extra).set(value);
+    }
+
+    /// Set a market's gauges to 0 if they exist (a removed position, an unknown mark).
+    fn zero(&mut self, label: &str, picks: &[fn(&mut MarketHandles) -> &mut Option<Gauge>]) {
+        if let Some(h) = self.per_market.get_mut(label) {
+            for pick in picks {
+                if let Some(g) = pick(h) {
+                    g.set(0.0);
+                }
+            }
         }
-        let mut l = vec![("account", self.account.as_str()), ("market", market_label)];
-        if let Some(e) = extra {
-            l.push(e);
+    }
+
+    fn observe_fill(&mut self, fill: &Fill, now_unix: f64) {
+        let label = self.markets.fold(&fill.market);
+        let slot = fill_slot(fill.side, fill.liquidity);
+        let (telemetry, account) = (&self.telemetry, self.account.as_str());
+        let h = handles_in(&mut self.per_market, label);
+        let totals = &mut h.fill_totals[slot];
+        // Saturating: absurd values off the wire must not panic the sidecar.
+        totals.0 = totals.0.saturating_add(fill.quantity);
+        totals.1 = totals
+            .1
+            .saturating_add(fill.price.saturating_mul(fill.quantity));
+        let (q, n) = *totals;
+        let fh = h.fills[slot].get_or_insert_with(|| {
+            let l = [
+                ("account", account),
+                ("market", label),
+                ("side", fill.side.as_str()),
+                ("liquidity", fill.liquidity.as_str()),
+            ];
+            FillHandles {
+                count: telemetry.counter(names::FILLS, &l),
+                quantity: telemetry.gauge(names::FILL_QUANTITY, &l),
+                notional: telemetry.gauge(names::FILL_NOTIONAL, &l),
+            }
+        });
+        fh.count.increment(1);
+        fh.quantity.set(f(q));
+        fh.notional.set(f(n));
+        // The exchange's own fill time when it sent one, else the receipt time.
+        let ts = fill
+            .created_at_ms
+            .map(|ms| ms as f64 / 1000.0)
+            .unwrap_or(now_unix);
+        if ts > h.last_fill_at {
+            h.last_fill_at = ts;
+            market_gauge(
+                telemetry,
+                account,
+                h,
+                label,
+                names::LAST_FILL,
+                |h| &mut h.last_fill,
+                None,
+            )
+            .set(ts);
         }
-        let g = self.telemetry.gauge(name, &l);
-        *slot = Some(g.clone());
-        g
     }
 
     /// Update every series the event touched. `now_unix` is the receipt time in seconds.
@@ -494,101 +588,65 @@ impl AccountMetrics {
                 .increment(applied.dedup_duplicate);
         }
         for fill in &applied.fills {
-            let market = self.markets.fold(&fill.market).to_string();
-            let key = (market.clone(), fill.side.as_str(), fill.liquidity.as_str());
-            let notional = fill.price * fill.quantity;
-            let totals = self.fill_totals.entry(key.clone()).or_default();
-            totals.0 += fill.quantity;
-            totals.1 += notional;
-            let (q, n) = *totals;
-            let h = self.fills.entry(key.clone()).or_insert_with(|| {
-                let l = [
-                    ("account", self.account.as_str()),
-                    ("market", key.0.as_str()),
-                    ("side", key.1),
-                    ("liquidity", key.2),
-                ];
-                FillHandles {
-                    count: self.telemetry.counter(names::FILLS, &l),
-                    quantity: self.telemetry.gauge(names::FILL_QUANTITY, &l),
-                    notional: self.telemetry.gauge(names::FILL_NOTIONAL, &l),
-                }
-            });
-            h.count.increment(1);
-            h.quantity.set(f(q));
-            h.notional.set(f(n));
-            // The exchange's own fill time when it sent one; replays of old trades must not
-            // make the clock jump backwards.
-            let ts = fill
-                .created_at_ms
-                .map(|ms| ms as f64 / 1000.0)
-                .unwrap_or(now_unix);
-            let last = self.last_fill.entry(market.clone()).or_insert(f64::MIN);
-            if ts > *last {
-                *last = ts;
-                self.market_gauge(&market, names::LAST_FILL, |h| &mut h.last_fill, None)
-                    .set(ts);
-            }
+            self.observe_fill(fill, now_unix);
         }
         for m in &applied.realized_markets {
-            if let Some(t) = account.realized_totals().get(m.as_str()) {
-                let label = self.markets.fold(m).to_string();
-                // Sum per label from each real market's exact totals, so markets folded into
-                // `other` add up instead of overwriting each other.
-                let prev = self
-                    .realized_by_market
-                    .insert(m.clone(), (t.profit, t.loss))
-                    .unwrap_or_default();
-                let sum = self.realized_by_label.entry(label.clone()).or_default();
-                sum.0 += t.profit - prev.0;
-                sum.1 += t.loss - prev.1;
-                let (p, l) = *sum;
-                self.market_gauge(&label, names::REALIZED_PROFIT, |h| &mut h.profit, None)
-                    .set(f(p));
-                self.market_gauge(&label, names::REALIZED_LOSS, |h| &mut h.loss, None)
-                    .set(f(l));
-            }
+            let Some(t) = account.realized_totals().get(m.as_str()) else {
+                continue;
+            };
+            let label = self.markets.fold(m);
+            let prev = self
+                .realized_by_market
+                .insert(m.clone(), (t.profit, t.loss))
+                .unwrap_or_default();
+            let h = self.handles(label);
+            h.realized.0 += t.profit - prev.0;
+            h.realized.1 += t.loss - prev.1;
+            let (p, l) = h.realized;
+            self.set(label, names::REALIZED_PROFIT, |h| &mut h.profit, None, f(p));
+            self.set(label, names::REALIZED_LOSS, |h| &mut h.loss, None, f(l));
         }
-        let mut marks: Vec<&String> = applied.position_markets.iter().collect();
         for m in &applied.position_markets {
-            let label = self.markets.fold(m).to_string();
+            let label = self.markets.fold(m);
             match account.market_position(m) {
                 Some(p) => {
-                    self.market_gauge(&label, names::POSITION_QUANTITY, |h| &mut h.quantity, None)
-                        .set(f(p.quantity));
-                    self.market_gauge(
-                        &label,
+                    self.set(
+                        label,
+                        names::POSITION_QUANTITY,
+                        |h| &mut h.quantity,
+                        None,
+                        f(p.quantity),
+                    );
+                    let entry = p.entry_price.map(f).unwrap_or(0.0);
+                    self.set(
+                        label,
                         names::POSITION_ENTRY_PRICE,
                         |h| &mut h.entry_price,
                         None,
-                    )
-                    .set(p.entry_price.map(f).unwrap_or(0.0));
-                    self.market_gauge(
-                        &label,
+                        entry,
+                    );
+                    let pnl = f(p.realized_pnl);
+                    self.set(
+                        label,
                         names::POSITION_REALIZED_PNL,
                         |h| &mut h.realized_pnl,
                         None,
-                    )
-                    .set(f(p.realized_pnl));
+                        pnl,
+                    );
                 }
-                None => {
-                    // A removed position: its series drop to 0 rather than keep a stale value.
-                    if let Some(h) = self.per_market.get(&label) {
-                        for g in [&h.quantity, &h.entry_price, &h.realized_pnl]
-                            .into_iter()
-                            .flatten()
-                        {
-                            g.set(0.0);
-                        }
-                    }
-                }
+                // A removed position: its series drop to 0 rather than keep a stale value.
+                None => self.zero(
+                    label,
+                    &[
+                        |h| &mut h.quantity,
+                        |h| &mut h.entry_price,
+                        |h| &mut h.realized_pnl,
+                    ],
+                ),
             }
         }
         for m in &applied.book_markets {
-            let label = self.markets.fold(m).to_string();
-            if !marks.contains(&m) {
-                marks.push(m);
-            }
+            let label = self.markets.fold(m);
             let (bid, ask, nb, na) = match account.book(m) {
                 Some(b) => (
                     b.best_bid().map(f).unwrap_or(0.0),
@@ -598,51 +656,45 @@ impl AccountMetrics {
                 ),
                 None => (0.0, 0.0, 0.0, 0.0),
             };
-            self.market_gauge(&label, names::BOOK_BEST_BID, |h| &mut h.best_bid, None)
-                .set(bid);
-            self.market_gauge(&label, names::BOOK_BEST_ASK, |h| &mut h.best_ask, None)
-                .set(ask);
-            self.market_gauge(
-                &label,
-                names::BOOK_LEVELS,
-                |h| &mut h.bid_levels,
-                Some(("side", "bid")),
-            )
-            .set(nb);
-            self.market_gauge(
-                &label,
-                names::BOOK_LEVELS,
-                |h| &mut h.ask_levels,
-                Some(("side", "ask")),
-            )
-            .set(na);
+            self.set(label, names::BOOK_BEST_BID, |h| &mut h.best_bid, None, bid);
+            self.set(label, names::BOOK_BEST_ASK, |h| &mut h.best_ask, None, ask);
+            let bids = Some(("side", "bid"));
+            self.set(label, names::BOOK_LEVELS, |h| &mut h.bid_levels, bids, nb);
+            let asks = Some(("side", "ask"));
+            self.set(label, names::BOOK_LEVELS, |h| &mut h.ask_levels, asks, na);
         }
-        // Unrealized PnL and notional need both a position and a mark (the book's mid).
+        // Unrealized PnL and notional need both a position and a mark (the book's mid), so
+        // they change with either.
+        let marks = applied.position_markets.iter().chain(
+            applied
+                .book_markets
+                .iter()
+                .filter(|m| !applied.position_markets.contains(m)),
+        );
         for m in marks {
-            let label = self.markets.fold(m).to_string();
+            let label = self.markets.fold(m);
             let mark = account.book(m).and_then(|b| b.mid());
-            let pos = account.market_position(m);
-            match (pos, mark) {
+            match (account.market_position(m), mark) {
                 (Some(p), Some(mid)) if !p.quantity.is_zero() => {
                     let entry = p.entry_price.unwrap_or(mid);
-                    let upnl = (mid - entry) * p.quantity;
-                    self.market_gauge(
-                        &label,
+                    let upnl = f(mid.saturating_sub(entry).saturating_mul(p.quantity));
+                    let notional = f(p.quantity.abs().saturating_mul(mid));
+                    self.set(
+                        label,
                         names::POSITION_UNREALIZED_PNL,
                         |h| &mut h.unrealized_pnl,
                         None,
-                    )
-                    .set(f(upnl));
-                    self.market_gauge(&label, names::POSITION_NOTIONAL, |h| &mut h.notional, None)
-                        .set(f(p.quantity.abs() * mid));
+                        upnl,
+                    );
+                    self.set(
+                        label,
+                        names::POSITION_NOTIONAL,
+                        |h| &mut h.notional,
+                        None,
+                        notional,
+                    );
                 }
-                _ => {
-                    if let Some(h) = self.per_market.get(&label) {
-                        for g in [&h.unrealized_pnl, &h.notional].into_iter().flatten() {
-                            g.set(0.0);
-                        }
-                    }
-                }
+                _ => self.zero(label, &[|h| &mut h.unrealized_pnl, |h| &mut h.notional]),
             }
         }
         self.positions_open.set(account.open_positions() as f64);
