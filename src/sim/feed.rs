@@ -72,6 +72,11 @@ impl Scope {
             Scope::Market { market, .. } => trade.market == market,
         }
     }
+
+    /// Whether a stream in this scope sends `trade`: never a stream-hidden one.
+    fn streams_trade(self, trade: &Trade) -> bool {
+        !trade.stream_hidden && self.wants_trade(trade)
+    }
 }
 
 /// What a connection has already been told: its log cursor and the book levels it last saw.
@@ -168,13 +173,99 @@ pub fn open_positions(world: &World) -> Vec<PositionJson<'_>> {
         .collect()
 }
 
-/// The last `n` trades in `scope`, oldest first.
-pub fn recent_trades(world: &World, scope: Scope, n: usize, fmt: TsFormat) -> Vec<TradeJson<'_>> {
+fn side(signed: Decimal) -> &'static str {
+    if signed > Decimal::ZERO {
+        "long"
+    } else {
+        "short"
+    }
+}
+
+/// A position as the REST side reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestPosition {
+    pub id: String,
+    /// Index into `World::markets`.
+    pub market: usize,
+    /// Signed, long > 0, never zero.
+    pub qty: Decimal,
+    pub entry: Decimal,
+    pub realized: Decimal,
+}
+
+/// Open positions in market order as REST reports them: the world's, with `offset` (market id,
+/// signed quantity; the `rest_position_offset` fault) added to that market's. A world position
+/// keeps its id, entry and realized pnl, and is left out when the sum is exactly zero; without one,
+/// a REST-only `p-<market>-rest` appears at the current mid with no realized pnl. An unknown market
+/// id changes nothing.
+pub fn rest_positions(world: &World, offset: Option<&(String, Decimal)>) -> Vec<RestPosition> {
+    let offset = offset.and_then(|(id, delta)| {
+        let m = world.markets.iter().position(|m| m.id == *id)?;
+        Some((m, *delta))
+    });
+    let mut out = Vec::new();
+    for (i, (p, m)) in world.positions.iter().zip(&world.markets).enumerate() {
+        let mut rest = p.as_ref().map(|p| RestPosition {
+            id: position_id(&m.id, p.n),
+            market: i,
+            qty: m.qty(p.qty),
+            entry: p.entry,
+            realized: p.realized,
+        });
+        if let Some((at, delta)) = offset
+            && at == i
+        {
+            rest = match rest {
+                Some(mut r) => {
+                    r.qty += delta;
+                    (!r.qty.is_zero()).then_some(r)
+                }
+                None => (!delta.is_zero()).then(|| RestPosition {
+                    id: format!("p-{}-rest", m.id),
+                    market: i,
+                    qty: delta,
+                    entry: m.price(m.mid),
+                    realized: Decimal::ZERO,
+                }),
+            };
+        }
+        out.extend(rest);
+    }
+    out
+}
+
+pub fn rest_position_json<'a>(world: &'a World, p: &RestPosition) -> PositionJson<'a> {
+    PositionJson {
+        id: p.id.clone(),
+        market_id: &world.markets[p.market].id,
+        side: side(p.qty),
+        quantity: p.qty.abs(),
+        entry_price: p.entry,
+        realized_pnl: p.realized,
+        status: "open",
+    }
+}
+
+/// The last `n` trades in `scope`, oldest first; stream-hidden ones only with `include_hidden`
+/// (REST returns them, streams never do).
+pub fn recent_trades(
+    world: &World,
+    scope: Scope,
+    n: usize,
+    fmt: TsFormat,
+    include_hidden: bool,
+) -> Vec<TradeJson<'_>> {
     let mut out: Vec<_> = world
         .trades
         .iter()
         .rev()
-        .filter(|t| scope.wants_trade(t))
+        .filter(|t| {
+            if include_hidden {
+                scope.wants_trade(t)
+            } else {
+                scope.streams_trade(t)
+            }
+        })
         .take(n)
         .map(|t| trade_json(world, t, fmt))
         .collect();
@@ -304,7 +395,7 @@ pub fn snapshot(
     };
     let payload = SnapshotPayload {
         positions: open_positions(world),
-        trades: recent_trades(world, scope, recent, fmt),
+        trades: recent_trades(world, scope, recent, fmt, false),
         orderbook,
     };
     (to_json(&payload), view)
@@ -322,7 +413,7 @@ pub fn delta(world: &World, log: &ChangeLog, scope: Scope, view: &View, fmt: TsF
         match change {
             Change::Trade(i) => {
                 let t = &world.trades[*i];
-                if scope.wants_trade(t) {
+                if scope.streams_trade(t) {
                     trades.push(trade_json(world, t, fmt));
                 }
             }
@@ -412,7 +503,7 @@ pub fn open_orders(world: &World) -> Vec<OrderJson<'_>> {
     out
 }
 
-#[derive(Serialize, Debug, PartialEq, Eq)]
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct BalancesJson {
     pub equity: Decimal,
@@ -422,32 +513,158 @@ pub struct BalancesJson {
     pub margin_usage: Decimal,
 }
 
-/// Margin view consistent with the positions: equity = collateral + realized (closed positions
-/// included) + unrealized at mid; initial margin 10% and maintenance 5% of notional at mid;
-/// marginUsage = initialMargin / equity.
-pub fn balances(world: &World) -> BalancesJson {
+/// The account as the REST side sees it, computed from the REST positions (so a
+/// `rest_position_offset` moves the margins too and every REST body agrees with the others):
+///
+/// - mark = the market's mid; per position unrealizedPnl = round2(qty × (mark − entry)), qty signed
+/// - unrealized = Σ unrealizedPnl; cash (perpsBalance) = round2(collateral + realized), where
+///   realized covers every position ever, closed ones included
+/// - equity = cash + unrealized
+/// - initialMargin = round2(10% of Σ |qty| × mark); maintenanceMargin = round2(5% of it)
+/// - availableBalance = equity − initialMargin (negative when under-collateralised)
+/// - marginUsage = round6(initialMargin / equity), or 1 when equity ≤ 0
+///
+/// `roundN` is `Decimal::round_dp(N)` (banker's rounding).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Account {
+    pub cash: Decimal,
+    pub unrealized: Decimal,
+    pub realized: Decimal,
+    pub balances: BalancesJson,
+    /// Per REST position, in the same order: (mark price, unrealized pnl).
+    pub marks: Vec<(Decimal, Decimal)>,
+}
+
+pub fn account(world: &World, positions: &[RestPosition]) -> Account {
     let mut unrealized = Decimal::ZERO;
     let mut notional = Decimal::ZERO;
-    for (p, m) in world.positions.iter().zip(&world.markets) {
-        let Some(p) = p else { continue };
-        let mid = m.price(m.mid);
-        unrealized += m.qty(p.qty) * (mid - p.entry);
-        notional += m.qty(p.qty.abs()) * mid;
-    }
-    let equity = (Decimal::from(COLLATERAL) + world.realized_total + unrealized).round_dp(2);
+    let marks: Vec<_> = positions
+        .iter()
+        .map(|p| {
+            let m = &world.markets[p.market];
+            let mark = m.price(m.mid);
+            let pnl = (p.qty * (mark - p.entry)).round_dp(2);
+            unrealized += pnl;
+            notional += p.qty.abs() * mark;
+            (mark, pnl)
+        })
+        .collect();
+    let realized = world.realized_total.round_dp(2);
+    let cash = (Decimal::from(COLLATERAL) + world.realized_total).round_dp(2);
+    let equity = cash + unrealized;
     let initial = (notional / Decimal::from(10)).round_dp(2);
     let maintenance = (notional / Decimal::from(20)).round_dp(2);
     let usage = if equity > Decimal::ZERO {
-        (initial / equity).round_dp(4)
+        (initial / equity).round_dp(6)
     } else {
         Decimal::ONE
     };
-    BalancesJson {
-        equity,
-        available_balance: (equity - initial).max(Decimal::ZERO),
-        initial_margin: initial,
-        maintenance_margin: maintenance,
-        margin_usage: usage,
+    Account {
+        cash,
+        unrealized,
+        realized,
+        balances: BalancesJson {
+            equity,
+            available_balance: equity - initial,
+            initial_margin: initial,
+            maintenance_margin: maintenance,
+            margin_usage: usage,
+        },
+        marks,
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortfolioJson<'a> {
+    equity: Decimal,
+    tradable_balance: Decimal,
+    balances: BucketsJson,
+    pnl: PnlJson,
+    margin: MarginJson,
+    positions: Vec<PortfolioPositionJson<'a>>,
+    option_positions: [u8; 0],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BucketsJson {
+    wallet_balance: Decimal,
+    perps_balance: Decimal,
+    options_balance: Decimal,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PnlJson {
+    unrealized: Decimal,
+    realized24h: Decimal,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MarginJson {
+    initial_margin: Decimal,
+    maintenance_margin: Decimal,
+    margin_usage: Decimal,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PortfolioPositionJson<'a> {
+    market_id: &'a str,
+    side: &'static str,
+    quantity: Decimal,
+    avg_price: Decimal,
+    mark_price: Decimal,
+    unrealized_pnl: Decimal,
+    realized_pnl: Decimal,
+    funding_payment: &'static str,
+    margin_mode: &'static str,
+}
+
+/// `GET /portfolio/me`: the same numbers as `/perps/balances` (tradableBalance = availableBalance)
+/// and the REST positions. Everything sits in the perps bucket; realized24h is all realized pnl
+/// (a simulated account is younger than a day) and there is no funding.
+pub fn portfolio<'a>(
+    world: &'a World,
+    positions: &[RestPosition],
+    acc: &Account,
+) -> PortfolioJson<'a> {
+    let zero = Decimal::new(0, 2);
+    PortfolioJson {
+        equity: acc.balances.equity,
+        tradable_balance: acc.balances.available_balance,
+        balances: BucketsJson {
+            wallet_balance: zero,
+            perps_balance: acc.cash,
+            options_balance: zero,
+        },
+        pnl: PnlJson {
+            unrealized: acc.unrealized,
+            realized24h: acc.realized,
+        },
+        margin: MarginJson {
+            initial_margin: acc.balances.initial_margin,
+            maintenance_margin: acc.balances.maintenance_margin,
+            margin_usage: acc.balances.margin_usage,
+        },
+        positions: positions
+            .iter()
+            .zip(&acc.marks)
+            .map(|(p, &(mark, pnl))| PortfolioPositionJson {
+                market_id: &world.markets[p.market].id,
+                side: side(p.qty),
+                quantity: p.qty.abs(),
+                avg_price: p.entry,
+                mark_price: mark,
+                unrealized_pnl: pnl,
+                realized_pnl: p.realized,
+                funding_payment: "0",
+                margin_mode: "cross",
+            })
+            .collect(),
+        option_positions: [],
     }
 }
 

@@ -75,7 +75,8 @@ pub enum TsFormat {
     Millis,
 }
 
-/// Misbehaviour to inject. Counts are per connection; `Some(0)` disables the `*_every` knobs.
+/// Misbehaviour to inject. Counts are per connection (except `drop_fill_every`); `Some(0)`
+/// disables the `*_every` knobs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Faults {
     /// Close each stream connection after it has sent N events (the snapshot counts).
@@ -96,16 +97,47 @@ pub struct Faults {
     pub http_status: Option<u16>,
     /// `Retry-After` seconds sent with 429/503 (a 429 says 1 when unset).
     pub retry_after_secs: Option<u64>,
+    /// Every Nth trade of the world (by trade number over its whole life: t-000003, t-000006 for
+    /// 3) is never streamed, in snapshots or deltas, yet `GET /perps/trades` returns it; the
+    /// position change it causes streams as usual. Decided when each trade is created, so changing
+    /// this affects later trades only. Unlike the other `*_every` knobs it is not per connection.
+    pub drop_fill_every: Option<u64>,
+    /// REST positions (`/perps/positions`, `/portfolio/me`, and the balances computed from them)
+    /// report this market's quantity plus this signed offset; streams are unaffected. Without a
+    /// world position there, a REST-only `p-<market>-rest` appears (side from the sign, entry at the
+    /// current mid, realized 0); a sum of exactly zero removes the position from REST.
+    pub rest_position_offset: Option<(String, Decimal)>,
+    /// Answer the REST reads (not the streams) with this status, body and `Retry-After` as
+    /// `http_status` does. `http_status` still applies to both and wins.
+    pub rest_status: Option<u16>,
+    /// When non-empty, `rest_status` applies only to these paths (e.g. `/perps/balances`).
+    pub rest_status_endpoints: Vec<String>,
 }
 
 /// Ground truth for tests.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Truth {
-    /// Every trade the world ever generated, in order (warmup included).
+    /// Every trade the world ever generated, in order (warmup included), stream-hidden ones too.
     pub trades: Vec<TruthTrade>,
-    /// Open positions now, in market order.
+    /// Ids of the trades never streamed (`drop_fill_every`), in order.
+    pub hidden_trade_ids: Vec<String>,
+    /// Open positions now, in market order, as the streams report them.
     pub positions: Vec<TruthPosition>,
+    /// Exactly what `GET /perps/positions` returns now (`rest_position_offset` applied).
+    pub rest_positions: Vec<TruthPosition>,
+    /// Exactly what `GET /perps/balances` returns now.
+    pub balances: TruthBalances,
     pub books: BTreeMap<String, TruthBook>,
+}
+
+/// The `/perps/balances` body; see `feed::Account` for the formulas.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TruthBalances {
+    pub equity: Decimal,
+    pub available_balance: Decimal,
+    pub initial_margin: Decimal,
+    pub maintenance_margin: Decimal,
+    pub margin_usage: Decimal,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -135,6 +167,8 @@ pub struct TruthBook {
     /// (price, size), best first.
     pub bids: Vec<(Decimal, Decimal)>,
     pub asks: Vec<(Decimal, Decimal)>,
+    /// The mark price REST uses (entry of a REST-only position, `markPrice` in `/portfolio/me`).
+    pub mid: Decimal,
 }
 
 /// Mutable state behind one lock: the tick task and every connection take it briefly.
@@ -149,6 +183,8 @@ struct Inner {
     shared: Mutex<Shared>,
     stream_connections: AtomicU64,
     requests: AtomicU64,
+    /// Per `server::REST_PATHS` entry: requests answered, any status.
+    rest_requests: [AtomicU64; server::REST_PATHS.len()],
     /// Streams opened so far; each starts its eventSeq at `seq_base` plus a million per earlier stream.
     streams_opened: AtomicU64,
     seq_base: u64,
@@ -171,7 +207,8 @@ pub fn build(cfg: SimConfig) -> SimHandle {
     let warmup = i64::from(cfg.warmup_steps);
     // Warmup steps get timestamps in the recent past, one tick apart, ending now.
     for i in 1..=warmup {
-        apply_step(&mut world, &mut log, now - (warmup - i) * tick_ms);
+        let at = now - (warmup - i) * tick_ms;
+        apply_step(&mut world, &mut log, at, cfg.faults.drop_fill_every);
     }
     if warmup == 0 {
         world.last_step_ms = now;
@@ -188,6 +225,7 @@ pub fn build(cfg: SimConfig) -> SimHandle {
             shared: Mutex::new(shared),
             stream_connections: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            rest_requests: Default::default(),
             streams_opened: AtomicU64::new(0),
             seq_base,
             closing: watch::channel(false).0,
@@ -195,8 +233,10 @@ pub fn build(cfg: SimConfig) -> SimHandle {
     }
 }
 
-fn apply_step(world: &mut World, log: &mut ChangeLog, now_ms: i64) {
+fn apply_step(world: &mut World, log: &mut ChangeLog, now_ms: i64, drop_fill_every: Option<u64>) {
     if let Some(fill) = world.step(now_ms) {
+        let trade = &mut world.trades[fill.trade];
+        trade.stream_hidden = every(drop_fill_every, trade.n);
         log.push(Change::Trade(fill.trade));
         log.push(Change::Position(fill.position));
     }
@@ -220,7 +260,8 @@ impl SimHandle {
     /// Advance the world by one step now (what the tick task does every `tick`).
     pub fn step(&self) {
         let shared = &mut *self.lock();
-        apply_step(&mut shared.world, &mut shared.log, now_ms());
+        let hide = shared.faults.drop_fill_every;
+        apply_step(&mut shared.world, &mut shared.log, now_ms(), hide);
     }
 
     pub fn config(&self) -> &SimConfig {
@@ -246,6 +287,12 @@ impl SimHandle {
                 }
             })
             .collect();
+        let hidden_trade_ids = w
+            .trades
+            .iter()
+            .filter(|t| t.stream_hidden)
+            .map(|t| world::trade_id(t.n))
+            .collect();
         let positions = w
             .positions
             .iter()
@@ -258,6 +305,25 @@ impl SimHandle {
                     entry_price: p.entry,
                     realized_pnl: p.realized,
                 })
+            })
+            .collect();
+        let rest = feed::rest_positions(w, shared.faults.rest_position_offset.as_ref());
+        let b = feed::account(w, &rest).balances;
+        let balances = TruthBalances {
+            equity: b.equity,
+            available_balance: b.available_balance,
+            initial_margin: b.initial_margin,
+            maintenance_margin: b.maintenance_margin,
+            margin_usage: b.margin_usage,
+        };
+        let rest_positions = rest
+            .into_iter()
+            .map(|p| TruthPosition {
+                id: p.id,
+                market: w.markets[p.market].id.clone(),
+                quantity: p.qty,
+                entry_price: p.entry,
+                realized_pnl: p.realized,
             })
             .collect();
         let books = w
@@ -275,13 +341,17 @@ impl SimHandle {
                     TruthBook {
                         bids: side(true),
                         asks: side(false),
+                        mid: m.price(m.mid),
                     },
                 )
             })
             .collect();
         Truth {
             trades,
+            hidden_trade_ids,
             positions,
+            rest_positions,
+            balances,
             books,
         }
     }
@@ -294,6 +364,15 @@ impl SimHandle {
     /// All HTTP requests so far.
     pub fn requests(&self) -> u64 {
         self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    /// Requests to one REST path (e.g. `/perps/balances`) answered so far, any status; 0 for a
+    /// path that is not a REST read.
+    pub fn rest_requests(&self, path: &str) -> u64 {
+        server::REST_PATHS
+            .iter()
+            .position(|p| *p == path)
+            .map_or(0, |i| self.inner.rest_requests[i].load(Ordering::Relaxed))
     }
 
     fn lock(&self) -> MutexGuard<'_, Shared> {
@@ -388,6 +467,11 @@ impl Drop for RunningSim {
             task.abort();
         }
     }
+}
+
+/// True on every `n`th count; `Some(0)` never fires.
+fn every(n: Option<u64>, count: u64) -> bool {
+    n.is_some_and(|n| n > 0 && count.is_multiple_of(n))
 }
 
 /// Wall-clock now in unix milliseconds: used for timestamps only.

@@ -18,13 +18,21 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use super::feed::{self, Delta, Kind, Scope, View};
-use super::{SimHandle, now_ms};
+use super::{SimHandle, every, now_ms};
 
 /// Stream sequence numbers of successive connections start this far apart, so a reconnect never
 /// reuses the previous connection's ids.
 const SEQ_STRIDE: u64 = 1_000_000;
 /// Trades returned by `GET /perps/trades`.
 const REST_TRADES: usize = 200;
+/// The REST reads: what `rest_status` answers and `SimHandle::rest_requests` counts.
+pub(super) const REST_PATHS: [&str; 5] = [
+    "/perps/positions",
+    "/perps/trades",
+    "/perps/orders/open",
+    "/perps/balances",
+    "/portfolio/me",
+];
 
 const INDEX: &str = "OCX simulator\n\n\
 GET /perps/stream/user?openOnly=true&intervalMs=250                 SSE: fills and positions, all markets\n\
@@ -32,7 +40,8 @@ GET /perps/stream/events?marketId=BTC-PERP&depth=25&intervalMs=500  SSE: one mar
 GET /perps/positions                                                open positions\n\
 GET /perps/trades                                                   recent fills (last 200, newest last)\n\
 GET /perps/orders/open                                              resting orders\n\
-GET /perps/balances                                                 equity and margin\n";
+GET /perps/balances                                                 equity and margin\n\
+GET /portfolio/me                                                   equity, pnl, margin and positions\n";
 
 pub(super) fn router(handle: SimHandle) -> Router {
     Router::new()
@@ -43,18 +52,38 @@ pub(super) fn router(handle: SimHandle) -> Router {
         .route("/perps/trades", get(trades))
         .route("/perps/orders/open", get(open_orders))
         .route("/perps/balances", get(balances))
+        .route("/portfolio/me", get(portfolio))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint") })
         .layer(middleware::from_fn_with_state(handle.clone(), gate))
         .with_state(handle)
 }
 
-/// Counts every request, then applies the `http_status` fault and the API key to `/perps/*`.
+/// Counts every request, then applies the `http_status` and `rest_status` faults and the API key
+/// to `/perps/*` and `/portfolio/*`.
 async fn gate(State(h): State<SimHandle>, req: Request, next: Next) -> Response {
     h.inner.requests.fetch_add(1, Ordering::Relaxed);
-    if req.uri().path().starts_with("/perps/") {
-        let faults = h.faults();
-        if let Some(status) = faults.http_status {
-            return fault_response(status, faults.retry_after_secs);
+    let path = req.uri().path();
+    if let Some(i) = REST_PATHS.iter().position(|p| *p == path) {
+        h.inner.rest_requests[i].fetch_add(1, Ordering::Relaxed);
+    }
+    let stream = path.starts_with("/perps/stream/");
+    if stream || path.starts_with("/perps/") || path.starts_with("/portfolio/") {
+        let fault = {
+            let shared = h.lock();
+            let f = &shared.faults;
+            let rest = || {
+                f.rest_status.filter(|_| {
+                    !stream
+                        && (f.rest_status_endpoints.is_empty()
+                            || f.rest_status_endpoints.iter().any(|e| e == path))
+                })
+            };
+            f.http_status
+                .or_else(rest)
+                .map(|status| (status, f.retry_after_secs))
+        };
+        if let Some((status, retry_after)) = fault {
+            return fault_response(status, retry_after);
         }
         if let Some(key) = &h.inner.cfg.api_key
             && !authorized(req.headers(), key)
@@ -255,21 +284,20 @@ enum Poll {
     Close,
 }
 
-/// True on every `n`th count; `Some(0)` never fires.
-fn every(n: Option<u64>, count: u64) -> bool {
-    n.is_some_and(|n| n > 0 && count.is_multiple_of(n))
-}
-
 impl Conn {
     /// The next chunk of the body, or None to end it.
     async fn next(&mut self) -> Option<Bytes> {
         loop {
-            let faults = self.handle.faults();
-            if faults.drop_every.is_some_and(|n| self.events >= n) {
+            // Copy the three knobs out rather than clone `Faults`, which holds strings.
+            let (drop_every, silent_after, stop_heartbeats) = {
+                let f = &self.handle.lock().faults;
+                (f.drop_every, f.silent_after, f.stop_heartbeats)
+            };
+            if drop_every.is_some_and(|n| self.events >= n) {
                 return None;
             }
-            let silent = faults.silent_after.is_some_and(|n| self.events >= n);
-            let heartbeats = !silent && !faults.stop_heartbeats;
+            let silent = silent_after.is_some_and(|n| self.events >= n);
+            let heartbeats = !silent && !stop_heartbeats;
             let heartbeat_at = self.last_write + self.heartbeat;
             let wake = tokio::select! {
                 biased;
@@ -323,19 +351,25 @@ impl Conn {
             },
         };
         let source_ms = shared.world.last_step_ms;
-        let faults = shared.faults.clone();
+        let f = &shared.faults;
+        let (error_every, error_retryable, malformed_every, skip_seq_every) = (
+            f.error_every,
+            f.error_retryable,
+            f.malformed_every,
+            f.skip_seq_every,
+        );
         drop(shared);
         self.events += 1;
         // An injected event takes this slot; the real one stays owed and goes out next time.
-        if every(faults.error_every, self.events) {
-            return Poll::Send(feed::error_frame(faults.error_retryable));
+        if every(error_every, self.events) {
+            return Poll::Send(feed::error_frame(error_retryable));
         }
-        if every(faults.malformed_every, self.events) {
+        if every(malformed_every, self.events) {
             return Poll::Send(feed::MALFORMED_FRAME.to_string());
         }
         if kind == Kind::Delta {
             self.deltas += 1;
-            if every(faults.skip_seq_every, self.deltas) {
+            if every(skip_seq_every, self.deltas) {
                 self.seq += 1;
             }
         }
@@ -347,8 +381,14 @@ impl Conn {
 }
 
 async fn positions(State(h): State<SimHandle>) -> Response {
-    let body = feed::to_json(&feed::open_positions(&h.lock().world));
-    json(body)
+    let shared = h.lock();
+    let world = &shared.world;
+    let rest = feed::rest_positions(world, shared.faults.rest_position_offset.as_ref());
+    let body: Vec<_> = rest
+        .iter()
+        .map(|p| feed::rest_position_json(world, p))
+        .collect();
+    json(feed::to_json(&body))
 }
 
 async fn trades(State(h): State<SimHandle>) -> Response {
@@ -358,6 +398,7 @@ async fn trades(State(h): State<SimHandle>) -> Response {
         Scope::User,
         REST_TRADES,
         fmt,
+        true,
     ));
     json(body)
 }
@@ -368,8 +409,18 @@ async fn open_orders(State(h): State<SimHandle>) -> Response {
 }
 
 async fn balances(State(h): State<SimHandle>) -> Response {
-    let body = feed::to_json(&feed::balances(&h.lock().world));
-    json(body)
+    let shared = h.lock();
+    let world = &shared.world;
+    let rest = feed::rest_positions(world, shared.faults.rest_position_offset.as_ref());
+    json(feed::to_json(&feed::account(world, &rest).balances))
+}
+
+async fn portfolio(State(h): State<SimHandle>) -> Response {
+    let shared = h.lock();
+    let world = &shared.world;
+    let rest = feed::rest_positions(world, shared.faults.rest_position_offset.as_ref());
+    let account = feed::account(world, &rest);
+    json(feed::to_json(&feed::portfolio(world, &rest, &account)))
 }
 
 #[cfg(test)]

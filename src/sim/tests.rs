@@ -596,7 +596,7 @@ async fn api_key_is_required_in_one_of_three_forms() {
     })
     .await;
     let client = reqwest::Client::new();
-    for path in ["/perps/stream/user", "/perps/positions"] {
+    for path in ["/perps/stream/user", "/perps/positions", "/portfolio/me"] {
         let r = client.get(format!("{url}{path}")).send().await.unwrap();
         assert_eq!(r.status(), 401);
         let body: Value = body_json(r).await;
@@ -626,6 +626,7 @@ async fn api_key_is_required_in_one_of_three_forms() {
         }
     }
     assert_eq!(h.stream_connections(), 3);
+    assert_eq!(h.rest_requests("/portfolio/me"), 5);
     // The index page is public.
     let r = client.get(&url).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -677,7 +678,7 @@ async fn rest_endpoints_agree_with_the_truth() {
     );
     assert_eq!(dec(&b["availableBalance"]), equity - im);
     assert!(mm < im && im > Decimal::ZERO);
-    assert_eq!(dec(&b["marginUsage"]), (im / equity).round_dp(4));
+    assert_eq!(dec(&b["marginUsage"]), (im / equity).round_dp(6));
 }
 
 #[tokio::test]
@@ -716,4 +717,440 @@ async fn shutdown_ends_open_streams_and_a_reconnect_gets_a_fresh_snapshot_and_se
         .await
         .expect("body ends")
     {}
+}
+
+fn trade_number(id: &str) -> u64 {
+    id.strip_prefix("t-").unwrap().parse().unwrap()
+}
+
+fn ids_of(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A `/perps/positions` body (or a snapshot's positions) in truth form.
+fn positions_of(v: &Value) -> Vec<TruthPosition> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let qty = dec(&p["quantity"]);
+            assert_eq!(p["status"], "open");
+            TruthPosition {
+                id: p["id"].as_str().unwrap().to_string(),
+                market: p["marketId"].as_str().unwrap().to_string(),
+                quantity: if p["side"] == "long" { qty } else { -qty },
+                entry_price: dec(&p["entryPrice"]),
+                realized_pnl: dec(&p["realizedPnl"]),
+            }
+        })
+        .collect()
+}
+
+async fn get_json(url: &str, path: &str) -> Value {
+    let r = reqwest::get(format!("{url}{path}")).await.unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    body_json(r).await
+}
+
+/// Steps the world until it holds at least `n` more trades than now.
+fn step_trades(h: &SimHandle, n: usize) {
+    let target = h.truth().trades.len() + n;
+    while h.truth().trades.len() < target {
+        h.step();
+    }
+}
+
+/// Reads deltas, checking each streamed trade against `expected` in order, until all of them came
+/// and the folded positions equal `want`.
+async fn read_until(
+    raw: &mut Raw,
+    expected: &[String],
+    positions: &mut Folded,
+    want: &Folded,
+) -> Vec<String> {
+    let mut streamed = Vec::new();
+    while streamed.len() < expected.len() || positions != want {
+        let d = raw.next_event().await;
+        assert_eq!(d.event.as_deref(), Some("delta"));
+        let p = &d.json()["payload"];
+        for t in p["trades"].as_array().into_iter().flatten() {
+            let id = t["id"].as_str().unwrap().to_string();
+            assert_eq!(
+                Some(&id),
+                expected.get(streamed.len()),
+                "streamed {streamed:?}"
+            );
+            streamed.push(id);
+        }
+        for u in p["positions"]["upserts"].as_array().into_iter().flatten() {
+            fold_position(positions, u);
+        }
+        for r in p["positions"]["removedIds"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            positions.remove(r.as_str().unwrap());
+        }
+    }
+    streamed
+}
+
+#[tokio::test]
+async fn drop_fill_every_hides_fills_from_every_stream_but_not_from_rest_trades() {
+    let (url, h) = still(SimConfig {
+        seed: 21,
+        faults: Faults {
+            drop_fill_every: Some(3),
+            ..Faults::default()
+        },
+        ..cfg()
+    })
+    .await;
+    let truth = h.truth();
+    let ids = |t: &Truth| t.trades.iter().map(|t| t.id.clone()).collect::<Vec<_>>();
+    let every_third: Vec<String> = ids(&truth)
+        .into_iter()
+        .filter(|id| trade_number(id).is_multiple_of(3))
+        .collect();
+    assert!(every_third.len() >= 3, "warmup hides some fills already");
+    assert_eq!(truth.hidden_trade_ids, every_third);
+    let visible = |t: &Truth, from: usize| -> Vec<String> {
+        t.trades[from..]
+            .iter()
+            .filter(|x| !t.hidden_trade_ids.contains(&x.id))
+            .map(|x| x.id.clone())
+            .collect()
+    };
+
+    let mut user = Raw::open(&format!("{url}/perps/stream/user?intervalMs=100")).await;
+    let snap = user.next().await.json();
+    assert_eq!(ids_of(&snap["payload"]["trades"]), visible(&truth, 0));
+    let mut positions = Folded::new();
+    for p in snap["payload"]["positions"].as_array().unwrap() {
+        fold_position(&mut positions, p);
+    }
+    assert_eq!(positions, truth_positions(&truth));
+    let mut btc = Raw::open(&format!(
+        "{url}/perps/stream/events?marketId=BTC-PERP&depth=5&intervalMs=100"
+    ))
+    .await;
+    let btc_visible = |t: &Truth, from: usize| -> Vec<String> {
+        let v = visible(t, from);
+        t.trades
+            .iter()
+            .filter(|x| x.market == "BTC-PERP" && v.contains(&x.id))
+            .map(|x| x.id.clone())
+            .collect()
+    };
+    let snap = btc.next().await.json();
+    assert_eq!(ids_of(&snap["payload"]["trades"]), btc_visible(&truth, 0));
+
+    // New fills: the hidden ones never arrive, but the positions they moved do.
+    let before = truth.trades.len();
+    step_trades(&h, 12);
+    let target = h.truth();
+    assert!(target.hidden_trade_ids.len() >= every_third.len() + 4);
+    let want = truth_positions(&target);
+    let streamed = read_until(&mut user, &visible(&target, before), &mut positions, &want).await;
+    assert_eq!(streamed.len(), target.trades.len() - before - 4);
+    let mut btc_streamed = Vec::new();
+    let btc_expected = btc_visible(&target, before);
+    assert!(!btc_expected.is_empty());
+    assert!(
+        target.trades[before..]
+            .iter()
+            .any(|t| t.market == "BTC-PERP" && target.hidden_trade_ids.contains(&t.id)),
+        "a BTC fill is hidden too"
+    );
+    while btc_streamed.len() < btc_expected.len() {
+        let d = btc.next_event().await.json();
+        btc_streamed.extend(ids_of(&d["payload"]["trades"]));
+    }
+    assert_eq!(btc_streamed, btc_expected);
+
+    // REST has every fill, hidden ones included, newest last.
+    let rest = get_json(&url, "/perps/trades").await;
+    assert!(target.trades.len() < 200);
+    assert_eq!(ids_of(&rest), ids(&target));
+
+    // Turning the fault off hides nothing new, and what was hidden stays hidden.
+    h.set_faults(Faults::default());
+    let before = target.trades.len();
+    step_trades(&h, 6);
+    let after = h.truth();
+    assert_eq!(after.hidden_trade_ids, target.hidden_trade_ids);
+    let all_new: Vec<String> = ids(&after)[before..].to_vec();
+    let want = truth_positions(&after);
+    let streamed = read_until(&mut user, &all_new, &mut positions, &want).await;
+    assert_eq!(streamed, all_new);
+}
+
+#[tokio::test]
+async fn rest_position_offset_moves_rest_positions_only_and_creates_and_removes_the_rest_one() {
+    let (url, h) = still(SimConfig {
+        seed: 22,
+        warmup_steps: 0,
+        ..cfg()
+    })
+    .await;
+    assert!(h.truth().positions.is_empty());
+    let offset = Decimal::from_str("-0.25").unwrap();
+    h.set_faults(Faults {
+        rest_position_offset: Some(("BTC-PERP".into(), offset)),
+        ..Faults::default()
+    });
+    let truth = h.truth();
+    let mid = truth.books["BTC-PERP"].mid;
+    let rest_only = TruthPosition {
+        id: "p-BTC-PERP-rest".into(),
+        market: "BTC-PERP".into(),
+        quantity: offset,
+        entry_price: mid,
+        realized_pnl: Decimal::ZERO,
+    };
+    assert_eq!(truth.rest_positions, vec![rest_only]);
+    assert_eq!(
+        get_json(&url, "/perps/positions").await,
+        serde_json::json!([{"id":"p-BTC-PERP-rest","marketId":"BTC-PERP","side":"short",
+            "quantity":"0.25","entryPrice":mid.to_string(),"realizedPnl":"0","status":"open"}])
+    );
+    let me = get_json(&url, "/portfolio/me").await;
+    assert_eq!(
+        me["positions"],
+        serde_json::json!([{"marketId":"BTC-PERP","side":"short","quantity":"0.25",
+            "avgPrice":mid.to_string(),"markPrice":mid.to_string(),"unrealizedPnl":"0",
+            "realizedPnl":"0","fundingPayment":"0","marginMode":"cross"}])
+    );
+    let stream_positions = |url: String| async move {
+        let mut raw = Raw::open(&format!("{url}/perps/stream/user")).await;
+        positions_of(&raw.next().await.json()["payload"]["positions"])
+    };
+    assert_eq!(stream_positions(url.clone()).await, vec![]);
+
+    // Once the world holds BTC, the offset applies to that position under its own id.
+    while !h.truth().positions.iter().any(|p| p.market == "BTC-PERP") {
+        h.step();
+    }
+    let truth = h.truth();
+    let mut expected = truth.positions.clone();
+    let btc = expected
+        .iter()
+        .position(|p| p.market == "BTC-PERP")
+        .unwrap();
+    expected[btc].quantity += offset;
+    if expected[btc].quantity.is_zero() {
+        expected.remove(btc);
+    }
+    assert_eq!(truth.rest_positions, expected);
+    assert_eq!(
+        positions_of(&get_json(&url, "/perps/positions").await),
+        expected
+    );
+    assert_eq!(stream_positions(url.clone()).await, truth.positions);
+
+    // An offset cancelling the position exactly removes it from REST, and from REST only.
+    let world_btc = truth.positions[btc].clone();
+    h.set_faults(Faults {
+        rest_position_offset: Some(("BTC-PERP".into(), -world_btc.quantity)),
+        ..Faults::default()
+    });
+    let truth = h.truth();
+    let without: Vec<_> = truth
+        .positions
+        .iter()
+        .filter(|p| p.market != "BTC-PERP")
+        .cloned()
+        .collect();
+    assert_eq!(truth.rest_positions, without);
+    assert_eq!(
+        positions_of(&get_json(&url, "/perps/positions").await),
+        without
+    );
+    let me = get_json(&url, "/portfolio/me").await;
+    assert!(
+        me["positions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["marketId"] != "BTC-PERP")
+    );
+    assert!(stream_positions(url.clone()).await.contains(&world_btc));
+}
+
+#[tokio::test]
+async fn rest_status_answers_rest_reads_only_and_only_the_listed_endpoints() {
+    let (url, h) = still(cfg()).await;
+    let client = reqwest::Client::new();
+    let get = |path: &str| client.get(format!("{url}{path}")).send();
+    h.set_faults(Faults {
+        rest_status: Some(429),
+        ..Faults::default()
+    });
+    for path in server::REST_PATHS {
+        let r = get(path).await.unwrap();
+        assert_eq!(r.status(), 429, "{path}");
+        assert_eq!(r.headers()["retry-after"], "1");
+        let body = body_json(r).await;
+        assert_eq!(body["error"], "RATE_LIMITED");
+        assert_eq!(body["retryAfterMs"], 1000);
+        assert_eq!(h.rest_requests(path), 1);
+    }
+    let mut user = Raw::open(&format!("{url}/perps/stream/user")).await;
+    assert_eq!(user.next().await.event.as_deref(), Some("snapshot"));
+    let mut ev = Raw::open(&format!("{url}/perps/stream/events?marketId=SOL-PERP")).await;
+    assert_eq!(ev.next().await.event.as_deref(), Some("snapshot"));
+    assert_eq!(h.stream_connections(), 2);
+    assert_eq!(h.rest_requests("/perps/stream/user"), 0);
+
+    h.set_faults(Faults {
+        rest_status: Some(503),
+        retry_after_secs: Some(4),
+        rest_status_endpoints: vec!["/perps/balances".into()],
+        ..Faults::default()
+    });
+    let r = get("/perps/balances").await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "4");
+    assert_eq!(body_json(r).await["error"], "UPSTREAM_UNAVAILABLE");
+    for path in [
+        "/perps/positions",
+        "/perps/trades",
+        "/perps/orders/open",
+        "/portfolio/me",
+    ] {
+        assert_eq!(get(path).await.unwrap().status(), 200, "{path}");
+    }
+
+    h.set_faults(Faults {
+        rest_status: Some(500),
+        retry_after_secs: Some(4),
+        rest_status_endpoints: vec!["/perps/trades".into(), "/portfolio/me".into()],
+        ..Faults::default()
+    });
+    for (path, status) in [
+        ("/perps/trades", 500),
+        ("/portfolio/me", 500),
+        ("/perps/balances", 200),
+    ] {
+        let r = get(path).await.unwrap();
+        assert_eq!(r.status(), status, "{path}");
+        assert!(r.headers().get("retry-after").is_none());
+    }
+    h.set_faults(Faults {
+        rest_status: Some(401),
+        ..Faults::default()
+    });
+    let r = get("/perps/positions").await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(body_json(r).await["error"], "UNAUTHORIZED");
+
+    // http_status still answers both sides, and wins over rest_status.
+    h.set_faults(Faults {
+        http_status: Some(500),
+        rest_status: Some(429),
+        ..Faults::default()
+    });
+    assert_eq!(get("/perps/stream/user").await.unwrap().status(), 500);
+    assert_eq!(get("/perps/positions").await.unwrap().status(), 500);
+    assert_eq!(h.stream_connections(), 2);
+    let counts: Vec<u64> = server::REST_PATHS
+        .iter()
+        .map(|p| h.rest_requests(p))
+        .collect();
+    // positions, trades, orders/open, balances, portfolio/me
+    assert_eq!(counts, [4, 3, 2, 3, 3]);
+    assert_eq!(h.rest_requests("/nope"), 0);
+}
+
+#[tokio::test]
+async fn portfolio_me_agrees_with_balances_positions_and_the_truth() {
+    let (url, h) = still(SimConfig {
+        seed: 12,
+        warmup_steps: 600,
+        ..cfg()
+    })
+    .await;
+    let world = h.truth();
+    let first = &world.positions[0];
+    // Doubling a position on REST keeps it non-zero and moves the margins.
+    h.set_faults(Faults {
+        rest_position_offset: Some((first.market.clone(), first.quantity)),
+        ..Faults::default()
+    });
+    let truth = h.truth();
+    assert_ne!(truth.rest_positions, truth.positions);
+    assert_eq!(
+        truth.rest_positions[0].quantity,
+        first.quantity * Decimal::TWO
+    );
+
+    let b = get_json(&url, "/perps/balances").await;
+    let me = get_json(&url, "/portfolio/me").await;
+    let positions = get_json(&url, "/perps/positions").await;
+    assert_eq!(positions_of(&positions), truth.rest_positions);
+    let tb = &truth.balances;
+    assert_eq!(
+        b,
+        serde_json::json!({
+            "equity": tb.equity.to_string(),
+            "availableBalance": tb.available_balance.to_string(),
+            "initialMargin": tb.initial_margin.to_string(),
+            "maintenanceMargin": tb.maintenance_margin.to_string(),
+            "marginUsage": tb.margin_usage.to_string(),
+        })
+    );
+    assert_eq!(tb.available_balance, tb.equity - tb.initial_margin);
+    assert_eq!(tb.margin_usage, (tb.initial_margin / tb.equity).round_dp(6));
+
+    assert_eq!(me["equity"], b["equity"]);
+    assert_eq!(me["tradableBalance"], b["availableBalance"]);
+    for key in ["initialMargin", "maintenanceMargin", "marginUsage"] {
+        assert_eq!(me["margin"][key], b[key], "{key}");
+    }
+    assert_eq!(me["optionPositions"], serde_json::json!([]));
+    assert_eq!(dec(&me["balances"]["walletBalance"]), Decimal::ZERO);
+    assert_eq!(dec(&me["balances"]["optionsBalance"]), Decimal::ZERO);
+    assert_eq!(
+        dec(&me["balances"]["perpsBalance"]) + dec(&me["pnl"]["unrealized"]),
+        tb.equity
+    );
+    assert!(me["pnl"]["realized24h"].is_string());
+
+    let mut notional = Decimal::ZERO;
+    let mut unrealized = Decimal::ZERO;
+    let rows = me["positions"].as_array().unwrap();
+    assert_eq!(rows.len(), truth.rest_positions.len());
+    for (row, p) in rows.iter().zip(&truth.rest_positions) {
+        let mark = truth.books[&p.market].mid;
+        assert_eq!(row["marketId"].as_str(), Some(p.market.as_str()));
+        assert_eq!(
+            row["side"],
+            if p.quantity > Decimal::ZERO {
+                "long"
+            } else {
+                "short"
+            }
+        );
+        assert_eq!(dec(&row["quantity"]), p.quantity.abs());
+        assert_eq!(dec(&row["avgPrice"]), p.entry_price);
+        assert_eq!(dec(&row["markPrice"]), mark);
+        let pnl = (p.quantity * (mark - p.entry_price)).round_dp(2);
+        assert_eq!(dec(&row["unrealizedPnl"]), pnl);
+        assert_eq!(dec(&row["realizedPnl"]), p.realized_pnl);
+        assert_eq!(row["fundingPayment"], "0");
+        assert_eq!(row["marginMode"], "cross");
+        notional += p.quantity.abs() * mark;
+        unrealized += pnl;
+    }
+    assert_eq!(dec(&me["pnl"]["unrealized"]), unrealized);
+    assert_eq!(tb.initial_margin, (notional / Decimal::TEN).round_dp(2));
+    assert_eq!(
+        tb.maintenance_margin,
+        (notional / Decimal::from(20)).round_dp(2)
+    );
 }

@@ -111,6 +111,9 @@ pub struct Trade {
     pub price: i64,
     pub qty: i64,
     pub created_ms: i64,
+    /// Never sent on a stream (the `drop_fill_every` fault), only returned by `GET /perps/trades`.
+    /// Decided once, when the trade is created, so changing the fault later does not rewrite history.
+    pub stream_hidden: bool,
 }
 
 /// An open position. `n` counts positions on its market (1 gives id `p-BTC-PERP`, 2 `p-BTC-PERP-2`).
@@ -353,6 +356,7 @@ impl World {
             price,
             qty: signed.abs(),
             created_ms: now_ms,
+            stream_hidden: false,
         });
         let price = market.price(price);
         let one_step = market.qty(1);
