@@ -6,10 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::{AccountSettings, Auth, Settings, StreamSettings};
+use crate::config::{AccountSettings, Auth, ReconcileSettings, Settings, StreamSettings};
+use crate::reconcile::{self, ReconcileTask};
 use crate::server::{self, AppState, StreamStatus};
 use crate::sim::{self, RunningSim, SimConfig};
 use crate::source::session::StreamKind;
@@ -96,6 +97,8 @@ impl Sidecar {
                 telemetry.account(&acc.name, settings.max_markets),
             )));
             accounts.push((acc.name.clone(), shared.clone()));
+            let resync = Arc::new(Notify::new());
+            let user_ready = Arc::new(AtomicBool::new(false));
             let mut kinds = vec![StreamKind::User];
             kinds.extend(
                 acc.markets
@@ -103,15 +106,39 @@ impl Sidecar {
                     .map(|m| StreamKind::Events { market: m.clone() }),
             );
             for kind in kinds {
-                let ready = Arc::new(AtomicBool::new(false));
+                let is_user = kind == StreamKind::User;
+                let ready = if is_user {
+                    user_ready.clone()
+                } else {
+                    Arc::new(AtomicBool::new(false))
+                };
                 statuses.push(StreamStatus {
                     account: acc.name.clone(),
                     stream: kind.label(),
                     market: kind.market().map(str::to_string),
                     ready: ready.clone(),
                 });
-                let task = stream_task(acc, kind, &settings, &client, &shared, &telemetry, ready);
+                let mut task =
+                    stream_task(acc, kind, &settings, &client, &shared, &telemetry, ready);
+                if is_user {
+                    task.resync = Some(resync.clone());
+                }
                 tasks.push(tokio::spawn(source::run(task, rx.clone())));
+            }
+            if settings.reconcile.enabled && !settings.reconcile.endpoints.is_empty() {
+                let task = ReconcileTask {
+                    account: acc.name.clone(),
+                    api_base: acc.api_base.clone(),
+                    auth: acc.auth.clone(),
+                    settings: settings.reconcile.clone(),
+                    client: client.clone(),
+                    shared: shared.clone(),
+                    metrics: telemetry.reconcile(&acc.name, settings.max_markets),
+                    resync,
+                    user_ready,
+                    quoted_markets: acc.markets.clone(),
+                };
+                tasks.push(tokio::spawn(reconcile::run(task, rx.clone())));
             }
         }
 
@@ -196,6 +223,7 @@ fn stream_task(
         account: shared.clone(),
         metrics,
         ready,
+        resync: None,
     }
 }
 
@@ -207,6 +235,10 @@ pub fn demo_settings(listen: SocketAddr, sim_base: &str) -> Settings {
         stream: StreamSettings::default(),
         dedup_capacity: 100_000,
         max_markets: 500,
+        reconcile: ReconcileSettings {
+            interval: Duration::from_secs(10),
+            ..ReconcileSettings::default()
+        },
         accounts: vec![AccountSettings {
             name: "demo".into(),
             api_base: sim_base.to_string(),

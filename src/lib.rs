@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod config;
+pub mod reconcile;
 pub mod server;
 pub mod sim;
 pub mod source;

@@ -122,6 +122,12 @@ struct SimArgs {
     /// Fault: Retry-After seconds sent with 429/503.
     #[arg(long)]
     retry_after_secs: Option<u64>,
+    /// Fault: every Nth trade is never streamed but listed by /perps/trades.
+    #[arg(long)]
+    drop_fill_every: Option<u64>,
+    /// Fault: answer only the pull endpoints with this HTTP status.
+    #[arg(long)]
+    rest_status: Option<u16>,
 }
 
 fn init_logging() {
@@ -254,6 +260,8 @@ async fn run(cli: Cli) -> Result<()> {
                     malformed_every: a.malformed_every,
                     http_status: a.http_status,
                     retry_after_secs: a.retry_after_secs,
+                    drop_fill_every: a.drop_fill_every,
+                    rest_status: a.rest_status,
                     ..Faults::default()
                 },
                 ..SimConfig::default()

@@ -77,7 +77,18 @@ pub struct RawConfig {
     pub stream: Option<RawStream>,
     pub dedup_capacity: Option<Spanned<u64>>,
     pub max_markets: Option<Spanned<u64>>,
+    pub reconcile: Option<RawReconcile>,
     pub accounts: Option<Vec<RawAccount>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReconcile {
+    pub enabled: Option<bool>,
+    pub interval: Option<Spanned<String>>,
+    pub after_reconnect: Option<bool>,
+    pub endpoints: Option<Vec<Spanned<String>>>,
+    pub timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -168,6 +179,72 @@ pub struct AccountSettings {
     pub depth: Option<u64>,
 }
 
+/// A pull endpoint the reconciler reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Endpoint {
+    Positions,
+    Trades,
+    OrdersOpen,
+    Balances,
+    /// `/portfolio/me` (GitBook docs): equity and margin, where the key may read it.
+    Portfolio,
+}
+
+impl Endpoint {
+    pub const ALL: [Endpoint; 5] = [
+        Self::Positions,
+        Self::Trades,
+        Self::OrdersOpen,
+        Self::Balances,
+        Self::Portfolio,
+    ];
+    /// The `endpoint` label and config name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Positions => "positions",
+            Self::Trades => "trades",
+            Self::OrdersOpen => "orders_open",
+            Self::Balances => "balances",
+            Self::Portfolio => "portfolio",
+        }
+    }
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::Positions => "/perps/positions",
+            Self::Trades => "/perps/trades",
+            Self::OrdersOpen => "/perps/orders/open",
+            Self::Balances => "/perps/balances",
+            Self::Portfolio => "/portfolio/me",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ReconcileSettings {
+    pub enabled: bool,
+    pub interval: Duration,
+    pub after_reconnect: bool,
+    pub endpoints: Vec<Endpoint>,
+    pub timeout: Duration,
+}
+
+impl Default for ReconcileSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: Duration::from_secs(30),
+            after_reconnect: true,
+            endpoints: vec![
+                Endpoint::Positions,
+                Endpoint::Trades,
+                Endpoint::OrdersOpen,
+                Endpoint::Balances,
+            ],
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 /// Validated, runnable settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -175,6 +252,7 @@ pub struct Settings {
     pub stream: StreamSettings,
     pub dedup_capacity: usize,
     pub max_markets: usize,
+    pub reconcile: ReconcileSettings,
     pub accounts: Vec<AccountSettings>,
 }
 
@@ -322,6 +400,51 @@ impl Settings {
             Some(v) => v.value as usize,
             None => 500,
         };
+
+        let mut reconcile = ReconcileSettings::default();
+        if let Some(r) = &raw.reconcile {
+            if let Some(e) = r.enabled {
+                reconcile.enabled = e;
+            }
+            if let Some(a) = r.after_reconnect {
+                reconcile.after_reconnect = a;
+            }
+            for (field, name, slot) in [
+                (&r.interval, "interval", &mut reconcile.interval),
+                (&r.timeout, "timeout", &mut reconcile.timeout),
+            ] {
+                if let Some(v) = field {
+                    match parse_duration(&v.value) {
+                        Ok(d) if d >= Duration::from_millis(100) => *slot = d,
+                        Ok(_) => errors.push(format!(
+                            "{}: reconcile.{name}: must be at least 100ms",
+                            at(origin, v)
+                        )),
+                        Err(e) => errors.push(format!("{}: reconcile.{name}: {e}", at(origin, v))),
+                    }
+                }
+            }
+            if let Some(list) = &r.endpoints {
+                let mut endpoints = Vec::new();
+                for e in list {
+                    match Endpoint::ALL.iter().find(|x| x.name() == e.value) {
+                        Some(x) if !endpoints.contains(x) => endpoints.push(*x),
+                        Some(_) => errors.push(format!(
+                            "{}: reconcile.endpoints: {:?} listed twice",
+                            at(origin, e),
+                            e.value
+                        )),
+                        None => errors.push(format!(
+                            "{}: reconcile.endpoints: {:?} is not one of positions, trades, orders_open, balances, portfolio",
+                            at(origin, e),
+                            e.value
+                        )),
+                    }
+                }
+                endpoints.sort();
+                reconcile.endpoints = endpoints;
+            }
+        }
 
         let default_base = flags
             .api_base
@@ -553,6 +676,7 @@ impl Settings {
             stream,
             dedup_capacity,
             max_markets,
+            reconcile,
             accounts,
         })
     }

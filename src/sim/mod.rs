@@ -253,6 +253,15 @@ impl SimHandle {
         self.lock().faults = faults;
     }
 
+    /// Un-hide every trade hidden by `drop_fill_every`: later snapshots include them again (if
+    /// recent enough), as an exchange would after repairing its feed. Tests use it to check that
+    /// a fill recovered through REST is not counted twice when the stream repeats it.
+    pub fn reveal_hidden_trades(&self) {
+        for t in self.lock().world.trades.iter_mut() {
+            t.stream_hidden = false;
+        }
+    }
+
     pub fn faults(&self) -> Faults {
         self.lock().faults.clone()
     }

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures::StreamExt;
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CACHE_CONTROL, COOKIE, HeaderValue, RETRY_AFTER};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
@@ -40,6 +40,9 @@ pub struct StreamTask {
     pub metrics: StreamMetrics,
     /// Set while the stream is live (snapshot applied): drives `/-/ready`.
     pub ready: Arc<AtomicBool>,
+    /// Notified when a connection applies its snapshot (connect or re-sync): the reconciler
+    /// cross-checks right after, when drift is most likely.
+    pub resync: Option<Arc<Notify>>,
 }
 
 /// Build the stream URL for an account's API base.
@@ -310,6 +313,9 @@ async fn connect_once(task: &mut StreamTask, start: Instant) -> Ended {
             verdict = session.on_item(item, t, &task.account, &mut task.metrics);
             if session.synced() && !task.ready.load(Ordering::Relaxed) {
                 task.ready.store(true, Ordering::Relaxed);
+                if let Some(n) = &task.resync {
+                    n.notify_one();
+                }
             }
             if verdict != Verdict::Continue {
                 break;

@@ -195,7 +195,13 @@ impl Session {
             let (state, am) = &mut *guard;
             let scope = self.kind.scope();
             let applied = if is_snapshot {
-                state.apply_snapshot(scope, &env.payload)
+                let applied = state.apply_snapshot(scope, &env.payload);
+                if self.kind == StreamKind::User {
+                    // Where the sidecar starts watching: REST trades older than this predate
+                    // it. The snapshot's own trades set it when they carry times (in the fold).
+                    state.note_watch_start(env.engine_ts_ms.unwrap_or(now.unix_ms));
+                }
+                applied
             } else {
                 state.apply_delta(scope, &env.payload)
             };

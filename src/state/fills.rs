@@ -1,8 +1,9 @@
-//! Fill accounting: counting each trade exactly once (bounded FIFO memory of trade keys) and the
-//! cumulative per (market, side, liquidity) totals.
+//! Fill accounting: counting each trade exactly once (bounded FIFO memory of trade keys), the
+//! cumulative per (market, side, liquidity) totals, and the bounded record of stream-delivered
+//! trades that REST listings are checked against.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use rust_decimal::Decimal;
@@ -166,6 +167,84 @@ impl Dedup {
 
     pub(crate) fn len(&self) -> usize {
         self.order.len()
+    }
+
+    pub(crate) fn contains(&self, key: &TradeKey) -> bool {
+        self.seen.contains_key(key)
+    }
+}
+
+/// How many of the latest stream-delivered trades [`StreamTrades`] keeps.
+pub(crate) const STREAM_TRADES_KEPT: usize = 10_000;
+
+#[derive(Debug)]
+struct StreamTrade {
+    key: TradeKey,
+    market: Arc<str>,
+    created_at_ms: Option<i64>,
+    /// Already returned by [`StreamTrades::unlisted`]; the flag lives and dies with the entry,
+    /// so the memory of reported trades is bounded by the same capacity.
+    reported: bool,
+}
+
+/// The latest [`STREAM_TRADES_KEPT`] trades counted from the stream (never recovered ones),
+/// oldest first.
+#[derive(Debug, Default)]
+pub(crate) struct StreamTrades {
+    entries: VecDeque<StreamTrade>,
+}
+
+impl StreamTrades {
+    pub(crate) fn push(&mut self, key: TradeKey, market: Arc<str>, created_at_ms: Option<i64>) {
+        if self.entries.len() >= STREAM_TRADES_KEPT {
+            self.entries.pop_front();
+        }
+        self.entries.push_back(StreamTrade {
+            key,
+            market,
+            created_at_ms,
+            reported: false,
+        });
+    }
+
+    /// The markets of kept trades inside `rest`'s `createdAt` span (inclusive) whose key `rest`
+    /// does not list, each trade once over its stay here, oldest first.
+    pub(crate) fn unlisted(&mut self, rest: &[Trade]) -> Vec<String> {
+        let span = rest
+            .iter()
+            .filter_map(|t| t.created_at_ms)
+            .fold(None, |span, at| match span {
+                None => Some((at, at)),
+                Some((lo, hi)) => Some((at.min(lo), at.max(hi))),
+            });
+        let Some((lo, hi)) = span else {
+            return Vec::new();
+        };
+        let listed: HashSet<TradeKey> = rest.iter().map(TradeKey::of).collect();
+        // A key kept twice (dedup forgot it and the stream replayed it) is reported once.
+        let mut reported: HashSet<TradeKey> = self
+            .entries
+            .iter()
+            .filter(|e| e.reported)
+            .map(|e| e.key.clone())
+            .collect();
+        let mut out = Vec::new();
+        for e in &mut self.entries {
+            let judged = e.created_at_ms.is_some_and(|at| lo <= at && at <= hi);
+            if e.reported || !judged || listed.contains(&e.key) {
+                continue;
+            }
+            e.reported = true;
+            if reported.insert(e.key.clone()) {
+                out.push(e.market.as_ref().to_owned());
+            }
+        }
+        out
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
     }
 }
 

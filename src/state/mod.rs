@@ -29,22 +29,29 @@
 //! - **Books** are per market: a snapshot's book replaces that market's book; a delta sets the
 //!   levels it carries, and a zero size removes a level. The market is the book's `marketId`,
 //!   else the scope's market.
+//! - **Reconciliation with REST** (the caller fetches, this module only compares):
+//!   [`Account::apply_recovered`] counts trades the stream never delivered, through the same
+//!   dedup memory, without moving the dedup counters; [`Account::unlisted_stream_trades`] finds
+//!   stream fills a REST listing should contain but does not; [`Account::watch_start_ms`] says
+//!   from when REST trades can have been missed; [`positions_by_market`] aggregates a REST
+//!   position list exactly as [`Account::market_position`] aggregates the stream's.
 
 mod book;
 mod fills;
 mod positions;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use rust_decimal::Decimal;
 use serde::Serialize;
 
 pub use book::Book;
 pub use fills::{Fill, FillKey, FillTotals};
-pub use positions::{MarketPosition, RealizedTotals};
+pub use positions::{MarketPosition, RealizedTotals, positions_by_market};
 
 use crate::source::wire::{Payload, Trade};
-use fills::{Dedup, Seen, TradeKey};
+use fills::{Dedup, Seen, StreamTrades, TradeKey};
 use positions::{PositionChanges, Positions};
 
 /// Which stream a payload came from; decides which parts of it are applied.
@@ -80,7 +87,10 @@ pub struct Account {
     fills: BTreeMap<FillKey, FillTotals>,
     positions: Positions,
     books: BTreeMap<String, Book>,
-    markets: BTreeSet<String>,
+    /// `Arc` so each kept stream trade shares its market's one allocation.
+    markets: BTreeSet<Arc<str>>,
+    stream_trades: StreamTrades,
+    watch_start_ms: Option<i64>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -98,6 +108,8 @@ impl Account {
             positions: Positions::default(),
             books: BTreeMap::new(),
             markets: BTreeSet::new(),
+            stream_trades: StreamTrades::default(),
+            watch_start_ms: None,
         }
     }
 
@@ -162,12 +174,17 @@ impl Account {
         if trades.is_empty() {
             return;
         }
+        if kind == Kind::Snapshot && self.watch_start_ms.is_none() {
+            self.watch_start_ms = trades.iter().filter_map(|t| t.created_at_ms).min();
+        }
         let start = self.dedup.event_start();
         for t in trades {
-            match self.dedup.observe(TradeKey::of(t), start) {
+            let key = TradeKey::of(t);
+            match self.dedup.observe(key.clone(), start) {
                 Seen::New => {
                     let mut fill = Fill::from(t);
-                    self.count_fill(&mut fill);
+                    let market = self.count_fill(&mut fill);
+                    self.stream_trades.push(key, market, t.created_at_ms);
                     applied.fills.push(fill);
                 }
                 Seen::Earlier if kind == Kind::Snapshot => applied.dedup_snapshot_replay += 1,
@@ -176,8 +193,9 @@ impl Account {
         }
     }
 
-    fn count_fill(&mut self, fill: &mut Fill) {
-        self.note_market(&fill.market);
+    /// Adds the fill to its totals; returns its market, shared with [`Account::markets`].
+    fn count_fill(&mut self, fill: &mut Fill) -> Arc<str> {
+        let market = self.note_market(&fill.market);
         // Borrow the fill's market string as the lookup key instead of allocating one.
         let key = FillKey {
             market: std::mem::take(&mut fill.market),
@@ -196,22 +214,83 @@ impl Account {
                 self.fills.insert(key, totals);
             }
         }
+        market
     }
 
-    fn note_market(&mut self, market: &str) {
-        if !self.markets.contains(market) {
-            self.markets.insert(market.to_owned());
+    fn note_market(&mut self, market: &str) -> Arc<str> {
+        match self.markets.get(market) {
+            Some(m) => Arc::clone(m),
+            None => {
+                let m: Arc<str> = market.into();
+                self.markets.insert(Arc::clone(&m));
+                m
+            }
         }
     }
 
-    /// The aggregate of a market's known positions; `None` when it has none.
+    /// Counts trades read from REST that the stream never delivered: each one not in the dedup
+    /// memory is counted exactly like a stream fill (and remembered), and returned in
+    /// [`Applied::fills`], the only field set. Remembered trades are ignored without moving any
+    /// dedup counter, since a REST list repeats known trades by design; so is a trade repeated
+    /// within `trades`. A recovered trade the stream delivers later is then an ordinary
+    /// [`Applied::dedup_snapshot_replay`] / [`Applied::dedup_duplicate`]. Recovered trades are
+    /// not stream-delivered: [`Account::unlisted_stream_trades`] never reports them. With a dedup
+    /// capacity of 0 nothing is remembered and every call counts its trades again.
+    pub fn apply_recovered(&mut self, trades: &[Trade]) -> Applied {
+        let mut applied = Applied::default();
+        let start = self.dedup.event_start();
+        for t in trades {
+            if self.dedup.observe(TradeKey::of(t), start) == Seen::New {
+                let mut fill = Fill::from(t);
+                self.count_fill(&mut fill);
+                applied.fills.push(fill);
+            }
+        }
+        applied
+    }
+
+    /// Whether the dedup memory holds this trade's key (its id, else its content).
+    pub fn has_seen(&self, trade: &Trade) -> bool {
+        self.dedup.contains(&TradeKey::of(trade))
+    }
+
+    /// Stream-delivered fills that a REST trade listing omits: among the last 10,000 trades the
+    /// stream delivered (new ones, in either event kind; never [`Account::apply_recovered`]
+    /// ones), those whose `createdAt` lies within `[min, max]` of `rest`'s `createdAt`s and whose
+    /// key (id, else content) is not among `rest`'s keys. Trades without `createdAt`, on either
+    /// side, are not judged (a `rest` trade without one still lists its key); a `rest` without
+    /// any `createdAt` judges nothing. Each trade is reported at most once while it is among
+    /// those 10,000. Returns the market of each reported trade, oldest first.
+    pub fn unlisted_stream_trades(&mut self, rest: &[Trade]) -> Vec<String> {
+        self.stream_trades.unlisted(rest)
+    }
+
+    /// The earliest time the account is watching from, unix ms: REST trades older than this
+    /// predate the sidecar and must not count as missed. Set, while unset, by the first
+    /// [`Scope::User`] snapshot carrying trades with `createdAt` (the minimum of them), or by
+    /// [`Account::note_watch_start`].
+    pub fn watch_start_ms(&self) -> Option<i64> {
+        self.watch_start_ms
+    }
+
+    /// Sets [`Account::watch_start_ms`] if still unset (the caller passes the first snapshot's
+    /// `engineTs` or its receipt time; call it after applying that snapshot so its trades win).
+    pub fn note_watch_start(&mut self, ms: i64) {
+        self.watch_start_ms.get_or_insert(ms);
+    }
+
+    /// The aggregate of a market's known positions (closed ones included, with the quantity
+    /// they were sent with). `None` when the market has no known position: never had one, or
+    /// all were removed. A market whose known positions are all flat or closed gives `Some` with
+    /// quantity 0. So a comparison with an exchange listing reads `None` as quantity 0; see
+    /// [`positions_by_market`] for the listing side.
     pub fn market_position(&self, market: &str) -> Option<MarketPosition> {
         self.positions.market_position(market)
     }
 
     /// Every market ever seen in positions, fills or books, sorted (for metric cleanup).
     pub fn markets(&self) -> impl Iterator<Item = &str> {
-        self.markets.iter().map(String::as_str)
+        self.markets.iter().map(|m| &**m)
     }
 
     /// Positions with a nonzero quantity that are not closed.
@@ -260,7 +339,7 @@ impl Account {
         for market in &self.markets {
             if let Some(mp) = self.market_position(market) {
                 market_positions.insert(
-                    market.clone(),
+                    market.to_string(),
                     MarketPositionSummary {
                         quantity: dec(mp.quantity),
                         entry_price: mp.entry_price.map(dec),
@@ -315,7 +394,7 @@ impl Account {
             })
             .collect();
         Summary {
-            markets: self.markets.iter().cloned().collect(),
+            markets: self.markets.iter().map(|m| m.to_string()).collect(),
             open_positions: self.open_positions(),
             positions,
             market_positions,

@@ -56,6 +56,31 @@ pub(crate) struct Positions {
     realized: BTreeMap<String, RealizedTotals>,
 }
 
+/// The signed quantity per market of a full position list (e.g. a REST `GET /perps/positions`
+/// body), aggregated as the account aggregates positions: after a snapshot carrying `list`,
+/// [`crate::state::Account::market_position`]`(m).quantity` equals `result[m]` for every market.
+/// So an id listed twice counts once, its last listing winning (as upserts replace by id); closed
+/// positions count with their quantity; a market whose positions are all flat maps to zero.
+pub fn positions_by_market(list: &[Position]) -> BTreeMap<String, Decimal> {
+    let mut last: HashMap<&str, usize> = HashMap::with_capacity(list.len());
+    for (i, p) in list.iter().enumerate() {
+        last.insert(p.id.as_str(), i);
+    }
+    let mut out: BTreeMap<String, Decimal> = BTreeMap::new();
+    for (i, p) in list.iter().enumerate() {
+        if last.get(p.id.as_str()) != Some(&i) {
+            continue;
+        }
+        match out.get_mut(p.market.as_str()) {
+            Some(q) => *q = q.saturating_add(p.quantity),
+            None => {
+                out.insert(p.market.clone(), p.quantity);
+            }
+        }
+    }
+    out
+}
+
 /// Markets touched by one update, with their aggregate from before it.
 type Before = Vec<(String, Option<MarketPosition>)>;
 

@@ -19,6 +19,13 @@ fn trade(id: Option<&str>, market: &str, side: Side, price: &str, qty: &str) -> 
     }
 }
 
+fn trade_at(id: Option<&str>, market: &str, at: Option<i64>) -> Trade {
+    Trade {
+        created_at_ms: at,
+        ..trade(id, market, Side::Buy, "1", "1")
+    }
+}
+
 fn trades(ts: Vec<Trade>) -> Payload {
     Payload {
         trades: ts,
@@ -558,4 +565,298 @@ fn summary_is_normalized_and_deterministic() {
     );
     let json = serde_json::to_string(&s).unwrap();
     assert_eq!(json, serde_json::to_string(&acc.summary()).unwrap());
+}
+
+// ---- reconciliation with REST ----
+
+#[test]
+fn recovered_trades_count_once_and_a_later_snapshot_replays_them() {
+    let mut acc = Account::new(100);
+    let t = |id| trade(Some(id), "BTC-PERP", Side::Buy, "100", "1");
+    acc.apply_snapshot(Scope::User, &trades(vec![t("t1")]));
+    assert!(acc.has_seen(&t("t1")) && !acc.has_seen(&t("t2")));
+    // REST repeats t1 (known) and lists t2 twice: only t2 is new, no dedup counter moves.
+    let a = acc.apply_recovered(&[t("t1"), t("t2"), t("t2")]);
+    assert_eq!(
+        a,
+        Applied {
+            fills: vec![Fill::from(&t("t2"))],
+            ..Applied::default()
+        }
+    );
+    assert!(acc.has_seen(&t("t2")));
+    assert_eq!(acc.apply_recovered(&[t("t1"), t("t2")]), Applied::default());
+    // The stream catches up: a replay and a duplicate, not a second count.
+    let a = acc.apply_snapshot(Scope::User, &trades(vec![t("t1"), t("t2"), t("t3")]));
+    assert_eq!(
+        (a.fills.len(), a.dedup_snapshot_replay, a.dedup_duplicate),
+        (1, 2, 0)
+    );
+    let a = acc.apply_delta(Scope::User, &trades(vec![t("t2")]));
+    assert_eq!((a.fills.len(), a.dedup_duplicate), (0, 1));
+    let totals = &acc.fill_totals()[&key("BTC-PERP", Side::Buy)];
+    assert_eq!((totals.count, totals.notional), (3, d("300")));
+}
+
+#[test]
+fn recovered_trades_are_counted_like_stream_fills() {
+    let mut acc = Account::new(100);
+    let a = acc.apply_recovered(&[trade(None, "SOL-PERP", Side::Sell, "20.50", "2")]);
+    assert_eq!(a.fills[0].market, "SOL-PERP");
+    let totals = &acc.fill_totals()[&key("SOL-PERP", Side::Sell)];
+    assert_eq!((totals.count, totals.notional), (1, d("41")));
+    assert_eq!(acc.markets().collect::<Vec<_>>(), vec!["SOL-PERP"]);
+    // Content keys are normalized for `has_seen` too.
+    assert!(acc.has_seen(&trade(None, "SOL-PERP", Side::Sell, "20.5", "2.0")));
+}
+
+#[test]
+fn recovered_trades_are_never_unlisted_stream_trades() {
+    let mut acc = Account::new(100);
+    acc.apply_delta(
+        Scope::User,
+        &trades(vec![trade_at(Some("s1"), "STREAM", Some(100))]),
+    );
+    acc.apply_recovered(&[trade_at(Some("r1"), "RECOVERED", Some(150))]);
+    // The stream repeats the recovered trade later: still not stream-delivered.
+    let a = acc.apply_snapshot(
+        Scope::User,
+        &trades(vec![trade_at(Some("r1"), "RECOVERED", Some(150))]),
+    );
+    assert_eq!(a.dedup_snapshot_replay, 1);
+    let rest = [
+        trade_at(Some("x"), "X", Some(100)),
+        trade_at(Some("y"), "X", Some(200)),
+    ];
+    assert_eq!(
+        acc.unlisted_stream_trades(&rest),
+        vec!["STREAM".to_string()]
+    );
+}
+
+#[test]
+fn unlisted_window_is_rest_created_at_span_inclusive() {
+    let mut acc = Account::new(100);
+    acc.apply_delta(
+        Scope::User,
+        &trades(vec![
+            trade_at(Some("a"), "AT-99", Some(99)),
+            trade_at(Some("b"), "AT-100", Some(100)),
+            trade_at(Some("c"), "AT-150", Some(150)),
+            trade_at(Some("d"), "AT-200", Some(200)),
+            trade_at(Some("e"), "AT-201", Some(201)),
+            trade_at(Some("f"), "UNDATED", None),
+            trade_at(Some("g"), "LISTED", Some(160)),
+            trade_at(None, "LISTED-BY-CONTENT", Some(170)),
+            trade_at(Some("h"), "LISTED-UNDATED", Some(180)),
+        ]),
+    );
+    let rest = [
+        // Listed out of order: the span is min..=max whatever the order.
+        trade_at(Some("r2"), "X", Some(200)),
+        trade_at(Some("g"), "LISTED", Some(160)),
+        trade_at(None, "LISTED-BY-CONTENT", Some(170)),
+        // Without createdAt it widens nothing but still lists its key.
+        trade_at(Some("h"), "LISTED-UNDATED", None),
+        trade_at(Some("r3"), "X", None),
+        trade_at(Some("r1"), "X", Some(100)),
+    ];
+    assert_eq!(
+        acc.unlisted_stream_trades(&rest),
+        vec!["AT-100", "AT-150", "AT-200"]
+    );
+}
+
+#[test]
+fn rest_without_created_at_judges_nothing() {
+    let mut acc = Account::new(100);
+    acc.apply_delta(
+        Scope::User,
+        &trades(vec![trade_at(Some("a"), "M", Some(100))]),
+    );
+    assert!(acc.unlisted_stream_trades(&[]).is_empty());
+    assert!(
+        acc.unlisted_stream_trades(&[trade_at(Some("x"), "M", None)])
+            .is_empty()
+    );
+    // Not reported above, so still reportable.
+    let rest = [trade_at(Some("x"), "M", Some(100))];
+    assert_eq!(acc.unlisted_stream_trades(&rest), vec!["M"]);
+}
+
+#[test]
+fn each_unlisted_trade_is_reported_once() {
+    let mut acc = Account::new(100);
+    acc.apply_snapshot(
+        Scope::User,
+        &trades(vec![
+            trade_at(Some("a"), "BTC-PERP", Some(100)),
+            trade_at(Some("b"), "BTC-PERP", Some(110)),
+        ]),
+    );
+    let rest = [
+        trade_at(Some("x"), "X", Some(0)),
+        trade_at(Some("y"), "X", Some(1_000)),
+    ];
+    assert_eq!(
+        acc.unlisted_stream_trades(&rest),
+        vec!["BTC-PERP", "BTC-PERP"]
+    );
+    assert!(acc.unlisted_stream_trades(&rest).is_empty());
+    acc.apply_delta(
+        Scope::User,
+        &trades(vec![trade_at(Some("c"), "ETH-PERP", Some(120))]),
+    );
+    assert_eq!(acc.unlisted_stream_trades(&rest), vec!["ETH-PERP"]);
+}
+
+#[test]
+fn a_trade_kept_twice_is_reported_once() {
+    // Dedup capacity 1 forgets "a" once "b" arrives, so a replay of "a" is kept a second time.
+    let mut acc = Account::new(1);
+    let a = trade_at(Some("a"), "M", Some(100));
+    acc.apply_delta(
+        Scope::User,
+        &trades(vec![a.clone(), trade_at(Some("b"), "M", Some(5))]),
+    );
+    let rest = [
+        trade_at(Some("x"), "X", Some(50)),
+        trade_at(Some("y"), "X", Some(150)),
+    ];
+    assert_eq!(acc.unlisted_stream_trades(&rest), vec!["M"]);
+    acc.apply_delta(Scope::User, &trades(vec![a.clone(), a]));
+    assert_eq!(acc.stream_trades.len(), 3);
+    assert!(acc.unlisted_stream_trades(&rest).is_empty());
+}
+
+#[test]
+fn stream_trade_memory_keeps_the_last_ten_thousand() {
+    let mut acc = Account::new(20_000);
+    let n = fills::STREAM_TRADES_KEPT as i64;
+    let batch: Vec<Trade> = (0..=n)
+        .map(|i| trade_at(Some(&format!("t{i}")), "M", Some(i)))
+        .collect();
+    acc.apply_delta(Scope::User, &trades(batch));
+    assert_eq!(acc.stream_trades.len(), fills::STREAM_TRADES_KEPT);
+    // The trade at 0 is forgotten: not judged although inside the span.
+    let rest = [
+        trade_at(Some("x"), "X", Some(0)),
+        trade_at(Some("y"), "X", Some(n)),
+    ];
+    assert_eq!(
+        acc.unlisted_stream_trades(&rest).len(),
+        fills::STREAM_TRADES_KEPT
+    );
+    // Reported flags go with their entries: the memory does not grow.
+    acc.apply_delta(
+        Scope::User,
+        &trades(vec![trade_at(Some("new"), "N", Some(n))]),
+    );
+    assert_eq!(acc.stream_trades.len(), fills::STREAM_TRADES_KEPT);
+    assert_eq!(acc.unlisted_stream_trades(&rest), vec!["N"]);
+}
+
+#[test]
+fn dedup_memory_bounds_recovered_trades_too() {
+    let mut acc = Account::new(2);
+    let t = |id| trade(Some(id), "BTC-PERP", Side::Buy, "1", "1");
+    assert_eq!(
+        acc.apply_recovered(&[t("a"), t("b"), t("c")]).fills.len(),
+        3
+    );
+    assert_eq!(acc.remembered_trades(), 2);
+    assert!(!acc.has_seen(&t("a")));
+    // Forgotten, so counted again: the capacity must cover what REST lists.
+    assert_eq!(acc.apply_recovered(&[t("a")]).fills.len(), 1);
+}
+
+#[test]
+fn watch_start_is_the_first_user_snapshot_trades_minimum() {
+    let mut acc = Account::new(100);
+    assert_eq!(acc.watch_start_ms(), None);
+    acc.apply_delta(
+        Scope::User,
+        &trades(vec![trade_at(Some("d"), "M", Some(10))]),
+    );
+    acc.apply_snapshot(
+        Scope::Market("M"),
+        &trades(vec![trade_at(Some("m"), "M", Some(20))]),
+    );
+    acc.apply_snapshot(Scope::User, &trades(vec![trade_at(Some("u"), "M", None)]));
+    acc.apply_snapshot(Scope::User, &Payload::default());
+    acc.apply_recovered(&[trade_at(Some("r"), "M", Some(30))]);
+    assert_eq!(acc.watch_start_ms(), None);
+    acc.apply_snapshot(
+        Scope::User,
+        &trades(vec![
+            trade_at(Some("a"), "M", Some(500)),
+            trade_at(Some("b"), "M", None),
+            trade_at(Some("c"), "M", Some(300)),
+            // Already counted: still part of what the snapshot shows.
+            trade_at(Some("d"), "M", Some(10)),
+        ]),
+    );
+    assert_eq!(acc.watch_start_ms(), Some(10));
+    acc.apply_snapshot(
+        Scope::User,
+        &trades(vec![trade_at(Some("e"), "M", Some(1))]),
+    );
+    acc.note_watch_start(0);
+    assert_eq!(acc.watch_start_ms(), Some(10));
+}
+
+#[test]
+fn note_watch_start_sets_only_while_unset() {
+    let mut acc = Account::new(100);
+    acc.note_watch_start(1_000);
+    assert_eq!(acc.watch_start_ms(), Some(1_000));
+    acc.note_watch_start(5);
+    acc.apply_snapshot(
+        Scope::User,
+        &trades(vec![trade_at(Some("a"), "M", Some(5))]),
+    );
+    assert_eq!(acc.watch_start_ms(), Some(1_000));
+}
+
+#[test]
+fn positions_by_market_sums_signed_quantities_like_the_account() {
+    let mut closed = pos("p3", "ETH-PERP", "0.5", None, None);
+    closed.closed = true;
+    let list = vec![
+        pos("p1", "BTC-PERP", "1", Some("100"), None),
+        pos("p2", "BTC-PERP", "-3", None, None),
+        closed,
+        pos("p4", "SOL-PERP", "0", None, None),
+        // Listed again: the last listing wins, as an upsert would.
+        pos("p1", "BTC-PERP", "1.5", None, None),
+        pos("p5", "ETH-PERP", "-0.25", None, None),
+    ];
+    let by_market = positions_by_market(&list);
+    let want: BTreeMap<String, Decimal> = [
+        ("BTC-PERP", d("-1.5")),
+        ("ETH-PERP", d("0.25")),
+        ("SOL-PERP", d("0")),
+    ]
+    .into_iter()
+    .map(|(m, q)| (m.to_string(), q))
+    .collect();
+    assert_eq!(by_market, want);
+    let mut acc = Account::new(100);
+    acc.apply_snapshot(Scope::User, &positions(list, &[]));
+    for (m, q) in &by_market {
+        assert_eq!(acc.market_position(m).unwrap().quantity, *q, "{m}");
+    }
+    assert!(positions_by_market(&[]).is_empty());
+}
+
+#[test]
+fn market_position_is_none_without_positions_and_zero_when_all_flat() {
+    let mut acc = Account::new(100);
+    assert_eq!(acc.market_position("BTC-PERP"), None);
+    let mut closed = pos("p1", "BTC-PERP", "0", Some("100"), Some("3"));
+    closed.closed = true;
+    acc.apply_delta(Scope::User, &positions(vec![closed], &[]));
+    assert_eq!(acc.market_position("BTC-PERP").unwrap().quantity, d("0"));
+    acc.apply_delta(Scope::User, &positions(vec![], &["p1"]));
+    assert_eq!(acc.market_position("BTC-PERP"), None);
 }

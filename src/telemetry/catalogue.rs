@@ -52,6 +52,21 @@ pub mod names {
     pub const BOOK_BEST_BID: &str = "ocx_book_best_bid_price";
     pub const BOOK_BEST_ASK: &str = "ocx_book_best_ask_price";
     pub const BOOK_LEVELS: &str = "ocx_book_levels";
+    pub const RECONCILE_RUNS: &str = "ocx_reconcile_runs_total";
+    pub const RECONCILE_DURATION: &str = "ocx_reconcile_duration_seconds";
+    pub const RECONCILE_LAST_SUCCESS: &str = "ocx_reconcile_last_success_timestamp_seconds";
+    pub const RECONCILE_POSITION_DRIFT: &str = "ocx_reconcile_position_drift";
+    pub const RECONCILE_MISMATCHES: &str = "ocx_reconcile_mismatches_total";
+    pub const RECONCILE_UNREADABLE: &str = "ocx_reconcile_unreadable_items_total";
+    pub const FILLS_RECOVERED: &str = "ocx_fills_recovered_total";
+    pub const OPEN_ORDERS: &str = "ocx_open_orders";
+    pub const ACCOUNT_EQUITY: &str = "ocx_account_equity";
+    pub const ACCOUNT_AVAILABLE: &str = "ocx_account_available_balance";
+    pub const ACCOUNT_INITIAL_MARGIN: &str = "ocx_account_initial_margin";
+    pub const ACCOUNT_MAINTENANCE_MARGIN: &str = "ocx_account_maintenance_margin";
+    pub const ACCOUNT_MARGIN_USAGE: &str = "ocx_account_margin_usage_ratio";
+    pub const REST_REQUESTS: &str = "ocx_rest_requests_total";
+    pub const REST_DURATION: &str = "ocx_rest_request_duration_seconds";
     pub const BUILD_INFO: &str = "ocx_sentinel_build_info";
     pub const LABEL_VALUES_FOLDED: &str = "ocx_sentinel_label_values_folded_total";
 }
@@ -260,6 +275,96 @@ pub const CATALOGUE: &[MetricDef] = &[
         kind: Gauge,
         labels: "account, market, side",
         help: "Price levels in the streamed book, by side (bid, ask)",
+    },
+    MetricDef {
+        name: RECONCILE_RUNS,
+        kind: Counter,
+        labels: "account, endpoint, result",
+        help: "Reconciliation runs against the pull endpoints, by endpoint and result (ok, drift, error)",
+    },
+    MetricDef {
+        name: RECONCILE_DURATION,
+        kind: Histogram,
+        labels: "account, endpoint",
+        help: "Duration of one endpoint's reconciliation (request, parse, compare), in seconds",
+    },
+    MetricDef {
+        name: RECONCILE_LAST_SUCCESS,
+        kind: Gauge,
+        labels: "account, endpoint",
+        help: "Time of the endpoint's last successful reconciliation, in unix seconds",
+    },
+    MetricDef {
+        name: RECONCILE_POSITION_DRIFT,
+        kind: Gauge,
+        labels: "account, market",
+        help: "Position quantity on /perps/positions minus the stream's, in contracts (0 when consistent)",
+    },
+    MetricDef {
+        name: RECONCILE_MISMATCHES,
+        kind: Counter,
+        labels: "account, kind",
+        help: "Disagreements found between REST and the stream, by kind (position, fill_missing, fill_extra)",
+    },
+    MetricDef {
+        name: RECONCILE_UNREADABLE,
+        kind: Counter,
+        labels: "account, endpoint",
+        help: "Items or bodies from the pull endpoints that could not be read and were skipped",
+    },
+    MetricDef {
+        name: FILLS_RECOVERED,
+        kind: Counter,
+        labels: "account, market",
+        help: "Fills listed by /perps/trades that the stream never delivered, counted into the fill metrics once",
+    },
+    MetricDef {
+        name: OPEN_ORDERS,
+        kind: Gauge,
+        labels: "account, market, side",
+        help: "Resting orders on /perps/orders/open, by market and side (buy, sell)",
+    },
+    MetricDef {
+        name: ACCOUNT_EQUITY,
+        kind: Gauge,
+        labels: "account",
+        help: "Account equity from /perps/balances (or /portfolio/me), in quote currency",
+    },
+    MetricDef {
+        name: ACCOUNT_AVAILABLE,
+        kind: Gauge,
+        labels: "account",
+        help: "Balance available for new margin, in quote currency",
+    },
+    MetricDef {
+        name: ACCOUNT_INITIAL_MARGIN,
+        kind: Gauge,
+        labels: "account",
+        help: "Initial margin in use, in quote currency",
+    },
+    MetricDef {
+        name: ACCOUNT_MAINTENANCE_MARGIN,
+        kind: Gauge,
+        labels: "account",
+        help: "Maintenance margin (the liquidation threshold), in quote currency",
+    },
+    MetricDef {
+        name: ACCOUNT_MARGIN_USAGE,
+        kind: Gauge,
+        labels: "account",
+        help: "Initial margin divided by equity, as a ratio (0 to 1; above 1 is over-used)",
+    },
+    MetricDef {
+        name: REST_REQUESTS,
+        kind: Counter,
+        labels: "account, endpoint, code",
+        help: "Requests to the pull endpoints, by endpoint and status class (2xx, 4xx, 5xx, or error for no answer)",
+    },
+    MetricDef {
+        name: REST_DURATION,
+        kind: Histogram,
+        labels: "account, endpoint",
+        help: "Pull endpoint request duration until the body is read, in seconds",
     },
     MetricDef {
         name: BUILD_INFO,

@@ -7,6 +7,7 @@
 mod catalogue;
 pub mod exposition;
 mod labels;
+pub mod reconcile;
 
 pub use catalogue::{CATALOGUE, Kind, MetricDef, names};
 pub use labels::LabelFolder;
@@ -29,6 +30,10 @@ static META: Metadata<'static> = Metadata::new("ocx_sentinel", metrics::Level::I
 /// Event lag: 1ms to 10s, roughly ×2.5 per step.
 pub const LAG_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// REST requests and reconciliation runs: 5ms to 10s.
+pub const REST_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 /// Heartbeat interval: 1s to 60s around the documented ~15s cadence.
 pub const HEARTBEAT_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0];
@@ -62,6 +67,15 @@ impl Telemetry {
                 b.set_buckets_for_metric(
                     Matcher::Full(names::HEARTBEAT_INTERVAL.into()),
                     HEARTBEAT_BUCKETS,
+                )
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(names::REST_DURATION.into()), REST_BUCKETS)
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full(names::RECONCILE_DURATION.into()),
+                    REST_BUCKETS,
                 )
             });
         // UNWRAP: set_buckets_for_metric only fails on an empty bucket list; ours are constants.
@@ -146,6 +160,10 @@ impl Telemetry {
 
     pub fn stream(&self, account: &str, stream: &str, market: Option<&str>) -> StreamMetrics {
         StreamMetrics::new(self.clone(), account, stream, market)
+    }
+
+    pub fn reconcile(&self, account: &str, max_markets: usize) -> reconcile::ReconcileMetrics {
+        reconcile::ReconcileMetrics::new(self.clone(), account, max_markets)
     }
 
     pub fn account(&self, account: &str, max_markets: usize) -> AccountMetrics {

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use ocx_sentinel::app::Sidecar;
-use ocx_sentinel::config::{AccountSettings, Auth, Settings, StreamSettings};
+use ocx_sentinel::config::{AccountSettings, Auth, ReconcileSettings, Settings, StreamSettings};
 use ocx_sentinel::sim::{self, Faults, RunningSim, SimConfig, Truth};
 use ocx_sentinel::telemetry::exposition;
 use rust_decimal::Decimal;
@@ -46,6 +46,11 @@ pub fn settings(api_base: &str, auth: Auth, markets: &[&str]) -> Settings {
         },
         dedup_capacity: 100_000,
         max_markets: 500,
+        // Off unless a test turns it on: its REST requests would disturb request counts.
+        reconcile: ReconcileSettings {
+            enabled: false,
+            ..ReconcileSettings::default()
+        },
         accounts: vec![AccountSettings {
             name: ACC.into(),
             api_base: api_base.to_string(),

@@ -1,0 +1,400 @@
+//! Reconciliation: the pull endpoints as a cross-check on the stream, one task per account.
+//!
+//! The exchange's page ends with "Reconcile with pull endpoints": the stream is push-first, and a
+//! careful market maker checks it against `/perps/positions`, `/perps/trades`,
+//! `/perps/orders/open` and `/perps/balances`. This task does so on an interval and after every
+//! re-sync of the user stream, with the stream's credentials, and never blocks the stream: it
+//! holds the account lock only to compare and to count recovered fills.
+//!
+//! Architecture invariant: a failing endpoint only delays that endpoint (its own backoff, or
+//! `Retry-After` on 429); the others and the stream carry on.
+
+pub mod compare;
+pub mod rest;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reqwest::StatusCode;
+use reqwest::header::{ACCEPT, RETRY_AFTER};
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::config::{Auth, Endpoint, ReconcileSettings};
+use crate::source::backoff::Backoff;
+use crate::source::{authorize, parse_retry_after, wire};
+use crate::state::positions_by_market;
+use crate::telemetry::SharedAccount;
+use crate::telemetry::reconcile::{Mismatch, ReconcileMetrics, RunResult};
+use compare::DriftTracker;
+
+/// Backoff for a failing endpoint: from 1s, doubling, up to 5 minutes.
+const ERROR_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
+const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// Everything one account's reconciler needs.
+pub struct ReconcileTask {
+    pub account: String,
+    pub api_base: String,
+    pub auth: Auth,
+    pub settings: ReconcileSettings,
+    pub client: reqwest::Client,
+    pub shared: SharedAccount,
+    pub metrics: ReconcileMetrics,
+    /// Notified by the user stream each time it applies a snapshot (a connect or re-sync).
+    pub resync: Arc<Notify>,
+    /// The user stream is live: comparing before its first snapshot would report everything
+    /// as drift.
+    pub user_ready: Arc<AtomicBool>,
+    /// Markets the account quotes (its events streams): their open-orders series exist even at 0,
+    /// so "no resting quotes on one side" is a value a rule can see, not a missing series.
+    pub quoted_markets: Vec<String>,
+}
+
+/// Why a fetch failed.
+#[derive(Debug)]
+struct FetchError {
+    status: Option<u16>,
+    retry_after: Option<Duration>,
+    message: String,
+}
+
+struct EndpointState {
+    backoff: Backoff,
+    not_before: Option<Instant>,
+}
+
+fn unix_now() -> (f64, i64) {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    (d.as_secs_f64(), d.as_millis() as i64)
+}
+
+fn f(d: Decimal) -> f64 {
+    d.to_f64().unwrap_or(f64::NAN)
+}
+
+impl ReconcileTask {
+    async fn fetch(&mut self, ep: Endpoint) -> Result<String, FetchError> {
+        let url = format!("{}{}", self.api_base, ep.path());
+        let started = Instant::now();
+        let req = authorize(
+            self.client
+                .get(&url)
+                .header(ACCEPT, "application/json")
+                .timeout(self.settings.timeout),
+            &self.auth,
+        );
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                self.metrics
+                    .request(ep.name(), None, started.elapsed().as_secs_f64());
+                return Err(FetchError {
+                    status: None,
+                    retry_after: None,
+                    message: e.to_string(),
+                });
+            }
+        };
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let body = resp.text().await;
+        self.metrics.request(
+            ep.name(),
+            Some(status.as_u16()),
+            started.elapsed().as_secs_f64(),
+        );
+        match body {
+            Ok(b) if status.is_success() => Ok(b),
+            Ok(_) => Err(FetchError {
+                status: Some(status.as_u16()),
+                retry_after: if status == StatusCode::TOO_MANY_REQUESTS
+                    || status == StatusCode::SERVICE_UNAVAILABLE
+                {
+                    retry_after
+                } else {
+                    None
+                },
+                message: format!("HTTP {status}"),
+            }),
+            Err(e) => Err(FetchError {
+                status: Some(status.as_u16()),
+                retry_after: None,
+                message: format!("reading the body: {e}"),
+            }),
+        }
+    }
+
+    /// Fetch and reconcile one endpoint. `Err` carries the fetch failure for scheduling.
+    async fn run_endpoint(
+        &mut self,
+        ep: Endpoint,
+        drift: &mut DriftTracker,
+    ) -> Result<RunResult, FetchError> {
+        let body = self.fetch(ep).await?;
+        let (now_unix, _) = unix_now();
+        let result = match ep {
+            Endpoint::Positions => self.positions(&body, drift),
+            Endpoint::Trades => self.trades(&body, now_unix),
+            Endpoint::OrdersOpen => self.orders(&body),
+            Endpoint::Balances | Endpoint::Portfolio => self.balances(ep, &body),
+        };
+        Ok(result)
+    }
+
+    fn positions(&mut self, body: &str, tracker: &mut DriftTracker) -> RunResult {
+        let (list, skipped) = match wire::parse_position_list(body) {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(account = %self.account, error = %e, "cannot read /perps/positions");
+                self.metrics.unreadable(Endpoint::Positions.name(), 1);
+                return RunResult::Error;
+            }
+        };
+        self.metrics
+            .unreadable(Endpoint::Positions.name(), u64::from(skipped));
+        let rest = positions_by_market(&list);
+        let stream: BTreeMap<String, Decimal> = {
+            let guard = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+            let (account, _) = &*guard;
+            account
+                .markets()
+                .chain(rest.keys().map(String::as_str))
+                .map(|m| {
+                    let q = account
+                        .market_position(m)
+                        .map(|p| p.quantity)
+                        .unwrap_or_default();
+                    (m.to_string(), q)
+                })
+                .collect()
+        };
+        let report = tracker.compare(&rest, &stream);
+        let drift: Vec<(String, f64)> = report
+            .drift
+            .iter()
+            .map(|(m, d)| (m.clone(), f(*d)))
+            .collect();
+        self.metrics.drift(&drift);
+        self.metrics
+            .mismatch(Mismatch::Position, report.new_mismatches.len() as u64);
+        for (market, r, s) in &report.persisting {
+            warn!(
+                account = %self.account,
+                %market,
+                rest = %r,
+                stream = %s,
+                "position differs between /perps/positions and the stream in two runs in a row"
+            );
+        }
+        if report.drifted() {
+            RunResult::Drift
+        } else {
+            RunResult::Ok
+        }
+    }
+
+    fn trades(&mut self, body: &str, now_unix: f64) -> RunResult {
+        let (list, skipped) = match wire::parse_trade_list(body) {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(account = %self.account, error = %e, "cannot read /perps/trades");
+                self.metrics.unreadable(Endpoint::Trades.name(), 1);
+                return RunResult::Error;
+            }
+        };
+        self.metrics
+            .unreadable(Endpoint::Trades.name(), u64::from(skipped));
+        let (recovered, extra) = {
+            let mut guard = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+            let (account, am) = &mut *guard;
+            // Trades older than what the sidecar has watched predate it: not missed.
+            let horizon = account.watch_start_ms();
+            let candidates: Vec<wire::Trade> = list
+                .iter()
+                .filter(|t| match (horizon, t.created_at_ms) {
+                    (Some(h), Some(at)) => at >= h,
+                    _ => true,
+                })
+                .cloned()
+                .collect();
+            let applied = account.apply_recovered(&candidates);
+            am.observe(&applied, account, now_unix);
+            let extra = account.unlisted_stream_trades(&list);
+            (applied.fills, extra)
+        };
+        for fill in &recovered {
+            self.metrics.recovered(&fill.market);
+        }
+        self.metrics
+            .mismatch(Mismatch::FillMissing, recovered.len() as u64);
+        self.metrics
+            .mismatch(Mismatch::FillExtra, extra.len() as u64);
+        if !recovered.is_empty() {
+            info!(
+                account = %self.account,
+                recovered = recovered.len(),
+                "recovered fills listed by /perps/trades that the stream never delivered"
+            );
+        }
+        if !extra.is_empty() {
+            warn!(
+                account = %self.account,
+                count = extra.len(),
+                "fills delivered by the stream are missing from /perps/trades"
+            );
+        }
+        if recovered.is_empty() && extra.is_empty() {
+            RunResult::Ok
+        } else {
+            RunResult::Drift
+        }
+    }
+
+    fn orders(&mut self, body: &str) -> RunResult {
+        match rest::open_orders(body) {
+            Ok(c) => {
+                self.metrics
+                    .unreadable(Endpoint::OrdersOpen.name(), c.skipped);
+                let mut counts = c.counts;
+                let present: BTreeSet<(String, &str)> =
+                    counts.iter().map(|(m, s, _)| (m.clone(), *s)).collect();
+                for m in &self.quoted_markets {
+                    for side in ["buy", "sell"] {
+                        if !present.contains(&(m.clone(), side)) {
+                            counts.push((m.clone(), side, 0));
+                        }
+                    }
+                }
+                self.metrics.open_orders(&counts);
+                RunResult::Ok
+            }
+            Err(e) => {
+                warn!(account = %self.account, error = %e, "cannot read /perps/orders/open");
+                self.metrics.unreadable(Endpoint::OrdersOpen.name(), 1);
+                RunResult::Error
+            }
+        }
+    }
+
+    fn balances(&mut self, ep: Endpoint, body: &str) -> RunResult {
+        match rest::balances(body) {
+            Ok(b) => {
+                self.metrics.balances(&b);
+                RunResult::Ok
+            }
+            Err(e) => {
+                warn!(account = %self.account, endpoint = ep.path(), error = %e, "cannot read balances");
+                self.metrics.unreadable(ep.name(), 1);
+                RunResult::Error
+            }
+        }
+    }
+}
+
+/// Run the reconciler until `shutdown` flips to true.
+pub async fn run(mut task: ReconcileTask, mut shutdown: watch::Receiver<bool>) {
+    let mut states: HashMap<Endpoint, EndpointState> = task
+        .settings
+        .endpoints
+        .iter()
+        .map(|e| {
+            (
+                *e,
+                EndpointState {
+                    backoff: Backoff::new(ERROR_BACKOFF_INITIAL, ERROR_BACKOFF_MAX),
+                    not_before: None,
+                },
+            )
+        })
+        .collect();
+    let mut drift = DriftTracker::default();
+    let mut pending: BTreeSet<Endpoint> = BTreeSet::new();
+    let mut tick = tokio::time::interval(task.settings.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let resync = task.resync.clone();
+    loop {
+        let retry_at = pending
+            .iter()
+            .filter_map(|e| states.get(e).and_then(|s| s.not_before))
+            .min();
+        tokio::select! {
+            _ = tick.tick() => pending.extend(task.settings.endpoints.iter().copied()),
+            _ = resync.notified(), if task.settings.after_reconnect => {
+                pending.extend(task.settings.endpoints.iter().copied());
+            }
+            _ = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {}
+            _ = shutdown.changed() => break,
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+        if !task.user_ready.load(Ordering::Relaxed) {
+            // Keep what is owed; the first snapshot's notification brings us back.
+            continue;
+        }
+        let now = Instant::now();
+        let due: Vec<Endpoint> = pending
+            .iter()
+            .copied()
+            .filter(|e| {
+                states
+                    .get(e)
+                    .and_then(|s| s.not_before)
+                    .is_none_or(|t| t <= now)
+            })
+            .collect();
+        for ep in due {
+            let started = Instant::now();
+            let outcome = tokio::select! {
+                r = task.run_endpoint(ep, &mut drift) => r,
+                _ = shutdown.changed() => return,
+            };
+            let (now_unix, _) = unix_now();
+            let elapsed = started.elapsed().as_secs_f64();
+            let Some(state) = states.get_mut(&ep) else {
+                continue;
+            };
+            match outcome {
+                Ok(result) => {
+                    state.backoff.reset();
+                    state.not_before = None;
+                    pending.remove(&ep);
+                    // An unreadable body is an error run too, but retrying at once would read
+                    // the same body: it waits for the next interval like a success.
+                    task.metrics.run(ep.name(), result, elapsed, now_unix);
+                }
+                Err(e) => {
+                    task.metrics
+                        .run(ep.name(), RunResult::Error, elapsed, now_unix);
+                    let backoff = state.backoff.next_delay(fastrand::f64());
+                    // Retry-After is what the server asked for; backoff otherwise.
+                    let wait = e
+                        .retry_after
+                        .unwrap_or(backoff)
+                        .max(Duration::from_millis(100));
+                    state.not_before = Some(Instant::now() + wait);
+                    warn!(
+                        account = %task.account,
+                        endpoint = ep.path(),
+                        status = e.status,
+                        error = %e.message,
+                        retry_in_ms = wait.as_millis() as u64,
+                        "reconciliation request failed"
+                    );
+                }
+            }
+        }
+    }
+}
