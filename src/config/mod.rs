@@ -89,6 +89,7 @@ pub struct RawReconcile {
     pub after_reconnect: Option<bool>,
     pub endpoints: Option<Vec<Spanned<String>>>,
     pub timeout: Option<Spanned<String>>,
+    pub settle: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -226,6 +227,9 @@ pub struct ReconcileSettings {
     pub after_reconnect: bool,
     pub endpoints: Vec<Endpoint>,
     pub timeout: Duration,
+    /// How old (by its `createdAt`) a REST trade must be before its absence from the stream
+    /// counts as missed: younger ones may still be on their way down the stream.
+    pub settle: Duration,
 }
 
 impl Default for ReconcileSettings {
@@ -241,6 +245,7 @@ impl Default for ReconcileSettings {
                 Endpoint::Balances,
             ],
             timeout: Duration::from_secs(10),
+            settle: Duration::from_secs(5),
         }
     }
 }
@@ -422,6 +427,12 @@ impl Settings {
                         )),
                         Err(e) => errors.push(format!("{}: reconcile.{name}: {e}", at(origin, v))),
                     }
+                }
+            }
+            if let Some(v) = &r.settle {
+                match parse_duration(&v.value) {
+                    Ok(d) => reconcile.settle = d,
+                    Err(e) => errors.push(format!("{}: reconcile.settle: {e}", at(origin, v))),
                 }
             }
             if let Some(list) = &r.endpoints {

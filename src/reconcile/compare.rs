@@ -9,12 +9,11 @@ use rust_decimal::Decimal;
 pub struct PositionReport {
     /// REST minus stream for every market either side knows, 0 where they agree.
     pub drift: Vec<(String, Decimal)>,
-    /// Markets whose drift appeared or changed value since the last run: each is one mismatch.
-    /// A drift that merely persists is not counted again, so the counter does not depend on
-    /// how often reconciliation runs.
-    pub new_mismatches: Vec<String>,
-    /// Markets drifting by the same amount in this run and the previous one: (market, rest, stream).
-    pub persisting: Vec<(String, Decimal, Decimal)>,
+    /// Markets whose drift was just confirmed: the same non-zero amount in this run and the one
+    /// before, (market, rest, stream). Each is one mismatch. A fill in flight between the two
+    /// reads shows as drift in one run only, so it is never counted; a confirmed drift is counted
+    /// once however long it lasts, so the counter does not depend on how often runs happen.
+    pub confirmed: Vec<(String, Decimal, Decimal)>,
 }
 
 impl PositionReport {
@@ -23,10 +22,10 @@ impl PositionReport {
     }
 }
 
-/// Remembers the previous run's drift per market.
+/// Remembers the previous run's drift per market, and whether it was already counted.
 #[derive(Debug, Default)]
 pub struct DriftTracker {
-    last: BTreeMap<String, Decimal>,
+    last: BTreeMap<String, (Decimal, bool)>,
 }
 
 impl DriftTracker {
@@ -49,11 +48,16 @@ impl DriftTracker {
             if d.is_zero() {
                 continue;
             }
-            match self.last.get(m) {
-                Some(prev) if *prev == d => report.persisting.push((m.clone(), r, s)),
-                _ => report.new_mismatches.push(m.clone()),
-            }
-            now.insert(m.clone(), d);
+            let counted = match self.last.get(m) {
+                Some((prev, counted)) if *prev == d => {
+                    if !counted {
+                        report.confirmed.push((m.clone(), r, s));
+                    }
+                    true
+                }
+                _ => false,
+            };
+            now.insert(m.clone(), (d, counted));
         }
         self.last = now;
         report
@@ -88,29 +92,35 @@ mod tests {
             [("BTC", "0"), ("ETH", "-1"), ("SOL", "-4"), ("XRP", "3")]
                 .map(|(a, b)| (a.to_string(), b.to_string()))
         );
-        assert_eq!(r.new_mismatches, ["ETH", "SOL", "XRP"]);
-        assert!(r.persisting.is_empty());
+        assert!(r.confirmed.is_empty(), "one run confirms nothing");
         assert!(r.drifted());
     }
 
     #[test]
-    fn a_persisting_drift_is_reported_but_not_counted_again() {
+    fn a_drift_counts_once_when_seen_twice_and_a_transient_one_never() {
         let mut t = DriftTracker::default();
         let rest = map(&[("BTC", "2")]);
         let stream = map(&[("BTC", "1")]);
-        assert_eq!(t.compare(&rest, &stream).new_mismatches, ["BTC"]);
+        assert!(t.compare(&rest, &stream).confirmed.is_empty());
         let second = t.compare(&rest, &stream);
-        assert!(second.new_mismatches.is_empty());
         assert_eq!(
-            second.persisting,
+            second.confirmed,
             [("BTC".to_string(), Decimal::TWO, Decimal::ONE)]
         );
-        // A different amount is a new mismatch; agreement clears the memory.
-        assert_eq!(
-            t.compare(&map(&[("BTC", "3")]), &stream).new_mismatches,
-            ["BTC"]
+        assert!(
+            t.compare(&rest, &stream).confirmed.is_empty(),
+            "counted once per episode"
         );
+        // A different amount is a new episode, confirmed by its own second sighting.
+        assert!(
+            t.compare(&map(&[("BTC", "3")]), &stream)
+                .confirmed
+                .is_empty()
+        );
+        assert_eq!(t.compare(&map(&[("BTC", "3")]), &stream).confirmed.len(), 1);
+        // A fill in flight: drift in one run, gone in the next: never counted.
         assert!(!t.compare(&stream, &stream).drifted());
-        assert_eq!(t.compare(&rest, &stream).new_mismatches, ["BTC"]);
+        assert!(t.compare(&rest, &stream).confirmed.is_empty());
+        assert!(t.compare(&stream, &stream).confirmed.is_empty());
     }
 }

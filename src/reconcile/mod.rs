@@ -12,7 +12,7 @@
 pub mod compare;
 pub mod rest;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -62,6 +62,30 @@ struct FetchError {
     status: Option<u16>,
     retry_after: Option<Duration>,
     message: String,
+}
+
+/// What runs remember of earlier runs.
+#[derive(Default)]
+struct Memory {
+    drift: DriftTracker,
+    /// Keys of undated REST trades the stream had not delivered in the last run: an undated
+    /// trade counts as missed only when a second run still finds it undelivered.
+    undated_unseen: HashSet<String>,
+}
+
+/// A trade's identity for the undated-trade memory: its id, else its content.
+fn trade_key(t: &wire::Trade) -> String {
+    match &t.id {
+        Some(id) => id.clone(),
+        None => format!(
+            "{}|{}|{}|{}|{}",
+            t.market,
+            t.side.as_str(),
+            t.price.normalize(),
+            t.quantity.normalize(),
+            t.liquidity.as_str()
+        ),
+    }
 }
 
 struct EndpointState {
@@ -140,13 +164,12 @@ impl ReconcileTask {
     async fn run_endpoint(
         &mut self,
         ep: Endpoint,
-        drift: &mut DriftTracker,
+        memory: &mut Memory,
     ) -> Result<RunResult, FetchError> {
         let body = self.fetch(ep).await?;
-        let (now_unix, _) = unix_now();
         let result = match ep {
-            Endpoint::Positions => self.positions(&body, drift),
-            Endpoint::Trades => self.trades(&body, now_unix),
+            Endpoint::Positions => self.positions(&body, &mut memory.drift),
+            Endpoint::Trades => self.trades(&body, &mut memory.undated_unseen),
             Endpoint::OrdersOpen => self.orders(&body),
             Endpoint::Balances | Endpoint::Portfolio => self.balances(ep, &body),
         };
@@ -188,8 +211,8 @@ impl ReconcileTask {
             .collect();
         self.metrics.drift(&drift);
         self.metrics
-            .mismatch(Mismatch::Position, report.new_mismatches.len() as u64);
-        for (market, r, s) in &report.persisting {
+            .mismatch(Mismatch::Position, report.confirmed.len() as u64);
+        for (market, r, s) in &report.confirmed {
             warn!(
                 account = %self.account,
                 %market,
@@ -205,7 +228,7 @@ impl ReconcileTask {
         }
     }
 
-    fn trades(&mut self, body: &str, now_unix: f64) -> RunResult {
+    fn trades(&mut self, body: &str, undated_unseen: &mut HashSet<String>) -> RunResult {
         let (list, skipped) = match wire::parse_trade_list(body) {
             Ok(x) => x,
             Err(e) => {
@@ -216,19 +239,36 @@ impl ReconcileTask {
         };
         self.metrics
             .unreadable(Endpoint::Trades.name(), u64::from(skipped));
+        let (now_unix, now_ms) = unix_now();
+        // A fill the exchange just made may still be on its way down the stream.
+        let settled_before = now_ms - self.settings.settle.as_millis() as i64;
         let (recovered, extra) = {
             let mut guard = self.shared.lock().unwrap_or_else(|p| p.into_inner());
             let (account, am) = &mut *guard;
             // Trades older than what the sidecar has watched predate it: not missed.
             let horizon = account.watch_start_ms();
+            let mut still_unseen = HashSet::new();
             let candidates: Vec<wire::Trade> = list
                 .iter()
                 .filter(|t| match (horizon, t.created_at_ms) {
                     (Some(h), Some(at)) => at >= h,
                     _ => true,
                 })
+                .filter(|t| match t.created_at_ms {
+                    Some(at) => at <= settled_before,
+                    None => {
+                        if account.has_seen(t) {
+                            return false;
+                        }
+                        let key = trade_key(t);
+                        let second_sighting = undated_unseen.contains(&key);
+                        still_unseen.insert(key);
+                        second_sighting
+                    }
+                })
                 .cloned()
                 .collect();
+            *undated_unseen = still_unseen;
             let applied = account.apply_recovered(&candidates);
             am.observe(&applied, account, now_unix);
             let extra = account.unlisted_stream_trades(&list);
@@ -319,7 +359,7 @@ pub async fn run(mut task: ReconcileTask, mut shutdown: watch::Receiver<bool>) {
             )
         })
         .collect();
-    let mut drift = DriftTracker::default();
+    let mut memory = Memory::default();
     let mut pending: BTreeSet<Endpoint> = BTreeSet::new();
     let mut tick = tokio::time::interval(task.settings.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -358,7 +398,7 @@ pub async fn run(mut task: ReconcileTask, mut shutdown: watch::Receiver<bool>) {
         for ep in due {
             let started = Instant::now();
             let outcome = tokio::select! {
-                r = task.run_endpoint(ep, &mut drift) => r,
+                r = task.run_endpoint(ep, &mut memory) => r,
                 _ = shutdown.changed() => return,
             };
             let (now_unix, _) = unix_now();
