@@ -88,30 +88,39 @@ impl ReconcileMetrics {
         }
     }
 
-    fn counter(&mut self, name: &'static str, labels: [(&'static str, &str); 2]) -> Counter {
+    /// Up to two labels after `account`; an empty key means "no label in this slot".
+    /// Registered once per label set and cached: the registry lookup allocates a key.
+    fn cached<H: Clone>(
+        cache: &mut HashMap<(&'static str, String, String), H>,
+        account: &str,
+        name: &'static str,
+        labels: [(&'static str, &str); 2],
+        register: impl FnOnce(&[(&str, &str)]) -> H,
+    ) -> H {
         let key = (name, labels[0].1.to_string(), labels[1].1.to_string());
-        if let Some(c) = self.counters.get(&key) {
-            return c.clone();
+        if let Some(h) = cache.get(&key) {
+            return h.clone();
         }
-        let l: Vec<(&str, &str)> = std::iter::once(("account", self.account.as_str()))
+        let l: Vec<(&str, &str)> = std::iter::once(("account", account))
             .chain(labels.iter().copied().filter(|(k, _)| !k.is_empty()))
             .collect();
-        let c = self.telemetry.counter(name, &l);
-        self.counters.insert(key, c.clone());
-        c
+        let h = register(&l);
+        cache.insert(key, h.clone());
+        h
+    }
+
+    fn counter(&mut self, name: &'static str, labels: [(&'static str, &str); 2]) -> Counter {
+        let t = &self.telemetry;
+        Self::cached(&mut self.counters, &self.account, name, labels, |l| {
+            t.counter(name, l)
+        })
     }
 
     fn gauge(&mut self, name: &'static str, labels: [(&'static str, &str); 2]) -> Gauge {
-        let key = (name, labels[0].1.to_string(), labels[1].1.to_string());
-        if let Some(g) = self.gauges.get(&key) {
-            return g.clone();
-        }
-        let l: Vec<(&str, &str)> = std::iter::once(("account", self.account.as_str()))
-            .chain(labels.iter().copied().filter(|(k, _)| !k.is_empty()))
-            .collect();
-        let g = self.telemetry.gauge(name, &l);
-        self.gauges.insert(key, g.clone());
-        g
+        let t = &self.telemetry;
+        Self::cached(&mut self.gauges, &self.account, name, labels, |l| {
+            t.gauge(name, l)
+        })
     }
 
     fn histogram(&mut self, name: &'static str, endpoint: &str) -> Histogram {
