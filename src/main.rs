@@ -49,16 +49,16 @@ struct RunArgs {
     #[arg(long, short = 'c')]
     config: Option<PathBuf>,
     /// Exchange API base URL.
-    #[arg(long)]
+    #[arg(long, env = "OCX_API_BASE")]
     api_base: Option<String>,
     /// API key (prefer OCX_API_KEY or --api-key-file: command lines are visible to other users).
     #[arg(long, env = "OCX_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
     /// File holding the API key.
-    #[arg(long)]
+    #[arg(long, env = "OCX_API_KEY_FILE")]
     api_key_file: Option<PathBuf>,
     /// Address for /metrics, health and the status page [default: 0.0.0.0:9477].
-    #[arg(long)]
+    #[arg(long, env = "OCX_LISTEN")]
     listen: Option<String>,
     /// Market whose events stream (order book) to follow; repeatable.
     #[arg(long = "market")]
