@@ -88,7 +88,10 @@ fn main() {
         CHUNK / 1024
     );
 
-    let (t_json, _) = best_of(3, || {
+    // PIPELINE_ONLY=1 runs the full pipeline alone, for profiling it (`perf record`).
+    let only = std::env::var("PIPELINE_ONLY").is_ok_and(|v| v == "1");
+    let runs = if only { 0 } else { 3 };
+    let (t_json, _) = best_of(runs, || {
         let mut n = 0;
         for d in &datas {
             let v: serde_json::Value = serde_json::from_str(d).expect("recorded data is JSON");
@@ -98,7 +101,7 @@ fn main() {
         n
     });
 
-    let (t_sse, _) = best_of(3, || {
+    let (t_sse, _) = best_of(runs, || {
         let mut dec = SseDecoder::default();
         let mut items = Vec::new();
         let mut n = 0;
@@ -135,6 +138,13 @@ fn main() {
         n
     });
     assert_eq!(applied, events, "every event went through the pipeline");
+    if only {
+        println!(
+            "pipeline: {:.0} events/s",
+            events as f64 / t_full.as_secs_f64()
+        );
+        return;
+    }
 
     let rate = |d: Duration| events as f64 / d.as_secs_f64();
     println!();
