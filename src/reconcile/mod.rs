@@ -176,17 +176,30 @@ impl ReconcileTask {
         Ok(result)
     }
 
-    fn positions(&mut self, body: &str, tracker: &mut DriftTracker) -> RunResult {
-        let (list, skipped) = match wire::parse_position_list(body) {
-            Ok(x) => x,
-            Err(e) => {
-                warn!(account = %self.account, error = %e, "cannot read /perps/positions");
-                self.metrics.unreadable(Endpoint::Positions.name(), 1);
-                return RunResult::Error;
+    /// A parsed list body: unreadable items counted; an unreadable body logged and counted.
+    fn read_list<T>(
+        &mut self,
+        ep: Endpoint,
+        parsed: Result<(Vec<T>, u32), wire::WireError>,
+    ) -> Option<Vec<T>> {
+        match parsed {
+            Ok((list, skipped)) => {
+                self.metrics.unreadable(ep.name(), u64::from(skipped));
+                Some(list)
             }
+            Err(e) => {
+                warn!(account = %self.account, endpoint = ep.path(), error = %e, "cannot read the body");
+                self.metrics.unreadable(ep.name(), 1);
+                None
+            }
+        }
+    }
+
+    fn positions(&mut self, body: &str, tracker: &mut DriftTracker) -> RunResult {
+        let Some(list) = self.read_list(Endpoint::Positions, wire::parse_position_list(body))
+        else {
+            return RunResult::Error;
         };
-        self.metrics
-            .unreadable(Endpoint::Positions.name(), u64::from(skipped));
         let rest = positions_by_market(&list);
         let stream: BTreeMap<String, Decimal> = {
             let guard = self.shared.lock().unwrap_or_else(|p| p.into_inner());
@@ -229,16 +242,9 @@ impl ReconcileTask {
     }
 
     fn trades(&mut self, body: &str, undated_unseen: &mut HashSet<String>) -> RunResult {
-        let (list, skipped) = match wire::parse_trade_list(body) {
-            Ok(x) => x,
-            Err(e) => {
-                warn!(account = %self.account, error = %e, "cannot read /perps/trades");
-                self.metrics.unreadable(Endpoint::Trades.name(), 1);
-                return RunResult::Error;
-            }
+        let Some(list) = self.read_list(Endpoint::Trades, wire::parse_trade_list(body)) else {
+            return RunResult::Error;
         };
-        self.metrics
-            .unreadable(Endpoint::Trades.name(), u64::from(skipped));
         let (now_unix, now_ms) = unix_now();
         // A fill the exchange just made may still be on its way down the stream.
         let settled_before = now_ms - self.settings.settle.as_millis() as i64;
