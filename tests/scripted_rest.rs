@@ -13,7 +13,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing;
 use common::*;
-use ocx_sentinel::config::{Auth, Endpoint, ReconcileSettings};
+use ocx_sentinel::config::{Auth, ReconcileSettings};
 
 const T1: &str = r#"{"id":"T1","marketId":"BTC-PERP","side":"buy","price":"100","quantity":"1","liquidity":"maker","createdAt":"2026-04-24T12:00:00Z"}"#;
 const T2: &str = r#"{"id":"T2","marketId":"BTC-PERP","side":"sell","price":"101","quantity":"0.5","liquidity":"taker","createdAt":"2026-04-24T12:00:01Z"}"#;
@@ -81,12 +81,7 @@ async fn reconciliation_values_follow_exactly_from_the_disagreements() {
     s.reconcile = ReconcileSettings {
         enabled: true,
         interval: Duration::from_millis(150),
-        endpoints: vec![
-            Endpoint::Positions,
-            Endpoint::Trades,
-            Endpoint::OrdersOpen,
-            Endpoint::Balances,
-        ],
+        // The default endpoints: all five. This exchange has no /portfolio/me (axum answers 404).
         ..ReconcileSettings::default()
     };
     let car = start_sidecar(s).await;
@@ -160,6 +155,15 @@ async fn reconciliation_values_follow_exactly_from_the_disagreements() {
     assert_eq!(
         v(r#"ocx_open_orders{account="t",market="BTC-PERP",side="buy"}"#),
         2.0
+    );
+    // /portfolio/me answered 404 once and was not asked again.
+    assert_eq!(
+        v(r#"ocx_rest_requests_total{account="t",endpoint="portfolio",code="4xx"}"#),
+        1.0
+    );
+    assert_eq!(
+        v(r#"ocx_reconcile_runs_total{account="t",endpoint="portfolio",result="error"}"#),
+        1.0
     );
     car.shutdown().await;
     server.abort();

@@ -238,12 +238,9 @@ impl Default for ReconcileSettings {
             enabled: true,
             interval: Duration::from_secs(30),
             after_reconnect: true,
-            endpoints: vec![
-                Endpoint::Positions,
-                Endpoint::Trades,
-                Endpoint::OrdersOpen,
-                Endpoint::Balances,
-            ],
+            // `/portfolio/me` is tried too and dropped for the session if it answers 401, 403
+            // or 404 (it is documented only in the second doc set).
+            endpoints: Endpoint::ALL.to_vec(),
             timeout: Duration::from_secs(10),
             settle: Duration::from_secs(5),
         }

@@ -424,6 +424,20 @@ pub async fn run(mut task: ReconcileTask, mut shutdown: watch::Receiver<bool>) {
                 Err(e) => {
                     task.metrics
                         .run(ep.name(), RunResult::Error, elapsed, now_unix);
+                    if ep == Endpoint::Portfolio && matches!(e.status, Some(401 | 403 | 404)) {
+                        // `/portfolio/me` comes from the second doc set and may not exist, or not
+                        // for API keys: read it where reachable, and stop asking where not.
+                        info!(
+                            account = %task.account,
+                            status = e.status,
+                            "/portfolio/me is not reachable with these credentials; not asking again"
+                        );
+                        task.settings
+                            .endpoints
+                            .retain(|x| *x != Endpoint::Portfolio);
+                        pending.remove(&ep);
+                        continue;
+                    }
                     let backoff = state.backoff.next_delay(fastrand::f64());
                     // Retry-After is what the server asked for; backoff otherwise.
                     let wait = e
