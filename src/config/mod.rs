@@ -595,6 +595,10 @@ impl Settings {
                 .as_ref()
                 .map(|c| c.value.clone())
                 .unwrap_or_else(|| DEFAULT_COOKIE_NAME.to_string());
+            // A key pasted with a trailing newline would not fit in a header and read as a
+            // mysterious 401; whitespace is never part of a key or a cookie.
+            let trim = |s: Option<Secret>| s.map(|s| Secret(s.expose().trim().to_string()));
+            let (key, cookie) = (trim(key), trim(cookie));
             let auth = match (key, cookie) {
                 (Some(k), None) if k.expose().is_empty() => {
                     errors.push(format!("{origin}: {p}.api_key: is empty"));

@@ -118,6 +118,22 @@ fn several_accounts_need_account_to_take_per_account_flags() {
 }
 
 #[test]
+fn keys_are_trimmed_so_a_pasted_newline_does_not_break_the_header() {
+    let flags = Overrides {
+        api_key: Some(Secret::new(" ocx_sk_abc\n")),
+        ..Overrides::default()
+    };
+    let s = Settings::build(RawConfig::default(), flags, "flags").unwrap();
+    assert_eq!(
+        s.accounts[0].auth,
+        Auth::ApiKey {
+            key: Secret::new("ocx_sk_abc"),
+            header: KeyHeader::XApiKey
+        }
+    );
+}
+
+#[test]
 fn secrets_never_print() {
     let s = Secret::new("ocx_sk_supersecret");
     assert_eq!(format!("{s}"), "***");
