@@ -309,161 +309,194 @@ fn read_secret_file(path: &str) -> Result<Secret, String> {
 impl Settings {
     /// Merge file and flags, validate everything, and report every problem at once.
     pub fn build(raw: RawConfig, flags: Overrides, origin: &str) -> Result<Settings, ConfigError> {
-        let mut errors = Vec::new();
-        let mut stream = StreamSettings::default();
+        let mut b = Builder {
+            origin,
+            flags: &flags,
+            errors: Vec::new(),
+        };
+        let listen = b.listen(&raw);
+        let stream = raw.stream.as_ref().map(|s| b.stream(s)).unwrap_or_default();
+        let dedup_capacity = b.at_least(&raw.dedup_capacity, "dedup_capacity", 1000, 100_000);
+        let max_markets = b.at_least(&raw.max_markets, "max_markets", 1, 500);
+        let reconcile = raw
+            .reconcile
+            .as_ref()
+            .map(|r| b.reconcile(r))
+            .unwrap_or_default();
+        let accounts = b.accounts(&raw);
+        match listen {
+            Some(listen) if b.errors.is_empty() => Ok(Settings {
+                listen,
+                stream,
+                dedup_capacity,
+                max_markets,
+                reconcile,
+                accounts,
+            }),
+            _ => Err(ConfigError::Invalid(b.errors)),
+        }
+    }
+}
 
-        let listen_text = flags
-            .listen
-            .clone()
-            .map(|l| (l, "--listen".to_string()))
-            .or_else(|| {
-                raw.listen
-                    .as_ref()
-                    .map(|l| (l.value.clone(), format!("{}: listen", at(origin, l))))
-            })
-            .unwrap_or_else(|| (DEFAULT_LISTEN.to_string(), "listen".into()));
-        let listen = match listen_text.0.parse::<SocketAddr>() {
-            Ok(a) => Some(a),
-            Err(_) => {
-                errors.push(format!(
-                    "{}: {:?} is not an address like 0.0.0.0:9477",
-                    listen_text.1, listen_text.0
+/// Collects every problem while turning the raw file and the flags into settings.
+struct Builder<'a> {
+    origin: &'a str,
+    flags: &'a Overrides,
+    errors: Vec<String>,
+}
+
+impl Builder<'_> {
+    fn at<T>(&self, s: &Spanned<T>) -> String {
+        at(self.origin, s)
+    }
+
+    fn listen(&mut self, raw: &RawConfig) -> Option<SocketAddr> {
+        let (text, whence) = match (&self.flags.listen, &raw.listen) {
+            (Some(l), _) => (l.clone(), "--listen".to_string()),
+            (None, Some(l)) => (l.value.clone(), format!("{}: listen", self.at(l))),
+            (None, None) => (DEFAULT_LISTEN.to_string(), "listen".to_string()),
+        };
+        let parsed = text.parse::<SocketAddr>().ok();
+        if parsed.is_none() {
+            self.errors.push(format!(
+                "{whence}: {text:?} is not an address like 0.0.0.0:9477"
+            ));
+        }
+        parsed
+    }
+
+    /// A duration field at `path`, at least `min`; `None` when absent or invalid (reported).
+    fn duration(
+        &mut self,
+        field: &Option<Spanned<String>>,
+        path: &str,
+        min: Duration,
+    ) -> Option<Duration> {
+        let v = field.as_ref()?;
+        match parse_duration(&v.value) {
+            Ok(d) if d >= min => Some(d),
+            Ok(_) if min == Duration::from_millis(1) => {
+                self.errors
+                    .push(format!("{}: {path}: must be greater than 0", self.at(v)));
+                None
+            }
+            Ok(_) => {
+                self.errors.push(format!(
+                    "{}: {path}: must be at least {}ms",
+                    self.at(v),
+                    min.as_millis()
                 ));
                 None
             }
-        };
+            Err(e) => {
+                self.errors.push(format!("{}: {path}: {e}", self.at(v)));
+                None
+            }
+        }
+    }
 
-        if let Some(s) = &raw.stream {
-            let mut dur = |field: &Option<Spanned<String>>, name: &str, slot: &mut Duration| {
-                if let Some(v) = field {
-                    match parse_duration(&v.value) {
-                        Ok(d) if !d.is_zero() => *slot = d,
-                        Ok(_) => errors.push(format!(
-                            "{}: stream.{name}: must be greater than 0",
-                            at(origin, v)
-                        )),
-                        Err(e) => errors.push(format!("{}: stream.{name}: {e}", at(origin, v))),
-                    }
-                }
-            };
-            dur(
+    fn at_least(
+        &mut self,
+        field: &Option<Spanned<u64>>,
+        path: &str,
+        min: u64,
+        default: usize,
+    ) -> usize {
+        match field {
+            Some(v) if v.value < min => {
+                self.errors
+                    .push(format!("{}: {path}: must be at least {min}", self.at(v)));
+                default
+            }
+            Some(v) => v.value as usize,
+            None => default,
+        }
+    }
+
+    fn stream(&mut self, s: &RawStream) -> StreamSettings {
+        let mut out = StreamSettings::default();
+        let positive = Duration::from_millis(1);
+        for (field, name, slot) in [
+            (
                 &s.heartbeat_timeout,
                 "heartbeat_timeout",
-                &mut stream.heartbeat_timeout,
-            );
-            dur(
+                &mut out.heartbeat_timeout,
+            ),
+            (
                 &s.backoff_initial,
                 "backoff_initial",
-                &mut stream.backoff_initial,
-            );
-            dur(&s.backoff_max, "backoff_max", &mut stream.backoff_max);
-            dur(
+                &mut out.backoff_initial,
+            ),
+            (&s.backoff_max, "backoff_max", &mut out.backoff_max),
+            (
                 &s.connect_timeout,
                 "connect_timeout",
-                &mut stream.connect_timeout,
-            );
-            if let Some(m) = &s.max_event_bytes {
-                if m.value < 1024 {
-                    errors.push(format!(
-                        "{}: stream.max_event_bytes: must be at least 1024",
-                        at(origin, m)
-                    ));
-                } else {
-                    stream.max_event_bytes = m.value as usize;
-                }
-            }
-            if stream.backoff_initial > stream.backoff_max {
-                errors.push(format!(
-                    "{origin}: stream.backoff_initial ({:?}) must not exceed stream.backoff_max ({:?})",
-                    stream.backoff_initial, stream.backoff_max
-                ));
+                &mut out.connect_timeout,
+            ),
+        ] {
+            if let Some(d) = self.duration(field, &format!("stream.{name}"), positive) {
+                *slot = d;
             }
         }
+        out.max_event_bytes = self.at_least(
+            &s.max_event_bytes,
+            "stream.max_event_bytes",
+            1024,
+            out.max_event_bytes,
+        );
+        if out.backoff_initial > out.backoff_max {
+            self.errors.push(format!(
+                "{}: stream.backoff_initial ({:?}) must not exceed stream.backoff_max ({:?})",
+                self.origin, out.backoff_initial, out.backoff_max
+            ));
+        }
+        out
+    }
 
-        let dedup_capacity = match &raw.dedup_capacity {
-            Some(v) if v.value < 1000 => {
-                errors.push(format!(
-                    "{}: dedup_capacity: must be at least 1000",
-                    at(origin, v)
-                ));
-                100_000
+    fn reconcile(&mut self, r: &RawReconcile) -> ReconcileSettings {
+        let mut out = ReconcileSettings::default();
+        out.enabled = r.enabled.unwrap_or(out.enabled);
+        out.after_reconnect = r.after_reconnect.unwrap_or(out.after_reconnect);
+        let floor = Duration::from_millis(100);
+        if let Some(d) = self.duration(&r.interval, "reconcile.interval", floor) {
+            out.interval = d;
+        }
+        if let Some(d) = self.duration(&r.timeout, "reconcile.timeout", floor) {
+            out.timeout = d;
+        }
+        if let Some(d) = self.duration(&r.settle, "reconcile.settle", Duration::ZERO) {
+            out.settle = d;
+        }
+        if let Some(list) = &r.endpoints {
+            let mut endpoints = Vec::new();
+            for e in list {
+                match Endpoint::ALL.iter().find(|x| x.name() == e.value) {
+                    Some(x) if !endpoints.contains(x) => endpoints.push(*x),
+                    Some(_) => self.errors.push(format!(
+                        "{}: reconcile.endpoints: {:?} listed twice",
+                        self.at(e),
+                        e.value
+                    )),
+                    None => self.errors.push(format!(
+                        "{}: reconcile.endpoints: {:?} is not one of positions, trades, orders_open, balances, portfolio",
+                        self.at(e),
+                        e.value
+                    )),
+                }
             }
-            Some(v) => v.value as usize,
-            None => 100_000,
+            endpoints.sort();
+            out.endpoints = endpoints;
+        }
+        out
+    }
+
+    fn accounts(&mut self, raw: &RawConfig) -> Vec<AccountSettings> {
+        let flags = self.flags;
+        let default_account = [RawAccount::default()];
+        let raw_accounts: &[RawAccount] = match &raw.accounts {
+            Some(a) if !a.is_empty() => a,
+            _ => &default_account,
         };
-        let max_markets = match &raw.max_markets {
-            Some(v) if v.value == 0 => {
-                errors.push(format!(
-                    "{}: max_markets: must be at least 1",
-                    at(origin, v)
-                ));
-                500
-            }
-            Some(v) => v.value as usize,
-            None => 500,
-        };
-
-        let mut reconcile = ReconcileSettings::default();
-        if let Some(r) = &raw.reconcile {
-            if let Some(e) = r.enabled {
-                reconcile.enabled = e;
-            }
-            if let Some(a) = r.after_reconnect {
-                reconcile.after_reconnect = a;
-            }
-            for (field, name, slot) in [
-                (&r.interval, "interval", &mut reconcile.interval),
-                (&r.timeout, "timeout", &mut reconcile.timeout),
-            ] {
-                if let Some(v) = field {
-                    match parse_duration(&v.value) {
-                        Ok(d) if d >= Duration::from_millis(100) => *slot = d,
-                        Ok(_) => errors.push(format!(
-                            "{}: reconcile.{name}: must be at least 100ms",
-                            at(origin, v)
-                        )),
-                        Err(e) => errors.push(format!("{}: reconcile.{name}: {e}", at(origin, v))),
-                    }
-                }
-            }
-            if let Some(v) = &r.settle {
-                match parse_duration(&v.value) {
-                    Ok(d) => reconcile.settle = d,
-                    Err(e) => errors.push(format!("{}: reconcile.settle: {e}", at(origin, v))),
-                }
-            }
-            if let Some(list) = &r.endpoints {
-                let mut endpoints = Vec::new();
-                for e in list {
-                    match Endpoint::ALL.iter().find(|x| x.name() == e.value) {
-                        Some(x) if !endpoints.contains(x) => endpoints.push(*x),
-                        Some(_) => errors.push(format!(
-                            "{}: reconcile.endpoints: {:?} listed twice",
-                            at(origin, e),
-                            e.value
-                        )),
-                        None => errors.push(format!(
-                            "{}: reconcile.endpoints: {:?} is not one of positions, trades, orders_open, balances, portfolio",
-                            at(origin, e),
-                            e.value
-                        )),
-                    }
-                }
-                endpoints.sort();
-                reconcile.endpoints = endpoints;
-            }
-        }
-
-        let default_base = flags
-            .api_base
-            .clone()
-            .or_else(|| raw.api_base.as_ref().map(|b| b.value.clone()))
-            .unwrap_or_else(|| DEFAULT_API_BASE.to_string());
-
-        let mut raw_accounts = raw.accounts.unwrap_or_default();
-        if raw_accounts.is_empty() {
-            raw_accounts.push(RawAccount::default());
-        }
         // Per-account flags apply to the account named by --account, or to the only one.
         let target = match &flags.account {
             Some(name) if raw_accounts.len() > 1 => {
@@ -471,7 +504,10 @@ impl Settings {
                     .iter()
                     .position(|a| a.name.as_ref().map(|n| n.value.as_str()) == Some(name.as_str()));
                 if idx.is_none() {
-                    errors.push(format!("--account {name}: no such account in {origin}"));
+                    self.errors.push(format!(
+                        "--account {name}: no such account in {}",
+                        self.origin
+                    ));
                 }
                 idx
             }
@@ -483,214 +519,203 @@ impl Settings {
             || flags.open_only
             || flags.interval_ms.is_some();
         if raw_accounts.len() > 1 && flags.account.is_none() && per_account_flags {
-            errors.push(format!(
-                "{origin} defines {} accounts: name the one the flags apply to with --account",
+            self.errors.push(format!(
+                "{} defines {} accounts: name the one the flags apply to with --account",
+                self.origin,
                 raw_accounts.len()
             ));
         }
-
-        let mut accounts = Vec::new();
         let mut names = std::collections::BTreeSet::new();
-        for (i, ra) in raw_accounts.into_iter().enumerate() {
-            let is_target = target == Some(i);
-            let p = format!("accounts[{i}]");
-            let name = if is_target && flags.account.is_some() {
-                flags.account.clone().unwrap_or_default()
-            } else {
-                ra.name
-                    .as_ref()
-                    .map(|n| n.value.clone())
-                    .unwrap_or_else(|| DEFAULT_ACCOUNT.to_string())
-            };
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            {
-                errors.push(format!(
-                    "{origin}: {p}.name: {name:?} must be non-empty and use only letters, digits, '-', '_' or '.'"
-                ));
-            }
-            if !names.insert(name.clone()) {
+        let mut out = Vec::new();
+        for (i, ra) in raw_accounts.iter().enumerate() {
+            let acc = self.account(i, ra, target == Some(i), raw);
+            if !names.insert(acc.name.clone()) {
                 let loc = ra
                     .name
                     .as_ref()
-                    .map(|n| at(origin, n))
-                    .unwrap_or_else(|| origin.to_string());
-                errors.push(format!("{loc}: {p}.name: duplicate account name {name:?}"));
-            }
-            let api_base = if flags.api_base.is_some() {
-                default_base.clone()
-            } else {
-                ra.api_base
-                    .as_ref()
-                    .map(|b| b.value.clone())
-                    .unwrap_or_else(|| default_base.clone())
-            };
-            if !(api_base.starts_with("http://") || api_base.starts_with("https://")) {
-                let loc = if flags.api_base.is_some() {
-                    "--api-base".to_string()
-                } else {
-                    ra.api_base
-                        .as_ref()
-                        .or(raw.api_base.as_ref())
-                        .map(|b| at(origin, b))
-                        .unwrap_or_else(|| origin.to_string())
-                };
-                errors.push(format!(
-                    "{loc}: {p}.api_base: {api_base:?} must start with http:// or https://"
+                    .map(|n| self.at(n))
+                    .unwrap_or_else(|| self.origin.to_string());
+                self.errors.push(format!(
+                    "{loc}: accounts[{i}].name: duplicate account name {:?}",
+                    acc.name
                 ));
             }
-            let api_base = api_base.trim_end_matches('/').to_string();
+            out.push(acc);
+        }
+        out
+    }
 
-            let header = match ra
-                .api_key_header
-                .as_ref()
-                .map(|h| h.value.to_ascii_lowercase())
+    /// One account; `is_target` says whether the per-account flags apply to it.
+    fn account(
+        &mut self,
+        i: usize,
+        ra: &RawAccount,
+        is_target: bool,
+        raw: &RawConfig,
+    ) -> AccountSettings {
+        let (flags, origin) = (self.flags, self.origin);
+        let p = format!("accounts[{i}]");
+        let name = match (&flags.account, &ra.name) {
+            (Some(n), _) if is_target => n.clone(),
+            (_, Some(n)) => n.value.clone(),
+            _ => DEFAULT_ACCOUNT.to_string(),
+        };
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            self.errors.push(format!(
+                "{origin}: {p}.name: {name:?} must be non-empty and use only letters, digits, '-', '_' or '.'"
+            ));
+        }
+        let api_base = self.api_base(&p, ra, raw);
+        let auth = self.auth(&p, ra, is_target);
+
+        let mut markets: Vec<String> = match &flags.markets {
+            m if is_target && !m.is_empty() => m.clone(),
+            _ => ra
+                .markets
+                .iter()
+                .flatten()
+                .map(|s| s.value.clone())
+                .collect(),
+        };
+        for m in &markets {
+            if m.is_empty()
+                || m.len() > 64
+                || m.chars().any(|c| c.is_whitespace() || c == '&' || c == '#')
             {
-                None => KeyHeader::XApiKey,
-                Some(h) if h == "x-api-key" => KeyHeader::XApiKey,
-                Some(h) if h == "bearer" || h == "authorization" => KeyHeader::Bearer,
-                Some(h) => {
-                    let loc = ra
-                        .api_key_header
-                        .as_ref()
-                        .map(|s| at(origin, s))
-                        .unwrap_or_default();
-                    errors.push(format!(
-                        "{loc}: {p}.api_key_header: {h:?} is not one of x-api-key, bearer"
+                self.errors
+                    .push(format!("{origin}: {p}.markets: {m:?} is not a market id"));
+            }
+        }
+        markets.sort();
+        markets.dedup();
+
+        let from_flag = is_target && flags.interval_ms.is_some();
+        let interval_ms = if from_flag {
+            flags.interval_ms
+        } else {
+            ra.interval_ms.as_ref().map(|s| s.value)
+        };
+        if let Some(iv) = interval_ms
+            && !(100..=5000).contains(&iv)
+        {
+            let loc = match &ra.interval_ms {
+                Some(s) if !from_flag => self.at(s),
+                _ => "--interval-ms".into(),
+            };
+            self.errors.push(format!(
+                "{loc}: {p}.interval_ms: {iv} is outside the exchange's range 100..=5000"
+            ));
+        }
+        let depth = ra.depth.as_ref().map(|s| s.value);
+        if let Some(s) = &ra.depth
+            && !(1..=250).contains(&s.value)
+        {
+            self.errors.push(format!(
+                "{}: {p}.depth: {} is outside the exchange's range 1..=250",
+                self.at(s),
+                s.value
+            ));
+        }
+        AccountSettings {
+            name,
+            api_base,
+            auth,
+            markets,
+            open_only: ra.open_only.unwrap_or(false) || (is_target && flags.open_only),
+            interval_ms,
+            depth,
+        }
+    }
+
+    /// The flag wins over the account's own base, which wins over the file's default.
+    fn api_base(&mut self, p: &str, ra: &RawAccount, raw: &RawConfig) -> String {
+        let (value, loc) = match (&self.flags.api_base, &ra.api_base, &raw.api_base) {
+            (Some(f), _, _) => (f.clone(), "--api-base".to_string()),
+            (None, Some(b), _) | (None, None, Some(b)) => (b.value.clone(), self.at(b)),
+            (None, None, None) => (DEFAULT_API_BASE.to_string(), self.origin.to_string()),
+        };
+        if !(value.starts_with("http://") || value.starts_with("https://")) {
+            self.errors.push(format!(
+                "{loc}: {p}.api_base: {value:?} must start with http:// or https://"
+            ));
+        }
+        value.trim_end_matches('/').to_string()
+    }
+
+    fn secret_file(&mut self, field: &Option<Spanned<String>>, path: &str) -> Option<Secret> {
+        let f = field.as_ref()?;
+        read_secret_file(&f.value)
+            .map_err(|e| self.errors.push(format!("{}: {path}: {e}", self.at(f))))
+            .ok()
+    }
+
+    fn auth(&mut self, p: &str, ra: &RawAccount, is_target: bool) -> Auth {
+        let (flags, origin) = (self.flags, self.origin);
+        let header = match ra.api_key_header.as_ref() {
+            None => KeyHeader::XApiKey,
+            Some(h) => match h.value.to_ascii_lowercase().as_str() {
+                "x-api-key" => KeyHeader::XApiKey,
+                "bearer" | "authorization" => KeyHeader::Bearer,
+                other => {
+                    self.errors.push(format!(
+                        "{}: {p}.api_key_header: {other:?} is not one of x-api-key, bearer",
+                        self.at(h)
                     ));
                     KeyHeader::XApiKey
                 }
-            };
-            let mut key = ra.api_key.clone();
-            if let Some(f) = &ra.api_key_file {
-                match read_secret_file(&f.value) {
+            },
+        };
+        // Later sources win: the file's key, its key file, then the flags.
+        let mut key = ra.api_key.clone();
+        if let Some(k) = self.secret_file(&ra.api_key_file, &format!("{p}.api_key_file")) {
+            key = Some(k);
+        }
+        if is_target {
+            if let Some(f) = &flags.api_key_file {
+                match read_secret_file(&f.display().to_string()) {
                     Ok(s) => key = Some(s),
-                    Err(e) => errors.push(format!("{}: {p}.api_key_file: {e}", at(origin, f))),
+                    Err(e) => self.errors.push(format!("--api-key-file: {e}")),
                 }
             }
-            if is_target {
-                if let Some(f) = &flags.api_key_file {
-                    match read_secret_file(&f.display().to_string()) {
-                        Ok(s) => key = Some(s),
-                        Err(e) => errors.push(format!("--api-key-file: {e}")),
-                    }
-                }
-                if let Some(k) = &flags.api_key {
-                    key = Some(k.clone());
-                }
+            if let Some(k) = &flags.api_key {
+                key = Some(k.clone());
             }
-            let mut cookie = ra.session_cookie.clone();
-            if let Some(f) = &ra.session_cookie_file {
-                match read_secret_file(&f.value) {
-                    Ok(s) => cookie = Some(s),
-                    Err(e) => {
-                        errors.push(format!("{}: {p}.session_cookie_file: {e}", at(origin, f)))
-                    }
-                }
-            }
-            let cookie_name = ra
-                .cookie_name
-                .as_ref()
-                .map(|c| c.value.clone())
-                .unwrap_or_else(|| DEFAULT_COOKIE_NAME.to_string());
-            // A key pasted with a trailing newline would not fit in a header and read as a
-            // mysterious 401; whitespace is never part of a key or a cookie.
-            let trim = |s: Option<Secret>| s.map(|s| Secret(s.expose().trim().to_string()));
-            let (key, cookie) = (trim(key), trim(cookie));
-            let auth = match (key, cookie) {
-                (Some(k), None) if k.expose().is_empty() => {
-                    errors.push(format!("{origin}: {p}.api_key: is empty"));
-                    Auth::None
-                }
-                (Some(key), None) => Auth::ApiKey { key, header },
-                (None, Some(value)) => Auth::Cookie {
-                    name: cookie_name,
-                    value,
-                },
-                (None, None) => Auth::None,
-                (Some(_), Some(_)) => {
-                    errors.push(format!(
-                        "{origin}: {p}: set either an API key or a session cookie, not both"
-                    ));
-                    Auth::None
-                }
-            };
-
-            let mut markets: Vec<String> = ra
-                .markets
-                .as_ref()
-                .map(|m| m.iter().map(|s| s.value.clone()).collect())
-                .unwrap_or_default();
-            if is_target && !flags.markets.is_empty() {
-                markets = flags.markets.clone();
-            }
-            for m in &markets {
-                if m.is_empty()
-                    || m.len() > 64
-                    || m.chars().any(|c| c.is_whitespace() || c == '&' || c == '#')
-                {
-                    errors.push(format!("{origin}: {p}.markets: {m:?} is not a market id"));
-                }
-            }
-            markets.sort();
-            markets.dedup();
-
-            let mut interval_ms = ra.interval_ms.as_ref().map(|s| s.value);
-            if is_target && flags.interval_ms.is_some() {
-                interval_ms = flags.interval_ms;
-            }
-            if let Some(iv) = interval_ms
-                && !(100..=5000).contains(&iv)
-            {
-                {
-                    let loc = ra
-                        .interval_ms
-                        .as_ref()
-                        .filter(|_| !(is_target && flags.interval_ms.is_some()))
-                        .map(|s| at(origin, s))
-                        .unwrap_or_else(|| "--interval-ms".into());
-                    errors.push(format!(
-                        "{loc}: {p}.interval_ms: {iv} is outside the exchange's range 100..=5000"
-                    ));
-                }
-            }
-            let depth = ra.depth.as_ref().map(|s| s.value);
-            if let (Some(d), Some(s)) = (depth, &ra.depth)
-                && !(1..=250).contains(&d)
-            {
-                {
-                    errors.push(format!(
-                        "{}: {p}.depth: {d} is outside the exchange's range 1..=250",
-                        at(origin, s)
-                    ));
-                }
-            }
-            let open_only = ra.open_only.unwrap_or(false) || (is_target && flags.open_only);
-            accounts.push(AccountSettings {
-                name,
-                api_base,
-                auth,
-                markets,
-                open_only,
-                interval_ms,
-                depth,
-            });
         }
-
-        if !errors.is_empty() {
-            return Err(ConfigError::Invalid(errors));
+        let mut cookie = ra.session_cookie.clone();
+        if let Some(c) =
+            self.secret_file(&ra.session_cookie_file, &format!("{p}.session_cookie_file"))
+        {
+            cookie = Some(c);
         }
-        Ok(Settings {
-            // UNWRAP-free: listen is Some whenever errors is empty.
-            listen: listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 9477))),
-            stream,
-            dedup_capacity,
-            max_markets,
-            reconcile,
-            accounts,
-        })
+        // A key pasted with a trailing newline would not fit in a header and read as a
+        // mysterious 401; whitespace is never part of a key or a cookie.
+        let trim = |s: Option<Secret>| s.map(|s| Secret(s.expose().trim().to_string()));
+        match (trim(key), trim(cookie)) {
+            (Some(k), None) if k.expose().is_empty() => {
+                self.errors.push(format!("{origin}: {p}.api_key: is empty"));
+                Auth::None
+            }
+            (Some(key), None) => Auth::ApiKey { key, header },
+            (None, Some(value)) => Auth::Cookie {
+                name: ra
+                    .cookie_name
+                    .as_ref()
+                    .map(|c| c.value.clone())
+                    .unwrap_or_else(|| DEFAULT_COOKIE_NAME.to_string()),
+                value,
+            },
+            (None, None) => Auth::None,
+            (Some(_), Some(_)) => {
+                self.errors.push(format!(
+                    "{origin}: {p}: set either an API key or a session cookie, not both"
+                ));
+                Auth::None
+            }
+        }
     }
 }
 

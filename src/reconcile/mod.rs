@@ -27,7 +27,7 @@ use tracing::{info, warn};
 
 use crate::config::{Auth, Endpoint, ReconcileSettings};
 use crate::source::backoff::Backoff;
-use crate::source::{authorize, parse_retry_after, wire};
+use crate::source::{authorize, error_chain, parse_retry_after, wire};
 use crate::state::positions_by_market;
 use crate::telemetry::SharedAccount;
 use crate::telemetry::reconcile::{Mismatch, ReconcileMetrics, RunResult};
@@ -123,7 +123,7 @@ impl ReconcileTask {
                 return Err(FetchError {
                     status: None,
                     retry_after: None,
-                    message: e.to_string(),
+                    message: error_chain(&e),
                 });
             }
         };

@@ -273,10 +273,6 @@ impl SimHandle {
         apply_step(&mut shared.world, &mut shared.log, now_ms(), hide);
     }
 
-    pub fn config(&self) -> &SimConfig {
-        &self.inner.cfg
-    }
-
     /// Ground truth for tests.
     pub fn truth(&self) -> Truth {
         let shared = self.lock();

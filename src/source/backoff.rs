@@ -44,10 +44,6 @@ impl Backoff {
     pub fn reset(&mut self) {
         self.attempt = 0;
     }
-
-    pub fn attempt(&self) -> u32 {
-        self.attempt
-    }
 }
 
 #[cfg(test)]

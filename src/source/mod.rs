@@ -141,7 +141,7 @@ fn now(start: Instant) -> Now {
 
 /// An error and its causes on one line ("error sending request: connection refused"): reqwest's
 /// own Display stops at the outermost layer.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
@@ -236,7 +236,7 @@ async fn connect_once(task: &mut StreamTask, start: Instant) -> Ended {
         Ok(r) => r,
         Err(e) => {
             // reqwest's error names the URL (no secrets in it) and the cause.
-            warn!(url = %task.url, error = %chain(&e), "stream connection failed");
+            warn!(url = %task.url, error = %error_chain(&e), "stream connection failed");
             return ended;
         }
     };
@@ -294,7 +294,7 @@ async fn connect_once(task: &mut StreamTask, start: Instant) -> Ended {
                 false
             }
             Some(Err(e)) => {
-                warn!(stream = task.kind.label(), error = %chain(&e), "stream read failed");
+                warn!(stream = task.kind.label(), error = %error_chain(&e), "stream read failed");
                 ended.reason = ReconnectReason::Io;
                 break;
             }
