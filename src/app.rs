@@ -16,12 +16,11 @@ use crate::sim::{self, RunningSim, SimConfig};
 use crate::source::session::StreamKind;
 use crate::source::{self, StreamTask};
 use crate::state::Account;
-use crate::telemetry::{SharedAccount, Telemetry};
+use crate::telemetry::{SharedAccount, Telemetry, names};
 
 /// How long shutdown waits for tasks before aborting them; the process must be gone within 2s
 /// of SIGTERM, so this leaves room for the runtime to wind down.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
-const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -159,17 +158,6 @@ impl Sidecar {
                 tracing::error!(error = %e, "HTTP server failed");
             }
         }));
-        let t = telemetry.clone();
-        let mut urx = rx.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(UPKEEP_EVERY);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => t.run_upkeep(),
-                    _ = urx.wait_for(|v| *v) => break,
-                }
-            }
-        }));
         Ok(Sidecar {
             addr,
             telemetry,
@@ -214,6 +202,11 @@ fn stream_task(
         acc.depth,
     );
     let metrics = telemetry.stream(&acc.name, kind.label(), kind.market());
+    let mut labels = vec![("account", acc.name.as_str()), ("stream", kind.label())];
+    if let Some(m) = kind.market() {
+        labels.push(("market", m));
+    }
+    let retry_capped = telemetry.counter(names::RETRY_CAPPED, &labels);
     StreamTask {
         kind,
         url,
@@ -224,6 +217,8 @@ fn stream_task(
         metrics,
         ready,
         resync: None,
+        retry_capped,
+        jitter: fastrand::f64,
     }
 }
 

@@ -2,6 +2,10 @@
 
 pub mod app;
 pub mod config;
+/// The data dir: one embedded store for what must survive a restart, and its group-commit writer.
+pub mod datadir;
+/// Domain values (trades, fills, positions, books, stream events) shared by source, state, reconcile and telemetry.
+pub mod model;
 pub mod reconcile;
 pub mod server;
 pub mod sim;

@@ -1,4 +1,4 @@
-//! The HTTP surface on one listener: `/metrics`, `/-/healthy`, `/-/ready` and a small status page.
+//! The HTTP surface on one listener: `/metrics` (Prometheus text or OpenMetrics, by `Accept`), `/-/healthy`, `/-/ready` and a small status page.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Format, Telemetry};
 
 /// One stream as the HTTP surface sees it.
 #[derive(Debug, Clone)]
@@ -45,13 +45,18 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn metrics(State(s): State<AppState>) -> Response {
+/// Text 0.0.4 by default; OpenMetrics when `Accept` prefers it, as Prometheus's does.
+async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    // Repeated Accept headers are one list (RFC 9110 §5.3).
+    let accept: Vec<&str> = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let format = Format::negotiate((!accept.is_empty()).then(|| accept.join(",")).as_deref());
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        s.telemetry.render(),
+        [(header::CONTENT_TYPE, format.content_type())],
+        s.telemetry.render_as(format),
     )
         .into_response()
 }
@@ -112,4 +117,63 @@ fn escape(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `/metrics` over real HTTP: the content type and body follow the `Accept` header.
+    #[tokio::test]
+    async fn metrics_negotiates_text_or_openmetrics() {
+        let telemetry = Telemetry::new();
+        telemetry
+            .counter(
+                crate::telemetry::names::FILLS,
+                &[("account", "a"), ("market", "M")],
+            )
+            .increment(2);
+        let app = router(AppState {
+            telemetry,
+            streams: Arc::new(Vec::new()),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = reqwest::Client::new();
+        let get = |accept: Option<&'static str>| {
+            let mut req = client.get(format!("{base}/metrics"));
+            if let Some(a) = accept {
+                req = req.header(header::ACCEPT, a);
+            }
+            async move {
+                let r = req.send().await.unwrap();
+                let ct = r.headers()[header::CONTENT_TYPE]
+                    .to_str()
+                    .unwrap()
+                    .to_string();
+                (ct, r.text().await.unwrap())
+            }
+        };
+        let (ct, body) = get(None).await;
+        assert_eq!(ct, "text/plain; version=0.0.4; charset=utf-8");
+        assert!(body.contains(
+            "# TYPE ocx_fills_total counter\nocx_fills_total{account=\"a\",market=\"M\"} 2\n"
+        ));
+        assert!(!body.contains("# EOF"));
+        let prometheus = "application/openmetrics-text;version=1.0.0;q=0.5,\
+             application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+        let (ct, body) = get(Some(prometheus)).await;
+        assert_eq!(
+            ct,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        );
+        // The counter family is named without `_total` in OpenMetrics; its sample keeps it.
+        assert!(body.contains("# TYPE ocx_fills counter\n# HELP ocx_fills "));
+        assert!(body.contains("\nocx_fills_total{account=\"a\",market=\"M\"} 2\n"));
+        assert!(body.ends_with("\n# EOF\n"));
+        let (ct, _) = get(Some("text/plain;version=0.0.4")).await;
+        assert_eq!(ct, "text/plain; version=0.0.4; charset=utf-8");
+        server.abort();
+    }
 }

@@ -1,6 +1,6 @@
 //! The README's metric catalogue is checked against the code's, so the two cannot drift.
 
-use ocx_sentinel::telemetry::{CATALOGUE, Kind};
+use ocx_sentinel::telemetry::CATALOGUE;
 
 #[test]
 fn readme_lists_every_metric_with_its_type_labels_and_help() {
@@ -8,11 +8,7 @@ fn readme_lists_every_metric_with_its_type_labels_and_help() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let mut missing = Vec::new();
     for d in CATALOGUE {
-        let kind = match d.kind {
-            Kind::Counter | Kind::FloatCounter => "counter",
-            Kind::Gauge => "gauge",
-            Kind::Histogram => "histogram",
-        };
+        let kind = d.kind.as_str();
         let row = format!("| `{}` | {kind} | {} | {} |", d.name, d.labels, d.help);
         if !readme.contains(&row) {
             missing.push(row);

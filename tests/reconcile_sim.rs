@@ -21,6 +21,7 @@ fn reconciling(api_base: &str, markets: &[&str], endpoints: &[Endpoint]) -> Sett
         endpoints: endpoints.to_vec(),
         timeout: Duration::from_secs(2),
         settle: Duration::from_millis(300),
+        max_recovery_share: 0.5,
     };
     s
 }

@@ -90,6 +90,7 @@ pub struct RawReconcile {
     pub endpoints: Option<Vec<Spanned<String>>>,
     pub timeout: Option<Spanned<String>>,
     pub settle: Option<Spanned<String>>,
+    pub max_recovery_share: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -99,6 +100,8 @@ pub struct RawStream {
     pub backoff_initial: Option<Spanned<String>>,
     pub backoff_max: Option<Spanned<String>>,
     pub connect_timeout: Option<Spanned<String>>,
+    pub response_timeout: Option<Spanned<String>>,
+    pub backoff_reset_after: Option<Spanned<String>>,
     pub max_event_bytes: Option<Spanned<u64>>,
 }
 
@@ -153,6 +156,12 @@ pub struct StreamSettings {
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
     pub connect_timeout: Duration,
+    /// From sending the request to the response headers: a server that accepts the connection
+    /// and never answers would otherwise hold the stream down forever, uncounted.
+    pub response_timeout: Duration,
+    /// How long a connection must stay live (snapshot applied) before the reconnect backoff
+    /// starts over: a server that sends a snapshot and hangs up must not get a reconnect storm.
+    pub backoff_reset_after: Duration,
     pub max_event_bytes: usize,
 }
 
@@ -164,6 +173,8 @@ impl Default for StreamSettings {
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
+            response_timeout: Duration::from_secs(10),
+            backoff_reset_after: Duration::from_secs(30),
             max_event_bytes: 4 * 1024 * 1024,
         }
     }
@@ -230,6 +241,10 @@ pub struct ReconcileSettings {
     /// How old (by its `createdAt`) a REST trade must be before its absence from the stream
     /// counts as missed: younger ones may still be on their way down the stream.
     pub settle: Duration,
+    /// The most missing fills one run may recover, as a share of the trades `/perps/trades`
+    /// listed; more looks like REST keying trades differently from the stream, and the run
+    /// recovers nothing rather than count every fill twice.
+    pub max_recovery_share: f64,
 }
 
 impl Default for ReconcileSettings {
@@ -243,6 +258,7 @@ impl Default for ReconcileSettings {
             endpoints: Endpoint::ALL.to_vec(),
             timeout: Duration::from_secs(10),
             settle: Duration::from_secs(5),
+            max_recovery_share: 0.5,
         }
     }
 }
@@ -433,6 +449,16 @@ impl Builder<'_> {
                 "connect_timeout",
                 &mut out.connect_timeout,
             ),
+            (
+                &s.response_timeout,
+                "response_timeout",
+                &mut out.response_timeout,
+            ),
+            (
+                &s.backoff_reset_after,
+                "backoff_reset_after",
+                &mut out.backoff_reset_after,
+            ),
         ] {
             if let Some(d) = self.duration(field, &format!("stream.{name}"), positive) {
                 *slot = d;
@@ -466,6 +492,18 @@ impl Builder<'_> {
         }
         if let Some(d) = self.duration(&r.settle, "reconcile.settle", Duration::ZERO) {
             out.settle = d;
+        }
+        if let Some(v) = &r.max_recovery_share {
+            // NaN fails `contains` too.
+            if (0.0..=1.0).contains(&v.value) {
+                out.max_recovery_share = v.value;
+            } else {
+                self.errors.push(format!(
+                    "{}: reconcile.max_recovery_share: {} is outside 0..=1",
+                    self.at(v),
+                    v.value
+                ));
+            }
         }
         if let Some(list) = &r.endpoints {
             let mut endpoints = Vec::new();

@@ -1,4 +1,4 @@
-//! The pure part of reconciliation: position drift between REST and the stream, and which of it is news.
+//! The pure part of reconciliation: position drift between REST and the stream, which of it is confirmed, and which is news.
 
 use std::collections::BTreeMap;
 
@@ -7,8 +7,13 @@ use rust_decimal::Decimal;
 /// What one positions run found.
 #[derive(Debug, Default, PartialEq)]
 pub struct PositionReport {
-    /// REST minus stream for every market either side knows, 0 where they agree.
+    /// REST minus stream for every market either side knows, 0 where they agree, as this run
+    /// read it: a fill in flight between the two reads shows here.
     pub drift: Vec<(String, Decimal)>,
+    /// The confirmed drift of the same markets (and of any whose confirmed drift is not yet
+    /// cleared): it changes only when two runs in a row find the same amount, so a one-run
+    /// difference in either direction moves nothing.
+    pub confirmed_drift: Vec<(String, Decimal)>,
     /// Markets whose drift was just confirmed: the same non-zero amount in this run and the one
     /// before, (market, rest, stream). Each is one mismatch. A fill in flight between the two
     /// reads shows as drift in one run only, so it is never counted; a confirmed drift is counted
@@ -22,10 +27,14 @@ impl PositionReport {
     }
 }
 
-/// Remembers the previous run's drift per market, and whether it was already counted.
+/// Remembers the previous run's drift per market, whether it was already counted, and the
+/// confirmed drift.
 #[derive(Debug, Default)]
 pub struct DriftTracker {
+    /// Non-zero drifts of the previous run; an absent market had none.
     last: BTreeMap<String, (Decimal, bool)>,
+    /// Non-zero confirmed drifts; an absent market has none.
+    confirmed: BTreeMap<String, Decimal>,
 }
 
 impl DriftTracker {
@@ -36,15 +45,32 @@ impl DriftTracker {
         stream: &BTreeMap<String, Decimal>,
     ) -> PositionReport {
         let mut report = PositionReport::default();
-        let mut markets: Vec<&String> = rest.keys().chain(stream.keys()).collect();
+        let mut markets: Vec<String> = rest
+            .keys()
+            .chain(stream.keys())
+            .chain(self.confirmed.keys())
+            .cloned()
+            .collect();
         markets.sort();
         markets.dedup();
         let mut now = BTreeMap::new();
-        for m in markets {
+        for m in &markets {
             let r = rest.get(m).copied().unwrap_or_default();
             let s = stream.get(m).copied().unwrap_or_default();
             let d = r.saturating_sub(s).normalize();
-            report.drift.push((m.clone(), d));
+            let before = self.last.get(m).map(|(d, _)| *d).unwrap_or_default();
+            if d == before {
+                if d.is_zero() {
+                    self.confirmed.remove(m);
+                } else {
+                    self.confirmed.insert(m.clone(), d);
+                }
+            }
+            let shown = self.confirmed.get(m).copied().unwrap_or_default();
+            report.confirmed_drift.push((m.clone(), shown));
+            if rest.contains_key(m) || stream.contains_key(m) {
+                report.drift.push((m.clone(), d));
+            }
             if d.is_zero() {
                 continue;
             }
@@ -122,5 +148,36 @@ mod tests {
         assert!(!t.compare(&stream, &stream).drifted());
         assert!(t.compare(&rest, &stream).confirmed.is_empty());
         assert!(t.compare(&stream, &stream).confirmed.is_empty());
+    }
+
+    #[test]
+    fn confirmed_drift_moves_only_when_two_runs_in_a_row_agree() {
+        let mut t = DriftTracker::default();
+        let stream = map(&[("BTC", "1")]);
+        let mut shown = |rest: &str| {
+            let r = t.compare(&map(&[("BTC", rest)]), &stream);
+            r.confirmed_drift
+                .iter()
+                .map(|(m, d)| format!("{m}={d}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        assert_eq!(shown("1.5"), "BTC=0", "a one-run difference is not shown");
+        assert_eq!(shown("2"), "BTC=0");
+        assert_eq!(shown("2"), "BTC=1");
+        assert_eq!(shown("3"), "BTC=1", "a new amount needs its own second run");
+        assert_eq!(shown("1"), "BTC=1", "so does agreement");
+        assert_eq!(shown("1"), "BTC=0");
+        // A market that leaves both sides while confirmed is still reported until cleared.
+        let mut t = DriftTracker::default();
+        let rest = map(&[("ETH", "2")]);
+        t.compare(&rest, &BTreeMap::new());
+        t.compare(&rest, &BTreeMap::new());
+        let gone = t.compare(&BTreeMap::new(), &BTreeMap::new());
+        assert!(gone.drift.is_empty());
+        assert_eq!(gone.confirmed_drift, [("ETH".to_string(), Decimal::TWO)]);
+        let cleared = t.compare(&BTreeMap::new(), &BTreeMap::new());
+        assert_eq!(cleared.confirmed_drift, [("ETH".to_string(), Decimal::ZERO)]);
+        assert!(t.compare(&BTreeMap::new(), &BTreeMap::new()).confirmed_drift.is_empty());
     }
 }

@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::config::{Auth, Endpoint, ReconcileSettings};
+use crate::model::Trade;
 use crate::source::backoff::Backoff;
 use crate::source::{authorize, error_chain, parse_retry_after, wire};
 use crate::state::positions_by_market;
@@ -74,7 +75,7 @@ struct Memory {
 }
 
 /// A trade's identity for the undated-trade memory: its id, else its content.
-fn trade_key(t: &wire::Trade) -> String {
+fn trade_key(t: &Trade) -> String {
     match &t.id {
         Some(id) => id.clone(),
         None => format!(
@@ -217,12 +218,12 @@ impl ReconcileTask {
                 .collect()
         };
         let report = tracker.compare(&rest, &stream);
-        let drift: Vec<(String, f64)> = report
-            .drift
-            .iter()
-            .map(|(m, d)| (m.clone(), f(*d)))
-            .collect();
-        self.metrics.drift(&drift);
+        let floats =
+            |v: &[(String, Decimal)]| -> Vec<(String, f64)> { v.iter().map(|(m, d)| (m.clone(), f(*d))).collect() };
+        self.metrics.drift_observed(&floats(&report.drift));
+        // The main gauge shows confirmed drift only: the instant reading flickers whenever a
+        // fill is in flight between the two reads.
+        self.metrics.drift(&floats(&report.confirmed_drift));
         self.metrics
             .mismatch(Mismatch::Position, report.confirmed.len() as u64);
         for (market, r, s) in &report.confirmed {
@@ -254,7 +255,7 @@ impl ReconcileTask {
             // Trades older than what the sidecar has watched predate it: not missed.
             let horizon = account.watch_start_ms();
             let mut still_unseen = HashSet::new();
-            let candidates: Vec<wire::Trade> = list
+            let candidates: Vec<Trade> = list
                 .iter()
                 .filter(|t| match (horizon, t.created_at_ms) {
                     (Some(h), Some(at)) => at >= h,
@@ -371,14 +372,26 @@ pub async fn run(mut task: ReconcileTask, mut shutdown: watch::Receiver<bool>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let resync = task.resync.clone();
     loop {
-        let retry_at = pending
-            .iter()
-            .filter_map(|e| states.get(e).and_then(|s| s.not_before))
-            .min();
+        let ready = task.user_ready.load(Ordering::Relaxed);
+        // A retry is of use only while the user stream is live. While it is not, owed endpoints
+        // wait for its notification: a retry deadline already past would fire at once on every
+        // turn and spin the loop for as long as the exchange stays down.
+        let retry_at = if ready {
+            pending
+                .iter()
+                .filter_map(|e| states.get(e).and_then(|s| s.not_before))
+                .min()
+        } else {
+            None
+        };
         tokio::select! {
             _ = tick.tick() => pending.extend(task.settings.endpoints.iter().copied()),
-            _ = resync.notified(), if task.settings.after_reconnect => {
-                pending.extend(task.settings.endpoints.iter().copied());
+            // While the stream is down its next snapshot is what we wait for, whether or not
+            // every re-sync also triggers a run.
+            _ = resync.notified(), if task.settings.after_reconnect || !ready => {
+                if task.settings.after_reconnect {
+                    pending.extend(task.settings.endpoints.iter().copied());
+                }
             }
             _ = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {}
             _ = shutdown.changed() => break,
@@ -387,7 +400,7 @@ pub async fn run(mut task: ReconcileTask, mut shutdown: watch::Receiver<bool>) {
             break;
         }
         if !task.user_ready.load(Ordering::Relaxed) {
-            // Keep what is owed; the first snapshot's notification brings us back.
+            // Keep what is owed; the next snapshot's notification brings us back.
             continue;
         }
         let now = Instant::now();
@@ -458,3 +471,6 @@ pub async fn run(mut task: ReconcileTask, mut shutdown: watch::Receiver<bool>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::config::{Auth, KeyHeader, StreamSettings};
-use crate::telemetry::{ReconnectReason, SharedAccount, StreamMetrics};
+use crate::telemetry::{Counter, ReconnectReason, SharedAccount, StreamMetrics};
 use backoff::Backoff;
 use session::{Now, Session, StreamKind, Verdict};
 use sse::SseDecoder;
@@ -43,6 +43,11 @@ pub struct StreamTask {
     /// Notified when a connection applies its snapshot (connect or re-sync): the reconciler
     /// cross-checks right after, when drift is most likely.
     pub resync: Option<Arc<Notify>>,
+    /// `ocx_stream_retry_capped_total` of this stream.
+    pub retry_capped: Counter,
+    /// A uniform random number in `[0, 1]` for the backoff's jitter: `fastrand::f64` in
+    /// production, a constant in tests that need exact delays.
+    pub jitter: fn() -> f64,
 }
 
 /// Build the stream URL for an account's API base.
@@ -122,7 +127,8 @@ pub fn authorize(req: reqwest::RequestBuilder, auth: &Auth) -> reqwest::RequestB
 /// How one connection ended.
 struct Ended {
     reason: ReconnectReason,
-    synced: bool,
+    /// When the connection applied its snapshot and went live, if it did.
+    live_since: Option<Instant>,
     retry_after: Option<Duration>,
     retry_floor: Option<Duration>,
     unauthorized: bool,
@@ -167,6 +173,13 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     Some(d.min(MAX_RETRY_AFTER))
 }
 
+/// Whether a connection that was live for `live_for` (None: never live) earns a fresh backoff.
+/// Applying a snapshot is not enough: a server that sends one and hangs up would otherwise get
+/// a reconnect storm with a full snapshot each time.
+fn resets_backoff(live_for: Option<Duration>, reset_after: Duration) -> bool {
+    live_for.is_some_and(|d| d >= reset_after)
+}
+
 /// Run one stream until `shutdown` flips to true: connect, decode, fold, and reconnect forever.
 pub async fn run(mut task: StreamTask, mut shutdown: watch::Receiver<bool>) {
     let start = Instant::now();
@@ -187,10 +200,11 @@ pub async fn run(mut task: StreamTask, mut shutdown: watch::Receiver<bool>) {
             break;
         }
         task.metrics.reconnect(ended.reason);
-        if ended.synced {
+        let live_for = ended.live_since.map(|t| t.elapsed());
+        if resets_backoff(live_for, task.settings.backoff_reset_after) {
             backoff.reset();
         }
-        let mut delay = backoff.next_delay(fastrand::f64());
+        let mut delay = backoff.next_delay((task.jitter)());
         if ended.unauthorized {
             // Credentials do not fix themselves quickly: keep trying, but at the cap.
             delay = backoff.cap();
@@ -199,7 +213,20 @@ pub async fn run(mut task: StreamTask, mut shutdown: watch::Receiver<bool>) {
             delay = delay.max(ra);
         }
         if let Some(floor) = ended.retry_floor {
-            delay = delay.max(floor);
+            // The server's `retry:` is a floor, but never above our own cap: `retry: 86400000`
+            // would otherwise silence monitoring for a day.
+            let cap = backoff.cap();
+            if floor > cap {
+                task.retry_capped.increment(1);
+                warn!(
+                    stream = task.kind.label(),
+                    market = task.kind.market().unwrap_or(""),
+                    retry_ms = floor.as_millis() as u64,
+                    cap_ms = cap.as_millis() as u64,
+                    "the server's SSE retry exceeds stream.backoff_max: capped"
+                );
+            }
+            delay = delay.max(floor.min(cap));
         }
         info!(
             stream = task.kind.label(),
@@ -221,7 +248,7 @@ pub async fn run(mut task: StreamTask, mut shutdown: watch::Receiver<bool>) {
 async fn connect_once(task: &mut StreamTask, start: Instant) -> Ended {
     let mut ended = Ended {
         reason: ReconnectReason::Io,
-        synced: false,
+        live_since: None,
         retry_after: None,
         retry_floor: None,
         unauthorized: false,
@@ -232,11 +259,22 @@ async fn connect_once(task: &mut StreamTask, start: Instant) -> Ended {
         .header(ACCEPT, "text/event-stream")
         .header(CACHE_CONTROL, "no-cache");
     let req = authorize(req, &task.auth);
-    let resp = match req.send().await {
-        Ok(r) => r,
-        Err(e) => {
+    // `connect_timeout` bounds only the TCP connect: a server that accepts and never answers
+    // would hold this await forever, the stream down and nothing counted.
+    let resp = match tokio::time::timeout(task.settings.response_timeout, req.send()).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
             // reqwest's error names the URL (no secrets in it) and the cause.
             warn!(url = %task.url, error = %error_chain(&e), "stream connection failed");
+            return ended;
+        }
+        Err(_) => {
+            warn!(
+                url = %task.url,
+                timeout_ms = task.settings.response_timeout.as_millis() as u64,
+                "no response headers within stream.response_timeout"
+            );
+            ended.reason = ReconnectReason::ResponseTimeout;
             return ended;
         }
     };
@@ -311,7 +349,8 @@ async fn connect_once(task: &mut StreamTask, start: Instant) -> Ended {
         let mut verdict = Verdict::Continue;
         for item in items.drain(..) {
             verdict = session.on_item(item, t, &task.account, &mut task.metrics);
-            if session.synced() && !task.ready.load(Ordering::Relaxed) {
+            if session.synced() && ended.live_since.is_none() {
+                ended.live_since = Some(Instant::now());
                 task.ready.store(true, Ordering::Relaxed);
                 if let Some(n) = &task.resync {
                     n.notify_one();
@@ -331,7 +370,6 @@ async fn connect_once(task: &mut StreamTask, start: Instant) -> Ended {
         }
     }
     items.clear();
-    ended.synced = session.synced();
     ended.retry_floor = session.retry_floor;
     ended
 }
@@ -357,6 +395,14 @@ mod tests {
             stream_url("https://x", &ev, false, None, Some(50)),
             "https://x/perps/stream/events?marketId=BTC%20PERP&depth=50"
         );
+    }
+
+    #[test]
+    fn only_a_connection_live_for_backoff_reset_after_resets_the_backoff() {
+        let min = Duration::from_secs(30);
+        assert!(!resets_backoff(None, min));
+        assert!(!resets_backoff(Some(Duration::from_millis(29_999)), min));
+        assert!(resets_backoff(Some(min), min));
     }
 
     #[test]

@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use crate::source::sse::{SseEvent, SseItem};
-use crate::source::wire::{self, EventKind, WireError};
+use crate::model::EventKind;
+use crate::source::wire::{self, WireError};
 use crate::state::Scope;
 use crate::telemetry::{DecodeKind, EventType, ReconnectReason, SharedAccount, StreamMetrics};
 

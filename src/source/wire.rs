@@ -29,147 +29,10 @@ use serde::Deserialize;
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-/// Whether an event is a full snapshot or an incremental delta, from `eventType`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EventKind {
-    /// `PerpStreamSnapshot`: full state on connect.
-    Snapshot,
-    /// `PerpStreamDelta`: changes since the previous event.
-    Delta,
-}
-
-/// One decoded stream event.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Envelope {
-    /// From `eventType` (`PerpStreamSnapshot` / `PerpStreamDelta`); `None` when absent or unknown,
-    /// in which case the SSE event name decides.
-    pub kind: Option<EventKind>,
-    pub event_id: Option<String>,
-    /// `eventSeq`, required.
-    pub seq: u64,
-    pub engine_ts_ms: Option<i64>,
-    pub source_ts_ms: Option<i64>,
-    pub payload: Payload,
-    /// Trades, positions, removed ids and book levels that could not be read and were left out
-    /// (the caller counts them as schema errors).
-    pub skipped_items: u32,
-}
-
-/// The account-relevant parts of an event; every part is optional on the wire.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Payload {
-    pub trades: Vec<Trade>,
-    /// `None` when the event carried no `positions` key (a snapshot then says nothing about them).
-    pub positions: Option<PositionsUpdate>,
-    pub book: Option<BookUpdate>,
-}
-
-/// Position changes. In a snapshot `upserts` is the full set and `removed_ids` is empty.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct PositionsUpdate {
-    pub upserts: Vec<Position>,
-    pub removed_ids: Vec<String>,
-}
-
-/// One of the account's fills.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Trade {
-    /// `id`, else `tradeId`; `None` when neither is present (dedup then keys on content).
-    pub id: Option<String>,
-    pub market: String,
-    pub side: Side,
-    pub liquidity: Liquidity,
-    pub price: Decimal,
-    pub quantity: Decimal,
-    pub created_at_ms: Option<i64>,
-}
-
-/// Trade side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Side {
-    Buy,
-    Sell,
-}
-
-impl Side {
-    /// The lowercase wire spelling, also used as a metric label value.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Side::Buy => "buy",
-            Side::Sell => "sell",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        if s.eq_ignore_ascii_case("buy") {
-            Some(Side::Buy)
-        } else if s.eq_ignore_ascii_case("sell") {
-            Some(Side::Sell)
-        } else {
-            None
-        }
-    }
-}
-
-/// Whether the account's order made (rested) or took liquidity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Liquidity {
-    Maker,
-    Taker,
-}
-
-impl Liquidity {
-    /// The lowercase wire spelling, also used as a metric label value.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Liquidity::Maker => "maker",
-            Liquidity::Taker => "taker",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        if s.eq_ignore_ascii_case("maker") {
-            Some(Liquidity::Maker)
-        } else if s.eq_ignore_ascii_case("taker") {
-            Some(Liquidity::Taker)
-        } else {
-            None
-        }
-    }
-}
-
-/// One position as reported.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Position {
-    /// `id`, else `positionId`, else the `marketId` (one position per market).
-    pub id: String,
-    pub market: String,
-    /// Signed: long > 0, short < 0.
-    pub quantity: Decimal,
-    /// `entryPrice`, else `avgPrice`.
-    pub entry_price: Option<Decimal>,
-    pub realized_pnl: Option<Decimal>,
-    /// `status` is `closed` (any case).
-    pub closed: bool,
-}
-
-/// Order-book levels: the full book in a snapshot, changed levels in a delta. A zero size means
-/// the level was removed; such levels are kept here and the fold removes them.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct BookUpdate {
-    pub market: Option<String>,
-    /// `(price, size)` in wire order.
-    pub bids: Vec<(Decimal, Decimal)>,
-    pub asks: Vec<(Decimal, Decimal)>,
-}
-
-/// The data of an `error` event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StreamError {
-    pub code: String,
-    pub message: String,
-    pub retryable: bool,
-}
+use crate::model::{
+    BookUpdate, Envelope, EventKind, Liquidity, Payload, Position, PositionsUpdate, Side,
+    StreamError, Trade,
+};
 
 /// Why a `data` string could not be decoded at all.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -407,6 +270,28 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// A trade side in any case; `None` for anything else (the trade is then unreadable).
+fn parse_side(s: &str) -> Option<Side> {
+    if s.eq_ignore_ascii_case("buy") {
+        Some(Side::Buy)
+    } else if s.eq_ignore_ascii_case("sell") {
+        Some(Side::Sell)
+    } else {
+        None
+    }
+}
+
+/// `maker`/`taker` in any case; any other spelling is [`Liquidity::Unknown`].
+fn parse_liquidity(s: &str) -> Liquidity {
+    if s.eq_ignore_ascii_case("maker") {
+        Liquidity::Maker
+    } else if s.eq_ignore_ascii_case("taker") {
+        Liquidity::Taker
+    } else {
+        Liquidity::Unknown
+    }
+}
+
 fn parse_kind(s: &str) -> Option<EventKind> {
     if s.eq_ignore_ascii_case("PerpStreamSnapshot") || s.eq_ignore_ascii_case("snapshot") {
         Some(EventKind::Snapshot)
@@ -486,8 +371,12 @@ fn build_trades(list: List<Obj<RawTrade<'_>>>, skipped: &mut u32) -> Vec<Trade> 
 fn build_trade(t: &RawTrade<'_>) -> Option<Trade> {
     let id = t.id.to_id().or_else(|| t.trade_id.to_id());
     let market = t.market_id.as_str().filter(|m| !m.is_empty())?;
-    let side = Side::parse(t.side.as_str()?)?;
-    let liquidity = Liquidity::parse(t.liquidity.as_str()?)?;
+    let side = parse_side(t.side.as_str()?)?;
+    // A fill with an unreadable liquidity is still a fill: counted as unknown, never dropped.
+    let liquidity = t
+        .liquidity
+        .as_str()
+        .map_or(Liquidity::Unknown, parse_liquidity);
     let price = t.price.as_decimal()?;
     let quantity = t.quantity.as_decimal()?;
     Some(Trade {
@@ -1549,19 +1438,69 @@ mod tests {
         let e = env(r#"{"trades":[
                 {"side":"buy","liquidity":"maker","price":"1","quantity":"1"},
                 {"marketId":"M","liquidity":"maker","price":"1","quantity":"1"},
-                {"marketId":"M","side":"buy","price":"1","quantity":"1"},
                 {"marketId":"M","side":"buy","liquidity":"maker","quantity":"1"},
                 {"marketId":"M","side":"buy","liquidity":"maker","price":"1"},
                 {"marketId":"M","side":"long","liquidity":"maker","price":"1","quantity":"1"},
-                {"marketId":"M","side":"buy","liquidity":"both","price":"1","quantity":"1"},
                 {"marketId":"M","side":"buy","liquidity":"maker","price":"abc","quantity":"1"},
                 {"marketId":"M","side":"buy","liquidity":"maker","price":true,"quantity":"1"},
                 {"marketId":["M"],"side":"buy","liquidity":"maker","price":"1","quantity":"1"},
                 "not an object", 5, null,
                 {"marketId":"OK","side":"buy","liquidity":"maker","price":"1","quantity":"1"}]}"#);
-        assert_eq!(e.skipped_items, 13);
+        assert_eq!(e.skipped_items, 11);
         assert_eq!(e.payload.trades.len(), 1);
         assert_eq!(e.payload.trades[0].market, "OK");
+    }
+
+    #[test]
+    fn unknown_or_missing_liquidity_is_read_as_unknown() {
+        let e = env(r#"{"trades":[
+                {"id":"a","marketId":"M","side":"buy","price":"1","quantity":"2"},
+                {"id":"b","marketId":"M","side":"sell","liquidity":"weird","price":"3","quantity":"4"},
+                {"id":"c","marketId":"M","side":"buy","liquidity":null,"price":"1","quantity":"1"},
+                {"id":"d","marketId":"M","side":"buy","liquidity":7,"price":"1","quantity":"1"},
+                {"id":"e","marketId":"M","side":"buy","liquidity":"MAKER","price":"1","quantity":"1"}]}"#);
+        assert_eq!(e.skipped_items, 0);
+        let got: Vec<_> = e
+            .payload
+            .trades
+            .iter()
+            .map(|t| (t.id.as_deref().unwrap(), t.side, t.liquidity))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a", Side::Buy, Liquidity::Unknown),
+                ("b", Side::Sell, Liquidity::Unknown),
+                ("c", Side::Buy, Liquidity::Unknown),
+                ("d", Side::Buy, Liquidity::Unknown),
+                ("e", Side::Buy, Liquidity::Maker),
+            ]
+        );
+        assert_eq!(
+            (e.payload.trades[1].price, e.payload.trades[1].quantity),
+            (d("3"), d("4"))
+        );
+        assert_eq!(Liquidity::Unknown.as_str(), "unknown");
+    }
+
+    #[test]
+    fn a_trade_without_side_is_a_schema_error_even_with_liquidity_unknown() {
+        let e = env(r#"{"trades":[
+                {"id":"a","marketId":"M","liquidity":"maker","price":"1","quantity":"1"},
+                {"id":"b","marketId":"M","price":"1","quantity":"1"},
+                {"id":"c","marketId":"M","side":null,"liquidity":"weird","price":"1","quantity":"1"},
+                {"id":"ok","marketId":"M","side":"sell","price":"1","quantity":"1"}]}"#);
+        assert_eq!(e.skipped_items, 3);
+        let ids: Vec<_> = e.payload.trades.iter().map(|t| t.id.as_deref()).collect();
+        assert_eq!(ids, vec![Some("ok")]);
+        // The REST list reads the same way.
+        let (trades, skipped) = parse_trade_list(
+            r#"[{"id":"a","marketId":"M","price":"1","quantity":"1"},
+                {"id":"b","marketId":"M","side":"buy","price":"1","quantity":"1"}]"#,
+        )
+        .unwrap();
+        assert_eq!(skipped, 1);
+        assert_eq!((trades.len(), trades[0].liquidity), (1, Liquidity::Unknown));
     }
 
     #[test]

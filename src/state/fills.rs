@@ -8,12 +8,13 @@ use std::sync::Arc;
 
 use rust_decimal::Decimal;
 
-use crate::source::wire::{Liquidity, Side, Trade};
+use crate::model::{Fill, Liquidity, Side, Trade};
 
 /// The label set fills are totalled under.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FillKey {
-    pub market: String,
+    /// Shared with the account's set of known markets.
+    pub market: Arc<str>,
     pub side: Side,
     pub liquidity: Liquidity,
 }
@@ -39,30 +40,6 @@ impl FillTotals {
             .notional
             .saturating_add(fill.price.saturating_mul(fill.quantity));
         self.last_created_at_ms = self.last_created_at_ms.max(fill.created_at_ms);
-    }
-}
-
-/// A fill newly counted by an event.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Fill {
-    pub market: String,
-    pub side: Side,
-    pub liquidity: Liquidity,
-    pub price: Decimal,
-    pub quantity: Decimal,
-    pub created_at_ms: Option<i64>,
-}
-
-impl From<&Trade> for Fill {
-    fn from(t: &Trade) -> Self {
-        Fill {
-            market: t.market.clone(),
-            side: t.side,
-            liquidity: t.liquidity,
-            price: t.price,
-            quantity: t.quantity,
-            created_at_ms: t.created_at_ms,
-        }
     }
 }
 
@@ -167,6 +144,34 @@ impl Dedup {
 
     pub(crate) fn len(&self) -> usize {
         self.order.len()
+    }
+
+    /// Serials below this are forgotten, once the memory is full (`None` before: nothing was).
+    pub(crate) fn floor(&self) -> Option<u64> {
+        if self.capacity == 0 || self.order.len() < self.capacity {
+            return None;
+        }
+        // The oldest key's own serial: restored serials may have gaps (undecodable keys).
+        self.order.front().and_then(|k| self.seen.get(k)).copied()
+    }
+
+    /// Refills the memory after a restart, with keys in serial order; later keys are counted
+    /// from the serial after the last one.
+    pub(crate) fn restore(&mut self, keys: impl IntoIterator<Item = (u64, TradeKey)>) {
+        if self.capacity == 0 {
+            return;
+        }
+        for (serial, key) in keys {
+            if self.seen.insert(key.clone(), serial).is_none() {
+                self.order.push_back(key);
+            }
+            self.next_serial = serial.saturating_add(1);
+        }
+        while self.order.len() > self.capacity {
+            if let Some(oldest) = self.order.pop_front() {
+                self.seen.remove(&oldest);
+            }
+        }
     }
 
     pub(crate) fn contains(&self, key: &TradeKey) -> bool {

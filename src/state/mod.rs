@@ -37,6 +37,7 @@
 //!   position list exactly as [`Account::market_position`] aggregates the stream's.
 
 mod book;
+pub mod durable;
 mod fills;
 mod positions;
 
@@ -47,10 +48,11 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 pub use book::Book;
-pub use fills::{Fill, FillKey, FillTotals};
+pub use fills::{FillKey, FillTotals};
 pub use positions::{MarketPosition, RealizedTotals, positions_by_market};
 
-use crate::source::wire::{Payload, Trade};
+use crate::model::{Fill, Payload, Trade};
+use durable::{DedupCounts, DurableImage, Journal};
 use fills::{Dedup, Seen, StreamTrades, TradeKey};
 use positions::{PositionChanges, Positions};
 
@@ -80,6 +82,15 @@ pub struct Applied {
     pub book_markets: Vec<String>,
 }
 
+/// A market's position valued at its mark; see [`Account::valuation`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Valuation {
+    /// `(mark - entry) * signed quantity`.
+    pub unrealized_pnl: Decimal,
+    /// `|quantity| * mark`.
+    pub notional: Decimal,
+}
+
 /// The account as folded from the stream. See the module docs for the rules.
 #[derive(Debug)]
 pub struct Account {
@@ -91,6 +102,12 @@ pub struct Account {
     markets: BTreeSet<Arc<str>>,
     stream_trades: StreamTrades,
     watch_start_ms: Option<i64>,
+    /// Trades not counted because already counted, since the account began (restored too).
+    dedup_counts: DedupCounts,
+    /// How many markets were seen, for their first-seen index.
+    market_count: u32,
+    /// Durable changes since [`Account::take_journal`], while journaling (see [`durable`]).
+    journal: Option<Journal>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -110,7 +127,71 @@ impl Account {
             markets: BTreeSet::new(),
             stream_trades: StreamTrades::default(),
             watch_start_ms: None,
+            dedup_counts: DedupCounts::default(),
+            market_count: 0,
+            journal: None,
         }
+    }
+
+    /// An account rebuilt from its durable image after a restart, journaling from then on.
+    /// Returns it with the number of stored trade keys that could not be decoded (skipped).
+    /// Keys beyond `dedup_capacity` (a capacity lowered since) are dropped, oldest first.
+    pub fn restore(dedup_capacity: usize, image: DurableImage) -> (Self, u64) {
+        let mut acc = Account::new(dedup_capacity);
+        let mut keys = image.keys;
+        keys.sort_unstable_by_key(|(serial, _)| *serial);
+        let mut skipped = 0u64;
+        let keep_from = keys.len().saturating_sub(dedup_capacity);
+        let decoded = keys[keep_from..].iter().filter_map(|(serial, k)| {
+            let key = durable::decode_key(k);
+            if key.is_none() {
+                skipped += 1;
+            }
+            key.map(|key| (*serial, key))
+        });
+        acc.dedup.restore(decoded);
+        for m in &image.markets {
+            acc.note_market(m);
+        }
+        for (k, t) in image.fills {
+            acc.note_market(&k.market);
+            acc.fills.insert(k, t);
+        }
+        let realized: Vec<_> = image.realized;
+        for (m, _) in &realized {
+            acc.note_market(m);
+        }
+        acc.positions.restore(
+            realized,
+            image.bases.into_iter().map(|(id, _market, base)| (id, base)),
+            image.baselined,
+        );
+        acc.dedup_counts = image.dedup;
+        acc.watch_start_ms = image.watch_start_ms;
+        acc.start_journal();
+        (acc, skipped)
+    }
+
+    /// Start recording durable changes (an account with a data dir); see [`Account::take_journal`].
+    pub fn start_journal(&mut self) {
+        self.positions.journal = true;
+        self.journal.get_or_insert_with(Journal::default);
+    }
+
+    /// The durable changes since the last call (empty when nothing durable changed), or `None`
+    /// when the account is not journaling.
+    pub fn take_journal(&mut self) -> Option<Journal> {
+        self.journal.as_mut().map(std::mem::take)
+    }
+
+    /// Trades not counted because already counted, in total.
+    pub fn dedup_counts(&self) -> DedupCounts {
+        self.dedup_counts
+    }
+
+    /// Markets in first-seen order are not kept; this is the number seen so far.
+    pub fn market_count(&self) -> u32 {
+        self.market_count
     }
 
     /// Applies a snapshot: new trades counted, positions replaced (if present), book replaced.
@@ -129,12 +210,28 @@ impl Account {
             Scope::User => {
                 self.apply_trades(kind, &payload.trades, &mut applied);
                 if let Some(update) = &payload.positions {
-                    let PositionChanges { markets, realized } = match kind {
+                    let was_baselined = self.positions.baselined();
+                    let PositionChanges {
+                        markets,
+                        realized,
+                        bases,
+                    } = match kind {
                         Kind::Snapshot => self.positions.apply_snapshot(update),
                         Kind::Delta => self.positions.apply_delta(update),
                     };
                     for p in &update.upserts {
                         self.note_market(&p.market);
+                    }
+                    if let Some(j) = &mut self.journal {
+                        j.bases.extend(bases);
+                        for m in &realized {
+                            if let Some(t) = self.positions.realized().get(m.as_str()) {
+                                j.realized.insert(m.clone(), t.clone());
+                            }
+                        }
+                        if !was_baselined && self.positions.baselined() {
+                            j.baselined = Some(true);
+                        }
                     }
                     applied.position_markets = markets;
                     applied.realized_markets = realized;
@@ -176,45 +273,72 @@ impl Account {
         }
         if kind == Kind::Snapshot && self.watch_start_ms.is_none() {
             self.watch_start_ms = trades.iter().filter_map(|t| t.created_at_ms).min();
+            if let (Some(j), Some(ms)) = (&mut self.journal, self.watch_start_ms) {
+                j.watch_start_ms = Some(ms);
+            }
         }
         let start = self.dedup.event_start();
         for t in trades {
             let key = TradeKey::of(t);
+            let serial = self.dedup.event_start();
             match self.dedup.observe(key.clone(), start) {
                 Seen::New => {
-                    let mut fill = Fill::from(t);
-                    let market = self.count_fill(&mut fill);
-                    self.stream_trades.push(key, market, t.created_at_ms);
+                    if let Some(j) = &mut self.journal {
+                        j.new_keys.push((serial, durable::encode_key(&key)));
+                    }
+                    let fill = self.count_fill(t);
+                    self.stream_trades
+                        .push(key, Arc::clone(&fill.market), t.created_at_ms);
                     applied.fills.push(fill);
                 }
                 Seen::Earlier if kind == Kind::Snapshot => applied.dedup_snapshot_replay += 1,
                 Seen::Earlier | Seen::ThisEvent => applied.dedup_duplicate += 1,
             }
         }
+        self.note_dedup(applied.dedup_snapshot_replay, applied.dedup_duplicate);
     }
 
-    /// Adds the fill to its totals; returns its market, shared with [`Account::markets`].
-    fn count_fill(&mut self, fill: &mut Fill) -> Arc<str> {
-        let market = self.note_market(&fill.market);
-        // Borrow the fill's market string as the lookup key instead of allocating one.
-        let key = FillKey {
-            market: std::mem::take(&mut fill.market),
-            side: fill.side,
-            liquidity: fill.liquidity,
-        };
-        match self.fills.get_mut(&key) {
-            Some(totals) => {
-                totals.add(fill);
-                fill.market = key.market;
+    /// Adds to the running dedup totals, and journals the key floor and totals.
+    fn note_dedup(&mut self, snapshot_replay: u64, duplicate: u64) {
+        let c = &mut self.dedup_counts;
+        c.snapshot_replay = c.snapshot_replay.saturating_add(snapshot_replay);
+        c.duplicate = c.duplicate.saturating_add(duplicate);
+        if let Some(j) = &mut self.journal {
+            if snapshot_replay > 0 || duplicate > 0 {
+                j.dedup = Some(self.dedup_counts);
             }
-            None => {
-                let mut totals = FillTotals::default();
-                totals.add(fill);
-                fill.market = key.market.clone();
-                self.fills.insert(key, totals);
+            if let Some(floor) = self.dedup.floor() {
+                j.key_floor = Some(floor);
             }
         }
-        market
+    }
+
+    /// Counts a new trade: adds it to its totals and returns it as a fill whose market is shared
+    /// with [`Account::markets`].
+    fn count_fill(&mut self, t: &Trade) -> Fill {
+        let market = self.note_market(&t.market);
+        let fill = Fill {
+            market: Arc::clone(&market),
+            side: t.side,
+            liquidity: t.liquidity,
+            price: t.price,
+            quantity: t.quantity,
+            created_at_ms: t.created_at_ms,
+        };
+        let key = FillKey {
+            market,
+            side: t.side,
+            liquidity: t.liquidity,
+        };
+        match &mut self.journal {
+            None => self.fills.entry(key).or_default().add(&fill),
+            Some(j) => {
+                let totals = self.fills.entry(key.clone()).or_default();
+                totals.add(&fill);
+                j.fills.insert(key, totals.clone());
+            }
+        }
+        fill
     }
 
     fn note_market(&mut self, market: &str) -> Arc<str> {
@@ -223,6 +347,10 @@ impl Account {
             None => {
                 let m: Arc<str> = market.into();
                 self.markets.insert(Arc::clone(&m));
+                if let Some(j) = &mut self.journal {
+                    j.new_markets.push((self.market_count, market.to_owned()));
+                }
+                self.market_count = self.market_count.saturating_add(1);
                 m
             }
         }
@@ -240,12 +368,18 @@ impl Account {
         let mut applied = Applied::default();
         let start = self.dedup.event_start();
         for t in trades {
-            if self.dedup.observe(TradeKey::of(t), start) == Seen::New {
-                let mut fill = Fill::from(t);
-                self.count_fill(&mut fill);
+            let key = TradeKey::of(t);
+            let serial = self.dedup.event_start();
+            let encoded = self.journal.as_ref().map(|_| durable::encode_key(&key));
+            if self.dedup.observe(key, start) == Seen::New {
+                if let (Some(j), Some(k)) = (&mut self.journal, encoded) {
+                    j.new_keys.push((serial, k));
+                }
+                let fill = self.count_fill(t);
                 applied.fills.push(fill);
             }
         }
+        self.note_dedup(0, 0);
         applied
     }
 
@@ -276,7 +410,12 @@ impl Account {
     /// Sets [`Account::watch_start_ms`] if still unset (the caller passes the first snapshot's
     /// `engineTs` or its receipt time; call it after applying that snapshot so its trades win).
     pub fn note_watch_start(&mut self, ms: i64) {
-        self.watch_start_ms.get_or_insert(ms);
+        if self.watch_start_ms.is_none() {
+            self.watch_start_ms = Some(ms);
+            if let Some(j) = &mut self.journal {
+                j.watch_start_ms = Some(ms);
+            }
+        }
     }
 
     /// The aggregate of a market's known positions (closed ones included, with the quantity
@@ -296,6 +435,23 @@ impl Account {
     /// Positions with a nonzero quantity that are not closed.
     pub fn open_positions(&self) -> usize {
         self.positions.open_count()
+    }
+
+    /// A market's position valued at its mark, the mid of its book: `None` without a position
+    /// with a nonzero quantity or without a mark. A position without an entry price is valued
+    /// at the mark (no unrealized PnL).
+    pub fn valuation(&self, market: &str) -> Option<Valuation> {
+        let p = self.market_position(market)?;
+        let mid = self.books.get(market)?.mid()?;
+        if p.quantity.is_zero() {
+            return None;
+        }
+        let entry = p.entry_price.unwrap_or(mid);
+        Some(Valuation {
+            // Saturating: absurd wire values must not panic the sidecar.
+            unrealized_pnl: mid.saturating_sub(entry).saturating_mul(p.quantity),
+            notional: p.quantity.abs().saturating_mul(mid),
+        })
     }
 
     pub fn book(&self, market: &str) -> Option<&Book> {
@@ -352,7 +508,7 @@ impl Account {
             .fills
             .iter()
             .map(|(k, t)| FillSummary {
-                market: k.market.clone(),
+                market: k.market.to_string(),
                 side: k.side.as_str(),
                 liquidity: k.liquidity.as_str(),
                 count: t.count,

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use rust_decimal::Decimal;
 
-use crate::source::wire::{Position, PositionsUpdate};
+use crate::model::{Position, PositionsUpdate};
 
 /// A market's positions rolled into one.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +42,9 @@ pub(crate) struct PositionChanges {
     pub(crate) markets: Vec<String>,
     /// Markets whose realized totals changed.
     pub(crate) realized: Vec<String>,
+    /// Realized-PnL baselines that changed, for the durable journal (only while journaling):
+    /// id to its new (market, baseline), `None` when the id is gone.
+    pub(crate) bases: Vec<(String, Option<(String, Option<Decimal>)>)>,
 }
 
 /// All known positions. See [`crate::state::Account`] for the rules.
@@ -54,6 +57,12 @@ pub(crate) struct Positions {
     /// Whether a snapshot with positions has been applied (its positions were the baseline).
     baselined: bool,
     realized: BTreeMap<String, RealizedTotals>,
+    /// Baselines of the positions known before a restart, by id: the first snapshot after it
+    /// counts each one's change since (PnL realized while the sidecar was down), then the rest
+    /// are forgotten (closed while it was down).
+    restored_bases: HashMap<String, Option<Decimal>>,
+    /// Report baseline changes in [`PositionChanges::bases`] (the account persists them).
+    pub(crate) journal: bool,
 }
 
 /// The signed quantity per market of a full position list (e.g. a REST `GET /perps/positions`
@@ -93,7 +102,9 @@ impl Positions {
             self.upsert(p, false, &mut before, &mut changes);
         }
         for id in &update.removed_ids {
-            self.remove(id, &mut before);
+            if self.remove(id, &mut before) && self.journal {
+                changes.bases.push((id.clone(), None));
+            }
         }
         self.finish(before, changes)
     }
@@ -111,13 +122,21 @@ impl Positions {
             .cloned()
             .collect();
         for id in &gone {
-            self.remove(id, &mut before);
+            if self.remove(id, &mut before) && self.journal {
+                changes.bases.push((id.clone(), None));
+            }
         }
         let baseline = !self.baselined;
         for p in &update.upserts {
             self.upsert(p, baseline, &mut before, &mut changes);
         }
         self.baselined = true;
+        // Restored ids this snapshot does not carry were closed while the sidecar was down.
+        for (id, _) in self.restored_bases.drain() {
+            if self.journal {
+                changes.bases.push((id, None));
+            }
+        }
         self.finish(before, changes)
     }
 
@@ -146,7 +165,8 @@ impl Positions {
             }
             None => {
                 self.market_of.insert(p.id.clone(), p.market.clone());
-                None
+                // Known before a restart: its baseline carries over.
+                self.restored_bases.remove(p.id.as_str())
             }
         };
         let base = match known {
@@ -163,6 +183,11 @@ impl Positions {
             (None, Some(r)) => Some(r),
             (b, None) => b,
         };
+        if self.journal && known != Some(realized_base) {
+            changes
+                .bases
+                .push((p.id.clone(), Some((p.market.clone(), realized_base))));
+        }
         match self.by_market.get_mut(p.market.as_str()) {
             Some(ids) => match ids.get_mut(p.id.as_str()) {
                 // Same id and market: update in place, no allocation.
@@ -194,10 +219,15 @@ impl Positions {
         }
     }
 
-    fn remove(&mut self, id: &str, before: &mut Before) {
-        if let Some(market) = self.market_of.remove(id) {
-            self.note_before(&market, before);
-            self.take_entry(&market, id);
+    /// Returns whether the id was known.
+    fn remove(&mut self, id: &str, before: &mut Before) -> bool {
+        match self.market_of.remove(id) {
+            Some(market) => {
+                self.note_before(&market, before);
+                self.take_entry(&market, id);
+                true
+            }
+            None => false,
         }
     }
 
@@ -294,5 +324,22 @@ impl Positions {
 
     pub(crate) fn realized(&self) -> &BTreeMap<String, RealizedTotals> {
         &self.realized
+    }
+
+    pub(crate) fn baselined(&self) -> bool {
+        self.baselined
+    }
+
+    /// Rebuilds the durable part after a restart: realized totals, the baselines of the positions
+    /// known then, and whether the baseline snapshot had been applied.
+    pub(crate) fn restore(
+        &mut self,
+        realized: impl IntoIterator<Item = (String, RealizedTotals)>,
+        bases: impl IntoIterator<Item = (String, Option<Decimal>)>,
+        baselined: bool,
+    ) {
+        self.realized.extend(realized);
+        self.restored_bases.extend(bases);
+        self.baselined = baselined;
     }
 }

@@ -1,7 +1,7 @@
 //! Tests of the fold rules documented on [`crate::state`], one rule per test.
 
 use super::*;
-use crate::source::wire::{BookUpdate, Liquidity, Position, PositionsUpdate, Side};
+use crate::model::{BookUpdate, Liquidity, Position, PositionsUpdate, Side};
 
 fn d(s: &str) -> Decimal {
     s.parse().unwrap()
@@ -83,6 +83,42 @@ fn key(market: &str, side: Side) -> FillKey {
 // ---- fills and dedup ----
 
 #[test]
+fn unknown_liquidity_is_counted_under_its_own_key() {
+    let mut acc = Account::new(100);
+    let t = |id, liquidity| Trade {
+        liquidity,
+        ..trade(Some(id), "BTC-PERP", Side::Sell, "10", "2")
+    };
+    let a = acc.apply_delta(
+        Scope::User,
+        &trades(vec![
+            t("u1", Liquidity::Unknown),
+            t("m1", Liquidity::Maker),
+            t("u2", Liquidity::Unknown),
+        ]),
+    );
+    let got: Vec<_> = a.fills.iter().map(|f| f.liquidity).collect();
+    assert_eq!(
+        got,
+        vec![Liquidity::Unknown, Liquidity::Maker, Liquidity::Unknown]
+    );
+    let unknown = FillKey {
+        market: "BTC-PERP".into(),
+        side: Side::Sell,
+        liquidity: Liquidity::Unknown,
+    };
+    let totals = &acc.fill_totals()[&unknown];
+    assert_eq!((totals.count, totals.notional), (2, d("40")));
+    assert_eq!(acc.fill_totals()[&key("BTC-PERP", Side::Sell)].count, 1);
+    // Replayed, it is a duplicate like any other trade.
+    let a = acc.apply_delta(Scope::User, &trades(vec![t("u1", Liquidity::Unknown)]));
+    assert_eq!((a.fills.len(), a.dedup_duplicate), (0, 1));
+    let s = acc.summary();
+    let labels: Vec<_> = s.fills.iter().map(|f| (f.liquidity, f.count)).collect();
+    assert_eq!(labels, vec![("maker", 1), ("unknown", 2)]);
+}
+
+#[test]
 fn snapshot_trades_are_counted_when_new() {
     let mut acc = Account::new(100);
     let a = acc.apply_snapshot(
@@ -90,7 +126,7 @@ fn snapshot_trades_are_counted_when_new() {
         &trades(vec![trade(Some("t1"), "BTC-PERP", Side::Buy, "100", "2")]),
     );
     assert_eq!(a.fills.len(), 1);
-    assert_eq!(a.fills[0].market, "BTC-PERP");
+    assert_eq!(&*a.fills[0].market, "BTC-PERP");
     assert_eq!(a.dedup_snapshot_replay, 0);
     let t = &acc.fill_totals()[&key("BTC-PERP", Side::Buy)];
     assert_eq!((t.count, t.quantity, t.notional), (1, d("2"), d("200")));
@@ -602,7 +638,7 @@ fn recovered_trades_count_once_and_a_later_snapshot_replays_them() {
 fn recovered_trades_are_counted_like_stream_fills() {
     let mut acc = Account::new(100);
     let a = acc.apply_recovered(&[trade(None, "SOL-PERP", Side::Sell, "20.50", "2")]);
-    assert_eq!(a.fills[0].market, "SOL-PERP");
+    assert_eq!(&*a.fills[0].market, "SOL-PERP");
     let totals = &acc.fill_totals()[&key("SOL-PERP", Side::Sell)];
     assert_eq!((totals.count, totals.notional), (1, d("41")));
     assert_eq!(acc.markets().collect::<Vec<_>>(), vec!["SOL-PERP"]);

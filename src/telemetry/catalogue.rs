@@ -1,14 +1,38 @@
-//! Every metric the sidecar exports: name, type and HELP text (with its unit), defined once.
+//! Every metric the sidecar exports: name, type (with a histogram's buckets) and HELP text (with its unit), defined once.
 
 /// How a metric is exposed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Kind {
+    /// A monotonically increasing total: an integer count, or an exact decimal amount set from a
+    /// running total (the store's counters are f64, so both are native).
     Counter,
-    /// A counter of decimal amounts, set from exact running totals (see `Telemetry::render`).
-    FloatCounter,
     Gauge,
-    Histogram,
+    /// Observations counted into these upper bounds (strictly increasing, finite; `+Inf` is
+    /// implicit).
+    Histogram(&'static [f64]),
 }
+
+impl Kind {
+    /// The name in `# TYPE` lines and in README's table.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Counter => "counter",
+            Self::Gauge => "gauge",
+            Self::Histogram(_) => "histogram",
+        }
+    }
+}
+
+/// Event lag: 1ms to 10s, roughly ×2.5 per step.
+pub const LAG_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// REST requests and reconciliation runs: 5ms to 10s.
+pub const REST_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Heartbeat interval: 1s to 60s around the documented ~15s cadence.
+pub const HEARTBEAT_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0];
 
 #[derive(Debug, Clone, Copy)]
 pub struct MetricDef {
@@ -37,6 +61,7 @@ pub mod names {
     pub const CLOCK_SKEW_EVENTS: &str = "ocx_stream_clock_skew_events_total";
     pub const STREAM_ERRORS: &str = "ocx_stream_errors_total";
     pub const DECODE_ERRORS: &str = "ocx_stream_decode_errors_total";
+    pub const RETRY_CAPPED: &str = "ocx_stream_retry_capped_total";
     pub const FILLS: &str = "ocx_fills_total";
     pub const FILL_QUANTITY: &str = "ocx_fill_quantity_total";
     pub const FILL_NOTIONAL: &str = "ocx_fill_notional_total";
@@ -56,9 +81,11 @@ pub mod names {
     pub const RECONCILE_DURATION: &str = "ocx_reconcile_duration_seconds";
     pub const RECONCILE_LAST_SUCCESS: &str = "ocx_reconcile_last_success_timestamp_seconds";
     pub const RECONCILE_POSITION_DRIFT: &str = "ocx_reconcile_position_drift";
+    pub const RECONCILE_POSITION_DRIFT_OBSERVED: &str = "ocx_reconcile_position_drift_observed";
     pub const RECONCILE_MISMATCHES: &str = "ocx_reconcile_mismatches_total";
     pub const RECONCILE_UNREADABLE: &str = "ocx_reconcile_unreadable_items_total";
     pub const FILLS_RECOVERED: &str = "ocx_fills_recovered_total";
+    pub const RECONCILE_RECOVERY_REFUSED: &str = "ocx_reconcile_recovery_refused_total";
     pub const OPEN_ORDERS: &str = "ocx_open_orders";
     pub const ACCOUNT_EQUITY: &str = "ocx_account_equity";
     pub const ACCOUNT_AVAILABLE: &str = "ocx_account_available_balance";
@@ -69,6 +96,7 @@ pub mod names {
     pub const REST_DURATION: &str = "ocx_rest_request_duration_seconds";
     pub const BUILD_INFO: &str = "ocx_sentinel_build_info";
     pub const LABEL_VALUES_FOLDED: &str = "ocx_sentinel_label_values_folded_total";
+    pub const TASK_RESTARTS: &str = "ocx_sentinel_task_restarts_total";
 }
 
 use Kind::*;
@@ -94,7 +122,7 @@ pub const CATALOGUE: &[MetricDef] = &[
         name: RECONNECTS,
         kind: Counter,
         labels: "account, stream, reason",
-        help: "Stream connections ended and retried, by reason (gap, heartbeat_timeout, eof, error_event, http_status, io, decode)",
+        help: "Stream connections ended and retried, by reason (gap, heartbeat_timeout, eof, error_event, http_status, io, decode, response_timeout)",
     },
     MetricDef {
         name: EVENTS,
@@ -116,7 +144,7 @@ pub const CATALOGUE: &[MetricDef] = &[
     },
     MetricDef {
         name: HEARTBEAT_INTERVAL,
-        kind: Histogram,
+        kind: Histogram(HEARTBEAT_BUCKETS),
         labels: S,
         help: "Interval between consecutive heartbeats on one connection, in seconds",
     },
@@ -164,7 +192,7 @@ pub const CATALOGUE: &[MetricDef] = &[
     },
     MetricDef {
         name: EVENT_LAG,
-        kind: Histogram,
+        kind: Histogram(LAG_BUCKETS),
         labels: S,
         help: "Receipt time minus the event's engineTs, in seconds (negative skew recorded as 0)",
     },
@@ -187,6 +215,12 @@ pub const CATALOGUE: &[MetricDef] = &[
         help: "Stream data that could not be read and was skipped, by kind (sse, json, schema)",
     },
     MetricDef {
+        name: RETRY_CAPPED,
+        kind: Counter,
+        labels: S,
+        help: "Reconnects whose server-sent SSE retry: exceeded stream.backoff_max and was capped to it",
+    },
+    MetricDef {
         name: FILLS,
         kind: Counter,
         labels: "account, market, side, liquidity",
@@ -194,13 +228,13 @@ pub const CATALOGUE: &[MetricDef] = &[
     },
     MetricDef {
         name: FILL_QUANTITY,
-        kind: FloatCounter,
+        kind: Counter,
         labels: "account, market, side, liquidity",
         help: "Filled quantity, in contracts of the market's base asset",
     },
     MetricDef {
         name: FILL_NOTIONAL,
-        kind: FloatCounter,
+        kind: Counter,
         labels: "account, market, side, liquidity",
         help: "Filled notional (price times quantity), in quote currency",
     },
@@ -248,13 +282,13 @@ pub const CATALOGUE: &[MetricDef] = &[
     },
     MetricDef {
         name: REALIZED_PROFIT,
-        kind: FloatCounter,
+        kind: Counter,
         labels: "account, market",
         help: "Sum of increases of positions' realizedPnl while watched, in quote currency",
     },
     MetricDef {
         name: REALIZED_LOSS,
-        kind: FloatCounter,
+        kind: Counter,
         labels: "account, market",
         help: "Sum of decreases of positions' realizedPnl while watched, in quote currency",
     },
@@ -284,7 +318,7 @@ pub const CATALOGUE: &[MetricDef] = &[
     },
     MetricDef {
         name: RECONCILE_DURATION,
-        kind: Histogram,
+        kind: Histogram(REST_BUCKETS),
         labels: "account, endpoint",
         help: "Duration of one endpoint's reconciliation (request, parse, compare), in seconds",
     },
@@ -298,7 +332,13 @@ pub const CATALOGUE: &[MetricDef] = &[
         name: RECONCILE_POSITION_DRIFT,
         kind: Gauge,
         labels: "account, market",
-        help: "Position quantity on /perps/positions minus the stream's, in contracts (0 when consistent)",
+        help: "Confirmed position drift: quantity on /perps/positions minus the stream's, in contracts, as two consecutive runs found it (0 when consistent)",
+    },
+    MetricDef {
+        name: RECONCILE_POSITION_DRIFT_OBSERVED,
+        kind: Gauge,
+        labels: "account, market",
+        help: "Position quantity on /perps/positions minus the stream's in the latest run, in contracts, fills in flight included (0 when consistent)",
     },
     MetricDef {
         name: RECONCILE_MISMATCHES,
@@ -317,6 +357,12 @@ pub const CATALOGUE: &[MetricDef] = &[
         kind: Counter,
         labels: "account, market",
         help: "Fills listed by /perps/trades that the stream never delivered, counted into the fill metrics once",
+    },
+    MetricDef {
+        name: RECONCILE_RECOVERY_REFUSED,
+        kind: Counter,
+        labels: "account, reason",
+        help: "Trade runs that recovered nothing because REST and the stream seem to key trades differently, by reason (missing_and_extra, too_many_missing)",
     },
     MetricDef {
         name: OPEN_ORDERS,
@@ -362,7 +408,7 @@ pub const CATALOGUE: &[MetricDef] = &[
     },
     MetricDef {
         name: REST_DURATION,
-        kind: Histogram,
+        kind: Histogram(REST_BUCKETS),
         labels: "account, endpoint",
         help: "Pull endpoint request duration until the body is read, in seconds",
     },
@@ -377,5 +423,11 @@ pub const CATALOGUE: &[MetricDef] = &[
         kind: Counter,
         labels: "label",
         help: "Label values replaced by 'other' because the label reached its cap (market: max_markets; code: 32)",
+    },
+    MetricDef {
+        name: TASK_RESTARTS,
+        kind: Counter,
+        labels: "task",
+        help: "Sidecar tasks restarted after ending other than by shutdown (a panic or a return), by task (stream, reconcile, server)",
     },
 ];

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use metrics::Counter;
+use super::Counter;
 
 pub const OTHER: &str = "other";
 

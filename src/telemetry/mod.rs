@@ -1,48 +1,35 @@
-//! The metric catalogue (every name, type, label set and HELP text in one place) and the handles that record them.
+//! The metric catalogue (every name, type, label set and HELP text in one place), the series store, and the handles that record them.
 //!
-//! Each sidecar instance owns its own [`PrometheusRecorder`] instead of installing a global one, so
-//! several instances (tests, `demo`) never share series. Handles are registered once and cached:
-//! the per-event path touches atomics only.
+//! Each sidecar instance owns its own [`Registry`] (no global recorder), so several instances
+//! (tests, `demo`) never share series. Handles are registered once and cached: the per-event
+//! path touches atomics only. `/metrics` renders the same registry the rule engine reads.
 
 mod catalogue;
 pub mod exposition;
 mod labels;
 pub mod reconcile;
+pub mod store;
 
-pub use catalogue::{CATALOGUE, Kind, MetricDef, names};
+pub use catalogue::{
+    CATALOGUE, HEARTBEAT_BUCKETS, Kind, LAG_BUCKETS, MetricDef, REST_BUCKETS, names,
+};
 pub use labels::LabelFolder;
+pub use store::{Counter, Format, Gauge, Histogram, Registry};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder};
-use metrics_exporter_prometheus::{
-    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
-};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 
-use crate::source::wire::{Liquidity, Side};
-use crate::state::{Account, Applied, Fill};
+use crate::model::{Fill, Liquidity, Side};
+use crate::state::{Account, Applied};
 
-static META: Metadata<'static> = Metadata::new("ocx_sentinel", metrics::Level::INFO, None);
-
-/// Event lag: 1ms to 10s, roughly ×2.5 per step.
-pub const LAG_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-/// REST requests and reconciliation runs: 5ms to 10s.
-pub const REST_BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-/// Heartbeat interval: 1s to 60s around the documented ~15s cadence.
-pub const HEARTBEAT_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0];
-
-/// The metrics registry of one sidecar process.
+/// The metrics of one sidecar process: its registry and the label-folding counters every handle
+/// set shares.
 #[derive(Clone)]
 pub struct Telemetry {
-    recorder: Arc<PrometheusRecorder>,
-    handle: PrometheusHandle,
+    registry: Registry,
     folded_market: Counter,
     folded_code: Counter,
 }
@@ -61,101 +48,42 @@ impl Default for Telemetry {
 
 impl Telemetry {
     pub fn new() -> Self {
-        let builder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Full(names::EVENT_LAG.into()), LAG_BUCKETS)
-            .and_then(|b| {
-                b.set_buckets_for_metric(
-                    Matcher::Full(names::HEARTBEAT_INTERVAL.into()),
-                    HEARTBEAT_BUCKETS,
-                )
-            })
-            .and_then(|b| {
-                b.set_buckets_for_metric(Matcher::Full(names::REST_DURATION.into()), REST_BUCKETS)
-            })
-            .and_then(|b| {
-                b.set_buckets_for_metric(
-                    Matcher::Full(names::RECONCILE_DURATION.into()),
-                    REST_BUCKETS,
-                )
-            });
-        // UNWRAP: set_buckets_for_metric only fails on an empty bucket list; ours are constants.
-        let recorder = builder
-            .expect("constant buckets are valid")
-            .build_recorder();
-        let handle = recorder.handle();
-        for def in CATALOGUE {
-            let help = metrics::SharedString::const_str(def.help);
-            let name = metrics::KeyName::from_const_str(def.name);
-            match def.kind {
-                Kind::Counter | Kind::FloatCounter => recorder.describe_counter(name, None, help),
-                Kind::Gauge => recorder.describe_gauge(name, None, help),
-                Kind::Histogram => recorder.describe_histogram(name, None, help),
-            }
-        }
-        let recorder = Arc::new(recorder);
+        let registry = Registry::new(CATALOGUE);
         let t = Self {
-            folded_market: Self::counter_on(
-                &recorder,
-                names::LABEL_VALUES_FOLDED,
-                &[("label", "market")],
-            ),
-            folded_code: Self::counter_on(
-                &recorder,
-                names::LABEL_VALUES_FOLDED,
-                &[("label", "code")],
-            ),
-            recorder,
-            handle,
+            folded_market: registry.counter(names::LABEL_VALUES_FOLDED, &[("label", "market")]),
+            folded_code: registry.counter(names::LABEL_VALUES_FOLDED, &[("label", "code")]),
+            registry,
         };
         t.gauge(names::BUILD_INFO, &[("version", env!("CARGO_PKG_VERSION"))])
             .set(1.0);
         t
     }
 
-    fn key(name: &'static str, labels: &[(&str, &str)]) -> Key {
-        let labels: Vec<Label> = labels
-            .iter()
-            .map(|(k, v)| Label::new(k.to_string(), v.to_string()))
-            .collect();
-        Key::from_parts(name, labels)
-    }
-
-    fn counter_on(r: &PrometheusRecorder, name: &'static str, labels: &[(&str, &str)]) -> Counter {
-        r.register_counter(&Self::key(name, labels), &META)
+    /// The series store, for readers (the rule engine) that want values rather than text.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     pub fn counter(&self, name: &'static str, labels: &[(&str, &str)]) -> Counter {
-        Self::counter_on(&self.recorder, name, labels)
+        self.registry.counter(name, labels)
     }
 
     pub fn gauge(&self, name: &'static str, labels: &[(&str, &str)]) -> Gauge {
-        self.recorder
-            .register_gauge(&Self::key(name, labels), &META)
+        self.registry.gauge(name, labels)
     }
 
     pub fn histogram(&self, name: &'static str, labels: &[(&str, &str)]) -> Histogram {
-        self.recorder
-            .register_histogram(&Self::key(name, labels), &META)
+        self.registry.histogram(name, labels)
     }
 
-    /// Prometheus text exposition of every series.
-    ///
-    /// The `metrics` crate has integer counters only, so counters of decimal amounts are kept
-    /// as exact decimals in the state, set on gauges, and re-typed `counter` here: Prometheus and
-    /// `rate()` then see them for what they are.
+    /// Prometheus text exposition (0.0.4) of every series.
     pub fn render(&self) -> String {
-        let mut text = self.handle.render();
-        for def in CATALOGUE.iter().filter(|d| d.kind == Kind::FloatCounter) {
-            let from = format!("# TYPE {} gauge\n", def.name);
-            let to = format!("# TYPE {} counter\n", def.name);
-            text = text.replacen(&from, &to, 1);
-        }
-        text
+        self.registry.render(Format::Prometheus)
     }
 
-    /// Drain histogram buffers; called periodically so memory stays flat between scrapes.
-    pub fn run_upkeep(&self) {
-        self.handle.run_upkeep();
+    /// The exposition of every series in `format`.
+    pub fn render_as(&self, format: Format) -> String {
+        self.registry.render(format)
     }
 
     pub fn stream(&self, account: &str, stream: &str, market: Option<&str>) -> StreamMetrics {
@@ -182,10 +110,12 @@ pub enum ReconnectReason {
     HttpStatus,
     Io,
     Decode,
+    /// No response headers within `stream.response_timeout`.
+    ResponseTimeout,
 }
 
 impl ReconnectReason {
-    pub const ALL: [ReconnectReason; 7] = [
+    pub const ALL: [ReconnectReason; 8] = [
         Self::Gap,
         Self::HeartbeatTimeout,
         Self::Eof,
@@ -193,6 +123,7 @@ impl ReconnectReason {
         Self::HttpStatus,
         Self::Io,
         Self::Decode,
+        Self::ResponseTimeout,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -203,6 +134,7 @@ impl ReconnectReason {
             Self::HttpStatus => "http_status",
             Self::Io => "io",
             Self::Decode => "decode",
+            Self::ResponseTimeout => "response_timeout",
         }
     }
 }
@@ -257,7 +189,7 @@ pub struct StreamMetrics {
     labels: Vec<(String, String)>,
     pub up: Gauge,
     pub connects: Counter,
-    reconnects: [Counter; 7],
+    reconnects: [Counter; 8],
     events: [Counter; 4],
     pub received_bytes: Counter,
     pub heartbeats: Counter,
@@ -414,18 +346,19 @@ struct MarketHandles {
     realized_pnl: Option<Gauge>,
     unrealized_pnl: Option<Gauge>,
     notional: Option<Gauge>,
-    profit: Option<Gauge>,
-    loss: Option<Gauge>,
+    /// Float counters of the exact `realized` totals below.
+    profit: Option<Counter>,
+    loss: Option<Counter>,
     best_bid: Option<Gauge>,
     best_ask: Option<Gauge>,
     bid_levels: Option<Gauge>,
     ask_levels: Option<Gauge>,
     last_fill: Option<Gauge>,
     /// Fill series by `fill_slot(side, liquidity)`.
-    fills: [Option<FillHandles>; 4],
+    fills: [Option<FillHandles>; 6],
     /// Exact (quantity, notional) running totals per fill slot, for this *label*: several real
     /// markets may fold into `other`, and their fills must add up, not overwrite each other.
-    fill_totals: [(Decimal, Decimal); 4],
+    fill_totals: [(Decimal, Decimal); 6],
     /// Exact (profit, loss) totals for this label.
     realized: (Decimal, Decimal),
     /// The last-fill clock only moves forward: a replayed old trade must not turn it back.
@@ -434,12 +367,18 @@ struct MarketHandles {
 
 struct FillHandles {
     count: Counter,
-    quantity: Gauge,
-    notional: Gauge,
+    /// Float counters, set from the exact `fill_totals`.
+    quantity: Counter,
+    notional: Counter,
 }
 
 fn fill_slot(side: Side, liquidity: Liquidity) -> usize {
-    (matches!(side, Side::Sell) as usize) * 2 + matches!(liquidity, Liquidity::Taker) as usize
+    let liquidity = match liquidity {
+        Liquidity::Maker => 0,
+        Liquidity::Taker => 1,
+        Liquidity::Unknown => 2,
+    };
+    (matches!(side, Side::Sell) as usize) * 3 + liquidity
 }
 
 /// Series describing one account's state; fed from the fold's [`Applied`] and the state after it.
@@ -520,10 +459,6 @@ impl AccountMetrics {
         }
     }
 
-    fn handles(&mut self, label: &str) -> &mut MarketHandles {
-        handles_in(&mut self.per_market, label)
-    }
-
     fn set(
         &mut self,
         label: &str,
@@ -568,13 +503,13 @@ impl AccountMetrics {
             ];
             FillHandles {
                 count: telemetry.counter(names::FILLS, &l),
-                quantity: telemetry.gauge(names::FILL_QUANTITY, &l),
-                notional: telemetry.gauge(names::FILL_NOTIONAL, &l),
+                quantity: telemetry.counter(names::FILL_QUANTITY, &l),
+                notional: telemetry.counter(names::FILL_NOTIONAL, &l),
             }
         });
         fh.count.increment(1);
-        fh.quantity.set(f(q));
-        fh.notional.set(f(n));
+        fh.quantity.absolute(f(q));
+        fh.notional.absolute(f(n));
         // The exchange's own fill time when it sent one, else the receipt time.
         let ts = fill
             .created_at_ms
@@ -617,12 +552,18 @@ impl AccountMetrics {
                 .realized_by_market
                 .insert(m.clone(), (t.profit, t.loss))
                 .unwrap_or_default();
-            let h = self.handles(label);
+            let (telemetry, acc) = (&self.telemetry, self.account.as_str());
+            let h = handles_in(&mut self.per_market, label);
             h.realized.0 += t.profit - prev.0;
             h.realized.1 += t.loss - prev.1;
-            let (p, l) = h.realized;
-            self.set(label, names::REALIZED_PROFIT, |h| &mut h.profit, None, f(p));
-            self.set(label, names::REALIZED_LOSS, |h| &mut h.loss, None, f(l));
+            let (profit, loss) = h.realized;
+            let labels = [("account", acc), ("market", label)];
+            h.profit
+                .get_or_insert_with(|| telemetry.counter(names::REALIZED_PROFIT, &labels))
+                .absolute(f(profit));
+            h.loss
+                .get_or_insert_with(|| telemetry.counter(names::REALIZED_LOSS, &labels))
+                .absolute(f(loss));
         }
         for m in &applied.position_markets {
             let label = self.markets.fold(m);

@@ -2,9 +2,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use metrics::{Counter, Gauge, Histogram};
-
-use super::{LabelFolder, Telemetry, names};
+use super::{Counter, Gauge, Histogram, LabelFolder, Telemetry, names};
 
 /// The kinds of disagreement between REST and the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +61,8 @@ pub struct ReconcileMetrics {
     mismatches: [Counter; 3],
     /// Markets with a drift series, so a market that leaves both sides reads 0 again.
     drift_markets: BTreeSet<String>,
+    /// The same for the observed (unconfirmed) drift series.
+    drift_observed_markets: BTreeSet<String>,
     /// (market, side) pairs with an open-orders series, for the same reason.
     order_keys: BTreeSet<(String, &'static str)>,
 }
@@ -84,6 +84,7 @@ impl ReconcileMetrics {
             histograms: HashMap::new(),
             mismatches,
             drift_markets: BTreeSet::new(),
+            drift_observed_markets: BTreeSet::new(),
             order_keys: BTreeSet::new(),
         }
     }
@@ -191,27 +192,49 @@ impl ReconcileMetrics {
         }
     }
 
-    /// Set every market's drift; markets that had a series but are absent now read 0.
+    /// Set every market's confirmed drift; markets that had a series but are absent now read 0.
     pub fn drift(&mut self, drift: &[(String, f64)]) {
+        let mut seen = std::mem::take(&mut self.drift_markets);
+        self.set_per_market(names::RECONCILE_POSITION_DRIFT, drift, &mut seen);
+        self.drift_markets = seen;
+    }
+
+    /// Set every market's drift as this run observed it (fills in flight included), with the
+    /// same rule for absent markets.
+    pub fn drift_observed(&mut self, drift: &[(String, f64)]) {
+        let mut seen = std::mem::take(&mut self.drift_observed_markets);
+        self.set_per_market(names::RECONCILE_POSITION_DRIFT_OBSERVED, drift, &mut seen);
+        self.drift_observed_markets = seen;
+    }
+
+    /// A per-market gauge: set the given markets, and 0 for those in `seen` not given now.
+    fn set_per_market(
+        &mut self,
+        name: &'static str,
+        values: &[(String, f64)],
+        seen: &mut BTreeSet<String>,
+    ) {
         let mut now = BTreeSet::new();
-        for (market, value) in drift {
+        for (market, value) in values {
             let label = self.markets.fold(market).to_string();
-            self.gauge(
-                names::RECONCILE_POSITION_DRIFT,
-                [("market", &label), ("", "")],
-            )
-            .set(*value);
+            self.gauge(name, [("market", &label), ("", "")]).set(*value);
             now.insert(label);
         }
-        let stale: Vec<String> = self.drift_markets.difference(&now).cloned().collect();
+        let stale: Vec<String> = seen.difference(&now).cloned().collect();
         for label in stale {
-            self.gauge(
-                names::RECONCILE_POSITION_DRIFT,
-                [("market", &label), ("", "")],
-            )
-            .set(0.0);
+            self.gauge(name, [("market", &label), ("", "")]).set(0.0);
         }
-        self.drift_markets.extend(now);
+        seen.extend(now);
+    }
+
+    /// A trades run that recovered nothing because the comparison looked untrustworthy;
+    /// `n` 0 registers the series.
+    pub fn recovery_refused(&mut self, reason: &'static str, n: u64) {
+        self.counter(
+            names::RECONCILE_RECOVERY_REFUSED,
+            [("reason", reason), ("", "")],
+        )
+        .increment(n);
     }
 
     pub fn recovered(&mut self, market: &str) {

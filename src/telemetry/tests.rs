@@ -11,13 +11,31 @@ fn catalogue_names_are_unique_and_prefixed() {
         assert!(seen.insert(d.name), "{} listed twice", d.name);
         assert!(d.name.starts_with("ocx_"), "{}", d.name);
         assert!(!d.help.is_empty());
-        let counter = matches!(d.kind, Kind::Counter | Kind::FloatCounter);
+        let counter = matches!(d.kind, Kind::Counter);
         assert_eq!(
             counter,
             d.name.ends_with("_total"),
             "{}: counters and only counters end in _total",
             d.name
         );
+    }
+}
+
+#[test]
+fn catalogue_names_are_valid_and_buckets_increase() {
+    for d in CATALOGUE {
+        let mut chars = d.name.chars();
+        assert!(chars.next().is_some_and(|c| c.is_ascii_lowercase()));
+        assert!(
+            chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+            "{}",
+            d.name
+        );
+        if let Kind::Histogram(b) = d.kind {
+            assert!(!b.is_empty(), "{}", d.name);
+            assert!(b.iter().all(|x| x.is_finite() && *x > 0.0), "{}", d.name);
+            assert!(b.windows(2).all(|w| w[0] < w[1]), "{}", d.name);
+        }
     }
 }
 
@@ -30,10 +48,13 @@ fn rendered_text_has_help_and_the_right_types() {
     let mut acc = t.account("a", 10);
     let account = crate::state::Account::new(1000);
     acc.observe(&crate::state::Applied::default(), &account, 0.0);
-    t.gauge(names::FILL_QUANTITY, &[("account", "a")]).set(1.5);
+    let quantity = t.counter(names::FILL_QUANTITY, &[("account", "a")]);
+    quantity.absolute(1.5);
     let text = t.render();
     assert!(
-        text.contains("# TYPE ocx_fill_quantity_total counter\n"),
+        text.contains(
+            "# TYPE ocx_fill_quantity_total counter\nocx_fill_quantity_total{account=\"a\"} 1.5\n"
+        ),
         "{text}"
     );
     assert!(text.contains("# TYPE ocx_stream_heartbeat_interval_seconds histogram\n"));

@@ -42,6 +42,8 @@ pub fn settings(api_base: &str, auth: Auth, markets: &[&str]) -> Settings {
             backoff_initial: Duration::from_millis(10),
             backoff_max: Duration::from_millis(200),
             connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(2),
+            backoff_reset_after: Duration::from_secs(30),
             max_event_bytes: 4 * 1024 * 1024,
         },
         dedup_capacity: 100_000,

@@ -1,0 +1,182 @@
+//! The one place an account's state changes: fold the event, publish its series, journal what
+//! must survive a restart, and bump the epoch that watchers (the rule engine) await.
+//!
+//! Rules:
+//! - **One apply path.** Stream events ([`AccountCell::apply_event`]) and fills recovered from
+//!   REST ([`AccountCell::apply_recovered`]) both go through here, under the account's one lock,
+//!   so an account's streams and its reconciler never interleave inside a fold.
+//! - **Durable before visible.** Gauges (positions, book, valuation) are set at once. Counters
+//!   (fills, amounts, realized profit/loss, deduplicated trades) are set to their new totals only
+//!   once the data dir has committed the change: a counter `/metrics` shows is one a restart
+//!   continues from, never one it takes back (which Prometheus would read as a reset and count
+//!   again). Without a data dir, counters are set at once.
+//! - **The epoch** goes up after every applied change (and again when its counters become
+//!   visible), so a watcher wakes once per change or burst of changes and never polls.
+//! - The lock is held for microseconds: nothing inside it awaits or does IO (the journal goes to
+//!   the writer thread by channel).
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::watch;
+
+use crate::datadir::WriterHandle;
+use crate::model::{EventKind, Payload, Trade};
+use crate::state::{Account, Applied, Scope};
+use crate::telemetry::{AccountMetrics, Counter};
+
+/// Shared handle to one account.
+pub type SharedAccount = Arc<AccountCell>;
+
+struct Inner {
+    state: Account,
+    metrics: AccountMetrics,
+}
+
+/// One account: its folded state and series, behind one lock. See the module docs.
+pub struct AccountCell {
+    name: Arc<str>,
+    inner: Mutex<Inner>,
+    epoch: Arc<watch::Sender<u64>>,
+    writer: Option<WriterHandle>,
+}
+
+impl std::fmt::Debug for AccountCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountCell").field("name", &self.name).finish()
+    }
+}
+
+/// What applying an event did, for the caller's own bookkeeping.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Fills newly counted.
+    pub fills: usize,
+}
+
+fn publish(updates: Vec<(Counter, f64)>) {
+    for (c, v) in updates {
+        c.absolute(v);
+    }
+}
+
+impl AccountCell {
+    /// An account cell. `markets` is the first-seen order of a restored account's markets
+    /// (empty for a new one); with a `writer`, the state must be journaling
+    /// ([`Account::start_journal`] or [`Account::restore`]) and counters wait for commits.
+    pub fn new(
+        name: &str,
+        mut state: Account,
+        mut metrics: AccountMetrics,
+        markets: &[String],
+        writer: Option<WriterHandle>,
+    ) -> SharedAccount {
+        if writer.is_some() {
+            state.start_journal();
+        }
+        // Restored totals are already durable: show them at once.
+        publish(metrics.restore(&state, markets));
+        let (epoch, _) = watch::channel(0u64);
+        Arc::new(AccountCell {
+            name: name.into(),
+            inner: Mutex::new(Inner { state, metrics }),
+            epoch: Arc::new(epoch),
+            writer,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A poisoned lock means a panic mid-update elsewhere (its task is restarted by the
+        // supervisor); the state is still the best there is, so keep going.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies one stream event. `engine_ts_ms` is the envelope's `engineTs` (a user-stream
+    /// snapshot's marks where the account starts watching); `now_unix_ms` the receipt time.
+    pub fn apply_event(
+        &self,
+        kind: EventKind,
+        scope: Scope<'_>,
+        payload: &Payload,
+        engine_ts_ms: Option<i64>,
+        now_unix_ms: i64,
+    ) -> Outcome {
+        let mut inner = self.lock();
+        let applied = match kind {
+            EventKind::Snapshot => {
+                let applied = inner.state.apply_snapshot(scope, payload);
+                if scope == Scope::User {
+                    // Where the sidecar starts watching: REST trades older than this predate
+                    // it. The snapshot's own trades set it when they carry times (in the fold).
+                    inner
+                        .state
+                        .note_watch_start(engine_ts_ms.unwrap_or(now_unix_ms));
+                }
+                applied
+            }
+            EventKind::Delta => inner.state.apply_delta(scope, payload),
+        };
+        self.finish(&mut inner, &applied, now_unix_ms)
+    }
+
+    /// Counts trades read from REST that the stream never delivered, through the same dedup
+    /// memory as stream fills (see [`Account::apply_recovered`]). Returns the markets of the
+    /// fills counted, in order.
+    pub fn apply_recovered(&self, trades: &[Trade], now_unix_ms: i64) -> Vec<Arc<str>> {
+        let mut inner = self.lock();
+        let applied = inner.state.apply_recovered(trades);
+        self.finish(&mut inner, &applied, now_unix_ms);
+        applied.fills.iter().map(|f| Arc::clone(&f.market)).collect()
+    }
+
+    fn finish(&self, inner: &mut Inner, applied: &Applied, now_unix_ms: i64) -> Outcome {
+        let Inner { state, metrics } = inner;
+        metrics.observe_live(applied, state, now_unix_ms as f64 / 1000.0);
+        let updates = metrics.counter_updates(applied, state);
+        let journal = state.take_journal().filter(|j| !j.is_empty());
+        match (&self.writer, journal) {
+            (Some(writer), Some(journal)) => {
+                let epoch = Arc::clone(&self.epoch);
+                writer.submit(
+                    Arc::clone(&self.name),
+                    journal,
+                    Box::new(move |_committed| {
+                        // Committed, or the disk failed (reported and retried by the writer):
+                        // either way the values are live in memory and must be shown.
+                        publish(updates);
+                        epoch.send_modify(|e| *e = e.wrapping_add(1));
+                    }),
+                );
+            }
+            _ => publish(updates),
+        }
+        self.epoch.send_modify(|e| *e = e.wrapping_add(1));
+        Outcome {
+            fills: applied.fills.len(),
+        }
+    }
+
+    /// Reads the state under the lock (comparisons with REST listings). Keep `f` short.
+    pub fn read<R>(&self, f: impl FnOnce(&Account) -> R) -> R {
+        f(&self.lock().state)
+    }
+
+    /// Stream-delivered fills a REST trade listing omits; see
+    /// [`Account::unlisted_stream_trades`].
+    pub fn unlisted_stream_trades(&self, rest: &[Trade]) -> Vec<String> {
+        self.lock().state.unlisted_stream_trades(rest)
+    }
+
+    /// A receiver whose value goes up after every applied change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.epoch.subscribe()
+    }
+
+    /// The current epoch.
+    pub fn epoch(&self) -> u64 {
+        *self.epoch.borrow()
+    }
+}

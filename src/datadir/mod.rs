@@ -1,0 +1,469 @@
+//! The data dir: one embedded store (redb, one file) for everything the sidecar must remember
+//! across restarts, and the writer thread that commits to it in groups.
+//!
+//! Rules:
+//! - **One file**, `DIR/sentinel.redb`, ACID (redb commits are atomic and, with
+//!   `Durability::Immediate`, on disk when `commit` returns). A process killed mid-write leaves
+//!   the last committed state; redb repairs its own file on the next open.
+//! - **A file that cannot be opened as a store** (garbage, truncated, another format, unreadable)
+//!   is moved aside to `sentinel.redb.corrupt-<unix seconds>` and a fresh store is created: the
+//!   sidecar starts with a log line saying so, never a crash. A store that another live process
+//!   holds is *not* moved aside: that is a configuration error and is reported as one.
+//! - **Group commit.** Callers hand journals to [`Writer`] and go on; its thread takes every
+//!   journal waiting, commits them in one transaction (one fsync), then runs each job's
+//!   continuation in order. Under load, groups grow, so throughput does not fall to one event per
+//!   fsync; when idle, each event is committed on its own within one fsync.
+//! - **A failing disk loses nothing in memory.** When a commit fails (disk full, IO error) the
+//!   continuations still run (the caller's values stay live), the failure is reported, and the
+//!   journals are kept and retried with a capped backoff, merged with later ones (rows are
+//!   absolute values, so the later value wins).
+//!
+//! Layout: `meta` (schema version), `trade_keys` ((account, serial) → encoded trade key) and
+//! `account_rows` ((account, kind, id) → value) where kind is `fill`, `realized`, `base`,
+//! `market` or `misc`. The row encodings live in `crate::state::durable`.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::state::durable::{self, DurableImage, Journal};
+
+/// The store's file name inside the data dir.
+pub const FILE_NAME: &str = "sentinel.redb";
+const SCHEMA_VERSION: &str = "1";
+
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+const TRADE_KEYS: TableDefinition<(&str, u64), &str> = TableDefinition::new("trade_keys");
+const ACCOUNT_ROWS: TableDefinition<(&str, &str, &str), &str> =
+    TableDefinition::new("account_rows");
+
+const KIND_FILL: &str = "fill";
+const KIND_REALIZED: &str = "realized";
+const KIND_BASE: &str = "base";
+const KIND_MARKET: &str = "market";
+const KIND_MISC: &str = "misc";
+const MISC_DEDUP: &str = "dedup";
+const MISC_WATCH_START: &str = "watch_start_ms";
+const MISC_BASELINED: &str = "baselined";
+
+/// Retries of a failed commit wait from this long, doubling, up to [`RETRY_MAX`].
+const RETRY_INITIAL: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+/// At most this many jobs go into one transaction: a bound on the time the first of them waits.
+const MAX_GROUP: usize = 8192;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirError {
+    #[error(
+        "data dir {path} is in use by another ocx-sentinel process (its store is locked); give each process its own --data-dir"
+    )]
+    InUse { path: PathBuf },
+    #[error("cannot create data dir {path}: {source}")]
+    Create { path: PathBuf, source: io::Error },
+    #[error("cannot move the unreadable store {path} aside: {source}")]
+    MoveAside { path: PathBuf, source: io::Error },
+    #[error("store {path}: {detail}")]
+    Store { path: PathBuf, detail: String },
+}
+
+/// How [`DataDir::open`] found the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opened {
+    /// No store yet: a new one was created.
+    Fresh,
+    /// The existing store was opened.
+    Existing,
+    /// The existing store could not be read; it was moved to `to` and a new one created.
+    MovedAside { to: PathBuf, reason: String },
+}
+
+/// An open data dir.
+#[derive(Debug)]
+pub struct DataDir {
+    db: Database,
+    path: PathBuf,
+}
+
+fn store_err(path: &Path, e: impl std::fmt::Display) -> DataDirError {
+    DataDirError::Store {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    }
+}
+
+impl DataDir {
+    /// Opens (or creates) the store in `dir`, moving an unreadable one aside.
+    pub fn open(dir: &Path) -> Result<(DataDir, Opened), DataDirError> {
+        std::fs::create_dir_all(dir).map_err(|source| DataDirError::Create {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join(FILE_NAME);
+        let existed = path.exists();
+        match Self::open_checked(&path) {
+            Ok(db) => {
+                let opened = if existed {
+                    Opened::Existing
+                } else {
+                    Opened::Fresh
+                };
+                Ok((DataDir { db, path }, opened))
+            }
+            Err(OpenFailure::InUse) => Err(DataDirError::InUse { path }),
+            Err(OpenFailure::Unreadable(reason)) => {
+                let secs = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                let to = dir.join(format!("{FILE_NAME}.corrupt-{secs}"));
+                std::fs::rename(&path, &to).map_err(|source| DataDirError::MoveAside {
+                    path: path.clone(),
+                    source,
+                })?;
+                let db = Self::open_checked(&path).map_err(|f| match f {
+                    OpenFailure::InUse => DataDirError::InUse { path: path.clone() },
+                    OpenFailure::Unreadable(r) => store_err(&path, r),
+                })?;
+                Ok((DataDir { db, path }, Opened::MovedAside { to, reason }))
+            }
+        }
+    }
+
+    /// Opens the file and checks that it holds our tables in our schema.
+    fn open_checked(path: &Path) -> Result<Database, OpenFailure> {
+        let db = match Database::create(path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen)
+            | Err(redb::DatabaseError::LockProtocolMismatch) => return Err(OpenFailure::InUse),
+            Err(e) => return Err(OpenFailure::Unreadable(e.to_string())),
+        };
+        let unreadable = |e: &dyn std::fmt::Display| OpenFailure::Unreadable(e.to_string());
+        let tx = db.begin_write().map_err(|e| unreadable(&e))?;
+        {
+            let mut meta = tx.open_table(META).map_err(|e| unreadable(&e))?;
+            let version = meta
+                .get("schema")
+                .map_err(|e| unreadable(&e))?
+                .map(|v| v.value().to_string());
+            match version.as_deref() {
+                None => {
+                    meta.insert("schema", SCHEMA_VERSION)
+                        .map_err(|e| unreadable(&e))?;
+                }
+                Some(SCHEMA_VERSION) => {}
+                Some(other) => {
+                    return Err(OpenFailure::Unreadable(format!(
+                        "schema version {other}, this build reads {SCHEMA_VERSION}"
+                    )));
+                }
+            }
+            tx.open_table(TRADE_KEYS).map_err(|e| unreadable(&e))?;
+            tx.open_table(ACCOUNT_ROWS).map_err(|e| unreadable(&e))?;
+        }
+        tx.commit().map_err(|e| unreadable(&e))?;
+        Ok(db)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The durable state of one account, and how many rows could not be read (skipped).
+    pub fn load_account(&self, account: &str) -> Result<(DurableImage, u64), DataDirError> {
+        let p = &self.path;
+        let tx = self.db.begin_read().map_err(|e| store_err(p, e))?;
+        let mut image = DurableImage::default();
+        let mut unreadable = 0u64;
+        let keys = tx.open_table(TRADE_KEYS).map_err(|e| store_err(p, e))?;
+        for row in keys
+            .range((account, 0u64)..=(account, u64::MAX))
+            .map_err(|e| store_err(p, e))?
+        {
+            let (k, v) = row.map_err(|e| store_err(p, e))?;
+            image.keys.push((k.value().1, v.value().to_string()));
+        }
+        let rows = tx.open_table(ACCOUNT_ROWS).map_err(|e| store_err(p, e))?;
+        let mut markets: Vec<(u32, String)> = Vec::new();
+        // Every kind sorts between "" and "\u{10ffff}"; the range takes this account's rows.
+        for row in rows
+            .range((account, "", "")..=(account, "\u{10ffff}", "\u{10ffff}"))
+            .map_err(|e| store_err(p, e))?
+        {
+            let (k, v) = row.map_err(|e| store_err(p, e))?;
+            let (_, kind, id) = k.value();
+            let value = v.value();
+            let ok = match kind {
+                KIND_FILL => durable::decode_fill_key(id)
+                    .zip(durable::decode_fill_totals(value))
+                    .map(|r| image.fills.push(r)),
+                KIND_REALIZED => {
+                    durable::decode_realized(value).map(|r| image.realized.push((id.into(), r)))
+                }
+                KIND_BASE => durable::decode_base(value)
+                    .map(|(m, b)| image.bases.push((id.to_string(), m, b))),
+                KIND_MARKET => id
+                    .parse::<u32>()
+                    .ok()
+                    .map(|i| markets.push((i, value.to_string()))),
+                KIND_MISC if id == MISC_DEDUP => {
+                    durable::decode_dedup(value).map(|d| image.dedup = d)
+                }
+                KIND_MISC if id == MISC_WATCH_START => value
+                    .parse::<i64>()
+                    .ok()
+                    .map(|ms| image.watch_start_ms = Some(ms)),
+                KIND_MISC if id == MISC_BASELINED => {
+                    value.parse::<bool>().ok().map(|b| image.baselined = b)
+                }
+                _ => None,
+            };
+            if ok.is_none() {
+                unreadable += 1;
+            }
+        }
+        markets.sort();
+        image.markets = markets.into_iter().map(|(_, m)| m).collect();
+        Ok((image, unreadable))
+    }
+
+    /// Writes the journals of one group in one transaction, durable when this returns.
+    pub fn commit(&self, group: &BTreeMap<Arc<str>, Journal>) -> Result<(), DataDirError> {
+        let p = &self.path;
+        let mut tx = self.db.begin_write().map_err(|e| store_err(p, e))?;
+        tx.set_durability(redb::Durability::Immediate)
+            .map_err(|e| store_err(p, e))?;
+        {
+            let mut keys = tx.open_table(TRADE_KEYS).map_err(|e| store_err(p, e))?;
+            let mut rows = tx.open_table(ACCOUNT_ROWS).map_err(|e| store_err(p, e))?;
+            for (account, j) in group {
+                let a: &str = account;
+                for (serial, key) in &j.new_keys {
+                    keys.insert((a, *serial), key.as_str())
+                        .map_err(|e| store_err(p, e))?;
+                }
+                if let Some(floor) = j.key_floor
+                    && floor > 0
+                {
+                    keys.retain_in((a, 0u64)..(a, floor), |_, _| false)
+                        .map_err(|e| store_err(p, e))?;
+                }
+                for (k, t) in &j.fills {
+                    let id = durable::encode_fill_key(k);
+                    let v = durable::encode_fill_totals(t);
+                    rows.insert((a, KIND_FILL, id.as_str()), v.as_str())
+                        .map_err(|e| store_err(p, e))?;
+                }
+                for (m, r) in &j.realized {
+                    let v = durable::encode_realized(r);
+                    rows.insert((a, KIND_REALIZED, m.as_str()), v.as_str())
+                        .map_err(|e| store_err(p, e))?;
+                }
+                for (id, base) in &j.bases {
+                    match base {
+                        Some((market, b)) => {
+                            let v = durable::encode_base(market, *b);
+                            rows.insert((a, KIND_BASE, id.as_str()), v.as_str())
+                                .map_err(|e| store_err(p, e))?;
+                        }
+                        None => {
+                            rows.remove((a, KIND_BASE, id.as_str()))
+                                .map_err(|e| store_err(p, e))?;
+                        }
+                    }
+                }
+                for (i, m) in &j.new_markets {
+                    // Zero-padded so the rows sort in first-seen order.
+                    let id = format!("{i:010}");
+                    rows.insert((a, KIND_MARKET, id.as_str()), m.as_str())
+                        .map_err(|e| store_err(p, e))?;
+                }
+                if let Some(d) = j.dedup {
+                    let v = durable::encode_dedup(d);
+                    rows.insert((a, KIND_MISC, MISC_DEDUP), v.as_str())
+                        .map_err(|e| store_err(p, e))?;
+                }
+                if let Some(ms) = j.watch_start_ms {
+                    let v = ms.to_string();
+                    rows.insert((a, KIND_MISC, MISC_WATCH_START), v.as_str())
+                        .map_err(|e| store_err(p, e))?;
+                }
+                if let Some(b) = j.baselined {
+                    let v = if b { "true" } else { "false" };
+                    rows.insert((a, KIND_MISC, MISC_BASELINED), v)
+                        .map_err(|e| store_err(p, e))?;
+                }
+            }
+        }
+        tx.commit().map_err(|e| store_err(p, e))
+    }
+}
+
+enum OpenFailure {
+    InUse,
+    Unreadable(String),
+}
+
+/// What the writer thread reports, for the caller's metrics and logs.
+#[derive(Debug, Clone)]
+pub enum WriterEvent {
+    /// A group of `jobs` journals committed in `seconds`.
+    Committed { jobs: usize, seconds: f64 },
+    /// A commit failed; the journals are kept and retried.
+    Failed { error: String, pending: usize },
+}
+
+/// Runs after its journal is committed (`true`) or after a failed attempt (`false`: the values
+/// are live in memory and the journal will be retried).
+pub type Then = Box<dyn FnOnce(bool) + Send>;
+
+enum Msg {
+    Job {
+        account: Arc<str>,
+        journal: Journal,
+        then: Then,
+    },
+    /// Commit everything sent before, reply, and stop.
+    Stop(mpsc::Sender<()>),
+}
+
+/// The sending side of the writer thread. Cheap to clone; one per account cell.
+#[derive(Debug, Clone)]
+pub struct WriterHandle {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl std::fmt::Debug for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Msg::Job { account, .. } => write!(f, "Job({account})"),
+            Msg::Stop(_) => f.write_str("Stop"),
+        }
+    }
+}
+
+impl WriterHandle {
+    /// Queues a journal; `then` runs once it is committed (or the attempt failed). When the writer
+    /// has stopped, `then(false)` runs at once on the caller's thread: values stay live.
+    pub fn submit(&self, account: Arc<str>, journal: Journal, then: Then) {
+        if let Err(mpsc::SendError(msg)) = self.tx.send(Msg::Job {
+            account,
+            journal,
+            then,
+        }) && let Msg::Job { then, .. } = msg
+        {
+            then(false);
+        }
+    }
+
+    /// Commits everything queued so far and stops the thread (closing the store, so another
+    /// process or a restarted sidecar can open it). Returns once done, or after `deadline`.
+    pub fn stop(&self, deadline: Duration) {
+        let (tx, rx) = mpsc::channel();
+        if self.tx.send(Msg::Stop(tx)).is_ok() {
+            let _ = rx.recv_timeout(deadline);
+        }
+    }
+}
+
+/// Starts the writer thread that owns `dir`. `observe` is told about every commit and failure.
+pub fn start_writer(
+    dir: DataDir,
+    observe: Arc<dyn Fn(WriterEvent) + Send + Sync>,
+) -> io::Result<WriterHandle> {
+    let (tx, rx) = mpsc::channel::<Msg>();
+    std::thread::Builder::new()
+        .name("ocx-datadir".into())
+        .spawn(move || writer_loop(dir, rx, observe))?;
+    Ok(WriterHandle { tx })
+}
+
+fn writer_loop(dir: DataDir, rx: mpsc::Receiver<Msg>, observe: Arc<dyn Fn(WriterEvent) + Send + Sync>) {
+    // Journals whose commit failed, merged per account, retried with a capped backoff.
+    let mut retry: BTreeMap<Arc<str>, Journal> = BTreeMap::new();
+    let mut retry_delay = RETRY_INITIAL;
+    loop {
+        let first = if retry.is_empty() {
+            match rx.recv() {
+                Ok(m) => Some(m),
+                Err(_) => return,
+            }
+        } else {
+            match rx.recv_timeout(retry_delay) {
+                Ok(m) => Some(m),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    // Last chance for what is pending.
+                    let _ = dir.commit(&retry);
+                    return;
+                }
+            }
+        };
+        let mut thens: Vec<Then> = Vec::new();
+        let mut group = std::mem::take(&mut retry);
+        let mut stop: Option<mpsc::Sender<()>> = None;
+        let mut next = first;
+        while let Some(msg) = next {
+            match msg {
+                Msg::Job {
+                    account,
+                    journal,
+                    then,
+                } => {
+                    group.entry(account).or_default().merge(journal);
+                    thens.push(then);
+                }
+                Msg::Stop(reply) => {
+                    stop = Some(reply);
+                    break;
+                }
+            }
+            if thens.len() >= MAX_GROUP {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        if !group.is_empty() {
+            let jobs = thens.len();
+            // The writer thread is the IO edge: wall time here measures the fsync.
+            #[allow(clippy::disallowed_methods)]
+            let started = std::time::Instant::now();
+            match dir.commit(&group) {
+                Ok(()) => {
+                    retry_delay = RETRY_INITIAL;
+                    observe(WriterEvent::Committed {
+                        jobs,
+                        seconds: started.elapsed().as_secs_f64(),
+                    });
+                    for then in thens {
+                        then(true);
+                    }
+                }
+                Err(e) => {
+                    observe(WriterEvent::Failed {
+                        error: e.to_string(),
+                        pending: group.len(),
+                    });
+                    for then in thens {
+                        then(false);
+                    }
+                    retry = group;
+                    retry_delay = (retry_delay * 2).min(RETRY_MAX);
+                }
+            }
+        }
+        if let Some(reply) = stop {
+            // Close the store before replying, so whoever waits can open it again at once.
+            drop(dir);
+            let _ = reply.send(());
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

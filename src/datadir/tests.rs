@@ -1,0 +1,239 @@
+//! Tests of the data dir: round trips, corrupt files moved aside, a locked store, group commits.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+
+use super::*;
+use crate::model::{Liquidity, Side};
+use crate::state::durable::{DedupCounts, Journal};
+use crate::state::{FillKey, FillTotals, RealizedTotals};
+
+fn d(s: &str) -> Decimal {
+    s.parse().unwrap()
+}
+
+fn tmp() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "ocx-datadir-test-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn journal() -> Journal {
+    let mut j = Journal::default();
+    j.new_keys = vec![(0, "i\u{1f}t-0".into()), (1, "i\u{1f}t-1".into()), (2, "i\u{1f}t-2".into())];
+    j.fills.insert(
+        FillKey {
+            market: "BTC-PERP".into(),
+            side: Side::Buy,
+            liquidity: Liquidity::Maker,
+        },
+        FillTotals {
+            count: 3,
+            quantity: d("1.5"),
+            notional: d("150.75"),
+            last_created_at_ms: Some(42),
+        },
+    );
+    j.realized.insert(
+        "BTC-PERP".into(),
+        RealizedTotals {
+            profit: d("2"),
+            loss: d("0.5"),
+        },
+    );
+    j.bases.insert("p1".into(), Some(("BTC-PERP".into(), Some(d("7")))));
+    j.new_markets = vec![(0, "BTC-PERP".into()), (1, "ETH-PERP".into())];
+    j.dedup = Some(DedupCounts {
+        snapshot_replay: 4,
+        duplicate: 1,
+    });
+    j.watch_start_ms = Some(1000);
+    j
+}
+
+fn group(account: &str, j: Journal) -> BTreeMap<Arc<str>, Journal> {
+    BTreeMap::from([(Arc::from(account), j)])
+}
+
+#[test]
+fn what_is_committed_is_loaded_after_reopening() {
+    let dir = tmp();
+    {
+        let (dd, opened) = DataDir::open(&dir).unwrap();
+        assert_eq!(opened, Opened::Fresh);
+        dd.commit(&group("a", journal())).unwrap();
+        // Another account's rows stay apart.
+        let mut other = Journal::default();
+        other.new_keys = vec![(0, "i\u{1f}zzz".into())];
+        dd.commit(&group("b", other)).unwrap();
+    }
+    let (dd, opened) = DataDir::open(&dir).unwrap();
+    assert_eq!(opened, Opened::Existing);
+    let (image, unreadable) = dd.load_account("a").unwrap();
+    assert_eq!(unreadable, 0);
+    assert_eq!(image.keys.len(), 3);
+    assert_eq!(image.keys[2], (2, "i\u{1f}t-2".to_string()));
+    assert_eq!(image.fills.len(), 1);
+    assert_eq!(image.fills[0].1.notional, d("150.75"));
+    assert_eq!(image.realized[0].1.loss, d("0.5"));
+    assert_eq!(
+        image.bases,
+        vec![("p1".to_string(), "BTC-PERP".to_string(), Some(d("7")))]
+    );
+    assert_eq!(image.markets, vec!["BTC-PERP", "ETH-PERP"]);
+    assert_eq!(image.dedup.snapshot_replay, 4);
+    assert_eq!(image.watch_start_ms, Some(1000));
+    let (b, _) = dd.load_account("b").unwrap();
+    assert_eq!(b.keys, vec![(0, "i\u{1f}zzz".to_string())]);
+    assert!(dd.load_account("nobody").unwrap().0.is_empty());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_key_floor_forgets_older_keys_and_a_removed_base_goes() {
+    let dir = tmp();
+    let (dd, _) = DataDir::open(&dir).unwrap();
+    dd.commit(&group("a", journal())).unwrap();
+    let mut later = Journal::default();
+    later.new_keys = vec![(3, "i\u{1f}t-3".into())];
+    later.key_floor = Some(2);
+    later.bases.insert("p1".into(), None);
+    dd.commit(&group("a", later)).unwrap();
+    let (image, _) = dd.load_account("a").unwrap();
+    let serials: Vec<u64> = image.keys.iter().map(|(s, _)| *s).collect();
+    assert_eq!(serials, vec![2, 3]);
+    assert!(image.bases.is_empty());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_garbage_store_is_moved_aside_and_a_fresh_one_created() {
+    let dir = tmp();
+    std::fs::write(dir.join(FILE_NAME), b"this is not a redb file at all, just bytes\n".repeat(100))
+        .unwrap();
+    let (dd, opened) = DataDir::open(&dir).unwrap();
+    let Opened::MovedAside { to, reason } = opened else {
+        panic!("expected the garbage to be moved aside, got {opened:?}");
+    };
+    assert!(to.file_name().unwrap().to_string_lossy().starts_with("sentinel.redb.corrupt-"));
+    assert!(std::fs::read(&to).unwrap().starts_with(b"this is not a redb file"));
+    assert!(!reason.is_empty());
+    // The fresh store works.
+    dd.commit(&group("a", journal())).unwrap();
+    assert_eq!(dd.load_account("a").unwrap().0.keys.len(), 3);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_truncated_store_is_moved_aside() {
+    let dir = tmp();
+    {
+        let (dd, _) = DataDir::open(&dir).unwrap();
+        dd.commit(&group("a", journal())).unwrap();
+    }
+    let path = dir.join(FILE_NAME);
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 3]).unwrap();
+    let (dd, opened) = DataDir::open(&dir).unwrap();
+    assert!(matches!(opened, Opened::MovedAside { .. }), "{opened:?}");
+    assert!(dd.load_account("a").unwrap().0.is_empty());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_store_held_by_a_live_process_is_an_error_not_moved_aside() {
+    let dir = tmp();
+    let (_held, _) = DataDir::open(&dir).unwrap();
+    let err = DataDir::open(&dir).unwrap_err();
+    assert!(matches!(err, DataDirError::InUse { .. }), "{err}");
+    assert!(err.to_string().contains("in use by another ocx-sentinel process"));
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "nothing moved aside");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_data_dir_that_is_a_file_is_an_error() {
+    let dir = tmp();
+    let file = dir.join("plain-file");
+    std::fs::write(&file, b"x").unwrap();
+    let err = DataDir::open(&file).unwrap_err();
+    assert!(matches!(err, DataDirError::Create { .. }), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn unreadable_rows_are_skipped_and_counted() {
+    let dir = tmp();
+    let (dd, _) = DataDir::open(&dir).unwrap();
+    {
+        let tx = dd.db.begin_write().unwrap();
+        {
+            let mut rows = tx.open_table(ACCOUNT_ROWS).unwrap();
+            rows.insert(("a", KIND_FILL, "nonsense"), "1\u{1f}2\u{1f}3\u{1f}").unwrap();
+            rows.insert(("a", KIND_REALIZED, "M"), "not a pair").unwrap();
+            rows.insert(("a", "from-a-newer-build", "x"), "y").unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    dd.commit(&group("a", journal())).unwrap();
+    let (image, unreadable) = dd.load_account("a").unwrap();
+    assert_eq!(unreadable, 3);
+    assert_eq!(image.fills.len(), 1);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn the_writer_commits_in_groups_runs_continuations_in_order_and_stops_cleanly() {
+    let dir = tmp();
+    let (dd, _) = DataDir::open(&dir).unwrap();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let ev = events.clone();
+    let writer = start_writer(dd, Arc::new(move |e| ev.lock().unwrap().push(e))).unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    for i in 0..200u64 {
+        let mut j = Journal::default();
+        j.new_keys = vec![(i, format!("i\u{1f}t-{i}"))];
+        let o = order.clone();
+        writer.submit(
+            Arc::from("a"),
+            j,
+            Box::new(move |ok| o.lock().unwrap().push((i, ok))),
+        );
+    }
+    writer.stop(Duration::from_secs(10));
+    let order = order.lock().unwrap().clone();
+    assert_eq!(order, (0..200).map(|i| (i, true)).collect::<Vec<_>>());
+    let events = events.lock().unwrap();
+    let committed: usize = events
+        .iter()
+        .map(|e| match e {
+            WriterEvent::Committed { jobs, .. } => *jobs,
+            WriterEvent::Failed { .. } => panic!("no failure expected"),
+        })
+        .sum();
+    assert_eq!(committed, 200);
+    assert!(
+        events.len() < 200,
+        "200 journals sent at once go in fewer than 200 commits, got {}",
+        events.len()
+    );
+    // Stopped: the store is closed and can be opened again; a late submit runs at once.
+    let (dd, _) = DataDir::open(&dir).unwrap();
+    assert_eq!(dd.load_account("a").unwrap().0.keys.len(), 200);
+    let ran = Arc::new(Mutex::new(None));
+    let r = ran.clone();
+    writer.submit(
+        Arc::from("a"),
+        Journal::default(),
+        Box::new(move |ok| *r.lock().unwrap() = Some(ok)),
+    );
+    assert_eq!(*ran.lock().unwrap(), Some(false));
+    std::fs::remove_dir_all(dir).unwrap();
+}

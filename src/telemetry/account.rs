@@ -1,0 +1,401 @@
+//! Series describing one account's state (fills, positions, PnL, books), computed from the fold's
+//! [`Applied`] and the state after it.
+//!
+//! Two kinds of update, because they have different durability:
+//! - **live** values (gauges: positions, book, valuation, clocks) are set at once by
+//!   [`AccountMetrics::observe_live`];
+//! - **counter** values (fills, traded amounts, realized profit/loss, deduplicated trades) are
+//!   returned by [`AccountMetrics::counter_updates`] as absolute totals read from the fold, for the
+//!   caller to publish once they are durable (`crate::account`). A counter is never shown at a
+//!   value a restart could take back, so Prometheus never sees it go down.
+//!
+//! Markets past `max_markets` fold into the label `other`; counters under `other` are the sums of
+//! the fold's exact per-market totals of the markets folded there.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+
+use super::labels::OTHER;
+use super::{Counter, Gauge, LabelFolder, Telemetry, names};
+use crate::model::{Liquidity, Side};
+use crate::state::{Account, Applied, FillKey, FillTotals};
+
+/// Fill series by `fill_slot(side, liquidity)`.
+const SLOTS: usize = 6;
+const SIDES: [Side; 2] = [Side::Buy, Side::Sell];
+const LIQUIDITIES: [Liquidity; 3] = [Liquidity::Maker, Liquidity::Taker, Liquidity::Unknown];
+
+fn fill_slot(side: Side, liquidity: Liquidity) -> usize {
+    let l = match liquidity {
+        Liquidity::Maker => 0,
+        Liquidity::Taker => 1,
+        Liquidity::Unknown => 2,
+    };
+    (matches!(side, Side::Sell) as usize) * 3 + l
+}
+
+fn f(d: Decimal) -> f64 {
+    d.to_f64().unwrap_or(f64::NAN)
+}
+
+#[derive(Clone)]
+struct FillHandles {
+    count: Counter,
+    quantity: Counter,
+    notional: Counter,
+}
+
+/// The series of one market label, registered on first use.
+#[derive(Default)]
+struct LabelHandles {
+    quantity: Option<Gauge>,
+    entry_price: Option<Gauge>,
+    realized_pnl: Option<Gauge>,
+    unrealized_pnl: Option<Gauge>,
+    notional: Option<Gauge>,
+    best_bid: Option<Gauge>,
+    best_ask: Option<Gauge>,
+    bid_levels: Option<Gauge>,
+    ask_levels: Option<Gauge>,
+    last_fill: Option<Gauge>,
+    fills: [Option<FillHandles>; SLOTS],
+    profit: Option<Counter>,
+    loss: Option<Counter>,
+    /// The last-fill clock only moves forward: a replayed old trade must not turn it back.
+    last_fill_at: f64,
+}
+
+type Pick = fn(&mut LabelHandles) -> &mut Option<Gauge>;
+
+/// Series describing one account's state. See the module docs.
+pub struct AccountMetrics {
+    telemetry: Telemetry,
+    account: String,
+    markets: LabelFolder,
+    /// Real markets folded into `other`.
+    in_other: BTreeSet<Arc<str>>,
+    labels: HashMap<String, LabelHandles>,
+    positions_open: Gauge,
+    dedup_snapshot: Counter,
+    dedup_duplicate: Counter,
+    fill_time_clamped: Counter,
+}
+
+impl AccountMetrics {
+    pub(super) fn new(telemetry: Telemetry, account: &str, max_markets: usize) -> Self {
+        let t = &telemetry;
+        let dedup = |reason| {
+            t.counter(
+                names::FILLS_DEDUPLICATED,
+                &[("account", account), ("reason", reason)],
+            )
+        };
+        Self {
+            positions_open: t.gauge(names::POSITIONS_OPEN, &[("account", account)]),
+            dedup_snapshot: dedup("snapshot_replay"),
+            dedup_duplicate: dedup("duplicate"),
+            fill_time_clamped: t.counter(names::FILL_TIME_CLAMPED, &[("account", account)]),
+            markets: LabelFolder::new(max_markets, telemetry.folded_market.clone()),
+            telemetry: telemetry.clone(),
+            account: account.to_string(),
+            in_other: BTreeSet::new(),
+            labels: HashMap::new(),
+        }
+    }
+
+    /// The label for a market, remembering markets folded into `other`.
+    fn label(&mut self, market: &str) -> String {
+        let label = self.markets.fold(market);
+        if label == OTHER && market != OTHER && !self.in_other.contains(market) {
+            self.in_other.insert(market.into());
+        }
+        label.to_string()
+    }
+
+    fn handles(&mut self, label: &str) -> &mut LabelHandles {
+        if !self.labels.contains_key(label) {
+            self.labels.insert(label.to_string(), LabelHandles::default());
+        }
+        // UNWRAP: inserted just above when missing.
+        self.labels.get_mut(label).expect("inserted above")
+    }
+
+    fn set(
+        &mut self,
+        label: &str,
+        name: &'static str,
+        pick: Pick,
+        extra: Option<(&'static str, &'static str)>,
+        value: f64,
+    ) {
+        let (telemetry, account) = (self.telemetry.clone(), self.account.clone());
+        let slot = pick(self.handles(label));
+        let g = slot.get_or_insert_with(|| {
+            let mut l = vec![("account", account.as_str()), ("market", label)];
+            l.extend(extra);
+            telemetry.gauge(name, &l)
+        });
+        g.set(value);
+    }
+
+    /// Set a label's gauges to 0 if they exist (a removed position, an unknown mark).
+    fn zero(&mut self, label: &str, picks: &[Pick]) {
+        if let Some(h) = self.labels.get_mut(label) {
+            for pick in picks {
+                if let Some(g) = pick(h) {
+                    g.set(0.0);
+                }
+            }
+        }
+    }
+
+    /// Sets every gauge the event touched. `now_unix` is the receipt time in seconds.
+    pub fn observe_live(&mut self, applied: &Applied, account: &Account, now_unix: f64) {
+        for fill in &applied.fills {
+            let label = self.label(&fill.market);
+            let mut ts = fill
+                .created_at_ms
+                .map(|ms| ms as f64 / 1000.0)
+                .unwrap_or(now_unix);
+            // A fill dated after its receipt (a clock ahead, or microseconds read as
+            // milliseconds) would hold the clock in the future and silence every "no fills for
+            // N minutes" alert: clamp it to the receipt time, and count that it happened.
+            if ts > now_unix {
+                ts = now_unix;
+                self.fill_time_clamped.increment(1);
+            }
+            let h = self.handles(&label);
+            if ts > h.last_fill_at {
+                h.last_fill_at = ts;
+                self.set(&label, names::LAST_FILL, |h| &mut h.last_fill, None, ts);
+            }
+        }
+        for m in &applied.position_markets {
+            let label = self.label(m);
+            match account.market_position(m) {
+                Some(p) => {
+                    self.set(&label, names::POSITION_QUANTITY, |h| &mut h.quantity, None, f(p.quantity));
+                    let entry = p.entry_price.map(f).unwrap_or(0.0);
+                    self.set(&label, names::POSITION_ENTRY_PRICE, |h| &mut h.entry_price, None, entry);
+                    let pnl = f(p.realized_pnl);
+                    self.set(&label, names::POSITION_REALIZED_PNL, |h| &mut h.realized_pnl, None, pnl);
+                }
+                // A removed position: its series drop to 0 rather than keep a stale value.
+                None => self.zero(
+                    &label,
+                    &[|h| &mut h.quantity, |h| &mut h.entry_price, |h| &mut h.realized_pnl],
+                ),
+            }
+        }
+        for m in &applied.book_markets {
+            let label = self.label(m);
+            let (bid, ask, nb, na) = match account.book(m) {
+                Some(b) => (
+                    b.best_bid().map(f).unwrap_or(0.0),
+                    b.best_ask().map(f).unwrap_or(0.0),
+                    b.levels(true) as f64,
+                    b.levels(false) as f64,
+                ),
+                None => (0.0, 0.0, 0.0, 0.0),
+            };
+            self.set(&label, names::BOOK_BEST_BID, |h| &mut h.best_bid, None, bid);
+            self.set(&label, names::BOOK_BEST_ASK, |h| &mut h.best_ask, None, ask);
+            let bids = Some(("side", "bid"));
+            self.set(&label, names::BOOK_LEVELS, |h| &mut h.bid_levels, bids, nb);
+            let asks = Some(("side", "ask"));
+            self.set(&label, names::BOOK_LEVELS, |h| &mut h.ask_levels, asks, na);
+        }
+        // Unrealized PnL and notional change with the position or the mark.
+        let valued = applied.position_markets.iter().chain(
+            applied
+                .book_markets
+                .iter()
+                .filter(|m| !applied.position_markets.contains(m)),
+        );
+        for m in valued {
+            let label = self.label(m);
+            match account.valuation(m) {
+                Some(v) => {
+                    self.set(&label, names::POSITION_UNREALIZED_PNL, |h| &mut h.unrealized_pnl, None, f(v.unrealized_pnl));
+                    self.set(&label, names::POSITION_NOTIONAL, |h| &mut h.notional, None, f(v.notional));
+                }
+                None => self.zero(&label, &[|h| &mut h.unrealized_pnl, |h| &mut h.notional]),
+            }
+        }
+        self.positions_open.set(account.open_positions() as f64);
+    }
+
+    /// The fill handles of a label and slot, registered on first use.
+    fn fill_handles(&mut self, label: &str, side: Side, liquidity: Liquidity) -> FillHandles {
+        let (telemetry, account) = (self.telemetry.clone(), self.account.clone());
+        let slot = &mut self.handles(label).fills[fill_slot(side, liquidity)];
+        slot.get_or_insert_with(|| {
+            let l = [
+                ("account", account.as_str()),
+                ("market", label),
+                ("side", side.as_str()),
+                ("liquidity", liquidity.as_str()),
+            ];
+            FillHandles {
+                count: telemetry.counter(names::FILLS, &l),
+                quantity: telemetry.counter(names::FILL_QUANTITY, &l),
+                notional: telemetry.counter(names::FILL_NOTIONAL, &l),
+            }
+        })
+        .clone()
+    }
+
+    /// A label's exact fill totals for one side and liquidity: the fold's own totals for a
+    /// market label, their sum over the folded markets for `other`.
+    fn label_totals(&self, account: &Account, label: &str, side: Side, liq: Liquidity) -> FillTotals {
+        let totals = account.fill_totals();
+        if label != OTHER {
+            let key = FillKey {
+                market: label.into(),
+                side,
+                liquidity: liq,
+            };
+            return totals.get(&key).cloned().unwrap_or_default();
+        }
+        let mut sum = FillTotals::default();
+        for (k, t) in totals {
+            if k.side == side && k.liquidity == liq && self.in_other.contains(&k.market) {
+                sum.count = sum.count.saturating_add(t.count);
+                sum.quantity = sum.quantity.saturating_add(t.quantity);
+                sum.notional = sum.notional.saturating_add(t.notional);
+            }
+        }
+        sum
+    }
+
+    fn realized_handles(&mut self, label: &str) -> (Counter, Counter) {
+        let (telemetry, account) = (self.telemetry.clone(), self.account.clone());
+        let h = self.handles(label);
+        let l = [("account", account.as_str()), ("market", label)];
+        let p = h
+            .profit
+            .get_or_insert_with(|| telemetry.counter(names::REALIZED_PROFIT, &l))
+            .clone();
+        let q = h
+            .loss
+            .get_or_insert_with(|| telemetry.counter(names::REALIZED_LOSS, &l))
+            .clone();
+        (p, q)
+    }
+
+    fn label_realized(&self, account: &Account, label: &str) -> (Decimal, Decimal) {
+        let all = account.realized_totals();
+        if label != OTHER {
+            return all
+                .get(label)
+                .map(|r| (r.profit, r.loss))
+                .unwrap_or_default();
+        }
+        all.iter()
+            .filter(|(m, _)| self.in_other.contains(m.as_str()))
+            .fold((Decimal::ZERO, Decimal::ZERO), |(p, l), (_, r)| {
+                (p.saturating_add(r.profit), l.saturating_add(r.loss))
+            })
+    }
+
+    /// The counters the event changed, with their new absolute values: for the caller to
+    /// publish once the change is durable.
+    pub fn counter_updates(&mut self, applied: &Applied, account: &Account) -> Vec<(Counter, f64)> {
+        let mut out = Vec::new();
+        let mut done: Vec<(String, usize)> = Vec::new();
+        for fill in &applied.fills {
+            let label = self.label(&fill.market);
+            let slot = fill_slot(fill.side, fill.liquidity);
+            if done.iter().any(|(l, s)| *l == label && *s == slot) {
+                continue;
+            }
+            self.push_fill_totals(account, &label, fill.side, fill.liquidity, &mut out);
+            done.push((label, slot));
+        }
+        for m in &applied.realized_markets {
+            let label = self.label(m);
+            self.push_realized(account, &label, &mut out);
+        }
+        if applied.dedup_snapshot_replay > 0 || applied.dedup_duplicate > 0 {
+            self.push_dedup(account, &mut out);
+        }
+        out
+    }
+
+    fn push_fill_totals(
+        &mut self,
+        account: &Account,
+        label: &str,
+        side: Side,
+        liq: Liquidity,
+        out: &mut Vec<(Counter, f64)>,
+    ) {
+        let t = self.label_totals(account, label, side, liq);
+        let h = self.fill_handles(label, side, liq);
+        out.push((h.count, t.count as f64));
+        out.push((h.quantity, f(t.quantity)));
+        out.push((h.notional, f(t.notional)));
+    }
+
+    fn push_realized(&mut self, account: &Account, label: &str, out: &mut Vec<(Counter, f64)>) {
+        let (p, l) = self.label_realized(account, label);
+        let (pc, lc) = self.realized_handles(label);
+        out.push((pc, f(p)));
+        out.push((lc, f(l)));
+    }
+
+    fn push_dedup(&self, account: &Account, out: &mut Vec<(Counter, f64)>) {
+        let c = account.dedup_counts();
+        out.push((self.dedup_snapshot.clone(), c.snapshot_replay as f64));
+        out.push((self.dedup_duplicate.clone(), c.duplicate as f64));
+    }
+
+    /// Every counter of the account at its current total: after a restart, so counters continue
+    /// from where the previous process left them. `markets` is the first-seen order, so markets
+    /// fold into `other` as they did before.
+    pub fn restore(&mut self, account: &Account, markets: &[String]) -> Vec<(Counter, f64)> {
+        for m in markets {
+            self.label(m);
+        }
+        let mut out = Vec::new();
+        let keys: Vec<FillKey> = account.fill_totals().keys().cloned().collect();
+        let mut done: Vec<(String, usize)> = Vec::new();
+        for k in keys {
+            let label = self.label(&k.market);
+            let slot = fill_slot(k.side, k.liquidity);
+            if done.iter().any(|(l, s)| *l == label && *s == slot) {
+                continue;
+            }
+            self.push_fill_totals(account, &label, k.side, k.liquidity, &mut out);
+            done.push((label, slot));
+        }
+        let realized: Vec<String> = account.realized_totals().keys().cloned().collect();
+        let mut labels_done = BTreeSet::new();
+        for m in realized {
+            let label = self.label(&m);
+            if labels_done.insert(label.clone()) {
+                self.push_realized(account, &label, &mut out);
+            }
+        }
+        self.push_dedup(account, &mut out);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_side_and_liquidity_has_its_own_slot() {
+        let mut slots: Vec<usize> = SIDES
+            .iter()
+            .flat_map(|s| LIQUIDITIES.iter().map(move |l| fill_slot(*s, *l)))
+            .collect();
+        slots.sort_unstable();
+        assert_eq!(slots, (0..SLOTS).collect::<Vec<_>>());
+    }
+}
