@@ -10,11 +10,13 @@
 //! It prints events/s for each and the ratio of the pipeline to the ceiling.
 
 use std::hint::black_box;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ocx_sentinel::source::session::{Now, Session, StreamKind};
 use ocx_sentinel::source::sse::{SseDecoder, SseItem};
+use ocx_sentinel::account::AccountCell;
+use ocx_sentinel::datadir::{DataDir, start_writer};
 use ocx_sentinel::state::Account;
 use ocx_sentinel::telemetry::Telemetry;
 
@@ -113,9 +115,24 @@ fn main() {
         n
     });
 
-    let (t_full, applied) = best_of(3, || {
+    // The pipeline, with the data dir off (`persist = false`) or on: fills and counters are then
+    // journaled to a redb file by the group-commit writer thread, and the run ends when the last
+    // commit is durable.
+    let pipeline = |persist: bool| {
+        let dir = std::env::temp_dir().join(format!("ocx-bench-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         let t = Telemetry::new();
-        let account = Arc::new(Mutex::new((Account::new(100_000), t.account("bench", 500))));
+        let writer = persist.then(|| {
+            let (dd, _) = DataDir::open(&dir).expect("bench data dir opens");
+            start_writer(dd, Arc::new(|_| {})).expect("writer starts")
+        });
+        let account = AccountCell::new(
+            "bench",
+            Account::new(100_000),
+            t.account("bench", 500),
+            &[],
+            writer.clone(),
+        );
         let mut m = t.stream("bench", "user", None);
         let mut s = Session::new(StreamKind::User);
         let mut dec = SseDecoder::default();
@@ -134,9 +151,16 @@ fn main() {
                 black_box(s.on_item(item, now, &account, &mut m));
             }
         }
+        if let Some(w) = writer {
+            w.stop(Duration::from_secs(60));
+        }
         black_box(t.render().len());
+        let _ = std::fs::remove_dir_all(&dir);
         n
-    });
+    };
+    let (t_full, applied) = best_of(3, || pipeline(false));
+    let (t_persist, persisted) = best_of(3, || pipeline(true));
+    assert_eq!(persisted, events, "every event went through the persisted pipeline");
     assert_eq!(applied, events, "every event went through the pipeline");
     if only {
         println!(
@@ -154,6 +178,7 @@ fn main() {
         ("serde_json::Value alone (ceiling)", t_json),
         ("SSE decode only", t_sse),
         ("decode + parse + seq + fold + metrics", t_full),
+        ("the same, data dir on (redb, group commit)", t_persist),
     ] {
         println!(
             "| {name:<44} | {:>10.0} | {:>8.2} |",
@@ -165,5 +190,10 @@ fn main() {
     println!(
         "pipeline / serde_json ceiling = {:.2} (1.00 means as fast as parsing JSON alone)",
         rate(t_full) / rate(t_json)
+    );
+    println!(
+        "with the data dir on: {:.2} of the ceiling, {:.1}% slower than without",
+        rate(t_persist) / rate(t_json),
+        (t_persist.as_secs_f64() / t_full.as_secs_f64() - 1.0) * 100.0
     );
 }

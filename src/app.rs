@@ -1,8 +1,10 @@
 //! Wiring: build the streams, state and HTTP server from validated settings, run them, and stop them cleanly.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -16,11 +18,88 @@ use crate::sim::{self, RunningSim, SimConfig};
 use crate::source::session::StreamKind;
 use crate::source::{self, StreamTask};
 use crate::state::Account;
-use crate::telemetry::{SharedAccount, Telemetry, names};
+use crate::account::{AccountCell, SharedAccount};
+use crate::datadir::{DataDir, DataDirError, Opened, WriterEvent, WriterHandle, start_writer};
+use crate::state::durable::DurableImage;
+use crate::telemetry::{Telemetry, names};
 
 /// How long shutdown waits for tasks before aborting them; the process must be gone within 2s
 /// of SIGTERM, so this leaves room for the runtime to wind down.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
+/// What is left of the 2s for the last data-dir commit (one fsync is a few ms).
+const WRITER_STOP_GRACE: Duration = Duration::from_millis(400);
+
+/// Opens the data dir, loads every account's durable image and starts the writer. Problems other
+/// than a store held by another process are logged and leave the sidecar running from memory
+/// (`ocx_sentinel_data_dir_persistent` 0): monitoring must start even on a broken disk.
+#[allow(clippy::type_complexity)] // reason: one call site destructures it at once
+fn open_data_dir(
+    settings: &Settings,
+    telemetry: &Telemetry,
+) -> Result<(HashMap<String, DurableImage>, Option<WriterHandle>), AppError> {
+    let persistent = telemetry.gauge(names::DATA_DIR_PERSISTENT, &[]);
+    persistent.set(0.0);
+    let Some(dir) = &settings.data_dir else {
+        return Ok((HashMap::new(), None));
+    };
+    let (dd, opened) = match DataDir::open(dir) {
+        Ok(v) => v,
+        Err(e @ DataDirError::InUse { .. }) => return Err(AppError::DataDirInUse(e)),
+        Err(e) => {
+            tracing::error!(error = %e, "data dir unusable: running from memory only; fills after a restart will be counted again");
+            return Ok((HashMap::new(), None));
+        }
+    };
+    match &opened {
+        Opened::MovedAside { to, reason } => {
+            tracing::error!(moved_to = %to.display(), %reason, "data dir store could not be read: moved it aside and started a fresh one (counters restart from 0)");
+            telemetry.counter(names::DATA_DIR_MOVED_ASIDE, &[]).increment(1);
+        }
+        Opened::Fresh => tracing::info!(path = %dd.path().display(), "data dir created"),
+        Opened::Existing => tracing::info!(path = %dd.path().display(), "data dir opened"),
+    }
+    let mut images = HashMap::new();
+    for acc in &settings.accounts {
+        match dd.load_account(&acc.name) {
+            Ok((image, unreadable)) => {
+                if unreadable > 0 {
+                    tracing::warn!(account = %acc.name, unreadable, "rows in the data dir could not be read and were skipped");
+                    telemetry
+                        .counter(names::DATA_DIR_UNREADABLE, &[])
+                        .increment(unreadable);
+                }
+                images.insert(acc.name.clone(), image);
+            }
+            Err(e) => {
+                tracing::error!(account = %acc.name, error = %e, "cannot read the data dir: running from memory only");
+                return Ok((HashMap::new(), None));
+            }
+        }
+    }
+    let commits = telemetry.counter(names::DATA_DIR_COMMITS, &[]);
+    let errors = telemetry.counter(names::DATA_DIR_COMMIT_ERRORS, &[]);
+    let duration = telemetry.histogram(names::DATA_DIR_COMMIT_DURATION, &[]);
+    let observe = Arc::new(move |event: WriterEvent| match event {
+        WriterEvent::Committed { seconds, .. } => {
+            commits.increment(1);
+            duration.record(seconds);
+        }
+        WriterEvent::Failed { error, pending } => {
+            errors.increment(1);
+            tracing::error!(%error, pending_accounts = pending, "data dir commit failed: values stay live in memory; retrying");
+        }
+    });
+    match start_writer(dd, observe) {
+        Ok(w) => {
+            persistent.set(1.0);
+            Ok((images, Some(w)))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the data dir writer: running from memory only");
+            Ok((HashMap::new(), None))
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -36,6 +115,10 @@ pub enum AppError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// Only a store another live process holds stops the start; every other data-dir problem
+    /// is logged and the sidecar runs from memory.
+    #[error(transparent)]
+    DataDirInUse(DataDirError),
 }
 
 /// A running sidecar: its streams, its HTTP listener and its metrics.
@@ -46,6 +129,7 @@ pub struct Sidecar {
     pub accounts: Vec<(String, SharedAccount)>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    writer: Option<WriterHandle>,
 }
 
 impl std::fmt::Debug for Sidecar {
@@ -85,16 +169,34 @@ impl Sidecar {
         })?;
         let telemetry = Telemetry::new();
         let client = http_client(&settings.stream)?;
+        let (mut images, writer) = open_data_dir(&settings, &telemetry)?;
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut statuses = Vec::new();
         let mut accounts = Vec::new();
 
         for acc in &settings.accounts {
-            let shared: SharedAccount = Arc::new(Mutex::new((
-                Account::new(settings.dedup_capacity),
+            let (state, markets) = match images.remove(&acc.name) {
+                Some(image) => {
+                    let markets = image.markets.clone();
+                    let (state, skipped) = Account::restore(settings.dedup_capacity, image);
+                    if skipped > 0 {
+                        tracing::warn!(account = %acc.name, skipped, "trade keys in the data dir could not be read and were skipped");
+                        telemetry
+                            .counter(names::DATA_DIR_UNREADABLE, &[])
+                            .increment(skipped);
+                    }
+                    (state, markets)
+                }
+                None => (Account::new(settings.dedup_capacity), Vec::new()),
+            };
+            let shared = AccountCell::new(
+                &acc.name,
+                state,
                 telemetry.account(&acc.name, settings.max_markets),
-            )));
+                &markets,
+                writer.clone(),
+            );
             accounts.push((acc.name.clone(), shared.clone()));
             let resync = Arc::new(Notify::new());
             let user_ready = Arc::new(AtomicBool::new(false));
@@ -165,6 +267,7 @@ impl Sidecar {
             accounts,
             shutdown,
             tasks,
+            writer,
         })
     }
 
@@ -181,6 +284,11 @@ impl Sidecar {
             if tokio::time::timeout_at(deadline, t).await.is_err() {
                 abort.abort();
             }
+        }
+        // The streams are stopped: commit what is queued and close the store, so a restarted
+        // sidecar (or a test's next one) can open it at once.
+        if let Some(w) = self.writer {
+            let _ = tokio::task::spawn_blocking(move || w.stop(WRITER_STOP_GRACE)).await;
         }
     }
 }
@@ -243,11 +351,16 @@ pub fn demo_settings(listen: SocketAddr, sim_base: &str) -> Settings {
             interval_ms: Some(250),
             depth: Some(25),
         }],
+        data_dir: None,
     }
 }
 
 /// `ocx-sentinel demo`: the simulator on an ephemeral loopback port and the sidecar against it.
-pub async fn start_demo(listen: SocketAddr, seed: u64) -> Result<(RunningSim, Sidecar), AppError> {
+pub async fn start_demo(
+    listen: SocketAddr,
+    seed: u64,
+    data_dir: Option<PathBuf>,
+) -> Result<(RunningSim, Sidecar), AppError> {
     let sim_addr = SocketAddr::from(([127, 0, 0, 1], 0));
     let cfg = SimConfig {
         seed,
@@ -259,6 +372,10 @@ pub async fn start_demo(listen: SocketAddr, seed: u64) -> Result<(RunningSim, Si
             addr: sim_addr,
             source,
         })?;
-    let sidecar = Sidecar::start(demo_settings(listen, &running.base_url())).await?;
+    let settings = Settings {
+        data_dir,
+        ..demo_settings(listen, &running.base_url())
+    };
+    let sidecar = Sidecar::start(settings).await?;
     Ok((running, sidecar))
 }

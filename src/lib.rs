@@ -1,5 +1,7 @@
 //! ocx-sentinel: the monitoring sidecar for OCX perps market makers, as a library so `tests/` can drive it.
 
+/// The one apply path of an account: fold, series, durable journal, epoch.
+pub mod account;
 pub mod app;
 pub mod config;
 /// The data dir: one embedded store for what must survive a restart, and its group-commit writer.
@@ -11,4 +13,6 @@ pub mod server;
 pub mod sim;
 pub mod source;
 pub mod state;
+/// Restarting tasks that end other than by shutdown (a panic or a return), counted and set down meanwhile.
+pub mod supervise;
 pub mod telemetry;

@@ -38,6 +38,9 @@ enum Command {
         /// Seed of the simulated market.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Keep the demo's data dir here (default: a temporary directory removed on exit).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Serve the OCX simulator alone (SSE streams and pull endpoints).
     Simulate(SimArgs),
@@ -72,6 +75,9 @@ struct RunArgs {
     /// Account name (the `account` label); selects the account when the file defines several.
     #[arg(long)]
     account: Option<String>,
+    /// Where fill dedup and counters survive restarts [default: ./data].
+    #[arg(long, env = "OCX_DATA_DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -153,6 +159,7 @@ fn settings_from(args: RunArgs) -> Result<Settings> {
         open_only: args.open_only,
         interval_ms: args.interval_ms,
         account: args.account,
+        data_dir: args.data_dir,
     };
     Ok(Settings::build(raw, flags, &origin)?)
 }
@@ -225,8 +232,21 @@ async fn run(cli: Cli) -> Result<()> {
                 settings.listen
             );
         }
-        Command::Demo { listen, seed } => {
-            let (sim, sidecar) = app::start_demo(listen, seed)
+        Command::Demo {
+            listen,
+            seed,
+            data_dir,
+        } => {
+            // A fresh demo each time unless asked to keep one: its fills are simulated.
+            let (dir, temporary) = match data_dir {
+                Some(d) => (d, false),
+                None => (
+                    std::env::temp_dir()
+                        .join(format!("ocx-sentinel-demo-{}", std::process::id())),
+                    true,
+                ),
+            };
+            let (sim, sidecar) = app::start_demo(listen, seed, Some(dir.clone()))
                 .await
                 .context("starting the demo")?;
             println!("ocx-sentinel demo");
@@ -238,6 +258,9 @@ async fn run(cli: Cli) -> Result<()> {
             shutdown_signal().await;
             sidecar.shutdown().await;
             let _ = tokio::time::timeout(Duration::from_millis(300), sim.shutdown()).await;
+            if temporary {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
         }
         Command::Simulate(a) => {
             let mut cfg = SimConfig {

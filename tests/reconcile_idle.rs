@@ -6,13 +6,14 @@
 //! turns that hang into a failure.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ocx_sentinel::config::{Auth, Endpoint, ReconcileSettings};
 use ocx_sentinel::reconcile::{self, ReconcileTask};
 use ocx_sentinel::state::Account;
-use ocx_sentinel::telemetry::{SharedAccount, Telemetry, exposition};
+use ocx_sentinel::account::AccountCell;
+use ocx_sentinel::telemetry::{Telemetry, exposition};
 use tokio::sync::{Notify, watch};
 
 /// Run `body` on a current-thread runtime with paused time, failing if it takes more than
@@ -58,10 +59,7 @@ fn a_failed_endpoint_does_not_busy_loop_while_the_user_stream_is_down() {
     on_paused_runtime(Duration::from_secs(20), || {
         Box::pin(async {
             let telemetry = Telemetry::new();
-            let shared: SharedAccount = Arc::new(Mutex::new((
-                Account::new(1000),
-                telemetry.account("t", 10),
-            )));
+            let shared = AccountCell::new("t", Account::new(1000), telemetry.account("t", 10), &[], None);
             let user_ready = Arc::new(AtomicBool::new(true));
             let resync = Arc::new(Notify::new());
             let task = ReconcileTask {

@@ -16,7 +16,8 @@ use ocx_sentinel::config::{Auth, StreamSettings};
 use ocx_sentinel::source::session::StreamKind;
 use ocx_sentinel::source::{self, StreamTask};
 use ocx_sentinel::state::Account;
-use ocx_sentinel::telemetry::{SharedAccount, Telemetry, names};
+use ocx_sentinel::account::AccountCell;
+use ocx_sentinel::telemetry::{Telemetry, names};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -133,10 +134,7 @@ async fn reconnect_gaps(
     n: usize,
 ) -> Vec<Duration> {
     let telemetry = Telemetry::new();
-    let account: SharedAccount = Arc::new(Mutex::new((
-        Account::new(1000),
-        telemetry.account("t", 10),
-    )));
+    let account = AccountCell::new("t", Account::new(1000), telemetry.account("t", 10), &[], None);
     let task = StreamTask {
         kind: StreamKind::User,
         url: format!("{base}/perps/stream/user"),

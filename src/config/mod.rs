@@ -19,6 +19,8 @@ use serde_saphyr::Spanned;
 /// Default API base; the GitBook docs name this host (ocx-api-notes.md §2.0).
 pub const DEFAULT_API_BASE: &str = "https://api.ocx.global";
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9477";
+/// The data dir when neither `--data-dir` nor `data_dir:` names one.
+pub const DEFAULT_DATA_DIR: &str = "./data";
 pub const DEFAULT_ACCOUNT: &str = "default";
 pub const DEFAULT_COOKIE_NAME: &str = "astra_session";
 
@@ -79,6 +81,8 @@ pub struct RawConfig {
     pub max_markets: Option<Spanned<u64>>,
     pub reconcile: Option<RawReconcile>,
     pub accounts: Option<Vec<RawAccount>>,
+    /// Where fill dedup, counters (and later alert state) survive restarts.
+    pub data_dir: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -134,6 +138,7 @@ pub struct Overrides {
     pub open_only: bool,
     pub interval_ms: Option<u64>,
     pub account: Option<String>,
+    pub data_dir: Option<PathBuf>,
 }
 
 /// How the API key travels.
@@ -272,6 +277,9 @@ pub struct Settings {
     pub max_markets: usize,
     pub reconcile: ReconcileSettings,
     pub accounts: Vec<AccountSettings>,
+    /// The data dir (`--data-dir`, `data_dir:`; default `./data`). `None` keeps everything in
+    /// memory only: library users and tests that do not test restarts.
+    pub data_dir: Option<PathBuf>,
 }
 
 /// Read and parse a config file; errors name the file, line and column.
@@ -340,6 +348,7 @@ impl Settings {
             .map(|r| b.reconcile(r))
             .unwrap_or_default();
         let accounts = b.accounts(&raw);
+        let data_dir = b.data_dir(&raw);
         match listen {
             Some(listen) if b.errors.is_empty() => Ok(Settings {
                 listen,
@@ -348,6 +357,7 @@ impl Settings {
                 max_markets,
                 reconcile,
                 accounts,
+                data_dir,
             }),
             _ => Err(ConfigError::Invalid(b.errors)),
         }
@@ -379,6 +389,25 @@ impl Builder<'_> {
             ));
         }
         parsed
+    }
+
+    /// `--data-dir`, else `data_dir:`, else `./data` (relative paths are relative to the
+    /// working directory, as Prometheus's `--storage.tsdb.path` is).
+    fn data_dir(&mut self, raw: &RawConfig) -> Option<PathBuf> {
+        if let Some(d) = &self.flags.data_dir {
+            return Some(d.clone());
+        }
+        match &raw.data_dir {
+            Some(v) if v.value.trim().is_empty() => {
+                self.errors.push(format!(
+                    "{}: data_dir: must name a directory (leave the key out for ./data)",
+                    self.at(v)
+                ));
+                None
+            }
+            Some(v) => Some(PathBuf::from(&v.value)),
+            None => Some(PathBuf::from(DEFAULT_DATA_DIR)),
+        }
     }
 
     /// A duration field at `path`, at least `min`; `None` when absent or invalid (reported).

@@ -1,8 +1,47 @@
-//! The pure part of reconciliation: position drift between REST and the stream, which of it is confirmed, and which is news.
+//! The pure part of reconciliation: position drift between REST and the stream (which of it is confirmed, which is news), and when fill recovery is not to be trusted.
 
 use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
+
+/// Why a trades run recovered nothing: what it found looks like REST and the stream keying
+/// trades differently (another id field, another time precision), where every listed trade
+/// would look missed and every streamed one extra, and recovering would count each fill twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Fills missing from the stream and stream fills missing from the listing, in one run.
+    MissingAndExtra,
+    /// More missing fills than `reconcile.max_recovery_share` of the listing.
+    TooManyMissing,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 2] = [Self::MissingAndExtra, Self::TooManyMissing];
+    /// The `reason` label of `ocx_reconcile_recovery_refused_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MissingAndExtra => "missing_and_extra",
+            Self::TooManyMissing => "too_many_missing",
+        }
+    }
+}
+
+/// Whether a trades run that found `missing` fills not on the stream and `extra` stream fills not
+/// listed, out of `listed` trades, may recover the missing ones.
+pub fn refuse_recovery(
+    missing: usize,
+    extra: usize,
+    listed: usize,
+    max_share: f64,
+) -> Option<Refusal> {
+    if missing > 0 && extra > 0 {
+        Some(Refusal::MissingAndExtra)
+    } else if missing as f64 > max_share * listed as f64 {
+        Some(Refusal::TooManyMissing)
+    } else {
+        None
+    }
+}
 
 /// What one positions run found.
 #[derive(Debug, Default, PartialEq)]
@@ -148,6 +187,23 @@ mod tests {
         assert!(!t.compare(&stream, &stream).drifted());
         assert!(t.compare(&rest, &stream).confirmed.is_empty());
         assert!(t.compare(&stream, &stream).confirmed.is_empty());
+    }
+
+    #[test]
+    fn recovery_is_refused_on_both_kinds_at_once_or_past_the_share() {
+        assert_eq!(refuse_recovery(0, 0, 10, 0.5), None);
+        assert_eq!(refuse_recovery(5, 0, 10, 0.5), None, "the share itself is allowed");
+        assert_eq!(
+            refuse_recovery(6, 0, 10, 0.5),
+            Some(Refusal::TooManyMissing)
+        );
+        assert_eq!(refuse_recovery(0, 3, 10, 0.5), None, "extra alone is news, not a refusal");
+        assert_eq!(
+            refuse_recovery(1, 1, 10, 0.5),
+            Some(Refusal::MissingAndExtra)
+        );
+        assert_eq!(refuse_recovery(10, 0, 10, 1.0), None);
+        assert_eq!(refuse_recovery(1, 0, 10, 0.0), Some(Refusal::TooManyMissing));
     }
 
     #[test]

@@ -23,14 +23,14 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::{Auth, Endpoint, ReconcileSettings};
 use crate::model::Trade;
 use crate::source::backoff::Backoff;
 use crate::source::{authorize, error_chain, parse_retry_after, wire};
 use crate::state::positions_by_market;
-use crate::telemetry::SharedAccount;
+use crate::account::SharedAccount;
 use crate::telemetry::reconcile::{Mismatch, ReconcileMetrics, RunResult};
 use compare::DriftTracker;
 
@@ -72,6 +72,9 @@ struct Memory {
     /// Keys of undated REST trades the stream had not delivered in the last run: an undated
     /// trade counts as missed only when a second run still finds it undelivered.
     undated_unseen: HashSet<String>,
+    /// Why the previous trades run refused recovery, if it did: a refusal is logged as a warning
+    /// when it starts or changes reason, not on every run while it lasts.
+    last_refusal: Option<compare::Refusal>,
 }
 
 /// A trade's identity for the undated-trade memory: its id, else its content.
@@ -170,7 +173,7 @@ impl ReconcileTask {
         let body = self.fetch(ep).await?;
         let result = match ep {
             Endpoint::Positions => self.positions(&body, &mut memory.drift),
-            Endpoint::Trades => self.trades(&body, &mut memory.undated_unseen),
+            Endpoint::Trades => self.trades(&body, memory),
             Endpoint::OrdersOpen => self.orders(&body),
             Endpoint::Balances | Endpoint::Portfolio => self.balances(ep, &body),
         };
@@ -202,9 +205,7 @@ impl ReconcileTask {
             return RunResult::Error;
         };
         let rest = positions_by_market(&list);
-        let stream: BTreeMap<String, Decimal> = {
-            let guard = self.shared.lock().unwrap_or_else(|p| p.into_inner());
-            let (account, _) = &*guard;
+        let stream: BTreeMap<String, Decimal> = self.shared.read(|account| {
             account
                 .markets()
                 .chain(rest.keys().map(String::as_str))
@@ -216,7 +217,7 @@ impl ReconcileTask {
                     (m.to_string(), q)
                 })
                 .collect()
-        };
+        });
         let report = tracker.compare(&rest, &stream);
         let floats =
             |v: &[(String, Decimal)]| -> Vec<(String, f64)> { v.iter().map(|(m, d)| (m.clone(), f(*d))).collect() };
@@ -242,20 +243,20 @@ impl ReconcileTask {
         }
     }
 
-    fn trades(&mut self, body: &str, undated_unseen: &mut HashSet<String>) -> RunResult {
+    fn trades(&mut self, body: &str, memory: &mut Memory) -> RunResult {
         let Some(list) = self.read_list(Endpoint::Trades, wire::parse_trade_list(body)) else {
             return RunResult::Error;
         };
-        let (now_unix, now_ms) = unix_now();
+        let (_, now_ms) = unix_now();
         // A fill the exchange just made may still be on its way down the stream.
         let settled_before = now_ms - self.settings.settle.as_millis() as i64;
-        let (recovered, extra) = {
-            let mut guard = self.shared.lock().unwrap_or_else(|p| p.into_inner());
-            let (account, am) = &mut *guard;
+        let undated_unseen = &memory.undated_unseen;
+        let (missing, still_unseen) = self.shared.read(|account| {
             // Trades older than what the sidecar has watched predate it: not missed.
             let horizon = account.watch_start_ms();
             let mut still_unseen = HashSet::new();
-            let candidates: Vec<Trade> = list
+            let mut keys = HashSet::new();
+            let missing: Vec<Trade> = list
                 .iter()
                 .filter(|t| match (horizon, t.created_at_ms) {
                     (Some(h), Some(at)) => at >= h,
@@ -273,16 +274,57 @@ impl ReconcileTask {
                         second_sighting
                     }
                 })
+                .filter(|t| !account.has_seen(t) && keys.insert(trade_key(t)))
                 .cloned()
                 .collect();
-            *undated_unseen = still_unseen;
-            let applied = account.apply_recovered(&candidates);
-            am.observe(&applied, account, now_unix);
-            let extra = account.unlisted_stream_trades(&list);
-            (applied.fills, extra)
+            (missing, still_unseen)
+        });
+        memory.undated_unseen = still_unseen;
+        let extra = self.shared.unlisted_stream_trades(&list);
+        let refused = compare::refuse_recovery(
+            missing.len(),
+            extra.len(),
+            list.len(),
+            self.settings.max_recovery_share,
+        );
+        // Between the read above and this, the stream may deliver a listed trade: the account's
+        // dedup memory then skips it here, so it is still counted once.
+        let (recovered, refused) = match refused {
+            Some(reason) => {
+                // What REST calls a trade, for the log: its id, else its content.
+                let example = missing.first().map(trade_key).unwrap_or_default();
+                (Vec::new(), Some((reason, missing.len(), example)))
+            }
+            None => (self.shared.apply_recovered(&missing, now_ms), None),
         };
-        for fill in &recovered {
-            self.metrics.recovered(&fill.market);
+        if let Some((reason, missing, rest_example)) = refused {
+            // Every listed trade looking missed and every streamed one extra is what a listing
+            // keyed differently from the stream looks like: recovering would count each fill
+            // twice, and the mismatch counters would count the same fills as both.
+            self.metrics.recovery_refused(reason.as_str(), 1);
+            let news = memory.last_refusal != Some(reason);
+            memory.last_refusal = Some(reason);
+            let stream_example = extra.first().map(String::as_str).unwrap_or("");
+            if news {
+                warn!(
+                    account = %self.account,
+                    reason = reason.as_str(),
+                    missing,
+                    extra = extra.len(),
+                    listed = list.len(),
+                    max_share = self.settings.max_recovery_share,
+                    rest_key_example = %rest_example,
+                    unlisted_stream_fill_market = stream_example,
+                    "/perps/trades and the stream seem to key trades differently: recovering nothing"
+                );
+            } else {
+                debug!(account = %self.account, reason = reason.as_str(), missing, extra = extra.len(), "fill recovery still refused");
+            }
+            return RunResult::Drift;
+        }
+        memory.last_refusal = None;
+        for market in &recovered {
+            self.metrics.recovered(market);
         }
         self.metrics
             .mismatch(Mismatch::FillMissing, recovered.len() as u64);
@@ -367,6 +409,12 @@ pub async fn run(mut task: ReconcileTask, mut shutdown: watch::Receiver<bool>) {
         })
         .collect();
     let mut memory = Memory::default();
+    if task.settings.endpoints.contains(&Endpoint::Trades) {
+        // Present at 0 from the start, so `increase()` sees the first refusal.
+        for r in compare::Refusal::ALL {
+            task.metrics.recovery_refused(r.as_str(), 0);
+        }
+    }
     let mut pending: BTreeSet<Endpoint> = BTreeSet::new();
     let mut tick = tokio::time::interval(task.settings.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -1,17 +1,16 @@
 //! The reconciler's comparisons on fixed bodies, without HTTP: what each run sets and counts.
 
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::*;
+use crate::account::AccountCell;
+use crate::model::EventKind;
 use crate::state::{Account, Scope};
 use crate::telemetry::{Telemetry, exposition};
 
 fn task(telemetry: &Telemetry) -> ReconcileTask {
-    let shared: SharedAccount = Arc::new(Mutex::new((
-        Account::new(1000),
-        telemetry.account("t", 10),
-    )));
+    let shared = AccountCell::new("t", Account::new(1000), telemetry.account("t", 10), &[], None);
     ReconcileTask {
         account: "t".into(),
         api_base: "http://127.0.0.1:1".into(),
@@ -32,8 +31,8 @@ fn stream_snapshot(task: &ReconcileTask, positions: &str) {
         r#"{{"eventType":"PerpStreamSnapshot","eventSeq":1,"engineTs":"2026-04-24T12:00:00Z","payload":{{"positions":[{positions}],"trades":[]}}}}"#
     ))
     .unwrap();
-    let mut guard = task.shared.lock().unwrap();
-    guard.0.apply_snapshot(Scope::User, &env.payload);
+    task.shared
+        .apply_event(EventKind::Snapshot, Scope::User, &env.payload, None, 0);
 }
 
 fn value(t: &Telemetry, series: &str) -> Option<f64> {

@@ -20,7 +20,8 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::config::{Auth, KeyHeader, StreamSettings};
-use crate::telemetry::{Counter, ReconnectReason, SharedAccount, StreamMetrics};
+use crate::account::SharedAccount;
+use crate::telemetry::{Counter, ReconnectReason, StreamMetrics};
 use backoff::Backoff;
 use session::{Now, Session, StreamKind, Verdict};
 use sse::SseDecoder;

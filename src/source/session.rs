@@ -10,7 +10,8 @@ use crate::source::sse::{SseEvent, SseItem};
 use crate::model::EventKind;
 use crate::source::wire::{self, WireError};
 use crate::state::Scope;
-use crate::telemetry::{DecodeKind, EventType, ReconnectReason, SharedAccount, StreamMetrics};
+use crate::account::SharedAccount;
+use crate::telemetry::{DecodeKind, EventType, ReconnectReason, StreamMetrics};
 
 /// Which endpoint a connection reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,25 +190,13 @@ impl Session {
                 return Verdict::Reconnect(ReconnectReason::Gap);
             }
         }
-        {
-            // A poisoned lock means another stream panicked mid-update; the state is still the
-            // best we have, so keep going rather than take every stream down with it.
-            let mut guard = account.lock().unwrap_or_else(|p| p.into_inner());
-            let (state, am) = &mut *guard;
-            let scope = self.kind.scope();
-            let applied = if is_snapshot {
-                let applied = state.apply_snapshot(scope, &env.payload);
-                if self.kind == StreamKind::User {
-                    // Where the sidecar starts watching: REST trades older than this predate
-                    // it. The snapshot's own trades set it when they carry times (in the fold).
-                    state.note_watch_start(env.engine_ts_ms.unwrap_or(now.unix_ms));
-                }
-                applied
-            } else {
-                state.apply_delta(scope, &env.payload)
-            };
-            am.observe(&applied, state, now.unix_secs());
-        }
+        account.apply_event(
+            kind,
+            self.kind.scope(),
+            &env.payload,
+            env.engine_ts_ms,
+            now.unix_ms,
+        );
         self.last_seq = Some(env.seq);
         m.up.set(1.0);
         m.last_sequence.set(env.seq as f64);

@@ -25,8 +25,6 @@ use crate::state::{Account, Applied, FillKey, FillTotals};
 
 /// Fill series by `fill_slot(side, liquidity)`.
 const SLOTS: usize = 6;
-const SIDES: [Side; 2] = [Side::Buy, Side::Sell];
-const LIQUIDITIES: [Liquidity; 3] = [Liquidity::Maker, Liquidity::Taker, Liquidity::Unknown];
 
 fn fill_slot(side: Side, liquidity: Liquidity) -> usize {
     let l = match liquidity {
@@ -388,6 +386,9 @@ impl AccountMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SIDES: [Side; 2] = [Side::Buy, Side::Sell];
+    const LIQUIDITIES: [Liquidity; 3] = [Liquidity::Maker, Liquidity::Taker, Liquidity::Unknown];
 
     #[test]
     fn every_side_and_liquidity_has_its_own_slot() {

@@ -31,6 +31,10 @@ pub const LAG_BUCKETS: &[f64] = &[
 pub const REST_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+/// Data-dir commits (an fsync each): 0.5ms to 2.5s.
+pub const COMMIT_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
 /// Heartbeat interval: 1s to 60s around the documented ~15s cadence.
 pub const HEARTBEAT_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0];
 
@@ -53,6 +57,13 @@ pub mod names {
     pub const LAST_HEARTBEAT: &str = "ocx_stream_last_heartbeat_timestamp_seconds";
     pub const LAST_EVENT: &str = "ocx_stream_last_event_timestamp_seconds";
     pub const LAST_FILL: &str = "ocx_last_fill_timestamp_seconds";
+    pub const FILL_TIME_CLAMPED: &str = "ocx_fill_time_clamped_total";
+    pub const DATA_DIR_PERSISTENT: &str = "ocx_sentinel_data_dir_persistent";
+    pub const DATA_DIR_COMMITS: &str = "ocx_sentinel_data_dir_commits_total";
+    pub const DATA_DIR_COMMIT_ERRORS: &str = "ocx_sentinel_data_dir_commit_errors_total";
+    pub const DATA_DIR_COMMIT_DURATION: &str = "ocx_sentinel_data_dir_commit_duration_seconds";
+    pub const DATA_DIR_MOVED_ASIDE: &str = "ocx_sentinel_data_dir_moved_aside_total";
+    pub const DATA_DIR_UNREADABLE: &str = "ocx_sentinel_data_dir_unreadable_rows_total";
     pub const LAST_SEQUENCE: &str = "ocx_stream_last_sequence";
     pub const SEQUENCE_GAPS: &str = "ocx_stream_sequence_gaps_total";
     pub const MISSED_EVENTS: &str = "ocx_stream_missed_events_total";
@@ -165,6 +176,12 @@ pub const CATALOGUE: &[MetricDef] = &[
         kind: Gauge,
         labels: "account, market",
         help: "Time of the newest fill (the trade's createdAt, else receipt time), in unix seconds",
+    },
+    MetricDef {
+        name: FILL_TIME_CLAMPED,
+        kind: Counter,
+        labels: "account",
+        help: "Fills dated after their receipt, whose time was clamped to the receipt time for ocx_last_fill_timestamp_seconds",
     },
     MetricDef {
         name: LAST_SEQUENCE,
@@ -417,6 +434,42 @@ pub const CATALOGUE: &[MetricDef] = &[
         kind: Gauge,
         labels: "version",
         help: "Always 1; the version label says which build runs",
+    },
+    MetricDef {
+        name: DATA_DIR_PERSISTENT,
+        kind: Gauge,
+        labels: "",
+        help: "1 while fills, counters and their dedup memory are persisted in the data dir, 0 when the sidecar runs from memory only",
+    },
+    MetricDef {
+        name: DATA_DIR_COMMITS,
+        kind: Counter,
+        labels: "",
+        help: "Transactions committed to the data dir (each holds every change queued since the previous one)",
+    },
+    MetricDef {
+        name: DATA_DIR_COMMIT_ERRORS,
+        kind: Counter,
+        labels: "",
+        help: "Data-dir commits that failed (disk full, IO error); the changes are kept in memory and retried",
+    },
+    MetricDef {
+        name: DATA_DIR_COMMIT_DURATION,
+        kind: Histogram(COMMIT_BUCKETS),
+        labels: "",
+        help: "Time to commit one group of changes to the data dir, fsync included, in seconds",
+    },
+    MetricDef {
+        name: DATA_DIR_MOVED_ASIDE,
+        kind: Counter,
+        labels: "",
+        help: "Unreadable data-dir stores moved aside at startup (a fresh store was created in their place)",
+    },
+    MetricDef {
+        name: DATA_DIR_UNREADABLE,
+        kind: Counter,
+        labels: "",
+        help: "Rows of the data dir that could not be read at startup and were skipped",
     },
     MetricDef {
         name: LABEL_VALUES_FOLDED,

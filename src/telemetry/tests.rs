@@ -47,7 +47,7 @@ fn rendered_text_has_help_and_the_right_types() {
     s.event_lag.record(0.02);
     let mut acc = t.account("a", 10);
     let account = crate::state::Account::new(1000);
-    acc.observe(&crate::state::Applied::default(), &account, 0.0);
+    acc.observe_live(&crate::state::Applied::default(), &account, 0.0);
     let quantity = t.counter(names::FILL_QUANTITY, &[("account", "a")]);
     quantity.absolute(1.5);
     let text = t.render();

@@ -62,6 +62,7 @@ pub fn settings(api_base: &str, auth: Auth, markets: &[&str]) -> Settings {
             interval_ms: Some(100),
             depth: Some(25),
         }],
+        data_dir: None,
     }
 }
 

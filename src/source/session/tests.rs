@@ -1,10 +1,10 @@
 //! Session tests: sequence, heartbeat and error handling, asserted through the exported metrics.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::*;
 use crate::source::sse::SseError;
+use crate::account::AccountCell;
 use crate::state::Account;
 use crate::telemetry::{Telemetry, exposition};
 
@@ -17,7 +17,7 @@ struct Rig {
 
 fn rig(kind: StreamKind) -> Rig {
     let t = Telemetry::new();
-    let account = Arc::new(Mutex::new((Account::new(1000), t.account("acc", 500))));
+    let account = AccountCell::new("acc", Account::new(1000), t.account("acc", 500), &[], None);
     let m = t.stream("acc", kind.label(), kind.market());
     Rig {
         t,
