@@ -1,6 +1,7 @@
 //! Wiring: build the streams, state and HTTP server from validated settings, run them, and stop them cleanly.
 
 use std::net::SocketAddr;
+#[cfg(feature = "sim")]
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::collections::HashMap;
@@ -11,9 +12,12 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::{AccountSettings, Auth, ReconcileSettings, Settings, StreamSettings};
+use crate::config::{AccountSettings, Settings, StreamSettings};
+#[cfg(feature = "sim")]
+use crate::config::{Auth, ReconcileSettings};
 use crate::reconcile::{self, ReconcileTask};
 use crate::server::{self, AppState, StreamStatus};
+#[cfg(feature = "sim")]
 use crate::sim::{self, RunningSim, SimConfig};
 use crate::source::session::StreamKind;
 use crate::source::{self, StreamTask};
@@ -110,6 +114,7 @@ pub enum AppError {
     },
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
+    #[cfg(feature = "sim")]
     #[error("cannot start the simulator on {addr}: {source}")]
     Simulator {
         addr: SocketAddr,
@@ -332,6 +337,7 @@ fn stream_task(
 
 /// Settings for `demo`: one account against the local simulator, with the book of two markets
 /// so unrealized PnL and the book gauges have data too.
+#[cfg(feature = "sim")]
 pub fn demo_settings(listen: SocketAddr, sim_base: &str) -> Settings {
     Settings {
         listen,
@@ -356,6 +362,7 @@ pub fn demo_settings(listen: SocketAddr, sim_base: &str) -> Settings {
 }
 
 /// `ocx-sentinel demo`: the simulator on an ephemeral loopback port and the sidecar against it.
+#[cfg(feature = "sim")]
 pub async fn start_demo(
     listen: SocketAddr,
     seed: u64,

@@ -10,6 +10,8 @@ pub mod datadir;
 pub mod model;
 pub mod reconcile;
 pub mod server;
+// The simulator is the default `sim` feature: a production build leaves it out (Cargo.toml).
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod source;
 pub mod state;

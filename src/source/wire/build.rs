@@ -125,7 +125,10 @@ fn build_trade(t: &RawTrade<'_>) -> Option<Trade> {
     })
 }
 
-pub(super) fn build_positions(list: List<Obj<RawPosition<'_>>>, skipped: &mut u32) -> Vec<Position> {
+pub(super) fn build_positions(
+    list: List<Obj<RawPosition<'_>>>,
+    skipped: &mut u32,
+) -> Vec<Position> {
     let mut out = Vec::with_capacity(list.items.len());
     for item in list.items {
         match item {
@@ -211,8 +214,8 @@ fn build_levels(list: &List<RawLevel<'_>>, skipped: &mut u32) -> Vec<(Decimal, D
 #[cfg(test)]
 mod tests {
     use crate::model::{BookUpdate, Liquidity, Position, PositionsUpdate, Side, Trade};
-    use crate::source::wire::tests::{T0, d, env};
     use crate::source::wire::parse_trade_list;
+    use crate::source::wire::tests::{T0, d, env};
 
     // ---- trades ----
 
