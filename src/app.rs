@@ -1,9 +1,9 @@
-//! Wiring: build the streams, state and HTTP server from validated settings, run them, and stop them cleanly.
+//! Wiring: build the streams, state and HTTP server from validated settings, run them under supervision, and stop them cleanly.
 
 use std::net::SocketAddr;
 #[cfg(feature = "sim")]
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +25,7 @@ use crate::state::Account;
 use crate::account::{AccountCell, SharedAccount};
 use crate::datadir::{DataDir, DataDirError, Opened, WriterEvent, WriterHandle, start_writer};
 use crate::state::durable::DurableImage;
+use crate::supervise::{RestartPolicy, supervise};
 use crate::telemetry::{Telemetry, names};
 
 /// How long shutdown waits for tasks before aborting them; the process must be gone within 2s
@@ -224,47 +225,73 @@ impl Sidecar {
                     market: kind.market().map(str::to_string),
                     ready: ready.clone(),
                 });
-                let mut task =
-                    stream_task(acc, kind, &settings, &client, &shared, &telemetry, ready);
-                if is_user {
-                    task.resync = Some(resync.clone());
-                }
-                tasks.push(tokio::spawn(source::run(task, rx.clone())));
+                let spec = StreamSpec {
+                    acc: acc.clone(),
+                    kind,
+                    stream: settings.stream.clone(),
+                    client: client.clone(),
+                    shared: shared.clone(),
+                    telemetry: telemetry.clone(),
+                    ready,
+                    resync: is_user.then(|| resync.clone()),
+                };
+                tasks.push(tokio::spawn(supervised_stream(spec, RestartPolicy::default(), &rx)));
             }
             if settings.reconcile.enabled && !settings.reconcile.endpoints.is_empty() {
-                let task = ReconcileTask {
+                let (acc, reconcile, client, shared, t, max_markets) = (
+                    acc.clone(),
+                    settings.reconcile.clone(),
+                    client.clone(),
+                    shared.clone(),
+                    telemetry.clone(),
+                    settings.max_markets,
+                );
+                // Built afresh on every (re)start: a restarted reconciler starts from empty
+                // memory, which costs at most one run's confirmation of a drift.
+                let build = move || ReconcileTask {
                     account: acc.name.clone(),
                     api_base: acc.api_base.clone(),
                     auth: acc.auth.clone(),
-                    settings: settings.reconcile.clone(),
+                    settings: reconcile.clone(),
                     client: client.clone(),
                     shared: shared.clone(),
-                    metrics: telemetry.reconcile(&acc.name, settings.max_markets),
-                    resync,
-                    user_ready,
+                    metrics: t.reconcile(&acc.name, max_markets),
+                    resync: resync.clone(),
+                    user_ready: user_ready.clone(),
                     quoted_markets: acc.markets.clone(),
                 };
-                tasks.push(tokio::spawn(reconcile::run(task, rx.clone())));
+                let run_rx = rx.clone();
+                tasks.push(tokio::spawn(supervise(
+                    "reconcile",
+                    &telemetry,
+                    RestartPolicy::default(),
+                    rx.clone(),
+                    move || reconcile::run(build(), run_rx.clone()),
+                    // It publishes no liveness of its own: its runs and timestamps say it.
+                    || {},
+                )));
             }
         }
 
         let streams = Arc::new(statuses);
-        let app = server::router(AppState {
+        let state = AppState {
             telemetry: telemetry.clone(),
             streams: streams.clone(),
-        });
-        let mut srx = rx.clone();
-        tasks.push(tokio::spawn(async move {
-            let stop = async move {
-                let _ = srx.wait_for(|v| *v).await;
-            };
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(stop)
-                .await
-            {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        }));
+        };
+        // The socket stays bound across restarts of the server task: each start serves a
+        // duplicate of it, so connections arriving meanwhile wait in its backlog.
+        let listener = listener
+            .into_std()
+            .map_err(|source| AppError::Listen { addr, source })?;
+        let server_rx = rx.clone();
+        tasks.push(tokio::spawn(supervise(
+            "server",
+            &telemetry,
+            RestartPolicy::default(),
+            rx.clone(),
+            move || serve(listener.try_clone(), state.clone(), server_rx.clone()),
+            || {},
+        )));
         Ok(Sidecar {
             addr,
             telemetry,
@@ -298,41 +325,103 @@ impl Sidecar {
     }
 }
 
-fn stream_task(
-    acc: &AccountSettings,
+/// Serve the HTTP surface on a duplicate of the bound socket until shutdown.
+async fn serve(
+    listener: std::io::Result<std::net::TcpListener>,
+    state: AppState,
+    mut rx: watch::Receiver<bool>,
+) {
+    // `into_std` left the socket non-blocking, and a duplicate shares that: what `from_std`
+    // needs.
+    let listener = match listener.and_then(TcpListener::from_std) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serve on the bound socket");
+            return;
+        }
+    };
+    let stop = async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    if let Err(e) = axum::serve(listener, server::router(state))
+        .with_graceful_shutdown(stop)
+        .await
+    {
+        tracing::error!(error = %e, "HTTP server failed");
+    }
+}
+
+/// Everything one stream's task is built from, so it can be built again after it died.
+#[derive(Clone)]
+struct StreamSpec {
+    acc: AccountSettings,
     kind: StreamKind,
-    settings: &Settings,
-    client: &reqwest::Client,
-    shared: &SharedAccount,
-    telemetry: &Telemetry,
+    stream: StreamSettings,
+    client: reqwest::Client,
+    shared: SharedAccount,
+    telemetry: Telemetry,
     ready: Arc<AtomicBool>,
-) -> StreamTask {
-    let url = source::stream_url(
-        &acc.api_base,
-        &kind,
-        acc.open_only,
-        acc.interval_ms,
-        acc.depth,
-    );
-    let metrics = telemetry.stream(&acc.name, kind.label(), kind.market());
-    let mut labels = vec![("account", acc.name.as_str()), ("stream", kind.label())];
-    if let Some(m) = kind.market() {
-        labels.push(("market", m));
+    /// The user stream's notification to the reconciler.
+    resync: Option<Arc<Notify>>,
+}
+
+impl StreamSpec {
+    fn labels(&self) -> Vec<(&str, &str)> {
+        let mut labels = vec![("account", self.acc.name.as_str()), ("stream", self.kind.label())];
+        if let Some(m) = self.kind.market() {
+            labels.push(("market", m));
+        }
+        labels
     }
-    let retry_capped = telemetry.counter(names::RETRY_CAPPED, &labels);
-    StreamTask {
-        kind,
-        url,
-        auth: acc.auth.clone(),
-        settings: settings.stream.clone(),
-        client: client.clone(),
-        account: shared.clone(),
-        metrics,
-        ready,
-        resync: None,
-        retry_capped,
-        jitter: fastrand::f64,
+
+    fn task(&self) -> StreamTask {
+        let (acc, kind) = (&self.acc, &self.kind);
+        let url = source::stream_url(
+            &acc.api_base,
+            kind,
+            acc.open_only,
+            acc.interval_ms,
+            acc.depth,
+        );
+        StreamTask {
+            kind: kind.clone(),
+            url,
+            auth: acc.auth.clone(),
+            settings: self.stream.clone(),
+            client: self.client.clone(),
+            account: self.shared.clone(),
+            metrics: self.telemetry.stream(&acc.name, kind.label(), kind.market()),
+            ready: self.ready.clone(),
+            resync: self.resync.clone(),
+            retry_capped: self.telemetry.counter(names::RETRY_CAPPED, &self.labels()),
+            jitter: fastrand::f64,
+        }
     }
+
+    /// The task died: whatever it last said about the stream no longer holds.
+    fn down(&self) {
+        self.ready.store(false, Ordering::Relaxed);
+        self.telemetry
+            .gauge(names::STREAM_UP, &self.labels())
+            .set(0.0);
+    }
+}
+
+/// One stream under supervision: built from `spec`, set down and built again if it dies.
+fn supervised_stream(
+    spec: StreamSpec,
+    policy: RestartPolicy,
+    rx: &watch::Receiver<bool>,
+) -> impl Future<Output = ()> + use<> {
+    let (down, run_rx) = (spec.clone(), rx.clone());
+    supervise(
+        "stream",
+        &spec.telemetry.clone(),
+        policy,
+        rx.clone(),
+        move || source::run(spec.task(), run_rx.clone()),
+        move || down.down(),
+    )
 }
 
 /// Settings for `demo`: one account against the local simulator, with the book of two markets
@@ -385,4 +474,102 @@ pub async fn start_demo(
     };
     let sidecar = Sidecar::start(settings).await?;
     Ok((running, sidecar))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Regression: stream tasks were spawned unsupervised, so one that died (a panic) left
+    // `ocx_stream_up` at 1 and `/-/ready` at 200 for ever, silently. Here the real stream task
+    // against the simulator is made to panic once it is live (the test's only hook, wrapped
+    // around the first build): it must be set down, counted, and rebuilt.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stream_task_that_panics_is_set_down_counted_and_restarted() {
+        let cfg = SimConfig {
+            heartbeat_interval: Duration::from_millis(100),
+            ..SimConfig::default()
+        };
+        let sim = sim::start(cfg, SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .unwrap();
+        let settings = crate::config::Settings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..demo_settings(SocketAddr::from(([127, 0, 0, 1], 0)), &sim.base_url())
+        };
+        let telemetry = Telemetry::new();
+        let acc = settings.accounts[0].clone();
+        let spec = StreamSpec {
+            shared: AccountCell::new(
+                &acc.name,
+                Account::new(1000),
+                telemetry.account(&acc.name, 10),
+                &[],
+                None,
+            ),
+            acc,
+            kind: StreamKind::User,
+            stream: settings.stream.clone(),
+            client: http_client(&settings.stream).unwrap(),
+            telemetry: telemetry.clone(),
+            ready: Arc::new(AtomicBool::new(false)),
+            resync: None,
+        };
+        let up = telemetry.gauge(names::STREAM_UP, &spec.labels());
+        let restarts = telemetry.counter(names::TASK_RESTARTS, &[("task", "stream")]);
+        let (stop, rx) = watch::channel(false);
+        let (build, down, run_rx, ready) =
+            (spec.clone(), spec.clone(), rx.clone(), spec.ready.clone());
+        let mut first = true;
+        let policy = RestartPolicy {
+            initial: Duration::from_secs(1),
+            ..RestartPolicy::default()
+        };
+        let sup = tokio::spawn(supervise(
+            "stream",
+            &telemetry,
+            policy,
+            rx,
+            move || {
+                let run = source::run(build.task(), run_rx.clone());
+                let (dies, live) = (std::mem::take(&mut first), build.ready.clone());
+                async move {
+                    if !dies {
+                        return run.await;
+                    }
+                    tokio::select! {
+                        _ = run => {}
+                        _ = async {
+                            while !live.load(Ordering::Relaxed) {
+                                tokio::time::sleep(Duration::from_millis(5)).await;
+                            }
+                        } => panic!("test hook: the stream task dies once it is live"),
+                    }
+                }
+            },
+            move || down.down(),
+        ));
+        let wait = |what: &'static str, cond: Box<dyn Fn() -> bool + Send>| async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while !cond() {
+                assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        let r = restarts.clone();
+        wait("the panic", Box::new(move || r.get() == 1.0)).await;
+        // Within the 1s restart delay: down, although the task had set both up before dying.
+        assert_eq!(up.get(), 0.0);
+        assert!(!ready.load(Ordering::Relaxed));
+        let (u, l) = (up.clone(), ready.clone());
+        wait(
+            "live again",
+            Box::new(move || u.get() == 1.0 && l.load(Ordering::Relaxed)),
+        )
+        .await;
+        assert_eq!(restarts.get(), 1.0);
+        let _ = stop.send(true);
+        sup.await.unwrap();
+        assert_eq!(restarts.get(), 1.0, "a shutdown is not a restart");
+    }
 }

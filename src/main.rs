@@ -1,16 +1,13 @@
 //! The `ocx-sentinel` command line: argument parsing, logging setup and signal handling; the work lives in the library.
 
 use std::io::IsTerminal;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
-use ocx_sentinel::app::{self, Sidecar};
+use ocx_sentinel::app::Sidecar;
 use ocx_sentinel::config::{self, Overrides, RawConfig, Secret, Settings};
-use ocx_sentinel::sim::{self, Faults, SimConfig, TsFormat};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser, Debug)]
@@ -30,20 +27,14 @@ enum Command {
     Run(RunArgs),
     /// Validate a config file (and flags) without connecting anywhere.
     Check(RunArgs),
+    // The simulator's subcommands exist only in builds with the `sim` feature (the default), so
+    // a production build's `--help` does not offer what it cannot run.
     /// Start the built-in OCX simulator and the sidecar against it: no key, no network.
-    Demo {
-        /// Address for /metrics and the status page.
-        #[arg(long, default_value = "127.0.0.1:9477")]
-        listen: SocketAddr,
-        /// Seed of the simulated market.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Keep the demo's data dir here (default: a temporary directory removed on exit).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-    },
+    #[cfg(feature = "sim")]
+    Demo(with_sim::DemoArgs),
     /// Serve the OCX simulator alone (SSE streams and pull endpoints).
-    Simulate(SimArgs),
+    #[cfg(feature = "sim")]
+    Simulate(with_sim::SimArgs),
 }
 
 #[derive(Args, Debug)]
@@ -78,62 +69,6 @@ struct RunArgs {
     /// Where fill dedup and counters survive restarts [default: ./data].
     #[arg(long, env = "OCX_DATA_DIR")]
     data_dir: Option<PathBuf>,
-}
-
-#[derive(Args, Debug)]
-struct SimArgs {
-    #[arg(long, default_value = "127.0.0.1:9478")]
-    listen: SocketAddr,
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    /// Comma-separated market ids.
-    #[arg(long, value_delimiter = ',')]
-    markets: Vec<String>,
-    /// Require this API key (x-api-key, Bearer, or cookie).
-    #[arg(long)]
-    api_key: Option<String>,
-    /// Heartbeat interval when idle, in seconds.
-    #[arg(long, default_value_t = 15)]
-    heartbeat_secs: u64,
-    /// World step period in ms.
-    #[arg(long, default_value_t = 200)]
-    tick_ms: u64,
-    /// Write timestamps as unix milliseconds instead of ISO-8601.
-    #[arg(long)]
-    millis_timestamps: bool,
-    /// Fault: close each stream after N events.
-    #[arg(long)]
-    drop_every: Option<u64>,
-    /// Fault: every Nth delta skips a sequence number.
-    #[arg(long)]
-    skip_seq_every: Option<u64>,
-    /// Fault: send no heartbeats.
-    #[arg(long)]
-    stop_heartbeats: bool,
-    /// Fault: go silent (no events, no heartbeats) after N events.
-    #[arg(long)]
-    silent_after: Option<u64>,
-    /// Fault: every Nth event is an `error` event.
-    #[arg(long)]
-    error_every: Option<u64>,
-    /// Fault: error events are retryable.
-    #[arg(long)]
-    error_retryable: bool,
-    /// Fault: every Nth event carries malformed JSON.
-    #[arg(long)]
-    malformed_every: Option<u64>,
-    /// Fault: answer every request with this HTTP status (401, 429, 500, 503).
-    #[arg(long)]
-    http_status: Option<u16>,
-    /// Fault: Retry-After seconds sent with 429/503.
-    #[arg(long)]
-    retry_after_secs: Option<u64>,
-    /// Fault: every Nth trade is never streamed but listed by /perps/trades.
-    #[arg(long)]
-    drop_fill_every: Option<u64>,
-    /// Fault: answer only the pull endpoints with this HTTP status.
-    #[arg(long)]
-    rest_status: Option<u16>,
 }
 
 fn init_logging() {
@@ -186,7 +121,26 @@ async fn shutdown_signal() {
     }
 }
 
+/// In a build without the simulator, `demo` and `simulate` are not subcommands; someone following
+/// the README's `demo` line is told why instead of getting clap's bare "unrecognized subcommand".
+#[cfg(not(feature = "sim"))]
+fn refuse_simulator_commands() {
+    if let Some(cmd) = std::env::args_os()
+        .nth(1)
+        .filter(|a| a == "demo" || a == "simulate")
+    {
+        eprintln!(
+            "error: `{}` needs the built-in OCX simulator, and this ocx-sentinel was built without it \
+             (cargo feature `sim`, left out by --no-default-features); rebuild with default features to get `demo` and `simulate`",
+            cmd.to_string_lossy()
+        );
+        std::process::exit(2);
+    }
+}
+
 fn main() -> ExitCode {
+    #[cfg(not(feature = "sim"))]
+    refuse_simulator_commands();
     let cli = Cli::parse();
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -232,74 +186,166 @@ async fn run(cli: Cli) -> Result<()> {
                 settings.listen
             );
         }
-        Command::Demo {
+        #[cfg(feature = "sim")]
+        Command::Demo(a) => with_sim::demo(a).await?,
+        #[cfg(feature = "sim")]
+        Command::Simulate(a) => with_sim::simulate(a).await?,
+    }
+    Ok(())
+}
+
+/// The simulator's subcommands, `demo` and `simulate`: compiled only with the `sim` feature.
+#[cfg(feature = "sim")]
+mod with_sim {
+    use std::net::SocketAddr;
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use anyhow::{Context, Result};
+    use clap::Args;
+    use ocx_sentinel::app;
+    use ocx_sentinel::sim::{self, Faults, SimConfig, TsFormat};
+
+    use super::shutdown_signal;
+
+    #[derive(Args, Debug)]
+    pub struct DemoArgs {
+        /// Address for /metrics and the status page.
+        #[arg(long, default_value = "127.0.0.1:9477")]
+        listen: SocketAddr,
+        /// Seed of the simulated market.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Keep the demo's data dir here (default: a temporary directory removed on exit).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    }
+
+    #[derive(Args, Debug)]
+    pub struct SimArgs {
+        #[arg(long, default_value = "127.0.0.1:9478")]
+        listen: SocketAddr,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Comma-separated market ids.
+        #[arg(long, value_delimiter = ',')]
+        markets: Vec<String>,
+        /// Require this API key (x-api-key, Bearer, or cookie).
+        #[arg(long)]
+        api_key: Option<String>,
+        /// Heartbeat interval when idle, in seconds.
+        #[arg(long, default_value_t = 15)]
+        heartbeat_secs: u64,
+        /// World step period in ms.
+        #[arg(long, default_value_t = 200)]
+        tick_ms: u64,
+        /// Write timestamps as unix milliseconds instead of ISO-8601.
+        #[arg(long)]
+        millis_timestamps: bool,
+        /// Fault: close each stream after N events.
+        #[arg(long)]
+        drop_every: Option<u64>,
+        /// Fault: every Nth delta skips a sequence number.
+        #[arg(long)]
+        skip_seq_every: Option<u64>,
+        /// Fault: send no heartbeats.
+        #[arg(long)]
+        stop_heartbeats: bool,
+        /// Fault: go silent (no events, no heartbeats) after N events.
+        #[arg(long)]
+        silent_after: Option<u64>,
+        /// Fault: every Nth event is an `error` event.
+        #[arg(long)]
+        error_every: Option<u64>,
+        /// Fault: error events are retryable.
+        #[arg(long)]
+        error_retryable: bool,
+        /// Fault: every Nth event carries malformed JSON.
+        #[arg(long)]
+        malformed_every: Option<u64>,
+        /// Fault: answer every request with this HTTP status (401, 429, 500, 503).
+        #[arg(long)]
+        http_status: Option<u16>,
+        /// Fault: Retry-After seconds sent with 429/503.
+        #[arg(long)]
+        retry_after_secs: Option<u64>,
+        /// Fault: every Nth trade is never streamed but listed by /perps/trades.
+        #[arg(long)]
+        drop_fill_every: Option<u64>,
+        /// Fault: answer only the pull endpoints with this HTTP status.
+        #[arg(long)]
+        rest_status: Option<u16>,
+    }
+
+    pub async fn demo(args: DemoArgs) -> Result<()> {
+        let DemoArgs {
             listen,
             seed,
             data_dir,
-        } => {
-            // A fresh demo each time unless asked to keep one: its fills are simulated.
-            let (dir, temporary) = match data_dir {
-                Some(d) => (d, false),
-                None => (
-                    std::env::temp_dir()
-                        .join(format!("ocx-sentinel-demo-{}", std::process::id())),
-                    true,
-                ),
-            };
-            let (sim, sidecar) = app::start_demo(listen, seed, Some(dir.clone()))
-                .await
-                .context("starting the demo")?;
-            println!("ocx-sentinel demo");
-            println!("  simulator (OCX API):  {}", sim.base_url());
-            println!("  metrics:              {}/metrics", sidecar.base_url());
-            println!("  status page:          {}/", sidecar.base_url());
-            println!("  readiness:            {}/-/ready", sidecar.base_url());
-            println!("Ctrl-C to stop.");
-            shutdown_signal().await;
-            sidecar.shutdown().await;
-            let _ = tokio::time::timeout(Duration::from_millis(300), sim.shutdown()).await;
-            if temporary {
-                let _ = std::fs::remove_dir_all(&dir);
-            }
+        } = args;
+        // A fresh demo each time unless asked to keep one: its fills are simulated.
+        let (dir, temporary) = match data_dir {
+            Some(d) => (d, false),
+            None => (
+                std::env::temp_dir().join(format!("ocx-sentinel-demo-{}", std::process::id())),
+                true,
+            ),
+        };
+        let (sim, sidecar) = app::start_demo(listen, seed, Some(dir.clone()))
+            .await
+            .context("starting the demo")?;
+        println!("ocx-sentinel demo");
+        println!("  simulator (OCX API):  {}", sim.base_url());
+        println!("  metrics:              {}/metrics", sidecar.base_url());
+        println!("  status page:          {}/", sidecar.base_url());
+        println!("  readiness:            {}/-/ready", sidecar.base_url());
+        println!("Ctrl-C to stop.");
+        shutdown_signal().await;
+        sidecar.shutdown().await;
+        let _ = tokio::time::timeout(Duration::from_millis(300), sim.shutdown()).await;
+        if temporary {
+            let _ = std::fs::remove_dir_all(&dir);
         }
-        Command::Simulate(a) => {
-            let mut cfg = SimConfig {
-                seed: a.seed,
-                api_key: a.api_key,
-                heartbeat_interval: Duration::from_secs(a.heartbeat_secs.max(1)),
-                tick: Duration::from_millis(a.tick_ms.max(1)),
-                timestamps: if a.millis_timestamps {
-                    TsFormat::Millis
-                } else {
-                    TsFormat::Iso
-                },
-                faults: Faults {
-                    drop_every: a.drop_every,
-                    skip_seq_every: a.skip_seq_every,
-                    stop_heartbeats: a.stop_heartbeats,
-                    silent_after: a.silent_after,
-                    error_every: a.error_every,
-                    error_retryable: a.error_retryable,
-                    malformed_every: a.malformed_every,
-                    http_status: a.http_status,
-                    retry_after_secs: a.retry_after_secs,
-                    drop_fill_every: a.drop_fill_every,
-                    rest_status: a.rest_status,
-                    ..Faults::default()
-                },
-                ..SimConfig::default()
-            };
-            if !a.markets.is_empty() {
-                cfg.markets = a.markets;
-            }
-            let sim = sim::start(cfg, a.listen)
-                .await
-                .with_context(|| format!("starting the simulator on {}", a.listen))?;
-            println!("OCX simulator on {}", sim.base_url());
-            println!("  curl -N {}/perps/stream/user", sim.base_url());
-            shutdown_signal().await;
-            let _ = tokio::time::timeout(Duration::from_millis(500), sim.shutdown()).await;
-        }
+        Ok(())
     }
-    Ok(())
+
+    pub async fn simulate(a: SimArgs) -> Result<()> {
+        let mut cfg = SimConfig {
+            seed: a.seed,
+            api_key: a.api_key,
+            heartbeat_interval: Duration::from_secs(a.heartbeat_secs.max(1)),
+            tick: Duration::from_millis(a.tick_ms.max(1)),
+            timestamps: if a.millis_timestamps {
+                TsFormat::Millis
+            } else {
+                TsFormat::Iso
+            },
+            faults: Faults {
+                drop_every: a.drop_every,
+                skip_seq_every: a.skip_seq_every,
+                stop_heartbeats: a.stop_heartbeats,
+                silent_after: a.silent_after,
+                error_every: a.error_every,
+                error_retryable: a.error_retryable,
+                malformed_every: a.malformed_every,
+                http_status: a.http_status,
+                retry_after_secs: a.retry_after_secs,
+                drop_fill_every: a.drop_fill_every,
+                rest_status: a.rest_status,
+                ..Faults::default()
+            },
+            ..SimConfig::default()
+        };
+        if !a.markets.is_empty() {
+            cfg.markets = a.markets;
+        }
+        let sim = sim::start(cfg, a.listen)
+            .await
+            .with_context(|| format!("starting the simulator on {}", a.listen))?;
+        println!("OCX simulator on {}", sim.base_url());
+        println!("  curl -N {}/perps/stream/user", sim.base_url());
+        shutdown_signal().await;
+        let _ = tokio::time::timeout(Duration::from_millis(500), sim.shutdown()).await;
+        Ok(())
+    }
 }

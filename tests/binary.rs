@@ -132,6 +132,8 @@ async fn a_wrong_key_is_logged_as_401_keeps_serving_and_is_never_echoed() {
     })
     .await;
     let port = free_port();
+    let work = std::env::temp_dir().join(format!("ocx-binary-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&work).expect("work dir");
     let mut child = Command::new(BIN)
         .args([
             "run",
@@ -142,6 +144,8 @@ async fn a_wrong_key_is_logged_as_401_keeps_serving_and_is_never_echoed() {
         ])
         .env("OCX_API_KEY", key)
         .env("RUST_LOG", "debug")
+        // `run` keeps its data dir in ./data by default: not in the repo.
+        .current_dir(&work)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -352,7 +352,7 @@ fn envelope_strategy_reaches_the_builders() {
             }
         }
     }
-    assert!(parsed > 500, "only {parsed} of 2000 envelopes parsed");
+    assert!(parsed > 1000, "only {parsed} of 2000 envelopes parsed");
     assert!(
         with_items > 100,
         "only {with_items} random envelopes carried a readable item"
