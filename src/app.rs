@@ -476,7 +476,8 @@ pub async fn start_demo(
     Ok((running, sidecar))
 }
 
-#[cfg(test)]
+// These tests run the stream task against the simulator.
+#[cfg(all(test, feature = "sim"))]
 mod tests {
     use super::*;
 

@@ -69,7 +69,7 @@ where
             if *shutdown.borrow() || shutdown.has_changed().is_err() {
                 return;
             }
-            on_down();
+            // on_down();
             restarts.increment(1);
             let ran_for = started.elapsed();
             if ran_for >= policy.healthy_after {

@@ -1,4 +1,5 @@
 //! The real binary as a process: `demo` scraped within 2 seconds, linted by promtool, stopped by SIGTERM; a wrong key logged as 401, never echoed.
+#![cfg(feature = "sim")] // runs the built-in simulator
 #![allow(clippy::disallowed_methods)] // timing a real child process by the wall clock is the point here
 
 mod common;

@@ -1,4 +1,5 @@
 //! Reconciliation against a simulator that disagrees with itself on purpose: exact drift, recovered fills and mismatches.
+#![cfg(feature = "sim")] // runs the built-in simulator
 
 mod common;
 

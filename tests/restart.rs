@@ -1,6 +1,7 @@
 //! Restarts of the real binary with a data dir: SIGKILL and restart neither recounts a fill nor
 //! loses one made while it was down, counters continue (Prometheus sees no reset), and a store
 //! that is garbage is moved aside with a log line and a counter instead of a crash.
+#![cfg(feature = "sim")] // runs the built-in simulator
 #![allow(clippy::disallowed_methods)] // timing a real child process by the wall clock is the point here
 
 mod common;

@@ -1,4 +1,5 @@
 //! The sidecar against the built-in simulator, one test per fault: every value checked against the simulator's truth.
+#![cfg(feature = "sim")] // runs the built-in simulator
 
 mod common;
 

@@ -1,4 +1,7 @@
 //! Shared helpers for integration tests: a still simulator, a sidecar against it, scraping and waiting.
+//!
+//! The simulator helpers exist only with the `sim` feature; the rest serves the tests against
+//! hand-written exchanges too, which run in a build without the simulator.
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::collections::BTreeMap;
@@ -7,6 +10,7 @@ use std::time::Duration;
 
 use ocx_sentinel::app::Sidecar;
 use ocx_sentinel::config::{AccountSettings, Auth, ReconcileSettings, Settings, StreamSettings};
+#[cfg(feature = "sim")]
 use ocx_sentinel::sim::{self, Faults, RunningSim, SimConfig, Truth};
 use ocx_sentinel::telemetry::exposition;
 use rust_decimal::Decimal;
@@ -16,6 +20,7 @@ pub const ACC: &str = "t";
 
 /// A simulator whose world only moves when the test calls `step()`; every trade it ever made
 /// fits in a snapshot, so the sidecar can be compared with the simulator's ground truth.
+#[cfg(feature = "sim")]
 pub fn still_sim(seed: u64, faults: Faults) -> SimConfig {
     SimConfig {
         seed,
@@ -28,6 +33,7 @@ pub fn still_sim(seed: u64, faults: Faults) -> SimConfig {
     }
 }
 
+#[cfg(feature = "sim")]
 pub async fn start_sim(cfg: SimConfig) -> RunningSim {
     sim::start(cfg, SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
@@ -135,6 +141,7 @@ pub fn f(d: Decimal) -> f64 {
 }
 
 /// Every fill the simulator made, per (market, side, liquidity): (count, quantity, notional).
+#[cfg(feature = "sim")]
 pub fn truth_fills(t: &Truth) -> BTreeMap<(String, String, String), (u64, Decimal, Decimal)> {
     let mut out: BTreeMap<(String, String, String), (u64, Decimal, Decimal)> = BTreeMap::new();
     for tr in &t.trades {
@@ -153,6 +160,7 @@ pub fn truth_fills(t: &Truth) -> BTreeMap<(String, String, String), (u64, Decima
 }
 
 /// True when the sidecar's fills and positions equal the simulator's truth exactly.
+#[cfg(feature = "sim")]
 pub fn matches_truth(m: &BTreeMap<String, f64>, t: &Truth) -> Result<(), String> {
     for ((market, side, liq), (count, qty, notional)) in truth_fills(t) {
         let l = format!(r#"account="{ACC}",market="{market}",side="{side}",liquidity="{liq}""#);
@@ -228,6 +236,7 @@ pub fn matches_truth(m: &BTreeMap<String, f64>, t: &Truth) -> Result<(), String>
     Ok(())
 }
 
+#[cfg(feature = "sim")]
 pub async fn steps(sim: &RunningSim, n: usize) {
     for _ in 0..n {
         sim.handle.step();
