@@ -1,20 +1,22 @@
 //! Wiring: build the streams, state and HTTP server from validated settings, run them under supervision, and stop them cleanly.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 #[cfg(feature = "sim")]
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
+use crate::account::{AccountCell, SharedAccount};
 use crate::config::{AccountSettings, Settings, StreamSettings};
 #[cfg(feature = "sim")]
 use crate::config::{Auth, ReconcileSettings};
+use crate::datadir::{DataDir, DataDirError, Opened, WriterEvent, WriterHandle, start_writer};
 use crate::reconcile::{self, ReconcileTask};
 use crate::server::{self, AppState, StreamStatus};
 #[cfg(feature = "sim")]
@@ -22,8 +24,6 @@ use crate::sim::{self, RunningSim, SimConfig};
 use crate::source::session::StreamKind;
 use crate::source::{self, StreamTask};
 use crate::state::Account;
-use crate::account::{AccountCell, SharedAccount};
-use crate::datadir::{DataDir, DataDirError, Opened, WriterEvent, WriterHandle, start_writer};
 use crate::state::durable::DurableImage;
 use crate::supervise::{RestartPolicy, supervise};
 use crate::telemetry::{Telemetry, names};
@@ -58,7 +58,9 @@ fn open_data_dir(
     match &opened {
         Opened::MovedAside { to, reason } => {
             tracing::error!(moved_to = %to.display(), %reason, "data dir store could not be read: moved it aside and started a fresh one (counters restart from 0)");
-            telemetry.counter(names::DATA_DIR_MOVED_ASIDE, &[]).increment(1);
+            telemetry
+                .counter(names::DATA_DIR_MOVED_ASIDE, &[])
+                .increment(1);
         }
         Opened::Fresh => tracing::info!(path = %dd.path().display(), "data dir created"),
         Opened::Existing => tracing::info!(path = %dd.path().display(), "data dir opened"),
@@ -235,7 +237,11 @@ impl Sidecar {
                     ready,
                     resync: is_user.then(|| resync.clone()),
                 };
-                tasks.push(tokio::spawn(supervised_stream(spec, RestartPolicy::default(), &rx)));
+                tasks.push(tokio::spawn(supervised_stream(
+                    spec,
+                    RestartPolicy::default(),
+                    &rx,
+                )));
             }
             if settings.reconcile.enabled && !settings.reconcile.endpoints.is_empty() {
                 let (acc, reconcile, client, shared, t, max_markets) = (
@@ -367,7 +373,10 @@ struct StreamSpec {
 
 impl StreamSpec {
     fn labels(&self) -> Vec<(&str, &str)> {
-        let mut labels = vec![("account", self.acc.name.as_str()), ("stream", self.kind.label())];
+        let mut labels = vec![
+            ("account", self.acc.name.as_str()),
+            ("stream", self.kind.label()),
+        ];
         if let Some(m) = self.kind.market() {
             labels.push(("market", m));
         }
@@ -390,7 +399,9 @@ impl StreamSpec {
             settings: self.stream.clone(),
             client: self.client.clone(),
             account: self.shared.clone(),
-            metrics: self.telemetry.stream(&acc.name, kind.label(), kind.market()),
+            metrics: self
+                .telemetry
+                .stream(&acc.name, kind.label(), kind.market()),
             ready: self.ready.clone(),
             resync: self.resync.clone(),
             retry_capped: self.telemetry.counter(names::RETRY_CAPPED, &self.labels()),

@@ -69,7 +69,7 @@ where
             if *shutdown.borrow() || shutdown.has_changed().is_err() {
                 return;
             }
-            // on_down();
+            on_down();
             restarts.increment(1);
             let ran_for = started.elapsed();
             if ran_for >= policy.healthy_after {
@@ -153,7 +153,11 @@ mod tests {
         ));
         tokio::time::sleep(Duration::from_millis(1)).await;
         assert_eq!(builds.load(Ordering::SeqCst), 1);
-        assert_eq!(downs.load(Ordering::SeqCst), 1, "set down right after the panic");
+        assert_eq!(
+            downs.load(Ordering::SeqCst),
+            1,
+            "set down right after the panic"
+        );
         assert_eq!(restarts(&telemetry, "stream"), 1.0);
         // Restarted after the policy's first delay, not before.
         tokio::time::sleep_until(started + Duration::from_millis(1999)).await;

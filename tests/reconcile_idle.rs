@@ -5,14 +5,14 @@
 //! runtime busy, the clock never moves, and the test's own sleep never ends; a real-time guard
 //! turns that hang into a failure.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use ocx_sentinel::account::AccountCell;
 use ocx_sentinel::config::{Auth, Endpoint, ReconcileSettings};
 use ocx_sentinel::reconcile::{self, ReconcileTask};
 use ocx_sentinel::state::Account;
-use ocx_sentinel::account::AccountCell;
 use ocx_sentinel::telemetry::{Telemetry, exposition};
 use tokio::sync::{Notify, watch};
 
@@ -48,8 +48,7 @@ fn series(t: &Telemetry, key: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-const ERRORS: &str =
-    r#"ocx_rest_requests_total{account="t",endpoint="positions",code="error"}"#;
+const ERRORS: &str = r#"ocx_rest_requests_total{account="t",endpoint="positions",code="error"}"#;
 
 // Regression: a failed endpoint kept a `not_before` in the past while the user stream was not
 // live, so `sleep_until` fired at once and the loop spun a full core for as long as the
@@ -59,7 +58,13 @@ fn a_failed_endpoint_does_not_busy_loop_while_the_user_stream_is_down() {
     on_paused_runtime(Duration::from_secs(20), || {
         Box::pin(async {
             let telemetry = Telemetry::new();
-            let shared = AccountCell::new("t", Account::new(1000), telemetry.account("t", 10), &[], None);
+            let shared = AccountCell::new(
+                "t",
+                Account::new(1000),
+                telemetry.account("t", 10),
+                &[],
+                None,
+            );
             let user_ready = Arc::new(AtomicBool::new(true));
             let resync = Arc::new(Notify::new());
             let task = ReconcileTask {

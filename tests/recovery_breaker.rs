@@ -67,12 +67,17 @@ async fn reconcile_against(
         ..ReconcileSettings::default()
     };
     let car = start_sidecar(s).await;
-    let m = wait_for(&car.base_url(), Duration::from_secs(10), "trades runs", |m| {
-        sum(m, "ocx_reconcile_runs_total", &[r#"endpoint="trades""#]) >= runs
+    let m = wait_for(
+        &car.base_url(),
+        Duration::from_secs(10),
+        "trades runs",
+        |m| {
+            sum(m, "ocx_reconcile_runs_total", &[r#"endpoint="trades""#]) >= runs
             // Counted inside a run, before the run itself: wait for the two to agree.
             && sum(m, "ocx_reconcile_recovery_refused_total", &[])
                 == sum(m, "ocx_reconcile_runs_total", &[r#"endpoint="trades""#])
-    })
+        },
+    )
     .await;
     car.shutdown().await;
     server.abort();
@@ -88,7 +93,11 @@ fn v(m: &BTreeMap<String, f64>, series: &str) -> f64 {
 // fill counted twice. A run that finds both missing and extra fills now recovers nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trades_keyed_differently_on_rest_are_not_recovered_as_missed_fills() {
-    let stream = [trade("T1", "buy", "100", "00"), trade("T2", "sell", "101", "01")].join(",");
+    let stream = [
+        trade("T1", "buy", "100", "00"),
+        trade("T2", "sell", "101", "01"),
+    ]
+    .join(",");
     // The same two fills, under ids the stream does not use.
     let rest = [
         trade("fill-9001", "buy", "100", "00"),
@@ -98,21 +107,37 @@ async fn trades_keyed_differently_on_rest_are_not_recovered_as_missed_fills() {
     let m = reconcile_against(stream, rest, 3.0).await;
     let runs = sum(&m, "ocx_reconcile_runs_total", &[r#"endpoint="trades""#]);
     assert_eq!(
-        v(&m, r#"ocx_reconcile_recovery_refused_total{account="t",reason="missing_and_extra"}"#),
+        v(
+            &m,
+            r#"ocx_reconcile_recovery_refused_total{account="t",reason="missing_and_extra"}"#
+        ),
         runs
     );
     assert_eq!(
-        v(&m, r#"ocx_reconcile_recovery_refused_total{account="t",reason="too_many_missing"}"#),
+        v(
+            &m,
+            r#"ocx_reconcile_recovery_refused_total{account="t",reason="too_many_missing"}"#
+        ),
         0.0
     );
-    assert_eq!(sum(&m, "ocx_fills_total", &[]), 2.0, "each fill counted once");
+    assert_eq!(
+        sum(&m, "ocx_fills_total", &[]),
+        2.0,
+        "each fill counted once"
+    );
     assert_eq!(sum(&m, "ocx_fills_recovered_total", &[]), 0.0);
     assert_eq!(
-        v(&m, r#"ocx_reconcile_mismatches_total{account="t",kind="fill_missing"}"#),
+        v(
+            &m,
+            r#"ocx_reconcile_mismatches_total{account="t",kind="fill_missing"}"#
+        ),
         0.0
     );
     assert_eq!(
-        v(&m, r#"ocx_reconcile_mismatches_total{account="t",kind="fill_extra"}"#),
+        v(
+            &m,
+            r#"ocx_reconcile_mismatches_total{account="t",kind="fill_extra"}"#
+        ),
         0.0
     );
 }
@@ -132,11 +157,17 @@ async fn a_listing_mostly_unknown_to_the_stream_is_not_recovered() {
     let m = reconcile_against(stream, rest, 3.0).await;
     let runs = sum(&m, "ocx_reconcile_runs_total", &[r#"endpoint="trades""#]);
     assert_eq!(
-        v(&m, r#"ocx_reconcile_recovery_refused_total{account="t",reason="too_many_missing"}"#),
+        v(
+            &m,
+            r#"ocx_reconcile_recovery_refused_total{account="t",reason="too_many_missing"}"#
+        ),
         runs
     );
     assert_eq!(
-        v(&m, r#"ocx_reconcile_recovery_refused_total{account="t",reason="missing_and_extra"}"#),
+        v(
+            &m,
+            r#"ocx_reconcile_recovery_refused_total{account="t",reason="missing_and_extra"}"#
+        ),
         0.0
     );
     assert_eq!(sum(&m, "ocx_fills_total", &[]), 1.0);

@@ -12,11 +12,11 @@ use axum::body::Body;
 use axum::response::IntoResponse;
 use axum::routing;
 use common::*;
+use ocx_sentinel::account::AccountCell;
 use ocx_sentinel::config::{Auth, StreamSettings};
 use ocx_sentinel::source::session::StreamKind;
 use ocx_sentinel::source::{self, StreamTask};
 use ocx_sentinel::state::Account;
-use ocx_sentinel::account::AccountCell;
 use ocx_sentinel::telemetry::{Telemetry, names};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -78,7 +78,10 @@ async fn a_day_long_sse_retry_is_capped_at_backoff_max_and_counted() {
             && user(m, "ocx_stream_retry_capped_total") == reconnects(m, "eof")
     })
     .await;
-    assert_eq!(user(&m, "ocx_stream_retry_capped_total"), reconnects(&m, "eof"));
+    assert_eq!(
+        user(&m, "ocx_stream_retry_capped_total"),
+        reconnects(&m, "eof")
+    );
     // The capped floor is the cap itself: each reconnect waits at least backoff_max.
     let times = arrivals.lock().unwrap().clone();
     for w in times.windows(2) {
@@ -134,7 +137,13 @@ async fn reconnect_gaps(
     n: usize,
 ) -> Vec<Duration> {
     let telemetry = Telemetry::new();
-    let account = AccountCell::new("t", Account::new(1000), telemetry.account("t", 10), &[], None);
+    let account = AccountCell::new(
+        "t",
+        Account::new(1000),
+        telemetry.account("t", 10),
+        &[],
+        None,
+    );
     let task = StreamTask {
         kind: StreamKind::User,
         url: format!("{base}/perps/stream/user"),
@@ -145,7 +154,8 @@ async fn reconnect_gaps(
         metrics: telemetry.stream("t", "user", None),
         ready: Arc::new(AtomicBool::new(false)),
         resync: None,
-        retry_capped: telemetry.counter(names::RETRY_CAPPED, &[("account", "t"), ("stream", "user")]),
+        retry_capped: telemetry
+            .counter(names::RETRY_CAPPED, &[("account", "t"), ("stream", "user")]),
         // No jitter: every delay is the backoff's ceiling.
         jitter: || 1.0,
     };

@@ -192,18 +192,29 @@ mod tests {
     #[test]
     fn recovery_is_refused_on_both_kinds_at_once_or_past_the_share() {
         assert_eq!(refuse_recovery(0, 0, 10, 0.5), None);
-        assert_eq!(refuse_recovery(5, 0, 10, 0.5), None, "the share itself is allowed");
+        assert_eq!(
+            refuse_recovery(5, 0, 10, 0.5),
+            None,
+            "the share itself is allowed"
+        );
         assert_eq!(
             refuse_recovery(6, 0, 10, 0.5),
             Some(Refusal::TooManyMissing)
         );
-        assert_eq!(refuse_recovery(0, 3, 10, 0.5), None, "extra alone is news, not a refusal");
+        assert_eq!(
+            refuse_recovery(0, 3, 10, 0.5),
+            None,
+            "extra alone is news, not a refusal"
+        );
         assert_eq!(
             refuse_recovery(1, 1, 10, 0.5),
             Some(Refusal::MissingAndExtra)
         );
         assert_eq!(refuse_recovery(10, 0, 10, 1.0), None);
-        assert_eq!(refuse_recovery(1, 0, 10, 0.0), Some(Refusal::TooManyMissing));
+        assert_eq!(
+            refuse_recovery(1, 0, 10, 0.0),
+            Some(Refusal::TooManyMissing)
+        );
     }
 
     #[test]
@@ -233,7 +244,14 @@ mod tests {
         assert!(gone.drift.is_empty());
         assert_eq!(gone.confirmed_drift, [("ETH".to_string(), Decimal::TWO)]);
         let cleared = t.compare(&BTreeMap::new(), &BTreeMap::new());
-        assert_eq!(cleared.confirmed_drift, [("ETH".to_string(), Decimal::ZERO)]);
-        assert!(t.compare(&BTreeMap::new(), &BTreeMap::new()).confirmed_drift.is_empty());
+        assert_eq!(
+            cleared.confirmed_drift,
+            [("ETH".to_string(), Decimal::ZERO)]
+        );
+        assert!(
+            t.compare(&BTreeMap::new(), &BTreeMap::new())
+                .confirmed_drift
+                .is_empty()
+        );
     }
 }

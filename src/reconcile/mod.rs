@@ -25,12 +25,12 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::account::SharedAccount;
 use crate::config::{Auth, Endpoint, ReconcileSettings};
 use crate::model::Trade;
 use crate::source::backoff::Backoff;
 use crate::source::{authorize, error_chain, parse_retry_after, wire};
 use crate::state::positions_by_market;
-use crate::account::SharedAccount;
 use crate::telemetry::reconcile::{Mismatch, ReconcileMetrics, RunResult};
 use compare::DriftTracker;
 
@@ -219,8 +219,9 @@ impl ReconcileTask {
                 .collect()
         });
         let report = tracker.compare(&rest, &stream);
-        let floats =
-            |v: &[(String, Decimal)]| -> Vec<(String, f64)> { v.iter().map(|(m, d)| (m.clone(), f(*d))).collect() };
+        let floats = |v: &[(String, Decimal)]| -> Vec<(String, f64)> {
+            v.iter().map(|(m, d)| (m.clone(), f(*d))).collect()
+        };
         self.metrics.drift_observed(&floats(&report.drift));
         // The main gauge shows confirmed drift only: the instant reading flickers whenever a
         // fill is in flight between the two reads.

@@ -1,7 +1,7 @@
 //! The reconciler's comparisons on fixed bodies, without HTTP: what each run sets and counts.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use super::*;
 use crate::account::AccountCell;
@@ -10,7 +10,13 @@ use crate::state::{Account, Scope};
 use crate::telemetry::{Telemetry, exposition};
 
 fn task(telemetry: &Telemetry) -> ReconcileTask {
-    let shared = AccountCell::new("t", Account::new(1000), telemetry.account("t", 10), &[], None);
+    let shared = AccountCell::new(
+        "t",
+        Account::new(1000),
+        telemetry.account("t", 10),
+        &[],
+        None,
+    );
     ReconcileTask {
         account: "t".into(),
         api_base: "http://127.0.0.1:1".into(),
@@ -42,7 +48,9 @@ fn value(t: &Telemetry, series: &str) -> Option<f64> {
 }
 
 fn rest_btc(quantity: &str) -> String {
-    format!(r#"[{{"id":"p1","marketId":"BTC-PERP","side":"long","quantity":"{quantity}","entryPrice":"100"}}]"#)
+    format!(
+        r#"[{{"id":"p1","marketId":"BTC-PERP","side":"long","quantity":"{quantity}","entryPrice":"100"}}]"#
+    )
 }
 
 const DRIFT: &str = r#"ocx_reconcile_position_drift{account="t",market="BTC-PERP"}"#;
@@ -78,9 +86,18 @@ fn the_drift_gauge_shows_only_confirmed_drift_and_the_instant_reading_has_its_ow
     );
     assert_eq!(run("1"), (RunResult::Ok, Some(0.0), Some(0.0), Some(0.0)));
     // A real drift: the same amount in two runs in a row is confirmed, shown, counted once.
-    assert_eq!(run("3"), (RunResult::Drift, Some(0.0), Some(2.0), Some(0.0)));
-    assert_eq!(run("3"), (RunResult::Drift, Some(2.0), Some(2.0), Some(1.0)));
-    assert_eq!(run("3"), (RunResult::Drift, Some(2.0), Some(2.0), Some(1.0)));
+    assert_eq!(
+        run("3"),
+        (RunResult::Drift, Some(0.0), Some(2.0), Some(0.0))
+    );
+    assert_eq!(
+        run("3"),
+        (RunResult::Drift, Some(2.0), Some(2.0), Some(1.0))
+    );
+    assert_eq!(
+        run("3"),
+        (RunResult::Drift, Some(2.0), Some(2.0), Some(1.0))
+    );
     // One run that agrees does not clear a confirmed drift; the second does.
     assert_eq!(run("1"), (RunResult::Ok, Some(2.0), Some(0.0), Some(1.0)));
     assert_eq!(run("1"), (RunResult::Ok, Some(0.0), Some(0.0), Some(1.0)));

@@ -19,8 +19,8 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::config::{Auth, KeyHeader, StreamSettings};
 use crate::account::SharedAccount;
+use crate::config::{Auth, KeyHeader, StreamSettings};
 use crate::telemetry::{Counter, ReconnectReason, StreamMetrics};
 use backoff::Backoff;
 use session::{Now, Session, StreamKind, Verdict};
