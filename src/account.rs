@@ -42,7 +42,9 @@ pub struct AccountCell {
 
 impl std::fmt::Debug for AccountCell {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AccountCell").field("name", &self.name).finish()
+        f.debug_struct("AccountCell")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -129,7 +131,11 @@ impl AccountCell {
         let mut inner = self.lock();
         let applied = inner.state.apply_recovered(trades);
         self.finish(&mut inner, &applied, now_unix_ms);
-        applied.fills.iter().map(|f| Arc::clone(&f.market)).collect()
+        applied
+            .fills
+            .iter()
+            .map(|f| Arc::clone(&f.market))
+            .collect()
     }
 
     fn finish(&self, inner: &mut Inner, applied: &Applied, now_unix_ms: i64) -> Outcome {
@@ -178,5 +184,132 @@ impl AccountCell {
     /// The current epoch.
     pub fn epoch(&self) -> u64 {
         *self.epoch.borrow()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::datadir::{DataDir, start_writer};
+    use crate::model::{Liquidity, Side};
+    use crate::telemetry::{Telemetry, exposition};
+
+    fn trade(id: &str) -> Trade {
+        Trade {
+            id: Some(id.into()),
+            market: "BTC-PERP".into(),
+            side: Side::Sell,
+            liquidity: Liquidity::Taker,
+            price: "100".parse().unwrap(),
+            quantity: "0.5".parse().unwrap(),
+            created_at_ms: Some(1_000),
+        }
+    }
+
+    fn snapshot(ids: &[&str]) -> Payload {
+        Payload {
+            trades: ids.iter().map(|i| trade(i)).collect(),
+            ..Payload::default()
+        }
+    }
+
+    const FILLS: &str =
+        r#"ocx_fills_total{account="a",market="BTC-PERP",side="sell",liquidity="taker"}"#;
+
+    fn value(t: &Telemetry, series: &str) -> Option<f64> {
+        exposition::parse(&t.render())
+            .get(&exposition::normalize(series))
+            .copied()
+    }
+
+    fn tmp() -> std::path::PathBuf {
+        std::env::temp_dir().join(format!(
+            "ocx-account-test-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ))
+    }
+
+    #[test]
+    fn without_a_data_dir_counters_are_set_at_once_and_the_epoch_moves() {
+        let t = Telemetry::new();
+        let cell = AccountCell::new("a", Account::new(100), t.account("a", 10), &[], None);
+        let epoch = cell.subscribe();
+        let out = cell.apply_event(
+            EventKind::Snapshot,
+            Scope::User,
+            &snapshot(&["1", "2"]),
+            None,
+            5,
+        );
+        assert_eq!(out.fills, 2);
+        assert_eq!(value(&t, FILLS), Some(2.0));
+        assert!(epoch.has_changed().unwrap());
+        assert_eq!(cell.epoch(), 1);
+        let recovered = cell.apply_recovered(&[trade("2"), trade("3")], 6);
+        assert_eq!(
+            recovered.len(),
+            1,
+            "only the trade the stream never delivered"
+        );
+        assert_eq!(value(&t, FILLS), Some(3.0));
+    }
+
+    #[test]
+    fn with_a_data_dir_what_was_shown_is_what_a_restart_starts_from() {
+        let dir = tmp();
+        {
+            let t = Telemetry::new();
+            let (dd, _) = DataDir::open(&dir).unwrap();
+            let writer = start_writer(dd, Arc::new(|_| {})).unwrap();
+            let cell = AccountCell::new(
+                "a",
+                Account::new(100),
+                t.account("a", 10),
+                &[],
+                Some(writer.clone()),
+            );
+            cell.apply_event(
+                EventKind::Snapshot,
+                Scope::User,
+                &snapshot(&["1", "2"]),
+                None,
+                5,
+            );
+            cell.apply_event(EventKind::Delta, Scope::User, &snapshot(&["3"]), None, 6);
+            // Stopping the writer commits what is queued and runs the continuations.
+            writer.stop(Duration::from_secs(10));
+            assert_eq!(value(&t, FILLS), Some(3.0));
+            assert_eq!(cell.epoch(), 4, "one bump per event and one per commit");
+        }
+        let (dd, _) = DataDir::open(&dir).unwrap();
+        let (image, unreadable) = dd.load_account("a").unwrap();
+        assert_eq!(unreadable, 0);
+        let markets = image.markets.clone();
+        let (state, skipped) = Account::restore(100, image);
+        assert_eq!(skipped, 0);
+        let t = Telemetry::new();
+        let cell = AccountCell::new("a", state, t.account("a", 10), &markets, None);
+        // Before any event: the counters continue.
+        assert_eq!(value(&t, FILLS), Some(3.0));
+        let out = cell.apply_event(
+            EventKind::Snapshot,
+            Scope::User,
+            &snapshot(&["2", "3", "4"]),
+            None,
+            7,
+        );
+        assert_eq!(out.fills, 1);
+        assert_eq!(value(&t, FILLS), Some(4.0));
+        assert_eq!(
+            value(
+                &t,
+                r#"ocx_fills_deduplicated_total{account="a",reason="snapshot_replay"}"#
+            ),
+            Some(2.0)
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

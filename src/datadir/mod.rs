@@ -382,7 +382,11 @@ pub fn start_writer(
     Ok(WriterHandle { tx })
 }
 
-fn writer_loop(dir: DataDir, rx: mpsc::Receiver<Msg>, observe: Arc<dyn Fn(WriterEvent) + Send + Sync>) {
+fn writer_loop(
+    dir: DataDir,
+    rx: mpsc::Receiver<Msg>,
+    observe: Arc<dyn Fn(WriterEvent) + Send + Sync>,
+) {
     // Journals whose commit failed, merged per account, retried with a capped backoff.
     let mut retry: BTreeMap<Arc<str>, Journal> = BTreeMap::new();
     let mut retry_delay = RETRY_INITIAL;

@@ -27,7 +27,11 @@ fn tmp() -> PathBuf {
 
 fn journal() -> Journal {
     let mut j = Journal::default();
-    j.new_keys = vec![(0, "i\u{1f}t-0".into()), (1, "i\u{1f}t-1".into()), (2, "i\u{1f}t-2".into())];
+    j.new_keys = vec![
+        (0, "i\u{1f}t-0".into()),
+        (1, "i\u{1f}t-1".into()),
+        (2, "i\u{1f}t-2".into()),
+    ];
     j.fills.insert(
         FillKey {
             market: "BTC-PERP".into(),
@@ -48,7 +52,8 @@ fn journal() -> Journal {
             loss: d("0.5"),
         },
     );
-    j.bases.insert("p1".into(), Some(("BTC-PERP".into(), Some(d("7")))));
+    j.bases
+        .insert("p1".into(), Some(("BTC-PERP".into(), Some(d("7")))));
     j.new_markets = vec![(0, "BTC-PERP".into()), (1, "ETH-PERP".into())];
     j.dedup = Some(DedupCounts {
         snapshot_replay: 4,
@@ -116,14 +121,26 @@ fn a_key_floor_forgets_older_keys_and_a_removed_base_goes() {
 #[test]
 fn a_garbage_store_is_moved_aside_and_a_fresh_one_created() {
     let dir = tmp();
-    std::fs::write(dir.join(FILE_NAME), b"this is not a redb file at all, just bytes\n".repeat(100))
-        .unwrap();
+    std::fs::write(
+        dir.join(FILE_NAME),
+        b"this is not a redb file at all, just bytes\n".repeat(100),
+    )
+    .unwrap();
     let (dd, opened) = DataDir::open(&dir).unwrap();
     let Opened::MovedAside { to, reason } = opened else {
         panic!("expected the garbage to be moved aside, got {opened:?}");
     };
-    assert!(to.file_name().unwrap().to_string_lossy().starts_with("sentinel.redb.corrupt-"));
-    assert!(std::fs::read(&to).unwrap().starts_with(b"this is not a redb file"));
+    assert!(
+        to.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("sentinel.redb.corrupt-")
+    );
+    assert!(
+        std::fs::read(&to)
+            .unwrap()
+            .starts_with(b"this is not a redb file")
+    );
     assert!(!reason.is_empty());
     // The fresh store works.
     dd.commit(&group("a", journal())).unwrap();
@@ -153,8 +170,15 @@ fn a_store_held_by_a_live_process_is_an_error_not_moved_aside() {
     let (_held, _) = DataDir::open(&dir).unwrap();
     let err = DataDir::open(&dir).unwrap_err();
     assert!(matches!(err, DataDirError::InUse { .. }), "{err}");
-    assert!(err.to_string().contains("in use by another ocx-sentinel process"));
-    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "nothing moved aside");
+    assert!(
+        err.to_string()
+            .contains("in use by another ocx-sentinel process")
+    );
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        1,
+        "nothing moved aside"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -176,8 +200,10 @@ fn unreadable_rows_are_skipped_and_counted() {
         let tx = dd.db.begin_write().unwrap();
         {
             let mut rows = tx.open_table(ACCOUNT_ROWS).unwrap();
-            rows.insert(("a", KIND_FILL, "nonsense"), "1\u{1f}2\u{1f}3\u{1f}").unwrap();
-            rows.insert(("a", KIND_REALIZED, "M"), "not a pair").unwrap();
+            rows.insert(("a", KIND_FILL, "nonsense"), "1\u{1f}2\u{1f}3\u{1f}")
+                .unwrap();
+            rows.insert(("a", KIND_REALIZED, "M"), "not a pair")
+                .unwrap();
             rows.insert(("a", "from-a-newer-build", "x"), "y").unwrap();
         }
         tx.commit().unwrap();

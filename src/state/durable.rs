@@ -204,7 +204,9 @@ pub(crate) fn decode_key(s: &str) -> Option<TradeKey> {
 }
 
 pub(crate) fn parse_side(s: &str) -> Option<Side> {
-    [Side::Buy, Side::Sell].into_iter().find(|v| v.as_str() == s)
+    [Side::Buy, Side::Sell]
+        .into_iter()
+        .find(|v| v.as_str() == s)
 }
 
 pub(crate) fn parse_liquidity(s: &str) -> Option<Liquidity> {
@@ -241,10 +243,7 @@ pub fn encode_fill_totals(t: &FillTotals) -> String {
         .last_created_at_ms
         .map(|v| v.to_string())
         .unwrap_or_default();
-    format!(
-        "{}{SEP}{}{SEP}{}{SEP}{at}",
-        t.count, t.quantity, t.notional
-    )
+    format!("{}{SEP}{}{SEP}{}{SEP}{at}", t.count, t.quantity, t.notional)
 }
 
 pub fn decode_fill_totals(s: &str) -> Option<FillTotals> {

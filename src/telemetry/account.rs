@@ -115,7 +115,8 @@ impl AccountMetrics {
 
     fn handles(&mut self, label: &str) -> &mut LabelHandles {
         if !self.labels.contains_key(label) {
-            self.labels.insert(label.to_string(), LabelHandles::default());
+            self.labels
+                .insert(label.to_string(), LabelHandles::default());
         }
         // UNWRAP: inserted just above when missing.
         self.labels.get_mut(label).expect("inserted above")
@@ -175,16 +176,38 @@ impl AccountMetrics {
             let label = self.label(m);
             match account.market_position(m) {
                 Some(p) => {
-                    self.set(&label, names::POSITION_QUANTITY, |h| &mut h.quantity, None, f(p.quantity));
+                    self.set(
+                        &label,
+                        names::POSITION_QUANTITY,
+                        |h| &mut h.quantity,
+                        None,
+                        f(p.quantity),
+                    );
                     let entry = p.entry_price.map(f).unwrap_or(0.0);
-                    self.set(&label, names::POSITION_ENTRY_PRICE, |h| &mut h.entry_price, None, entry);
+                    self.set(
+                        &label,
+                        names::POSITION_ENTRY_PRICE,
+                        |h| &mut h.entry_price,
+                        None,
+                        entry,
+                    );
                     let pnl = f(p.realized_pnl);
-                    self.set(&label, names::POSITION_REALIZED_PNL, |h| &mut h.realized_pnl, None, pnl);
+                    self.set(
+                        &label,
+                        names::POSITION_REALIZED_PNL,
+                        |h| &mut h.realized_pnl,
+                        None,
+                        pnl,
+                    );
                 }
                 // A removed position: its series drop to 0 rather than keep a stale value.
                 None => self.zero(
                     &label,
-                    &[|h| &mut h.quantity, |h| &mut h.entry_price, |h| &mut h.realized_pnl],
+                    &[
+                        |h| &mut h.quantity,
+                        |h| &mut h.entry_price,
+                        |h| &mut h.realized_pnl,
+                    ],
                 ),
             }
         }
@@ -217,8 +240,20 @@ impl AccountMetrics {
             let label = self.label(m);
             match account.valuation(m) {
                 Some(v) => {
-                    self.set(&label, names::POSITION_UNREALIZED_PNL, |h| &mut h.unrealized_pnl, None, f(v.unrealized_pnl));
-                    self.set(&label, names::POSITION_NOTIONAL, |h| &mut h.notional, None, f(v.notional));
+                    self.set(
+                        &label,
+                        names::POSITION_UNREALIZED_PNL,
+                        |h| &mut h.unrealized_pnl,
+                        None,
+                        f(v.unrealized_pnl),
+                    );
+                    self.set(
+                        &label,
+                        names::POSITION_NOTIONAL,
+                        |h| &mut h.notional,
+                        None,
+                        f(v.notional),
+                    );
                 }
                 None => self.zero(&label, &[|h| &mut h.unrealized_pnl, |h| &mut h.notional]),
             }
@@ -248,7 +283,13 @@ impl AccountMetrics {
 
     /// A label's exact fill totals for one side and liquidity: the fold's own totals for a
     /// market label, their sum over the folded markets for `other`.
-    fn label_totals(&self, account: &Account, label: &str, side: Side, liq: Liquidity) -> FillTotals {
+    fn label_totals(
+        &self,
+        account: &Account,
+        label: &str,
+        side: Side,
+        liq: Liquidity,
+    ) -> FillTotals {
         let totals = account.fill_totals();
         if label != OTHER {
             let key = FillKey {
@@ -389,6 +430,115 @@ mod tests {
 
     const SIDES: [Side; 2] = [Side::Buy, Side::Sell];
     const LIQUIDITIES: [Liquidity; 3] = [Liquidity::Maker, Liquidity::Taker, Liquidity::Unknown];
+
+    use crate::model::{Payload, Trade};
+    use crate::state::Scope;
+    use crate::telemetry::exposition;
+
+    fn trade(id: &str, market: &str, price: &str, qty: &str, at_ms: Option<i64>) -> Trade {
+        Trade {
+            id: Some(id.into()),
+            market: market.into(),
+            side: Side::Buy,
+            liquidity: Liquidity::Maker,
+            price: price.parse().unwrap(),
+            quantity: qty.parse().unwrap(),
+            created_at_ms: at_ms,
+        }
+    }
+
+    fn fold(acc: &mut Account, m: &mut AccountMetrics, trades: Vec<Trade>, now_unix: f64) {
+        let applied = acc.apply_delta(
+            Scope::User,
+            &Payload {
+                trades,
+                ..Payload::default()
+            },
+        );
+        m.observe_live(&applied, acc, now_unix);
+        for (c, v) in m.counter_updates(&applied, acc) {
+            c.absolute(v);
+        }
+    }
+
+    fn value(t: &Telemetry, series: &str) -> Option<f64> {
+        exposition::parse(&t.render())
+            .get(&exposition::normalize(series))
+            .copied()
+    }
+
+    // Regression: the last-fill clock only moved forward, so one fill dated in the future
+    // (microseconds read as milliseconds) held it there and silenced every "no fills for N
+    // minutes" alert for good. It is now clamped to the receipt time, and the clamp counted.
+    #[test]
+    fn a_fill_dated_in_the_future_is_clamped_to_its_receipt_and_counted() {
+        let t = Telemetry::new();
+        let mut m = t.account("a", 10);
+        let mut acc = Account::new(100);
+        let now = 1_800_000_000.0;
+        let micros_as_millis = 1_800_000_000_000_000; // year ~59000
+        fold(
+            &mut acc,
+            &mut m,
+            vec![trade("1", "BTC", "1", "1", Some(micros_as_millis))],
+            now,
+        );
+        let last = r#"ocx_last_fill_timestamp_seconds{account="a",market="BTC"}"#;
+        assert_eq!(value(&t, last), Some(now));
+        assert_eq!(
+            value(&t, r#"ocx_fill_time_clamped_total{account="a"}"#),
+            Some(1.0)
+        );
+        // A later, correctly dated fill moves the clock on.
+        let later_ms = (now as i64 + 60) * 1000;
+        fold(
+            &mut acc,
+            &mut m,
+            vec![trade("2", "BTC", "1", "1", Some(later_ms))],
+            now + 61.0,
+        );
+        assert_eq!(value(&t, last), Some(now + 60.0));
+        assert_eq!(
+            value(&t, r#"ocx_fill_time_clamped_total{account="a"}"#),
+            Some(1.0)
+        );
+    }
+
+    // Regression: the per-label totals behind `other` were added with `+=`, which panics on
+    // Decimal overflow; absurd amounts off the wire must saturate instead.
+    #[test]
+    fn totals_folded_into_other_saturate_instead_of_panicking() {
+        let t = Telemetry::new();
+        let mut m = t.account("a", 1);
+        let mut acc = Account::new(100);
+        let huge = "79228162514264337593543950335"; // Decimal::MAX
+        fold(
+            &mut acc,
+            &mut m,
+            vec![trade("0", "FIRST", "1", "1", None)],
+            1.0,
+        );
+        fold(
+            &mut acc,
+            &mut m,
+            vec![
+                trade("1", "B", "1", huge, None),
+                trade("2", "C", "1", huge, None),
+            ],
+            1.0,
+        );
+        let q = value(
+            &t,
+            r#"ocx_fill_quantity_total{account="a",market="other",side="buy",liquidity="maker"}"#,
+        )
+        .expect("other has a quantity series");
+        assert!(q.is_finite() && q > 7.9e28, "{q}");
+        let n = value(
+            &t,
+            r#"ocx_fills_total{account="a",market="other",side="buy",liquidity="maker"}"#,
+        );
+        assert_eq!(n, Some(2.0), "both folded markets add up under other");
+    }
 
     #[test]
     fn every_side_and_liquidity_has_its_own_slot() {

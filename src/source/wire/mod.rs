@@ -47,6 +47,7 @@
 //! item would.
 
 mod build;
+mod fast;
 mod lenient;
 mod raw;
 mod rest;
@@ -77,11 +78,24 @@ pub enum WireError {
 /// Fails only on invalid JSON, a non-object envelope or payload, or a missing/invalid `eventSeq`;
 /// unreadable items are skipped and counted in `skipped_items`.
 pub fn parse_envelope(data: &str) -> Result<Envelope, WireError> {
-    let raw = match serde_json::from_str::<Obj<RawEnvelope<'_>>>(data) {
-        Ok(Obj::Ok(raw)) => raw,
-        Ok(_) => return Err(WireError::Schema("envelope is not a json object".into())),
-        Err(e) => return Err(WireError::Json(e.to_string())),
-    };
+    // The fast reader takes the common case; it declines whatever it is not sure of, and serde
+    // reads that (see `fast`). Both build the same raw structs, judged below.
+    match fast::envelope(data) {
+        Some(raw) => envelope_from_raw(raw),
+        None => read_envelope_with_serde(data),
+    }
+}
+
+/// [`parse_envelope`] with serde alone: the reference the fast reader must agree with.
+fn read_envelope_with_serde(data: &str) -> Result<Envelope, WireError> {
+    match serde_json::from_str::<Obj<RawEnvelope<'_>>>(data) {
+        Ok(Obj::Ok(raw)) => envelope_from_raw(raw),
+        Ok(_) => Err(WireError::Schema("envelope is not a json object".into())),
+        Err(e) => Err(WireError::Json(e.to_string())),
+    }
+}
+
+fn envelope_from_raw(raw: RawEnvelope<'_>) -> Result<Envelope, WireError> {
     let seq = match &raw.event_seq {
         Scalar::Null => return Err(WireError::Schema("missing eventSeq".into())),
         s => s

@@ -93,7 +93,12 @@ fn a_restart_recounts_nothing_and_counts_what_happened_while_down() {
     let applied = b.apply_snapshot(
         Scope::User,
         &payload(
-            vec![trade(1, "BTC"), trade(2, "BTC"), trade(3, "ETH"), trade(4, "ETH")],
+            vec![
+                trade(1, "BTC"),
+                trade(2, "BTC"),
+                trade(3, "ETH"),
+                trade(4, "ETH"),
+            ],
             Some(vec![
                 position("p1", "BTC", "2", "9"),
                 position("p2", "ETH", "1", "1"),
@@ -121,8 +126,16 @@ fn a_restart_recounts_nothing_and_counts_what_happened_while_down() {
     );
     assert!(applied.fills.is_empty());
     assert_eq!(c.dedup_counts().snapshot_replay, 5);
-    assert_eq!(c.realized_totals()["BTC"].profit, d("4"), "p1 closed while down: nothing");
-    assert_eq!(c.watch_start_ms(), Some(1_001), "the first process's watch start is kept");
+    assert_eq!(
+        c.realized_totals()["BTC"].profit,
+        d("4"),
+        "p1 closed while down: nothing"
+    );
+    assert_eq!(
+        c.watch_start_ms(),
+        Some(1_001),
+        "the first process's watch start is kept"
+    );
 }
 
 #[test]

@@ -1,0 +1,588 @@
+//! The fast reader of stream envelopes: the same raw structs serde reads, straight from the bytes, for the common case; anything unusual sends the caller back to serde.
+//!
+//! Every event of the stream goes through here, so it is worth a reader without serde's
+//! generic machinery: one pass over the bytes, strings borrowed from the input, no intermediate
+//! values. It is exact by construction rather than by imitation: it only accepts input whose
+//! reading it is sure of, and returns `None` for everything else — a string with an escape, a
+//! number that is not a plain integer, a duplicate field, nesting deeper than
+//! [`MAX_DEPTH`], and any JSON error — so that [`super::parse_envelope`] reads the event with
+//! serde instead, which gives the one answer (and the one error message) for it. Accepted input
+//! yields exactly the raw structs serde would build, so the builders behind both are shared.
+
+use std::borrow::Cow;
+
+use super::lenient::{List, Obj, Scalar};
+use super::raw::{
+    RawBook, RawEnvelope, RawLevel, RawPayload, RawPosition, RawPositions, RawPositionsObject,
+    RawTrade,
+};
+
+/// Deeper nesting is left to serde (which has its own recursion limit); stream events nest
+/// about five levels.
+const MAX_DEPTH: u32 = 64;
+
+/// Reads a whole stream envelope, or `None` to have serde read it.
+pub(super) fn envelope(data: &str) -> Option<RawEnvelope<'_>> {
+    let mut r = Reader {
+        s: data,
+        b: data.as_bytes(),
+        i: 0,
+        depth: 0,
+    };
+    if r.peek()? != b'{' {
+        // Not an object: an error either way, and serde words it.
+        return None;
+    }
+    let env = r.envelope()?;
+    // Only whitespace may follow.
+    match r.peek() {
+        None => Some(env),
+        Some(_) => None,
+    }
+}
+
+/// A cursor over the input. Every method returns `None` to abandon the fast read.
+struct Reader<'a> {
+    s: &'a str,
+    b: &'a [u8],
+    i: usize,
+    depth: u32,
+}
+
+/// Bit per known field of a struct, to refuse a repeated field (serde's derive rejects it).
+#[derive(Default)]
+struct Seen(u16);
+
+impl Seen {
+    fn first(&mut self, bit: u8) -> Option<()> {
+        let mask = 1u16 << bit;
+        if self.0 & mask != 0 {
+            return None;
+        }
+        self.0 |= mask;
+        Some(())
+    }
+}
+
+impl<'a> Reader<'a> {
+    /// The next byte after JSON whitespace, without consuming it.
+    fn peek(&mut self) -> Option<u8> {
+        while let Some(&c) = self.b.get(self.i) {
+            if !matches!(c, b' ' | b'\n' | b'\t' | b'\r') {
+                return Some(c);
+            }
+            self.i += 1;
+        }
+        None
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        (self.peek()? == c).then(|| self.i += 1)
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        let end = self.i + word.len();
+        (self.b.get(self.i..end)? == word).then(|| self.i = end)
+    }
+
+    /// A string without escapes or control characters, borrowed; the cursor is on its `"`.
+    fn string(&mut self) -> Option<&'a str> {
+        let start = self.i + 1;
+        let len = self
+            .b
+            .get(start..)?
+            .iter()
+            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+        let end = start + len;
+        if self.b[end] != b'"' {
+            return None;
+        }
+        self.i = end + 1;
+        // The bounds are ASCII quotes, so they are char boundaries.
+        self.s.get(start..end)
+    }
+
+    /// A plain integer, as serde_json reports it: non-negative as `u64`, negative as `i64`.
+    /// Fractions, exponents, `-0` and anything near the integer limits are left to serde.
+    fn integer(&mut self) -> Option<Scalar<'a>> {
+        let negative = self.b.get(self.i) == Some(&b'-');
+        let start = self.i + usize::from(negative);
+        let digits = self
+            .b
+            .get(start..)?
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count();
+        let end = start + digits;
+        let next = self.b.get(end).copied();
+        if digits == 0
+            || digits > 18
+            || (digits > 1 && self.b[start] == b'0')
+            || matches!(next, Some(b'.' | b'e' | b'E'))
+        {
+            return None;
+        }
+        let v = self.b[start..end]
+            .iter()
+            .fold(0u64, |v, &d| v * 10 + u64::from(d - b'0'));
+        self.i = end;
+        if !negative {
+            Some(Scalar::UInt(v))
+        } else if v == 0 {
+            // serde_json reads `-0` as a float.
+            None
+        } else {
+            // Under 10^18, so it fits.
+            Some(Scalar::Int(-(v as i64)))
+        }
+    }
+
+    /// Any JSON number, validated and skipped (what serde does with an ignored value).
+    fn skip_number(&mut self) -> Option<()> {
+        let b = self.b;
+        let mut i = self.i;
+        if b.get(i) == Some(&b'-') {
+            i += 1;
+        }
+        match b.get(i)? {
+            b'0' => i += 1,
+            b'1'..=b'9' => {
+                while b.get(i).is_some_and(u8::is_ascii_digit) {
+                    i += 1;
+                }
+            }
+            _ => return None,
+        }
+        if b.get(i) == Some(&b'.') {
+            i += 1;
+            let start = i;
+            while b.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+            if i == start {
+                return None;
+            }
+        }
+        if matches!(b.get(i), Some(b'e' | b'E')) {
+            i += 1;
+            if matches!(b.get(i), Some(b'+' | b'-')) {
+                i += 1;
+            }
+            let start = i;
+            while b.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+            if i == start {
+                return None;
+            }
+        }
+        self.i = i;
+        Some(())
+    }
+
+    fn enter(&mut self) -> Option<()> {
+        self.depth += 1;
+        (self.depth <= MAX_DEPTH).then_some(())
+    }
+
+    /// Any JSON value, validated and skipped.
+    fn skip_value(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.string().map(drop),
+            b'{' => self.members(|_, _| Some(false)),
+            b'[' => self.elements(|r| r.skip_value()),
+            b'n' => self.literal(b"null"),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            _ => self.skip_number(),
+        }
+    }
+
+    /// An object's members; the cursor is on its `{`. `field` reads the value of a key it
+    /// knows and returns `true`, or returns `false` to have the value skipped.
+    fn members(&mut self, mut field: impl FnMut(&mut Self, &'a str) -> Option<bool>) -> Option<()> {
+        self.enter()?;
+        self.i += 1;
+        if self.peek()? == b'}' {
+            self.i += 1;
+        } else {
+            loop {
+                if self.peek()? != b'"' {
+                    return None;
+                }
+                let key = self.string()?;
+                self.eat(b':')?;
+                if !field(self, key)? {
+                    self.skip_value()?;
+                }
+                match self.peek()? {
+                    b',' => self.i += 1,
+                    b'}' => {
+                        self.i += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        self.depth -= 1;
+        Some(())
+    }
+
+    /// An array's elements, each read by `element`; the cursor is on its `[`.
+    fn elements(&mut self, mut element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.enter()?;
+        self.i += 1;
+        if self.peek()? == b']' {
+            self.i += 1;
+        } else {
+            loop {
+                element(self)?;
+                match self.peek()? {
+                    b',' => self.i += 1,
+                    b']' => {
+                        self.i += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        self.depth -= 1;
+        Some(())
+    }
+
+    /// [`Scalar`]: any value; arrays and objects are skipped and recorded as `Other`.
+    fn scalar(&mut self) -> Option<Scalar<'a>> {
+        Some(match self.peek()? {
+            b'"' => Scalar::Str(Cow::Borrowed(self.string()?)),
+            b'n' => {
+                self.literal(b"null")?;
+                Scalar::Null
+            }
+            b't' => {
+                self.literal(b"true")?;
+                Scalar::Bool(true)
+            }
+            b'f' => {
+                self.literal(b"false")?;
+                Scalar::Bool(false)
+            }
+            b'[' | b'{' => {
+                self.skip_value()?;
+                Scalar::Other
+            }
+            _ => self.integer()?,
+        })
+    }
+
+    /// A field of a struct: the value read into `slot`, once.
+    fn field(&mut self, seen: &mut Seen, bit: u8, slot: &mut Scalar<'a>) -> Option<bool> {
+        seen.first(bit)?;
+        *slot = self.scalar()?;
+        Some(true)
+    }
+
+    /// [`Obj`]: an object read by `read` (cursor on its `{`), `null`, or the wrong shape.
+    fn obj<T>(&mut self, read: impl FnOnce(&mut Self) -> Option<T>) -> Option<Obj<T>> {
+        Some(match self.peek()? {
+            b'{' => Obj::Ok(read(self)?),
+            b'n' => {
+                self.literal(b"null")?;
+                Obj::Null
+            }
+            _ => {
+                self.skip_value()?;
+                Obj::NotObject
+            }
+        })
+    }
+
+    /// [`List`]: an array of items read by `item`, `null` (empty), or one malformed item.
+    fn list<E>(&mut self, mut item: impl FnMut(&mut Self) -> Option<E>) -> Option<List<E>> {
+        Some(match self.peek()? {
+            b'[' => {
+                let mut items = Vec::new();
+                self.elements(|r| {
+                    items.push(item(r)?);
+                    Some(())
+                })?;
+                List {
+                    items,
+                    malformed: false,
+                }
+            }
+            b'n' => {
+                self.literal(b"null")?;
+                List::default()
+            }
+            _ => {
+                self.skip_value()?;
+                List::malformed()
+            }
+        })
+    }
+
+    fn envelope(&mut self) -> Option<RawEnvelope<'a>> {
+        let mut e = RawEnvelope::default();
+        let mut seen = Seen::default();
+        self.members(|r, key| match key {
+            "eventId" => r.field(&mut seen, 0, &mut e.event_id),
+            "eventType" => r.field(&mut seen, 1, &mut e.event_type),
+            "eventSeq" => r.field(&mut seen, 2, &mut e.event_seq),
+            "engineTs" => r.field(&mut seen, 3, &mut e.engine_ts),
+            "sourceTs" => r.field(&mut seen, 4, &mut e.source_ts),
+            "payload" => {
+                seen.first(5)?;
+                e.payload = r.obj(Self::payload)?;
+                Some(true)
+            }
+            _ => Some(false),
+        })?;
+        Some(e)
+    }
+
+    fn payload(&mut self) -> Option<RawPayload<'a>> {
+        let mut p = RawPayload::default();
+        let mut seen = Seen::default();
+        self.members(|r, key| {
+            match key {
+                "trades" => {
+                    seen.first(0)?;
+                    p.trades = r.list(|r| r.obj(Self::trade))?;
+                }
+                "positions" => {
+                    seen.first(1)?;
+                    p.positions = r.positions()?;
+                }
+                "orderbook" => {
+                    seen.first(2)?;
+                    p.orderbook = r.obj(Self::book)?;
+                }
+                "book" => {
+                    seen.first(3)?;
+                    p.book = r.obj(Self::book)?;
+                }
+                _ => return Some(false),
+            }
+            Some(true)
+        })?;
+        Some(p)
+    }
+
+    fn trade(&mut self) -> Option<RawTrade<'a>> {
+        let mut t = RawTrade::default();
+        let mut seen = Seen::default();
+        self.members(|r, key| match key {
+            "id" => r.field(&mut seen, 0, &mut t.id),
+            "tradeId" => r.field(&mut seen, 1, &mut t.trade_id),
+            "marketId" => r.field(&mut seen, 2, &mut t.market_id),
+            "side" => r.field(&mut seen, 3, &mut t.side),
+            "liquidity" => r.field(&mut seen, 4, &mut t.liquidity),
+            "price" => r.field(&mut seen, 5, &mut t.price),
+            "quantity" => r.field(&mut seen, 6, &mut t.quantity),
+            "createdAt" => r.field(&mut seen, 7, &mut t.created_at),
+            _ => Some(false),
+        })?;
+        Some(t)
+    }
+
+    fn position(&mut self) -> Option<RawPosition<'a>> {
+        let mut p = RawPosition::default();
+        let mut seen = Seen::default();
+        self.members(|r, key| match key {
+            "id" => r.field(&mut seen, 0, &mut p.id),
+            "positionId" => r.field(&mut seen, 1, &mut p.position_id),
+            "marketId" => r.field(&mut seen, 2, &mut p.market_id),
+            "side" => r.field(&mut seen, 3, &mut p.side),
+            "quantity" => r.field(&mut seen, 4, &mut p.quantity),
+            "entryPrice" => r.field(&mut seen, 5, &mut p.entry_price),
+            "avgPrice" => r.field(&mut seen, 6, &mut p.avg_price),
+            "realizedPnl" => r.field(&mut seen, 7, &mut p.realized_pnl),
+            "status" => r.field(&mut seen, 8, &mut p.status),
+            _ => Some(false),
+        })?;
+        Some(p)
+    }
+
+    /// [`RawPositions`]: `{upserts, removedIds}`, a bare array of upserts, `null`, or malformed.
+    fn positions(&mut self) -> Option<RawPositions<'a>> {
+        Some(match self.peek()? {
+            b'[' => RawPositions::Array(self.list(|r| r.obj(Self::position))?),
+            b'{' => {
+                let mut o = RawPositionsObject::default();
+                let mut seen = Seen::default();
+                self.members(|r, key| {
+                    match key {
+                        "upserts" => {
+                            seen.first(0)?;
+                            o.upserts = r.list(|r| r.obj(Self::position))?;
+                        }
+                        "removedIds" => {
+                            seen.first(1)?;
+                            o.removed_ids = r.list(Self::scalar)?;
+                        }
+                        _ => return Some(false),
+                    }
+                    Some(true)
+                })?;
+                RawPositions::Object(o)
+            }
+            b'n' => {
+                self.literal(b"null")?;
+                RawPositions::Absent
+            }
+            _ => {
+                self.skip_value()?;
+                RawPositions::Malformed
+            }
+        })
+    }
+
+    fn book(&mut self) -> Option<RawBook<'a>> {
+        let mut b = RawBook::default();
+        let mut seen = Seen::default();
+        self.members(|r, key| {
+            match key {
+                "marketId" => return r.field(&mut seen, 0, &mut b.market_id),
+                "bids" => {
+                    seen.first(1)?;
+                    b.bids = r.list(Self::level)?;
+                }
+                "asks" => {
+                    seen.first(2)?;
+                    b.asks = r.list(Self::level)?;
+                }
+                _ => return Some(false),
+            }
+            Some(true)
+        })?;
+        Some(b)
+    }
+
+    /// [`RawLevel`]: `[price, size, ...]` or `{price, size, ...}`; anything else is `Bad`.
+    fn level(&mut self) -> Option<RawLevel<'a>> {
+        Some(match self.peek()? {
+            b'[' => {
+                let (mut price, mut size, mut n) = (Scalar::Null, Scalar::Null, 0);
+                self.elements(|r| {
+                    match n {
+                        0 => price = r.scalar()?,
+                        1 => size = r.scalar()?,
+                        _ => r.skip_value()?,
+                    }
+                    n += 1;
+                    Some(())
+                })?;
+                if n >= 2 {
+                    RawLevel::Pair(price, size)
+                } else {
+                    RawLevel::Bad
+                }
+            }
+            b'{' => {
+                let (mut price, mut size) = (Scalar::Null, Scalar::Null);
+                let mut seen = Seen::default();
+                self.members(|r, key| match key {
+                    "price" => r.field(&mut seen, 0, &mut price),
+                    "size" => r.field(&mut seen, 1, &mut size),
+                    _ => Some(false),
+                })?;
+                RawLevel::Pair(price, size)
+            }
+            b'n' => {
+                self.literal(b"null")?;
+                RawLevel::Bad
+            }
+            _ => {
+                self.skip_value()?;
+                RawLevel::Bad
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reads(data: &str) -> bool {
+        envelope(data).is_some()
+    }
+
+    #[test]
+    fn the_common_shapes_are_read_fast() {
+        for data in [
+            r#"{"eventId":"e1","eventType":"PerpStreamDelta","eventSeq":1,"engineTs":"2026-04-24T12:00:00.000Z","sourceTs":null,
+                "payload":{"trades":[{"id":"t-1","marketId":"BTC-PERP","side":"buy","price":"68200.5","quantity":"0.5",
+                "liquidity":"maker","createdAt":"2026-04-24T12:00:00.000Z","fee":{"amount":"0.1","rate":1.5e-4}}],
+                "positions":{"upserts":[{"id":"p","marketId":"BTC-PERP","side":"long","quantity":"0.5","entryPrice":"68000",
+                "realizedPnl":"-2","status":"open"}],"removedIds":["q", 7]}}}"#,
+            r#" { "eventSeq" : 18446744073709 , "payload" : { "positions" : [ ] , "orderbook" :
+                { "marketId" : "M" , "bids" : [ [ "1" , "2" , 3.5 ] , { "price" : "1" , "size" : "0" } ] , "asks" : null } } } "#,
+            r#"{"eventSeq":-5,"payload":null,"x":[true,false,null,{},[],-0.5e+3,"ü"]}"#,
+            r#"{"eventSeq":1,"payload":[1,2]}"#,
+            r#"{}"#,
+        ] {
+            assert!(reads(data), "{data}");
+        }
+    }
+
+    #[test]
+    fn anything_unusual_is_left_to_serde() {
+        for data in [
+            // Escapes, and non-integer or edge numbers where a value is read.
+            r#"{"eventSeq":1,"eventId":"a\"b"}"#,
+            r#"{"eventSeq":1.0}"#,
+            r#"{"eventSeq":-0}"#,
+            r#"{"eventSeq":1e3}"#,
+            r#"{"eventSeq":1234567890123456789}"#,
+            r#"{"eventSeq":1,"payload":{"trades":[{"price":68200.5}]}}"#,
+            // Duplicates, which serde refuses.
+            r#"{"eventSeq":1,"eventSeq":2}"#,
+            r#"{"eventSeq":1,"payload":{"book":{},"book":{}}}"#,
+            // Not an object at the top, and invalid JSON of every kind.
+            "[]",
+            "null",
+            "",
+            r#"{"eventSeq":1"#,
+            r#"{"eventSeq":1} x"#,
+            r#"{"eventSeq":01}"#,
+            r#"{"eventSeq":1,}"#,
+            r#"{"a":[1,]}"#,
+            r#"{"a":1.}"#,
+            r#"{"a":-}"#,
+            r#"{"a":1e}"#,
+            r#"{"a":nul}"#,
+            "{\"a\":\"\u{1}\"}",
+            r#"{"a" 1}"#,
+            r#"{1:1}"#,
+        ] {
+            assert!(!reads(data), "{data}");
+        }
+        // Deep nesting too.
+        let deep = format!(r#"{{"x":{}{}}}"#, "[".repeat(70), "]".repeat(70));
+        assert!(!reads(&deep));
+        let shallow = format!(r#"{{"x":{}{}}}"#, "[".repeat(50), "]".repeat(50));
+        assert!(reads(&shallow));
+    }
+
+    #[test]
+    fn integers_read_as_serde_reports_them() {
+        fn seq(data: &str) -> Option<Scalar<'_>> {
+            envelope(data).map(|e| e.event_seq)
+        }
+        assert_eq!(seq(r#"{"eventSeq":0}"#), Some(Scalar::UInt(0)));
+        assert_eq!(
+            seq(r#"{"eventSeq":999999999999999999}"#),
+            Some(Scalar::UInt(999_999_999_999_999_999))
+        );
+        assert_eq!(seq(r#"{"eventSeq":-42}"#), Some(Scalar::Int(-42)));
+        assert_eq!(
+            seq(r#"{"eventSeq":"7"}"#),
+            Some(Scalar::Str(Cow::Borrowed("7")))
+        );
+        assert_eq!(seq(r#"{"eventSeq":{"a":[1]}}"#), Some(Scalar::Other));
+        assert_eq!(seq(r#"{"eventSeq":true}"#), Some(Scalar::Bool(true)));
+    }
+}
