@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-/// Default API base; the GitBook docs name this host (ocx-api-notes.md §2.0).
+/// Default API base: the host the GitBook doc set names.
 pub const DEFAULT_API_BASE: &str = "https://api.ocx.global";
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9477";
 /// The data dir when neither `--data-dir` nor `data_dir:` names one.

@@ -1,4 +1,5 @@
 //! Tests of the data dir: round trips, corrupt files moved aside, a locked store, group commits.
+#![allow(clippy::field_reassign_with_default)] // reason: journals are built field by field, as a fold fills them
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -35,6 +35,9 @@ struct Entry {
     realized_base: Option<Decimal>,
 }
 
+/// A position's market and realized-PnL baseline, as the durable journal keeps it.
+pub(crate) type BaseRow = (String, Option<Decimal>);
+
 /// What a positions update touched, for [`crate::state::Applied`].
 #[derive(Debug, Default)]
 pub(crate) struct PositionChanges {
@@ -44,7 +47,7 @@ pub(crate) struct PositionChanges {
     pub(crate) realized: Vec<String>,
     /// Realized-PnL baselines that changed, for the durable journal (only while journaling):
     /// id to its new (market, baseline), `None` when the id is gone.
-    pub(crate) bases: Vec<(String, Option<(String, Option<Decimal>)>)>,
+    pub(crate) bases: Vec<(String, Option<BaseRow>)>,
 }
 
 /// All known positions. See [`crate::state::Account`] for the rules.

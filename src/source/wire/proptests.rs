@@ -2,7 +2,10 @@
 
 use proptest::prelude::*;
 
-use super::{parse_envelope, parse_error_event, parse_position_list, parse_trade_list};
+use super::{
+    parse_envelope, parse_error_event, parse_position_list, parse_trade_list,
+    read_envelope_with_serde,
+};
 
 /// Every field name the parser looks at, plus wrapper keys and one it ignores.
 const FIELDS: &[&str] = &[
@@ -325,6 +328,24 @@ proptest! {
         for cut in (0..doc.len()).step_by(7).filter(|&i| doc.is_char_boundary(i)) {
             parse_all(&doc[..cut]);
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    /// The fast reader either declines or reads exactly what serde reads, errors included.
+    #[test]
+    fn fast_reader_agrees_with_serde(doc in prop_oneof![envelope(), json_value()]) {
+        prop_assert_eq!(parse_envelope(&doc), read_envelope_with_serde(&doc), "{}", doc);
+        // Whitespace anywhere between tokens changes nothing.
+        let spaced = doc.replace(',', " ,\n\t").replace(':', "\r: ");
+        prop_assert_eq!(parse_envelope(&spaced), read_envelope_with_serde(&spaced), "{}", spaced);
+    }
+
+    #[test]
+    fn fast_reader_agrees_with_serde_on_any_text(s in "[{}\\[\\]\":,0-9a-z .eE+-]{0,40}") {
+        prop_assert_eq!(parse_envelope(&s), read_envelope_with_serde(&s), "{}", s);
     }
 }
 

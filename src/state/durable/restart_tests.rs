@@ -16,8 +16,8 @@ fn trade(id: u32, market: &str) -> Trade {
     Trade {
         id: Some(format!("t-{id}")),
         market: market.into(),
-        side: if id % 2 == 0 { Side::Buy } else { Side::Sell },
-        liquidity: if id % 3 == 0 {
+        side: if id.is_multiple_of(2) { Side::Buy } else { Side::Sell },
+        liquidity: if id.is_multiple_of(3) {
             Liquidity::Taker
         } else {
             Liquidity::Maker
