@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -14,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing;
 use common::*;
 use ocx_sentinel::config::{Auth, ReconcileSettings};
+use tokio::time::Instant;
 
 const T1: &str = r#"{"id":"T1","marketId":"BTC-PERP","side":"buy","price":"100","quantity":"1","liquidity":"maker","createdAt":"2026-04-24T12:00:00Z"}"#;
 const T2: &str = r#"{"id":"T2","marketId":"BTC-PERP","side":"sell","price":"101","quantity":"0.5","liquidity":"taker","createdAt":"2026-04-24T12:00:01Z"}"#;
@@ -46,7 +46,8 @@ fn json(body: String) -> Response {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconciliation_values_follow_exactly_from_the_disagreements() {
-    let balance_calls = Arc::new(AtomicU64::new(0));
+    // When each `/perps/balances` request arrived.
+    let balance_calls: Arc<Mutex<Vec<Instant>>> = Arc::default();
     let calls = balance_calls.clone();
     let app = Router::new()
         .route(
@@ -64,7 +65,12 @@ async fn reconciliation_values_follow_exactly_from_the_disagreements() {
             routing::get(move || {
                 let calls = calls.clone();
                 async move {
-                    if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                    let first = {
+                        let mut calls = calls.lock().unwrap();
+                        calls.push(Instant::now());
+                        calls.len() == 1
+                    };
+                    if first {
                         let mut r = (StatusCode::TOO_MANY_REQUESTS, r#"{"error":"RATE_LIMITED"}"#).into_response();
                         r.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
                         return r;
@@ -86,7 +92,8 @@ async fn reconciliation_values_follow_exactly_from_the_disagreements() {
     };
     let car = start_sidecar(s).await;
     let url = car.base_url();
-    let started = tokio::time::Instant::now();
+    // Runs come every 150ms of wall clock, so how many have drifted by a scrape cannot be exact:
+    // the wait is for "at least three"; the values it gates are exact.
     let m = wait_for(
         &url,
         Duration::from_secs(10),
@@ -102,9 +109,14 @@ async fn reconciliation_values_follow_exactly_from_the_disagreements() {
         },
     )
     .await;
+    // Retry-After: 1 was honoured: the retry came a second after the 429 (its own backoff would
+    // have drawn 0..1s), and not much later.
+    let calls = balance_calls.lock().unwrap().clone();
+    assert!(calls.len() >= 2, "{} balances requests", calls.len());
+    let gap = calls[1] - calls[0];
     assert!(
-        started.elapsed() >= Duration::from_secs(1),
-        "Retry-After: 1 was honoured"
+        Duration::from_secs(1) <= gap && gap < Duration::from_secs(2),
+        "retried after {gap:?}"
     );
     let v = |k: &str| get(&m, k).unwrap_or(f64::NAN);
     // The fill only on REST: recovered once, into the fill metrics.

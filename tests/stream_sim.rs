@@ -3,6 +3,7 @@
 //! The simulator is still (its world moves only when a test steps it) and a connection sends at
 //! most one event per poll, so a test that makes one fill at a time and waits for the sidecar to
 //! take it in knows which event every connection carried, and so exactly what each counter reads.
+#![cfg(feature = "sim")] // runs the built-in simulator
 
 mod common;
 
