@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-/// Default API base: the host the GitBook doc set names.
+/// Default API base: the host the GitBook doc set names (docs/ocx-api.md, "Conventions").
 pub const DEFAULT_API_BASE: &str = "https://api.ocx.global";
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9477";
 /// The data dir when neither `--data-dir` nor `data_dir:` names one.

@@ -27,14 +27,17 @@ impl Refusal {
 }
 
 /// Whether a trades run that found `missing` fills not on the stream and `extra` stream fills not
-/// listed, out of `listed` trades, may recover the missing ones.
+/// listed, out of `listed` trades, may recover the missing ones. `carried`: one of the missing
+/// ones was missing in a run refused for [`Refusal::MissingAndExtra`] too (whose extra fills,
+/// reported once, do not show again).
 pub fn refuse_recovery(
     missing: usize,
     extra: usize,
     listed: usize,
     max_share: f64,
+    carried: bool,
 ) -> Option<Refusal> {
-    if missing > 0 && extra > 0 {
+    if missing > 0 && (extra > 0 || carried) {
         Some(Refusal::MissingAndExtra)
     } else if missing as f64 > max_share * listed as f64 {
         Some(Refusal::TooManyMissing)
@@ -191,30 +194,37 @@ mod tests {
 
     #[test]
     fn recovery_is_refused_on_both_kinds_at_once_or_past_the_share() {
-        assert_eq!(refuse_recovery(0, 0, 10, 0.5), None);
+        assert_eq!(refuse_recovery(0, 0, 10, 0.5, false), None);
         assert_eq!(
-            refuse_recovery(5, 0, 10, 0.5),
+            refuse_recovery(5, 0, 10, 0.5, false),
             None,
             "the share itself is allowed"
         );
         assert_eq!(
-            refuse_recovery(6, 0, 10, 0.5),
+            refuse_recovery(6, 0, 10, 0.5, false),
             Some(Refusal::TooManyMissing)
         );
         assert_eq!(
-            refuse_recovery(0, 3, 10, 0.5),
+            refuse_recovery(0, 3, 10, 0.5, false),
             None,
             "extra alone is news, not a refusal"
         );
         assert_eq!(
-            refuse_recovery(1, 1, 10, 0.5),
+            refuse_recovery(1, 1, 10, 0.5, false),
             Some(Refusal::MissingAndExtra)
         );
-        assert_eq!(refuse_recovery(10, 0, 10, 1.0), None);
+        assert_eq!(refuse_recovery(10, 0, 10, 1.0, false), None);
         assert_eq!(
-            refuse_recovery(1, 0, 10, 0.0),
+            refuse_recovery(1, 0, 10, 0.0, false),
             Some(Refusal::TooManyMissing)
         );
+        // After a refusal for both kinds the extra fills are not reported again: the same
+        // missing trades alone stay refused for the same reason.
+        assert_eq!(
+            refuse_recovery(1, 0, 10, 0.5, true),
+            Some(Refusal::MissingAndExtra)
+        );
+        assert_eq!(refuse_recovery(0, 0, 10, 0.5, true), None);
     }
 
     #[test]

@@ -75,6 +75,9 @@ struct Memory {
     /// Why the previous trades run refused recovery, if it did: a refusal is logged as a warning
     /// when it starts or changes reason, not on every run while it lasts.
     last_refusal: Option<compare::Refusal>,
+    /// Keys of the missing trades of the last run refused for `missing_and_extra`: a later run
+    /// still missing one of them is refused for the same reason.
+    refused_missing: HashSet<String>,
 }
 
 /// A trade's identity for the undated-trade memory: its id, else its content.
@@ -282,12 +285,23 @@ impl ReconcileTask {
         });
         memory.undated_unseen = still_unseen;
         let extra = self.shared.unlisted_stream_trades(&list);
+        // The account reports each unlisted stream fill once, so the run after a refusal sees
+        // the same missing trades without their extra counterparts: still the same suspect
+        // listing, and it must stay refused rather than be recovered then.
+        let carried = missing
+            .iter()
+            .any(|t| memory.refused_missing.contains(&trade_key(t)));
         let refused = compare::refuse_recovery(
             missing.len(),
             extra.len(),
             list.len(),
             self.settings.max_recovery_share,
+            carried,
         );
+        memory.refused_missing = match refused {
+            Some(compare::Refusal::MissingAndExtra) => missing.iter().map(trade_key).collect(),
+            _ => HashSet::new(),
+        };
         // Between the read above and this, the stream may deliver a listed trade: the account's
         // dedup memory then skips it here, so it is still counted once.
         let (recovered, refused) = match refused {

@@ -28,11 +28,39 @@ pub struct RealizedTotals {
 }
 
 #[derive(Debug)]
-struct Entry {
-    pos: Position,
+pub(super) struct Entry {
+    pub(super) pos: Position,
     /// The `realizedPnl` already accounted for; `None` while a baseline position has not yet
     /// reported one (its first report then becomes the baseline, not a change).
-    realized_base: Option<Decimal>,
+    pub(super) realized_base: Option<Decimal>,
+}
+
+/// One market's positions, with what is asked of them most, kept up to date.
+#[derive(Debug)]
+struct MarketPositions {
+    /// By position id.
+    ids: BTreeMap<String, Entry>,
+    /// The aggregate of `ids`, computed once per update touching the market (in
+    /// [`Positions::finish`]) instead of at every question: the fold, the metrics and the
+    /// valuation all ask for it after each event.
+    aggregate: MarketPosition,
+    /// How many of `ids` are open (nonzero quantity, not closed), as of the same update.
+    open: usize,
+}
+
+impl MarketPositions {
+    fn new(id: String, entry: Entry) -> Self {
+        MarketPositions {
+            ids: BTreeMap::from([(id, entry)]),
+            // Placeholders until the update's `finish`, before which nobody asks.
+            aggregate: MarketPosition {
+                quantity: Decimal::ZERO,
+                entry_price: None,
+                realized_pnl: Decimal::ZERO,
+            },
+            open: 0,
+        }
+    }
 }
 
 /// A position's market and realized-PnL baseline, as the durable journal keeps it.
@@ -53,8 +81,10 @@ pub(crate) struct PositionChanges {
 /// All known positions. See [`crate::state::Account`] for the rules.
 #[derive(Debug, Default)]
 pub(crate) struct Positions {
-    /// Market, then position id.
-    by_market: BTreeMap<String, BTreeMap<String, Entry>>,
+    /// By market.
+    by_market: BTreeMap<String, MarketPositions>,
+    /// Open positions over all markets: the sum of their [`MarketPositions::open`].
+    open: usize,
     /// Position id to its market.
     market_of: HashMap<String, String>,
     /// Whether a snapshot with positions has been applied (its positions were the baseline).
@@ -91,6 +121,47 @@ pub fn positions_by_market(list: &[Position]) -> BTreeMap<String, Decimal> {
         }
     }
     out
+}
+
+/// A market's aggregate and how many of its positions are open (nonzero quantity, not closed),
+/// in one pass over them, in id order.
+pub(super) fn aggregate(ids: &BTreeMap<String, Entry>) -> (MarketPosition, usize) {
+    let mut quantity = Decimal::ZERO;
+    let mut realized_pnl = Decimal::ZERO;
+    let mut weight = Decimal::ZERO;
+    let mut weighted = Decimal::ZERO;
+    let mut priced = 0usize;
+    let mut single_entry = None;
+    let mut open = 0;
+    for e in ids.values() {
+        let p = &e.pos;
+        quantity = quantity.saturating_add(p.quantity);
+        realized_pnl = realized_pnl.saturating_add(p.realized_pnl.unwrap_or_default());
+        if let Some(entry) = p.entry_price
+            && !p.quantity.is_zero()
+        {
+            let w = p.quantity.abs();
+            weight = weight.saturating_add(w);
+            weighted = weighted.saturating_add(w.saturating_mul(entry));
+            priced += 1;
+            single_entry = Some(entry);
+        }
+        if !p.closed && !p.quantity.is_zero() {
+            open += 1;
+        }
+    }
+    let entry_price = match priced {
+        0 => None,
+        // One position: its own price, untouched by division rounding.
+        1 => single_entry,
+        _ => weighted.checked_div(weight),
+    };
+    let aggregate = MarketPosition {
+        quantity,
+        entry_price,
+        realized_pnl,
+    };
+    (aggregate, open)
 }
 
 /// Markets touched by one update, with their aggregate from before it.
@@ -156,7 +227,7 @@ impl Positions {
             Some(m) if *m == p.market => self
                 .by_market
                 .get(m.as_str())
-                .and_then(|ids| ids.get(p.id.as_str()))
+                .and_then(|b| b.ids.get(p.id.as_str()))
                 .map(|e| e.realized_base),
             Some(m) => {
                 // The id moved market: it leaves the old one.
@@ -192,7 +263,7 @@ impl Positions {
                 .push((p.id.clone(), Some((p.market.clone(), realized_base))));
         }
         match self.by_market.get_mut(p.market.as_str()) {
-            Some(ids) => match ids.get_mut(p.id.as_str()) {
+            Some(b) => match b.ids.get_mut(p.id.as_str()) {
                 // Same id and market: update in place, no allocation.
                 Some(e) => {
                     e.pos.quantity = p.quantity;
@@ -202,7 +273,7 @@ impl Positions {
                     e.realized_base = realized_base;
                 }
                 None => {
-                    ids.insert(
+                    b.ids.insert(
                         p.id.clone(),
                         Entry {
                             pos: p.clone(),
@@ -217,7 +288,7 @@ impl Positions {
                     realized_base,
                 };
                 self.by_market
-                    .insert(p.market.clone(), BTreeMap::from([(p.id.clone(), entry)]));
+                    .insert(p.market.clone(), MarketPositions::new(p.id.clone(), entry));
             }
         }
     }
@@ -235,10 +306,12 @@ impl Positions {
     }
 
     fn take_entry(&mut self, market: &str, id: &str) -> Option<Entry> {
-        let ids = self.by_market.get_mut(market)?;
-        let entry = ids.remove(id);
-        if ids.is_empty() {
-            self.by_market.remove(market);
+        let b = self.by_market.get_mut(market)?;
+        let entry = b.ids.remove(id);
+        if b.ids.is_empty()
+            && let Some(gone) = self.by_market.remove(market)
+        {
+            self.open -= gone.open;
         }
         entry
     }
@@ -267,9 +340,17 @@ impl Positions {
         }
     }
 
-    fn finish(&self, before: Before, mut changes: PositionChanges) -> PositionChanges {
+    /// Brings the touched markets' aggregates up to date and reports those that changed.
+    fn finish(&mut self, before: Before, mut changes: PositionChanges) -> PositionChanges {
         for (market, was) in before {
-            if self.market_position(&market) != was {
+            let now = self.by_market.get_mut(market.as_str()).map(|b| {
+                let (aggregate, open) = aggregate(&b.ids);
+                self.open = self.open - b.open + open;
+                b.open = open;
+                b.aggregate = aggregate;
+                &b.aggregate
+            });
+            if now != was.as_ref() {
                 changes.markets.push(market);
             }
         }
@@ -277,54 +358,20 @@ impl Positions {
     }
 
     pub(crate) fn market_position(&self, market: &str) -> Option<MarketPosition> {
-        let ids = self.by_market.get(market)?;
-        let mut quantity = Decimal::ZERO;
-        let mut realized_pnl = Decimal::ZERO;
-        let mut weight = Decimal::ZERO;
-        let mut weighted = Decimal::ZERO;
-        let mut priced = 0usize;
-        let mut single_entry = None;
-        for e in ids.values() {
-            let p = &e.pos;
-            quantity = quantity.saturating_add(p.quantity);
-            realized_pnl = realized_pnl.saturating_add(p.realized_pnl.unwrap_or_default());
-            if let Some(entry) = p.entry_price
-                && !p.quantity.is_zero()
-            {
-                let w = p.quantity.abs();
-                weight = weight.saturating_add(w);
-                weighted = weighted.saturating_add(w.saturating_mul(entry));
-                priced += 1;
-                single_entry = Some(entry);
-            }
-        }
-        let entry_price = match priced {
-            0 => None,
-            // One position: its own price, untouched by division rounding.
-            1 => single_entry,
-            _ => weighted.checked_div(weight),
-        };
-        Some(MarketPosition {
-            quantity,
-            entry_price,
-            realized_pnl,
-        })
+        self.by_market.get(market).map(|b| b.aggregate.clone())
     }
 
     /// Positions with a nonzero quantity that are not closed.
     pub(crate) fn open_count(&self) -> usize {
-        self.all()
-            .filter(|p| !p.closed && !p.quantity.is_zero())
-            .count()
+        self.open
     }
 
     /// Every known position, by market then id.
     pub(crate) fn all(&self) -> impl Iterator<Item = &Position> {
         self.by_market
             .values()
-            .flat_map(|ids| ids.values().map(|e| &e.pos))
+            .flat_map(|b| b.ids.values().map(|e| &e.pos))
     }
-
     pub(crate) fn realized(&self) -> &BTreeMap<String, RealizedTotals> {
         &self.realized
     }

@@ -896,3 +896,61 @@ fn market_position_is_none_without_positions_and_zero_when_all_flat() {
     acc.apply_delta(Scope::User, &positions(vec![], &["p1"]));
     assert_eq!(acc.market_position("BTC-PERP"), None);
 }
+
+proptest::proptest! {
+    /// The aggregates and the open count kept up to date per update equal a fresh computation
+    /// over every known position, whatever the sequence of snapshots, upserts, moves and
+    /// removals.
+    #[test]
+    fn kept_aggregates_equal_a_fresh_computation(
+        steps in proptest::collection::vec(
+            (
+                proptest::bool::weighted(0.15),
+                proptest::collection::vec(
+                    (0..6usize, 0..3usize, -3i64..4, proptest::option::of(1u32..5), proptest::bool::weighted(0.2)),
+                    0..4,
+                ),
+                proptest::collection::vec(0..6usize, 0..2),
+            ),
+            1..12,
+        )
+    ) {
+        let mut acc = Account::new(100);
+        for (snapshot, upserts, removed) in steps {
+            let ups = upserts
+                .iter()
+                .map(|&(id, m, q, entry, closed)| Position {
+                    closed,
+                    ..pos(
+                        &format!("p{id}"),
+                        &format!("M{m}"),
+                        &q.to_string(),
+                        entry.map(|e| e.to_string()).as_deref(),
+                        Some(&q.to_string()),
+                    )
+                })
+                .collect();
+            let removed: Vec<String> = removed.iter().map(|id| format!("p{id}")).collect();
+            let removed: Vec<&str> = removed.iter().map(String::as_str).collect();
+            let payload = positions(ups, &removed);
+            if snapshot {
+                acc.apply_snapshot(Scope::User, &payload);
+            } else {
+                acc.apply_delta(Scope::User, &payload);
+            }
+            let all: Vec<Position> = acc.positions.all().cloned().collect();
+            let open = all.iter().filter(|p| !p.closed && !p.quantity.is_zero()).count();
+            proptest::prop_assert_eq!(acc.open_positions(), open);
+            for m in 0..3 {
+                let market = format!("M{m}");
+                let ids: BTreeMap<String, positions::Entry> = all
+                    .iter()
+                    .filter(|p| p.market == market)
+                    .map(|p| (p.id.clone(), positions::Entry { pos: p.clone(), realized_base: None }))
+                    .collect();
+                let fresh = (!ids.is_empty()).then(|| positions::aggregate(&ids).0);
+                proptest::prop_assert_eq!(acc.market_position(&market), fresh, "{}", market);
+            }
+        }
+    }
+}

@@ -1,13 +1,15 @@
-//! The fast reader of stream envelopes: the same raw structs serde reads, straight from the bytes, for the common case; anything unusual sends the caller back to serde.
+//! The fast reader of stream envelopes: the same raw structs serde reads, straight from the bytes; anything it is not sure of sends the caller back to serde.
 //!
 //! Every event of the stream goes through here, so it is worth a reader without serde's
 //! generic machinery: one pass over the bytes, strings borrowed from the input, no intermediate
-//! values. It is exact by construction rather than by imitation: it only accepts input whose
-//! reading it is sure of, and returns `None` for everything else — a string with an escape, a
-//! number that is not a plain integer, a duplicate field, nesting deeper than
-//! [`MAX_DEPTH`], and any JSON error — so that [`super::parse_envelope`] reads the event with
-//! serde instead, which gives the one answer (and the one error message) for it. Accepted input
-//! yields exactly the raw structs serde would build, so the builders behind both are shared.
+//! values. It is exact by construction rather than by imitation. The rare tokens whose reading
+//! is subtle (a string with escapes, a number that is not a short plain integer) are decoded by
+//! serde_json itself, token alone. Whatever else it is not sure of — a duplicate field (serde's
+//! derive refuses one), nesting deeper than [`MAX_DEPTH`], a top level that is not an object,
+//! and any JSON error — makes it return `None`, and [`super::parse_envelope`] reads the event
+//! with serde instead, which gives the one answer (and the one error message) for it. Accepted
+//! input yields exactly the raw structs serde would build, so the builders behind both are
+//! shared; a property test holds the two readers to the same results.
 
 use std::borrow::Cow;
 
@@ -85,56 +87,67 @@ impl<'a> Reader<'a> {
         (self.b.get(self.i..end)? == word).then(|| self.i = end)
     }
 
-    /// A string without escapes or control characters, borrowed; the cursor is on its `"`.
-    fn string(&mut self) -> Option<&'a str> {
+    /// A string; the cursor is on its `"`. Borrowed from the input unless it has escapes, which
+    /// serde_json decodes (so escapes, surrogates and control characters read exactly as serde
+    /// reads them).
+    fn string(&mut self) -> Option<Cow<'a, str>> {
         let start = self.i + 1;
-        let len = self
-            .b
-            .get(start..)?
-            .iter()
-            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
-        let end = start + len;
-        if self.b[end] != b'"' {
-            return None;
+        let rest = self.b.get(start..)?;
+        let len = memchr::memchr2(b'"', b'\\', rest)?;
+        if rest[len] == b'"' && !rest[..len].iter().any(|&c| c < 0x20) {
+            self.i = start + len + 1;
+            // The bounds are ASCII quotes, so they are char boundaries.
+            return self.s.get(start..start + len).map(Cow::Borrowed);
         }
-        self.i = end + 1;
-        // The bounds are ASCII quotes, so they are char boundaries.
-        self.s.get(start..end)
+        // An escape (or a control character, which serde_json refuses): find the closing quote,
+        // stepping over each escaped character, and let serde_json decode the token.
+        let mut j = start + len;
+        loop {
+            match *self.b.get(j)? {
+                b'"' => break,
+                b'\\' => j += 2,
+                _ => j += 1,
+            }
+        }
+        let token = self.s.get(self.i..=j)?;
+        self.i = j + 1;
+        serde_json::from_str::<String>(token).ok().map(Cow::Owned)
     }
 
-    /// A plain integer, as serde_json reports it: non-negative as `u64`, negative as `i64`.
-    /// Fractions, exponents, `-0` and anything near the integer limits are left to serde.
-    fn integer(&mut self) -> Option<Scalar<'a>> {
-        let negative = self.b.get(self.i) == Some(&b'-');
-        let start = self.i + usize::from(negative);
+    /// A number, as serde_json reports it: a plain integer is read here (non-negative as
+    /// `u64`, negative as `i64`); a fraction, an exponent, `-0` or a long integer is handed to
+    /// serde_json, token alone, for the same `f64` (or error) it gives inside a document.
+    fn number(&mut self) -> Option<Scalar<'a>> {
+        let start = self.i;
+        let negative = self.b.get(start) == Some(&b'-');
+        let digits_at = start + usize::from(negative);
         let digits = self
             .b
-            .get(start..)?
+            .get(digits_at..)?
             .iter()
             .take_while(|c| c.is_ascii_digit())
             .count();
-        let end = start + digits;
-        let next = self.b.get(end).copied();
-        if digits == 0
-            || digits > 18
-            || (digits > 1 && self.b[start] == b'0')
-            || matches!(next, Some(b'.' | b'e' | b'E'))
-        {
-            return None;
+        let end = digits_at + digits;
+        let plain = (1..=18).contains(&digits)
+            && (digits == 1 || self.b[digits_at] != b'0')
+            && !matches!(self.b.get(end), Some(b'.' | b'e' | b'E'));
+        if plain {
+            let v = self.b[digits_at..end]
+                .iter()
+                .fold(0u64, |v, &d| v * 10 + u64::from(d - b'0'));
+            if !negative {
+                self.i = end;
+                return Some(Scalar::UInt(v));
+            }
+            if v != 0 {
+                self.i = end;
+                // Under 10^18, so it fits.
+                return Some(Scalar::Int(-(v as i64)));
+            }
         }
-        let v = self.b[start..end]
-            .iter()
-            .fold(0u64, |v, &d| v * 10 + u64::from(d - b'0'));
-        self.i = end;
-        if !negative {
-            Some(Scalar::UInt(v))
-        } else if v == 0 {
-            // serde_json reads `-0` as a float.
-            None
-        } else {
-            // Under 10^18, so it fits.
-            Some(Scalar::Int(-(v as i64)))
-        }
+        self.skip_number()?;
+        let token = self.s.get(start..self.i)?;
+        serde_json::from_str::<Scalar<'a>>(token).ok()
     }
 
     /// Any JSON number, validated and skipped (what serde does with an ignored value).
@@ -198,9 +211,19 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A value in the wrong shape for its place, which serde reads whole before disregarding:
+    /// as [`Reader::skip_value`], except that a number is read (serde_json range-checks it
+    /// then, and `1e400` is an error, unlike in a value it ignores).
+    fn skip_read(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'-' | b'0'..=b'9' => self.number().map(drop),
+            _ => self.skip_value(),
+        }
+    }
+
     /// An object's members; the cursor is on its `{`. `field` reads the value of a key it
     /// knows and returns `true`, or returns `false` to have the value skipped.
-    fn members(&mut self, mut field: impl FnMut(&mut Self, &'a str) -> Option<bool>) -> Option<()> {
+    fn members(&mut self, mut field: impl FnMut(&mut Self, &str) -> Option<bool>) -> Option<()> {
         self.enter()?;
         self.i += 1;
         if self.peek()? == b'}' {
@@ -212,7 +235,7 @@ impl<'a> Reader<'a> {
                 }
                 let key = self.string()?;
                 self.eat(b':')?;
-                if !field(self, key)? {
+                if !field(self, &key)? {
                     self.skip_value()?;
                 }
                 match self.peek()? {
@@ -255,7 +278,7 @@ impl<'a> Reader<'a> {
     /// [`Scalar`]: any value; arrays and objects are skipped and recorded as `Other`.
     fn scalar(&mut self) -> Option<Scalar<'a>> {
         Some(match self.peek()? {
-            b'"' => Scalar::Str(Cow::Borrowed(self.string()?)),
+            b'"' => Scalar::Str(self.string()?),
             b'n' => {
                 self.literal(b"null")?;
                 Scalar::Null
@@ -272,7 +295,7 @@ impl<'a> Reader<'a> {
                 self.skip_value()?;
                 Scalar::Other
             }
-            _ => self.integer()?,
+            _ => self.number()?,
         })
     }
 
@@ -292,7 +315,7 @@ impl<'a> Reader<'a> {
                 Obj::Null
             }
             _ => {
-                self.skip_value()?;
+                self.skip_read()?;
                 Obj::NotObject
             }
         })
@@ -317,7 +340,7 @@ impl<'a> Reader<'a> {
                 List::default()
             }
             _ => {
-                self.skip_value()?;
+                self.skip_read()?;
                 List::malformed()
             }
         })
@@ -433,7 +456,7 @@ impl<'a> Reader<'a> {
                 RawPositions::Absent
             }
             _ => {
-                self.skip_value()?;
+                self.skip_read()?;
                 RawPositions::Malformed
             }
         })
@@ -495,7 +518,7 @@ impl<'a> Reader<'a> {
                 RawLevel::Bad
             }
             _ => {
-                self.skip_value()?;
+                self.skip_read()?;
                 RawLevel::Bad
             }
         })
@@ -506,7 +529,13 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
 
+    /// Whether the fast reader takes `data`; either way the result must be serde's.
     fn reads(data: &str) -> bool {
+        assert_eq!(
+            super::super::parse_envelope(data),
+            super::super::read_envelope_with_serde(data),
+            "{data}"
+        );
         envelope(data).is_some()
     }
 
@@ -523,23 +552,26 @@ mod tests {
             r#"{"eventSeq":-5,"payload":null,"x":[true,false,null,{},[],-0.5e+3,"ü"]}"#,
             r#"{"eventSeq":1,"payload":[1,2]}"#,
             r#"{}"#,
+            // Escapes and non-integer numbers, decoded by serde_json token alone.
+            r#"{"eventSeq":1,"eventId":"a\"b\u00e9\\"}"#,
+            r#"{"eventSeq":1.0}"#,
+            r#"{"eventSeq":-0}"#,
+            r#"{"eventSeq":1e3}"#,
+            r#"{"eventSeq":12345678901234567890123}"#,
+            r#"{"eventSeq":1,"payload":{"trades":[{"price":68200.5}]}}"#,
+            // ...but not where it is ignored.
+            r#"{"eventSeq":1,"x":1e400,"payload":{"trades":[{"fee":[1e400]}],"book":{"bids":[["1","1",1e400]]}}}"#,
         ] {
             assert!(reads(data), "{data}");
         }
     }
 
     #[test]
-    fn anything_unusual_is_left_to_serde() {
+    fn anything_unsure_is_left_to_serde() {
         for data in [
-            // Escapes, and non-integer or edge numbers where a value is read.
-            r#"{"eventSeq":1,"eventId":"a\"b"}"#,
-            r#"{"eventSeq":1.0}"#,
-            r#"{"eventSeq":-0}"#,
-            r#"{"eventSeq":1e3}"#,
-            r#"{"eventSeq":1234567890123456789}"#,
-            r#"{"eventSeq":1,"payload":{"trades":[{"price":68200.5}]}}"#,
             // Duplicates, which serde refuses.
             r#"{"eventSeq":1,"eventSeq":2}"#,
+            r#"{"eventSeq":1,"\u0065ventSeq":2}"#,
             r#"{"eventSeq":1,"payload":{"book":{},"book":{}}}"#,
             // Not an object at the top, and invalid JSON of every kind.
             "[]",
@@ -548,12 +580,18 @@ mod tests {
             r#"{"eventSeq":1"#,
             r#"{"eventSeq":1} x"#,
             r#"{"eventSeq":01}"#,
+            r#"{"eventSeq":1e400}"#,
+            // A number in the wrong shape for its place is still range-checked by serde...
+            r#"{"eventSeq":1,"payload":1e400}"#,
+            r#"{"eventSeq":1,"payload":{"trades":-1e999}}"#,
             r#"{"eventSeq":1,}"#,
             r#"{"a":[1,]}"#,
             r#"{"a":1.}"#,
             r#"{"a":-}"#,
             r#"{"a":1e}"#,
             r#"{"a":nul}"#,
+            r#"{"a":"\x"}"#,
+            r#"{"a":"\ud800"}"#,
             "{\"a\":\"\u{1}\"}",
             r#"{"a" 1}"#,
             r#"{1:1}"#,
@@ -584,5 +622,20 @@ mod tests {
         );
         assert_eq!(seq(r#"{"eventSeq":{"a":[1]}}"#), Some(Scalar::Other));
         assert_eq!(seq(r#"{"eventSeq":true}"#), Some(Scalar::Bool(true)));
+        assert_eq!(seq(r#"{"eventSeq":-0}"#), Some(Scalar::Float(-0.0)));
+        assert_eq!(seq(r#"{"eventSeq":2.5E1}"#), Some(Scalar::Float(25.0)));
+        assert_eq!(
+            seq(r#"{"eventSeq":18446744073709551615}"#),
+            Some(Scalar::UInt(u64::MAX))
+        );
+        assert_eq!(
+            seq(r#"{"eventSeq":-9223372036854775808}"#),
+            Some(Scalar::Int(i64::MIN))
+        );
+        // An escaped key is the key it spells.
+        assert_eq!(
+            seq(r#"{"\u0065ventSeq":"\u0037"}"#),
+            Some(Scalar::Str(Cow::Borrowed("7")))
+        );
     }
 }

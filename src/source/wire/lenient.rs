@@ -38,12 +38,12 @@ impl Scalar<'_> {
     /// A decimal from a string (plain or scientific) or a JSON number.
     pub(super) fn as_decimal(&self) -> Option<Decimal> {
         match self {
-            Scalar::Str(s) => {
+            Scalar::Str(s) => plain_decimal(s).or_else(|| {
                 let s = s.trim();
                 Decimal::from_str(s)
                     .ok()
                     .or_else(|| Decimal::from_scientific(s).ok())
-            }
+            }),
             Scalar::Int(i) => Some(Decimal::from(*i)),
             Scalar::UInt(u) => Some(Decimal::from(*u)),
             Scalar::Float(f) => decimal_from_f64(*f),
@@ -93,6 +93,40 @@ impl Scalar<'_> {
             _ => None,
         }
     }
+}
+
+/// The common spelling of a decimal, `[-]digits[.digits]` with at most 18 digits, read straight
+/// into mantissa and scale: exactly what `Decimal::from_str` makes of it (sign and scale
+/// included), without its generality. `None` for anything else, which goes the general way.
+fn plain_decimal(s: &str) -> Option<Decimal> {
+    let b = s.as_bytes();
+    let (negative, digits) = match b.split_first()? {
+        (b'-', rest) => (true, rest),
+        _ => (false, b),
+    };
+    let (mut mantissa, mut count, mut scale) = (0i64, 0u32, None);
+    for (i, &c) in digits.iter().enumerate() {
+        match c {
+            b'0'..=b'9' => {
+                count += 1;
+                if count > 18 {
+                    return None;
+                }
+                mantissa = mantissa * 10 + i64::from(c - b'0');
+            }
+            // One point, with digits on both sides.
+            b'.' if scale.is_none() && i > 0 && i + 1 < digits.len() => {
+                scale = Some((digits.len() - i - 1) as u32);
+            }
+            _ => return None,
+        }
+    }
+    // `-0` keeps its sign in `from_str`; leave that oddity to it.
+    if count == 0 || (negative && mantissa == 0) {
+        return None;
+    }
+    let mantissa = if negative { -mantissa } else { mantissa };
+    Some(Decimal::new(mantissa, scale.unwrap_or(0)))
 }
 
 /// serde_json hands JSON numbers with a fraction over as `f64`. Its shortest round-trip text
@@ -292,5 +326,71 @@ impl<'de, E: Deserialize<'de>> Deserialize<'de> for List<E> {
             }
         }
         d.deserialize_any(V(PhantomData))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn general(s: &str) -> Option<Decimal> {
+        Decimal::from_str(s.trim())
+            .ok()
+            .or_else(|| Decimal::from_scientific(s.trim()).ok())
+    }
+
+    #[test]
+    fn plain_decimals_read_as_from_str_reads_them() {
+        for s in [
+            "0",
+            "7",
+            "-3",
+            "68200.5",
+            "0.50",
+            "000.5",
+            "-0.001",
+            "999999999999999999",
+            "-99999999999.9999999",
+            "1.00000000000000000",
+        ] {
+            let fast = plain_decimal(s);
+            assert!(fast.is_some(), "{s}");
+            assert_eq!(
+                fast.map(|d| d.serialize()),
+                general(s).map(|d| d.serialize()),
+                "{s}"
+            );
+        }
+        // Left to the general way: more digits, `-0`, other spellings.
+        for s in [
+            "1234567890123456789",
+            "-0",
+            "-0.00",
+            "1.",
+            ".5",
+            "1e3",
+            " 1",
+            "+1",
+            "1_000",
+            "--1",
+            "",
+            "-",
+            "1.2.3",
+        ] {
+            assert_eq!(plain_decimal(s), None, "{s}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn plain_decimal_agrees_with_from_str(s in "-?[0-9]{0,12}(\\.[0-9]{0,9})?") {
+            if let Some(fast) = plain_decimal(&s) {
+                proptest::prop_assert_eq!(Some(fast.serialize()), general(&s).map(|d| d.serialize()), "{}", s);
+            }
+            proptest::prop_assert_eq!(
+                Scalar::Str(Cow::Borrowed(&s)).as_decimal().map(|d| d.serialize()),
+                general(&s).map(|d| d.serialize())
+            );
+        }
     }
 }

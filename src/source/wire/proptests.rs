@@ -350,19 +350,16 @@ proptest! {
 }
 
 #[test]
-fn envelope_strategy_reaches_the_builders() {
-    // Guard against a generator that only ever produces rejected documents: a fixed seed's
-    // sample must include envelopes that parse and carry trades or positions.
+fn envelope_strategy_reaches_the_builders_and_the_fast_reader() {
+    // Guard against a generator that only ever produces rejected documents, or documents the
+    // fast reader always declines (which would make the agreement test vacuous): a fixed seed's
+    // sample must include envelopes that parse, carry trades or positions, and read fast.
     use proptest::strategy::ValueTree;
-    use proptest::test_runner::{Config, TestRunner};
-    let mut runner = TestRunner::new_with_rng(
-        Config::default(),
-        proptest::test_runner::TestRng::deterministic_rng(
-            proptest::test_runner::RngAlgorithm::ChaCha,
-        ),
-    );
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    let rng = TestRng::deterministic_rng(RngAlgorithm::ChaCha);
+    let mut runner = TestRunner::new_with_rng(Config::default(), rng);
     let strategy = envelope();
-    let (mut parsed, mut with_items) = (0, 0);
+    let (mut parsed, mut with_items, mut fast) = (0, 0, 0);
     for _ in 0..2000 {
         let doc = strategy.new_tree(&mut runner).unwrap().current();
         if let Ok(env) = parse_envelope(&doc) {
@@ -372,10 +369,12 @@ fn envelope_strategy_reaches_the_builders() {
                 with_items += 1;
             }
         }
+        fast += usize::from(super::fast::envelope(&doc).is_some());
     }
     assert!(parsed > 1000, "only {parsed} of 2000 envelopes parsed");
     assert!(
         with_items > 100,
         "only {with_items} random envelopes carried a readable item"
     );
+    assert!(fast > 1500, "the fast reader read only {fast} of 2000");
 }
