@@ -55,8 +55,20 @@ const ERRORS: &str = r#"ocx_rest_requests_total{account="t",endpoint="positions"
 // exchange stayed down.
 #[test]
 fn a_failed_endpoint_does_not_busy_loop_while_the_user_stream_is_down() {
-    on_paused_runtime(Duration::from_secs(20), || {
-        Box::pin(async {
+    down_for_an_hour(true);
+}
+
+// The same with `after_reconnect: false`: the stream's snapshot must still bring the owed retry
+// back, without a re-sync triggering runs of its own.
+#[test]
+fn without_after_reconnect_the_owed_retry_still_waits_for_the_stream() {
+    down_for_an_hour(false);
+}
+
+/// One endpoint fails, the user stream goes down for an hour of paused time, then comes back.
+fn down_for_an_hour(after_reconnect: bool) {
+    on_paused_runtime(Duration::from_secs(20), move || {
+        Box::pin(async move {
             let telemetry = Telemetry::new();
             let shared = AccountCell::new(
                 "t",
@@ -75,6 +87,7 @@ fn a_failed_endpoint_does_not_busy_loop_while_the_user_stream_is_down() {
                 settings: ReconcileSettings {
                     interval: Duration::from_secs(600),
                     endpoints: vec![Endpoint::Positions],
+                    after_reconnect,
                     ..ReconcileSettings::default()
                 },
                 client: reqwest::Client::new(),

@@ -100,6 +100,9 @@ pub struct Account {
     books: BTreeMap<String, Book>,
     /// `Arc` so each kept stream trade shares its market's one allocation.
     markets: BTreeSet<Arc<str>>,
+    /// The market noted last. A fill and the position update that follows it name the same
+    /// market, so this answers most [`Account::note_market`] calls without a tree lookup.
+    last_market: Option<Arc<str>>,
     stream_trades: StreamTrades,
     watch_start_ms: Option<i64>,
     /// Trades not counted because already counted, since the account began (restored too).
@@ -125,6 +128,7 @@ impl Account {
             positions: Positions::default(),
             books: BTreeMap::new(),
             markets: BTreeSet::new(),
+            last_market: None,
             stream_trades: StreamTrades::default(),
             watch_start_ms: None,
             dedup_counts: DedupCounts::default(),
@@ -342,6 +346,18 @@ impl Account {
     }
 
     fn note_market(&mut self, market: &str) -> Arc<str> {
+        if let Some(last) = &self.last_market
+            && **last == *market
+        {
+            return Arc::clone(last);
+        }
+        let m = self.market_entry(market);
+        self.last_market = Some(Arc::clone(&m));
+        m
+    }
+
+    /// The market's shared name, added to [`Account::markets`] (and journaled) when new.
+    fn market_entry(&mut self, market: &str) -> Arc<str> {
         match self.markets.get(market) {
             Some(m) => Arc::clone(m),
             None => {

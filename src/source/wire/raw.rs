@@ -1,7 +1,8 @@
-//! The lenient raw shapes of the wire objects (envelope, payload, trade, position, book, error), read by serde without judging any value.
+//! The lenient raw shapes of the wire objects (envelope, payload, trade, position, book, error), read without judging any value.
 //!
 //! Every leaf is a [`Scalar`], so a wrongly typed field never fails the envelope; it just fails
-//! validation of its own item in [`super::build`].
+//! validation of its own item in [`super::build`]. serde reads them through the derives and
+//! impls here; [`super::fast`] reads stream envelopes into the same structs.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -11,9 +12,6 @@ use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::lenient::{List, Obj, Scalar};
-
-// Parse: lenient raw structs. Every leaf is a `Scalar`, so a wrongly typed field never fails the
-// envelope; it just fails validation of its own item.
 
 #[derive(Deserialize, Default)]
 #[serde(default, rename_all = "camelCase")]
