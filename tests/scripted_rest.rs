@@ -87,6 +87,8 @@ async fn reconciliation_values_follow_exactly_from_the_disagreements() {
     s.reconcile = ReconcileSettings {
         enabled: true,
         interval: Duration::from_millis(150),
+        // A drift is confirmed once it has lasted this long (and two runs read it).
+        settle: Duration::from_millis(300),
         // The default endpoints: all five. This exchange has no /portfolio/me (axum answers 404).
         ..ReconcileSettings::default()
     };
@@ -106,6 +108,12 @@ async fn reconciliation_values_follow_exactly_from_the_disagreements() {
                 )
                 .unwrap_or(0.0)
                     >= 3.0
+                && get(
+                    m,
+                    r#"ocx_reconcile_mismatches_total{account="t",kind="position"}"#,
+                )
+                .unwrap_or(0.0)
+                    >= 1.0
         },
     )
     .await;

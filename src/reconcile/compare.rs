@@ -69,22 +69,47 @@ impl PositionReport {
     }
 }
 
-/// Remembers the previous run's drift per market, whether it was already counted, and the
-/// confirmed drift.
+/// A non-zero drift as the previous run left it.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    drift: Decimal,
+    /// Already counted as a mismatch.
+    counted: bool,
+    /// When this same amount was first read (unix ms), in an unbroken row of runs.
+    since_ms: i64,
+}
+
+/// Remembers the previous run's drift per market, whether it was already counted, since when it
+/// has lasted, and the confirmed drift.
 #[derive(Debug, Default)]
 pub struct DriftTracker {
     /// Non-zero drifts of the previous run; an absent market had none.
-    last: BTreeMap<String, (Decimal, bool)>,
+    last: BTreeMap<String, Seen>,
     /// Non-zero confirmed drifts; an absent market has none.
     confirmed: BTreeMap<String, Decimal>,
 }
 
 impl DriftTracker {
-    /// Compare signed quantities per market. Quantities are normalized so `0.50` and `0.5` agree.
+    /// Compare signed quantities per market, with no minimum age (tests of the run logic).
+    /// Quantities are normalized so `0.50` and `0.5` agree.
     pub fn compare(
         &mut self,
         rest: &BTreeMap<String, Decimal>,
         stream: &BTreeMap<String, Decimal>,
+    ) -> PositionReport {
+        self.compare_at(rest, stream, 0, 0)
+    }
+
+    /// Compare at `now_ms`: a drift is confirmed when two runs in a row read the same amount
+    /// *and* it has lasted at least `settle_ms` since first read. Two runs alone are not enough:
+    /// on a loaded machine, or with runs closer together than the stream's delivery time, two
+    /// runs can both read the same fill in flight.
+    pub fn compare_at(
+        &mut self,
+        rest: &BTreeMap<String, Decimal>,
+        stream: &BTreeMap<String, Decimal>,
+        now_ms: i64,
+        settle_ms: i64,
     ) -> PositionReport {
         let mut report = PositionReport::default();
         let mut markets: Vec<String> = rest
@@ -100,11 +125,18 @@ impl DriftTracker {
             let r = rest.get(m).copied().unwrap_or_default();
             let s = stream.get(m).copied().unwrap_or_default();
             let d = r.saturating_sub(s).normalize();
-            let before = self.last.get(m).map(|(d, _)| *d).unwrap_or_default();
+            let prev = self.last.get(m).copied();
+            let before = prev.map(|p| p.drift).unwrap_or_default();
+            // Lasted since: the earlier first reading when the amount is unchanged.
+            let since_ms = match prev {
+                Some(p) if p.drift == d => p.since_ms,
+                _ => now_ms,
+            };
+            let settled = now_ms.saturating_sub(since_ms) >= settle_ms;
             if d == before {
                 if d.is_zero() {
                     self.confirmed.remove(m);
-                } else {
+                } else if settled {
                     self.confirmed.insert(m.clone(), d);
                 }
             }
@@ -116,16 +148,23 @@ impl DriftTracker {
             if d.is_zero() {
                 continue;
             }
-            let counted = match self.last.get(m) {
-                Some((prev, counted)) if *prev == d => {
-                    if !counted {
+            let counted = match prev {
+                Some(p) if p.drift == d && (p.counted || settled) => {
+                    if !p.counted {
                         report.confirmed.push((m.clone(), r, s));
                     }
                     true
                 }
                 _ => false,
             };
-            now.insert(m.clone(), (d, counted));
+            now.insert(
+                m.clone(),
+                Seen {
+                    drift: d,
+                    counted,
+                    since_ms,
+                },
+            );
         }
         self.last = now;
         report
@@ -135,6 +174,31 @@ impl DriftTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Regression: under load two runs in a row read the same in-flight fill and counted a
+    // position mismatch on a healthy exchange. Confirmation now also needs the drift to last
+    // `settle`.
+    #[test]
+    fn a_drift_younger_than_settle_is_not_confirmed_even_in_two_runs() {
+        let mut t = DriftTracker::default();
+        let rest = map(&[("BTC", "1")]);
+        let stream = map(&[("BTC", "0.5")]);
+        let r = t.compare_at(&rest, &stream, 1_000, 5_000);
+        assert!(r.confirmed.is_empty());
+        let r = t.compare_at(&rest, &stream, 1_150, 5_000);
+        assert!(r.confirmed.is_empty(), "two runs 150ms apart: still in flight");
+        assert_eq!(r.confirmed_drift, vec![("BTC".to_string(), Decimal::ZERO)]);
+        let r = t.compare_at(&rest, &stream, 6_000, 5_000);
+        assert_eq!(r.confirmed.len(), 1, "the same amount for 5s: confirmed");
+        assert_eq!(r.confirmed_drift[0].1, "0.5".parse::<Decimal>().unwrap());
+        let r = t.compare_at(&rest, &stream, 9_000, 5_000);
+        assert!(r.confirmed.is_empty(), "counted once");
+        // A different amount starts its own clock.
+        let r = t.compare_at(&rest, &map(&[("BTC", "0.25")]), 9_100, 5_000);
+        assert!(r.confirmed.is_empty());
+        let r = t.compare_at(&rest, &map(&[("BTC", "0.25")]), 9_200, 5_000);
+        assert!(r.confirmed.is_empty());
+    }
 
     fn map(items: &[(&str, &str)]) -> BTreeMap<String, Decimal> {
         items

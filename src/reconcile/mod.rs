@@ -221,7 +221,9 @@ impl ReconcileTask {
                 })
                 .collect()
         });
-        let report = tracker.compare(&rest, &stream);
+        let (_, now_ms) = unix_now();
+        let settle_ms = self.settings.settle.as_millis() as i64;
+        let report = tracker.compare_at(&rest, &stream, now_ms, settle_ms);
         let floats = |v: &[(String, Decimal)]| -> Vec<(String, f64)> {
             v.iter().map(|(m, d)| (m.clone(), f(*d))).collect()
         };

@@ -21,7 +21,11 @@ fn task(telemetry: &Telemetry) -> ReconcileTask {
         account: "t".into(),
         api_base: "http://127.0.0.1:1".into(),
         auth: Auth::None,
-        settings: ReconcileSettings::default(),
+        // Runs here follow each other at once: no minimum age for a drift to be confirmed.
+        settings: ReconcileSettings {
+            settle: std::time::Duration::ZERO,
+            ..ReconcileSettings::default()
+        },
         client: reqwest::Client::new(),
         shared,
         metrics: telemetry.reconcile("t", 10),
