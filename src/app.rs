@@ -198,13 +198,9 @@ impl Sidecar {
                 }
                 None => (Account::new(settings.dedup_capacity), Vec::new()),
             };
-            let shared = AccountCell::new(
-                &acc.name,
-                state,
-                telemetry.account(&acc.name, settings.max_markets),
-                &markets,
-                writer.clone(),
-            );
+            let mut metrics = telemetry.account(&acc.name, settings.max_markets);
+            metrics.set_limits(acc.limits.clone());
+            let shared = AccountCell::new(&acc.name, state, metrics, &markets, writer.clone());
             accounts.push((acc.name.clone(), shared.clone()));
             let resync = Arc::new(Notify::new());
             let user_ready = Arc::new(AtomicBool::new(false));
@@ -456,6 +452,7 @@ pub fn demo_settings(listen: SocketAddr, sim_base: &str) -> Settings {
             open_only: true,
             interval_ms: Some(250),
             depth: Some(25),
+            limits: Default::default(),
         }],
         data_dir: None,
     }

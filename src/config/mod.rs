@@ -10,6 +10,7 @@ pub use duration::{DurationError, parse_duration};
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -83,6 +84,18 @@ pub struct RawConfig {
     pub accounts: Option<Vec<RawAccount>>,
     /// Where fill dedup, counters (and later alert state) survive restarts.
     pub data_dir: Option<Spanned<String>>,
+    /// Position limits for every account, exported as series for alert rules.
+    pub limits: Option<RawLimits>,
+}
+
+/// `limits:` (top level, or per account over it): market id, or `default`, to a limit.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Absolute position size per market (`ocx_inventory_limit`).
+    pub inventory: Option<BTreeMap<String, Spanned<f64>>>,
+    /// Absolute position notional per market (`ocx_notional_limit`).
+    pub notional: Option<BTreeMap<String, Spanned<f64>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -125,6 +138,8 @@ pub struct RawAccount {
     pub open_only: Option<bool>,
     pub interval_ms: Option<Spanned<u64>>,
     pub depth: Option<Spanned<u64>>,
+    /// Per-market limits of this account, over the top-level ones.
+    pub limits: Option<RawLimits>,
 }
 
 /// What the command line says; every field overrides the file.
@@ -194,6 +209,29 @@ pub struct AccountSettings {
     pub open_only: bool,
     pub interval_ms: Option<u64>,
     pub depth: Option<u64>,
+    pub limits: Limits,
+}
+
+/// An account's position limits, exported as `ocx_inventory_limit` and `ocx_notional_limit` so
+/// alert rules compare against them in plain PromQL.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Limits {
+    pub inventory: LimitMap,
+    pub notional: LimitMap,
+}
+
+/// Limits by market, and the one for every other market.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LimitMap {
+    pub per_market: BTreeMap<String, f64>,
+    pub default: Option<f64>,
+}
+
+impl LimitMap {
+    /// The limit of `market`: its own, else the default.
+    pub fn get(&self, market: &str) -> Option<f64> {
+        self.per_market.get(market).copied().or(self.default)
+    }
 }
 
 /// A pull endpoint the reconciler reads.
@@ -687,6 +725,13 @@ impl Builder<'_> {
                 s.value
             ));
         }
+        let mut limits = Limits::default();
+        for (raw_limits, path) in [(&raw.limits, "limits".to_string()), (&ra.limits, format!("{p}.limits"))] {
+            if let Some(rl) = raw_limits {
+                self.limit_map(&rl.inventory, &format!("{path}.inventory"), &mut limits.inventory);
+                self.limit_map(&rl.notional, &format!("{path}.notional"), &mut limits.notional);
+            }
+        }
         AccountSettings {
             name,
             api_base,
@@ -695,6 +740,31 @@ impl Builder<'_> {
             open_only: ra.open_only.unwrap_or(false) || (is_target && flags.open_only),
             interval_ms,
             depth,
+            limits,
+        }
+    }
+
+    /// Reads one limits map into `into` (later maps override earlier ones per key).
+    fn limit_map(
+        &mut self,
+        raw: &Option<BTreeMap<String, Spanned<f64>>>,
+        path: &str,
+        into: &mut LimitMap,
+    ) {
+        for (market, v) in raw.iter().flatten() {
+            if !v.value.is_finite() || v.value < 0.0 {
+                self.errors.push(format!(
+                    "{}: {path}.{market}: a limit must be a number >= 0, got {}",
+                    self.at(v),
+                    v.value
+                ));
+                continue;
+            }
+            if market == "default" {
+                into.default = Some(v.value);
+            } else {
+                into.per_market.insert(market.clone(), v.value);
+            }
         }
     }
 

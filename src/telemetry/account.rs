@@ -20,6 +20,7 @@ use rust_decimal::prelude::ToPrimitive;
 
 use super::labels::OTHER;
 use super::{Counter, Gauge, LabelFolder, Telemetry, names};
+use crate::config::{LimitMap, Limits};
 use crate::model::{Liquidity, Side};
 use crate::state::{Account, Applied, FillKey, FillTotals};
 
@@ -80,6 +81,9 @@ pub struct AccountMetrics {
     dedup_snapshot: Counter,
     dedup_duplicate: Counter,
     fill_time_clamped: Counter,
+    limits: Limits,
+    /// Labels whose limit series are set.
+    limited: BTreeSet<String>,
 }
 
 impl AccountMetrics {
@@ -101,6 +105,50 @@ impl AccountMetrics {
             account: account.to_string(),
             in_other: BTreeSet::new(),
             labels: HashMap::new(),
+            limits: Limits::default(),
+            limited: BTreeSet::new(),
+        }
+    }
+
+    /// The account's limits: their series are set for every market named in them now, and for
+    /// any other market (from `default`) when it first has a position.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+        self.limited.clear();
+        let named: BTreeSet<String> = self
+            .limits
+            .inventory
+            .per_market
+            .keys()
+            .chain(self.limits.notional.per_market.keys())
+            .cloned()
+            .collect();
+        for m in named {
+            let label = self.label(&m);
+            self.apply_limits(&label);
+        }
+    }
+
+    /// Sets a label's limit series once. `other` takes the default: the markets folded there
+    /// have no series of their own to compare with.
+    fn apply_limits(&mut self, label: &str) {
+        if self.limited.contains(label) {
+            return;
+        }
+        self.limited.insert(label.to_string());
+        let l = [("account", self.account.as_str()), ("market", label)];
+        let pick = |m: &LimitMap| {
+            if label == OTHER {
+                m.default
+            } else {
+                m.get(label)
+            }
+        };
+        if let Some(v) = pick(&self.limits.inventory) {
+            self.telemetry.gauge(names::INVENTORY_LIMIT, &l).set(v);
+        }
+        if let Some(v) = pick(&self.limits.notional) {
+            self.telemetry.gauge(names::NOTIONAL_LIMIT, &l).set(v);
         }
     }
 
@@ -174,6 +222,7 @@ impl AccountMetrics {
         }
         for m in &applied.position_markets {
             let label = self.label(m);
+            self.apply_limits(&label);
             match account.market_position(m) {
                 Some(p) => {
                     self.set(
@@ -538,6 +587,51 @@ mod tests {
             r#"ocx_fills_total{account="a",market="other",side="buy",liquidity="maker"}"#,
         );
         assert_eq!(n, Some(2.0), "both folded markets add up under other");
+    }
+
+    #[test]
+    fn limits_are_series_for_named_markets_at_once_and_for_others_on_their_first_position() {
+        use crate::model::{Position, PositionsUpdate};
+        let t = Telemetry::new();
+        let mut m = t.account("a", 2);
+        let mut limits = Limits::default();
+        limits.inventory.per_market.insert("BTC".into(), 5.0);
+        limits.inventory.default = Some(1.0);
+        limits.notional.default = Some(1000.0);
+        m.set_limits(limits);
+        let inv = |market: &str| {
+            value(&t, &format!(r#"ocx_inventory_limit{{account="a",market="{market}"}}"#))
+        };
+        assert_eq!(inv("BTC"), Some(5.0));
+        assert_eq!(inv("ETH"), None, "no series before a position");
+        let mut acc = Account::new(10);
+        let pos = |market: &str| Position {
+            id: market.into(),
+            market: market.into(),
+            quantity: "2".parse().unwrap(),
+            entry_price: None,
+            realized_pnl: None,
+            closed: false,
+        };
+        let applied = acc.apply_snapshot(
+            Scope::User,
+            &Payload {
+                positions: Some(PositionsUpdate {
+                    upserts: vec![pos("ETH"), pos("SOL")],
+                    removed_ids: vec![],
+                }),
+                ..Payload::default()
+            },
+        );
+        m.observe_live(&applied, &acc, 1.0);
+        assert_eq!(inv("ETH"), Some(1.0));
+        // max_markets 2: BTC and ETH have labels, SOL folds into other, which takes the default.
+        assert_eq!(inv("other"), Some(1.0));
+        assert_eq!(
+            value(&t, r#"ocx_notional_limit{account="a",market="ETH"}"#),
+            Some(1000.0)
+        );
+        assert_eq!(value(&t, r#"ocx_notional_limit{account="a",market="BTC"}"#), Some(1000.0));
     }
 
     #[test]

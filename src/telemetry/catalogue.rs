@@ -58,6 +58,8 @@ pub mod names {
     pub const LAST_EVENT: &str = "ocx_stream_last_event_timestamp_seconds";
     pub const LAST_FILL: &str = "ocx_last_fill_timestamp_seconds";
     pub const FILL_TIME_CLAMPED: &str = "ocx_fill_time_clamped_total";
+    pub const INVENTORY_LIMIT: &str = "ocx_inventory_limit";
+    pub const NOTIONAL_LIMIT: &str = "ocx_notional_limit";
     pub const DATA_DIR_PERSISTENT: &str = "ocx_sentinel_data_dir_persistent";
     pub const DATA_DIR_COMMITS: &str = "ocx_sentinel_data_dir_commits_total";
     pub const DATA_DIR_COMMIT_ERRORS: &str = "ocx_sentinel_data_dir_commit_errors_total";
@@ -176,6 +178,18 @@ pub const CATALOGUE: &[MetricDef] = &[
         kind: Gauge,
         labels: "account, market",
         help: "Time of the newest fill (the trade's createdAt, else receipt time), in unix seconds",
+    },
+    MetricDef {
+        name: INVENTORY_LIMIT,
+        kind: Gauge,
+        labels: "account, market",
+        help: "Configured limit of the absolute position size (limits.inventory; the market's own, else default), for alert rules",
+    },
+    MetricDef {
+        name: NOTIONAL_LIMIT,
+        kind: Gauge,
+        labels: "account, market",
+        help: "Configured limit of the absolute position notional (limits.notional; the market's own, else default), for alert rules",
     },
     MetricDef {
         name: FILL_TIME_CLAMPED,

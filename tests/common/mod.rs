@@ -67,6 +67,7 @@ pub fn settings(api_base: &str, auth: Auth, markets: &[&str]) -> Settings {
             open_only: true,
             interval_ms: Some(100),
             depth: Some(25),
+            limits: Default::default(),
         }],
         data_dir: None,
     }
