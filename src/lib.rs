@@ -9,6 +9,8 @@ pub mod datadir;
 /// Domain values (trades, fills, positions, books, stream events) shared by source, state, reconcile and telemetry.
 pub mod model;
 pub mod reconcile;
+/// Alert and recording rules: PromQL evaluation, rule files, the alert lifecycle, promtool-format unit tests.
+pub mod rules;
 pub mod server;
 // The simulator is the default `sim` feature: a production build leaves it out (Cargo.toml).
 #[cfg(feature = "sim")]

@@ -8,6 +8,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use ocx_sentinel::app::Sidecar;
 use ocx_sentinel::config::{self, Overrides, RawConfig, Secret, Settings};
+use ocx_sentinel::rules;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser, Debug)]
@@ -25,8 +26,15 @@ struct Cli {
 enum Command {
     /// Run the sidecar against the exchange.
     Run(RunArgs),
-    /// Validate a config file (and flags) without connecting anywhere.
-    Check(RunArgs),
+    /// Validate a config file (and flags) and Prometheus rule files, without connecting anywhere.
+    Check(CheckArgs),
+    /// Run rule unit tests in promtool's test-file format (`promtool test rules`).
+    Test {
+        /// Test files (`rule_files`, `tests[]` with `input_series`, `alert_rule_test`,
+        /// `promql_expr_test`).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     // The simulator's subcommands exist only in builds with the `sim` feature (the default), so
     // a production build's `--help` does not offer what it cannot run.
     /// Start the built-in OCX simulator and the sidecar against it: no key, no network.
@@ -35,6 +43,15 @@ enum Command {
     /// Serve the OCX simulator alone (SSE streams and pull endpoints).
     #[cfg(feature = "sim")]
     Simulate(with_sim::SimArgs),
+}
+
+#[derive(Args, Debug)]
+struct CheckArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Rule files to check (Prometheus rule-file format); the config is checked too when
+    /// `--config` is given or no rule file is.
+    rule_files: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -97,6 +114,68 @@ fn settings_from(args: RunArgs) -> Result<Settings> {
         data_dir: args.data_dir,
     };
     Ok(Settings::build(raw, flags, &origin)?)
+}
+
+/// `check`: the config (when asked for, or when there is nothing else) and every rule file; all
+/// problems are printed, each naming file:line:column, before the exit status says whether any.
+fn check(args: CheckArgs) -> Result<()> {
+    let mut failed = 0usize;
+    if args.run.config.is_some() || args.rule_files.is_empty() {
+        let settings = settings_from(args.run)?;
+        println!(
+            "config ok: {} account(s), {} stream(s), listen {}",
+            settings.accounts.len(),
+            settings
+                .accounts
+                .iter()
+                .map(|a| 1 + a.markets.len())
+                .sum::<usize>(),
+            settings.listen
+        );
+    }
+    for path in &args.rule_files {
+        match rules::file::load_file(path) {
+            Ok(f) => {
+                let rules: usize = f.groups.iter().map(|g| g.rules.len()).sum();
+                println!(
+                    "rules ok: {}: {} group(s), {rules} rule(s)",
+                    path.display(),
+                    f.groups.len()
+                );
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("{e}");
+            }
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} rule file(s) have errors", args.rule_files.len());
+    }
+    Ok(())
+}
+
+/// `test`: promtool's unit-test format, promtool's output, exit 1 when any test fails.
+fn test_rules(files: &[PathBuf]) -> Result<()> {
+    let mut failed = 0usize;
+    for path in files {
+        match rules::unittest::run_file(path) {
+            Ok(report) => {
+                print!("{}", report.text());
+                if !report.passed() {
+                    failed += 1;
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                println!("Unit Testing:  {}\n  FAILED:\n    {e}\n", path.display());
+            }
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} test file(s) failed", files.len());
+    }
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -173,19 +252,8 @@ async fn run(cli: Cli) -> Result<()> {
             tracing::info!("shutting down");
             sidecar.shutdown().await;
         }
-        Command::Check(args) => {
-            let settings = settings_from(args)?;
-            println!(
-                "config ok: {} account(s), {} stream(s), listen {}",
-                settings.accounts.len(),
-                settings
-                    .accounts
-                    .iter()
-                    .map(|a| 1 + a.markets.len())
-                    .sum::<usize>(),
-                settings.listen
-            );
-        }
+        Command::Check(args) => check(args)?,
+        Command::Test { files } => test_rules(&files)?,
         #[cfg(feature = "sim")]
         Command::Demo(a) => with_sim::demo(a).await?,
         #[cfg(feature = "sim")]

@@ -1,0 +1,412 @@
+//! Evaluating a rule group at `t` against a `Storage`, as Prometheus's `Group.Eval` does: rules in
+//! order, each rule's output (recorded series, `ALERTS`, `ALERTS_FOR_STATE`) written to a
+//! [`History`] that later rules, later groups and later evaluations read through [`Layered`];
+//! series a rule stops producing get a staleness marker; per-rule health and last error.
+//!
+//! No IO and no clock: time, storage and history are arguments. Evaluation duration is left to
+//! the caller (it owns the clock).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use super::alert::{AlertContext, AlertError, RuleAlerts, Transition};
+use super::file::{Rule, RuleGroup};
+use super::promql::{
+    self, Expr, Labels, METRIC_NAME, Sample, Selector, SeriesData, Storage, Value,
+};
+use super::template::{QuerySample, TemplateQuery};
+
+/// Rule outputs over time: an append-only, prunable store that is also a [`Storage`].
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    series: HashMap<Labels, Vec<(i64, f64)>>,
+    by_name: HashMap<String, HashSet<Labels>>,
+}
+
+/// Why a sample was not written; `Display` is the TSDB's message Prometheus reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    #[error("out of order sample")]
+    OutOfOrder,
+    #[error("duplicate sample for timestamp")]
+    Duplicate,
+}
+
+impl History {
+    pub fn new() -> History {
+        History::default()
+    }
+
+    /// Append one sample. A repeat of the last sample (same time, same bits) is accepted and
+    /// ignored; a different value at the same time, or an older time, is refused.
+    pub fn append(&mut self, labels: &Labels, t_ms: i64, v: f64) -> Result<(), AppendError> {
+        let samples = match self.series.get_mut(labels) {
+            Some(s) => s,
+            None => {
+                let name = labels.metric_name().unwrap_or("").to_string();
+                self.by_name.entry(name).or_default().insert(labels.clone());
+                self.series.entry(labels.clone()).or_default()
+            }
+        };
+        match samples.last() {
+            Some(&(lt, lv)) if lt == t_ms && lv.to_bits() == v.to_bits() => Ok(()),
+            Some(&(lt, _)) if lt == t_ms => Err(AppendError::Duplicate),
+            Some(&(lt, _)) if lt > t_ms => Err(AppendError::OutOfOrder),
+            _ => {
+                samples.push((t_ms, v));
+                Ok(())
+            }
+        }
+    }
+
+    /// Drop samples older than `t_ms`, and series left empty: a live engine keeps only what its
+    /// rules can still read (the longest range plus the lookback).
+    pub fn prune_before(&mut self, t_ms: i64) {
+        self.series.retain(|_, s| {
+            let keep_from = s.partition_point(|&(t, _)| t < t_ms);
+            s.drain(..keep_from);
+            !s.is_empty()
+        });
+        let series = &self.series;
+        self.by_name.retain(|_, set| {
+            set.retain(|l| series.contains_key(l));
+            !set.is_empty()
+        });
+    }
+
+    /// How many series are held.
+    pub fn len(&self) -> usize {
+        self.series.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+
+    /// The samples of one series, if held.
+    pub fn samples(&self, labels: &Labels) -> Option<&[(i64, f64)]> {
+        self.series.get(labels).map(Vec::as_slice)
+    }
+}
+
+fn window(labels: &Labels, samples: &[(i64, f64)], start: i64, end: i64) -> Option<SeriesData> {
+    let lo = samples.partition_point(|&(t, _)| t < start);
+    let hi = samples.partition_point(|&(t, _)| t <= end);
+    (lo < hi).then(|| SeriesData {
+        labels: labels.clone(),
+        samples: samples[lo..hi].to_vec(),
+    })
+}
+
+impl Storage for History {
+    fn select(&self, sel: &Selector, start_ms: i64, end_ms: i64) -> Vec<SeriesData> {
+        let pick = |l: &Labels| {
+            if !sel.matches(l) {
+                return None;
+            }
+            window(l, self.series.get(l)?, start_ms, end_ms)
+        };
+        match &sel.name {
+            Some(name) => self
+                .by_name
+                .get(name)
+                .into_iter()
+                .flatten()
+                .filter_map(pick)
+                .collect(),
+            None => self.series.keys().filter_map(pick).collect(),
+        }
+    }
+}
+
+/// Base storage (scraped or test input series) with rule outputs on top. Where both hold the
+/// same series, their samples are merged by time, the base's winning a tie.
+#[derive(Clone, Copy)]
+pub struct Layered<'a> {
+    pub base: &'a dyn Storage,
+    pub overlay: &'a History,
+}
+
+impl Storage for Layered<'_> {
+    fn select(&self, sel: &Selector, start_ms: i64, end_ms: i64) -> Vec<SeriesData> {
+        let mut out = self.base.select(sel, start_ms, end_ms);
+        let extra = self.overlay.select(sel, start_ms, end_ms);
+        if extra.is_empty() {
+            return out;
+        }
+        let index: HashMap<Labels, usize> = out
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.labels.clone(), i))
+            .collect();
+        for s in extra {
+            match index.get(&s.labels) {
+                Some(&i) => {
+                    let o = &mut out[i];
+                    for (t, v) in s.samples {
+                        if let Err(at) = o.samples.binary_search_by_key(&t, |&(t, _)| t) {
+                            o.samples.insert(at, (t, v));
+                        }
+                    }
+                }
+                None => out.push(s),
+            }
+        }
+        out
+    }
+}
+
+/// A rule's health, as Prometheus's rules API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Health {
+    /// Not evaluated yet.
+    #[default]
+    Unknown,
+    Ok,
+    Err,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Unknown => "unknown",
+            Health::Ok => "ok",
+            Health::Err => "err",
+        }
+    }
+}
+
+/// One rule's status after its latest evaluation.
+#[derive(Debug, Clone, Default)]
+pub struct RuleStatus {
+    pub health: Health,
+    pub last_error: Option<String>,
+    pub last_eval_ms: Option<i64>,
+    /// Samples the latest successful evaluation wrote.
+    pub samples: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+struct RuleSlot {
+    status: RuleStatus,
+    alerts: RuleAlerts,
+    /// Series written by the previous evaluation, to mark stale when they stop.
+    previous: HashSet<Labels>,
+}
+
+/// A group's state across evaluations: rule statuses and alerts.
+#[derive(Debug, Clone, Default)]
+pub struct GroupState {
+    rules: Vec<RuleSlot>,
+}
+
+impl GroupState {
+    pub fn new(group: &RuleGroup) -> GroupState {
+        GroupState {
+            rules: vec![RuleSlot::default(); group.rules.len()],
+        }
+    }
+
+    /// Status of rule `i` (in file order).
+    pub fn status(&self, i: usize) -> Option<&RuleStatus> {
+        self.rules.get(i).map(|r| &r.status)
+    }
+
+    /// Alerts of rule `i`, empty for recording rules.
+    pub fn alerts(&self, i: usize) -> Option<&RuleAlerts> {
+        self.rules.get(i).map(|r| &r.alerts)
+    }
+}
+
+/// What the caller passes to every evaluation.
+#[derive(Clone, Copy)]
+pub struct EvalContext<'a> {
+    pub external_labels: &'a BTreeMap<String, String>,
+    pub external_url: &'a str,
+}
+
+/// A transition of one alert, for logging.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertTransition {
+    pub rule: String,
+    pub labels: Labels,
+    pub transition: Transition,
+    pub at_ms: i64,
+}
+
+/// What one group evaluation produced besides the state and history it updated.
+#[derive(Debug, Clone, Default)]
+pub struct GroupEval {
+    pub transitions: Vec<AlertTransition>,
+    /// (rule index, error) for every rule that failed this time.
+    pub errors: Vec<(usize, String)>,
+}
+
+/// The `query` template function: an instant query at the evaluation time.
+struct Query<'a> {
+    storage: &'a dyn Storage,
+    t_ms: i64,
+}
+
+impl TemplateQuery for Query<'_> {
+    fn query(&self, expr: &str) -> Result<Vec<QuerySample>, String> {
+        let e = Expr::parse(expr).map_err(|e| e.to_string())?;
+        Ok(
+            vector(promql::eval(&e, self.storage, self.t_ms).map_err(|e| e.to_string())?)
+                .into_iter()
+                .map(|s| QuerySample {
+                    labels: s
+                        .labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                    value: s.value,
+                })
+                .collect(),
+        )
+    }
+}
+
+/// A rule query's result as a vector: a scalar becomes one sample with no labels, as
+/// Prometheus's `EngineQueryFunc` does.
+fn vector(v: Value) -> Vec<Sample> {
+    match v {
+        Value::Vector(v) => v,
+        Value::Scalar(f) => vec![Sample {
+            labels: Labels::empty(),
+            value: f,
+        }],
+    }
+}
+
+/// Evaluate every rule of `group` at `t_ms`, in order. Each rule reads `base` plus everything in
+/// `history` (including what earlier rules of this evaluation just wrote) at `t - query_offset`,
+/// and writes its output there.
+pub fn eval_group(
+    group: &RuleGroup,
+    state: &mut GroupState,
+    base: &dyn Storage,
+    history: &mut History,
+    t_ms: i64,
+    ctx: &EvalContext<'_>,
+) -> GroupEval {
+    if state.rules.len() != group.rules.len() {
+        *state = GroupState::new(group);
+    }
+    let offset_ms = i64::try_from(group.query_offset.as_millis()).unwrap_or(i64::MAX);
+    let q_ms = t_ms.saturating_sub(offset_ms);
+    let mut out = GroupEval::default();
+    for (i, rule) in group.rules.iter().enumerate() {
+        let slot = &mut state.rules[i];
+        slot.status.last_eval_ms = Some(t_ms);
+        let produced = {
+            let storage = Layered {
+                base,
+                overlay: history,
+            };
+            eval_rule(group, rule, slot, &storage, t_ms, q_ms, ctx, &mut out)
+        };
+        let samples = match produced {
+            Ok(s) => s,
+            Err(e) => {
+                slot.status.health = Health::Err;
+                slot.status.last_error = Some(e.clone());
+                out.errors.push((i, e));
+                continue;
+            }
+        };
+        slot.status.health = Health::Ok;
+        slot.status.last_error = None;
+        slot.status.samples = samples.len();
+        let mut written = HashSet::with_capacity(samples.len());
+        let mut append_error = None;
+        for (labels, v) in samples {
+            match history.append(&labels, q_ms, v) {
+                Ok(()) => {
+                    written.insert(labels);
+                }
+                Err(e) => append_error = Some(e.to_string()),
+            }
+        }
+        // Series this rule wrote last time and not now are stale from now on. Refusals are
+        // expected here (another rule may write the series) and ignored, as Prometheus does.
+        for gone in slot.previous.difference(&written) {
+            let _ = history.append(gone, q_ms, promql::stale_nan());
+        }
+        slot.previous = written;
+        if let Some(e) = append_error {
+            slot.status.health = Health::Err;
+            slot.status.last_error = Some(e.clone());
+            out.errors.push((i, e));
+        }
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)] // reason: one rule's evaluation needs all of its group's context
+fn eval_rule(
+    group: &RuleGroup,
+    rule: &Rule,
+    slot: &mut RuleSlot,
+    storage: &Layered<'_>,
+    t_ms: i64,
+    q_ms: i64,
+    ctx: &EvalContext<'_>,
+    out: &mut GroupEval,
+) -> Result<Vec<(Labels, f64)>, String> {
+    let result = vector(promql::eval(rule.expr(), storage, q_ms).map_err(|e| e.to_string())?);
+    match rule {
+        Rule::Recording(r) => {
+            let mut seen = HashSet::with_capacity(result.len());
+            let mut samples = Vec::with_capacity(result.len());
+            for s in result {
+                let mut labels = s.labels.with(METRIC_NAME, &r.name);
+                for (k, v) in r.labels.iter() {
+                    labels = labels.with(k, v);
+                }
+                if !seen.insert(labels.clone()) {
+                    return Err(
+                        "vector contains metrics with the same labelset after applying rule labels"
+                            .into(),
+                    );
+                }
+                samples.push((labels, s.value));
+            }
+            if group.limit > 0 && samples.len() > group.limit {
+                return Err(format!(
+                    "exceeded limit of {} with {} series",
+                    group.limit,
+                    samples.len()
+                ));
+            }
+            Ok(samples)
+        }
+        Rule::Alerting(a) => {
+            let query = Query { storage, t_ms };
+            let actx = AlertContext {
+                external_labels: ctx.external_labels,
+                external_url: ctx.external_url,
+                limit: group.limit,
+                query: Some(&query),
+            };
+            let o = slot
+                .alerts
+                .eval(a, &result, t_ms, &actx)
+                .map_err(|e: AlertError| e.to_string())?;
+            out.transitions
+                .extend(
+                    o.transitions
+                        .into_iter()
+                        .map(|(labels, transition)| AlertTransition {
+                            rule: a.name.clone(),
+                            labels,
+                            transition,
+                            at_ms: t_ms,
+                        }),
+                );
+            Ok(o.samples)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

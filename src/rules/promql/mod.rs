@@ -1,0 +1,160 @@
+//! A PromQL subset with Prometheus's semantics: parse (with `promql-parser`), check against the
+//! subset, evaluate at an instant against a `Storage`.
+//!
+//! The semantics are those of Prometheus 2.42 (the `promtool` CI installs, which the differential
+//! tests in `tests/promql/` are checked against): the 5m lookback and range windows are closed
+//! on the left, `[t - 5m, t]`; `last_over_time` keeps the metric name; other functions and
+//! arithmetic drop it.
+//!
+//! Supported: selectors with `=`, `!=`, `=~`, `!~` and `offset`; range selectors as arguments of
+//! the range functions; numbers, unary minus, `+ - * / % ^`, comparisons with and without `bool`;
+//! `and`, `or`, `unless`; `on`, `ignoring`, `group_left`, `group_right`; `sum`, `min`, `max`,
+//! `avg`, `count` by or without labels; `abs`, `time`, `absent`, `clamp_min`, `clamp_max`,
+//! `timestamp`, `vector`, `scalar`, `histogram_quantile`, `rate`, `increase`, `delta`, `changes`,
+//! `resets`, `min_over_time`, `max_over_time`, `avg_over_time`, `sum_over_time`,
+//! `count_over_time`, `last_over_time`. Anything else is an error at parse time that names it.
+
+mod ast;
+mod eval;
+mod functions;
+mod hash;
+mod labels;
+mod storage;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use labels::{Labels, METRIC_NAME};
+pub use storage::{
+    MatchKind, Matcher, MemStorage, STALE_NAN_BITS, Selector, SeriesData, Storage, is_stale,
+    stale_nan,
+};
+
+/// How far back an instant selector looks for a series' latest sample.
+pub const LOOKBACK_DELTA: Duration = Duration::from_secs(5 * 60);
+const LOOKBACK_DELTA_MS: i64 = 5 * 60 * 1000;
+
+/// A parsed expression, checked against the supported subset. Cheap to clone.
+#[derive(Clone)]
+pub struct Expr {
+    text: Arc<str>,
+    root: Arc<ast::Node>,
+}
+
+impl Expr {
+    /// Parse and check against the subset. The error carries a message and, where the construct
+    /// can be found in `text`, its byte offset.
+    pub fn parse(text: &str) -> Result<Expr, PromqlError> {
+        let parsed = promql_parser::parser::parse(text).map_err(|message| PromqlError {
+            message,
+            offset: None,
+        })?;
+        let root = ast::convert(&parsed, text)?;
+        Ok(Expr {
+            text: Arc::from(text),
+            root: Arc::new(root),
+        })
+    }
+
+    /// Every selector's (metric name if fixed, matchers), instant and range alike, in source
+    /// order, so a live engine knows which series to keep history for.
+    pub fn selectors(&self) -> Vec<Selector> {
+        let mut out = Vec::new();
+        self.root
+            .visit_selectors(&mut |s| out.push(s.selector.clone()));
+        out
+    }
+
+    /// The longest range plus offset any range selector reads, or the longest offset of an
+    /// instant selector if that is longer: how much history before `t` the expression needs,
+    /// beyond the [`LOOKBACK_DELTA`] every instant selector adds. Negative offsets count as 0.
+    pub fn max_range(&self) -> Duration {
+        let mut ms = 0i64;
+        self.root.visit_selectors(&mut |s| {
+            ms = ms.max(s.range_ms.saturating_add(s.offset_ms.max(0)));
+        });
+        Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+    }
+
+    /// Whether the expression yields a scalar (else an instant vector).
+    pub fn is_scalar(&self) -> bool {
+        self.root.is_scalar()
+    }
+
+    /// The source text.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl fmt::Debug for Expr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Expr({:?})", &*self.text)
+    }
+}
+
+impl fmt::Display for Expr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// An expression that does not parse or is outside the supported subset.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct PromqlError {
+    pub message: String,
+    /// Byte offset of the offending construct in the source, when known.
+    pub offset: Option<usize>,
+}
+
+/// The result of an instant query at `t`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Scalar(f64),
+    Vector(Vec<Sample>),
+}
+
+/// One element of an instant vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub labels: Labels,
+    pub value: f64,
+}
+
+/// Evaluation failures; `Display` is Prometheus's message.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EvalError {
+    /// Two series on the side that must be unique match the same group.
+    #[error(
+        "found duplicate series for the match group {group} on the {side} hand-side of the \
+         operation: [{series}, {other}];many-to-many matching not allowed: matching labels must \
+         be unique on one side"
+    )]
+    ManyToMany {
+        group: Labels,
+        /// "left" or "right".
+        side: &'static str,
+        series: Labels,
+        other: Labels,
+    },
+    /// One-to-one matching met a group twice on the left.
+    #[error(
+        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"
+    )]
+    ManyToOneImplicit,
+    /// `group_left`/`group_right` produced the same result series twice.
+    #[error("multiple matches for labels: grouping labels must ensure unique matches")]
+    GroupingNotUnique,
+    /// Dropping the metric name made two results' label sets equal.
+    #[error("vector cannot contain metrics with the same labelset")]
+    DuplicateLabelset { labels: Labels },
+}
+
+/// Evaluate `expr` at `t_ms` (unix ms).
+pub fn eval(expr: &Expr, storage: &dyn Storage, t_ms: i64) -> Result<Value, EvalError> {
+    eval::Evaluator { storage, t: t_ms }.eval(&expr.root)
+}
