@@ -84,6 +84,8 @@ pub struct AccountMetrics {
     limits: Limits,
     /// Labels whose limit series are set.
     limited: BTreeSet<String>,
+    /// Labels whose counters exist (at 0 until their first fill or realized change).
+    initialized: BTreeSet<String>,
 }
 
 impl AccountMetrics {
@@ -107,7 +109,25 @@ impl AccountMetrics {
             labels: HashMap::new(),
             limits: Limits::default(),
             limited: BTreeSet::new(),
+            initialized: BTreeSet::new(),
         }
+    }
+
+    /// Creates a market's counters at 0 once it is known (a position, a book, or a fill), so
+    /// `increase()` sees its first fill: a counter born at 1 has no earlier sample to rise from.
+    /// `liquidity="unknown"` is left to appear when it happens: it is an anomaly, not a series
+    /// every market needs.
+    fn init_counters(&mut self, label: &str) {
+        if self.initialized.contains(label) {
+            return;
+        }
+        self.initialized.insert(label.to_string());
+        for side in [Side::Buy, Side::Sell] {
+            for liq in [Liquidity::Maker, Liquidity::Taker] {
+                self.fill_handles(label, side, liq);
+            }
+        }
+        self.realized_handles(label);
     }
 
     /// The account's limits: their series are set for every market named in them now, and for
@@ -203,6 +223,7 @@ impl AccountMetrics {
     pub fn observe_live(&mut self, applied: &Applied, account: &Account, now_unix: f64) {
         for fill in &applied.fills {
             let label = self.label(&fill.market);
+            self.init_counters(&label);
             let mut ts = fill
                 .created_at_ms
                 .map(|ms| ms as f64 / 1000.0)
@@ -223,6 +244,7 @@ impl AccountMetrics {
         for m in &applied.position_markets {
             let label = self.label(m);
             self.apply_limits(&label);
+            self.init_counters(&label);
             match account.market_position(m) {
                 Some(p) => {
                     self.set(
@@ -262,6 +284,7 @@ impl AccountMetrics {
         }
         for m in &applied.book_markets {
             let label = self.label(m);
+            self.init_counters(&label);
             let (bid, ask, nb, na) = match account.book(m) {
                 Some(b) => (
                     b.best_bid().map(f).unwrap_or(0.0),
@@ -446,7 +469,8 @@ impl AccountMetrics {
     /// fold into `other` as they did before.
     pub fn restore(&mut self, account: &Account, markets: &[String]) -> Vec<(Counter, f64)> {
         for m in markets {
-            self.label(m);
+            let label = self.label(m);
+            self.init_counters(&label);
         }
         let mut out = Vec::new();
         let keys: Vec<FillKey> = account.fill_totals().keys().cloned().collect();
