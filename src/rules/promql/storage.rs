@@ -215,8 +215,21 @@ impl Storage for MemStorage {
             ),
             None => Box::new(self.series.iter()),
         };
+        // The name index already applied the `__name__` equality matcher.
+        let rest: Vec<&Matcher> = sel
+            .matchers
+            .iter()
+            .filter(|m| {
+                !(m.name() == METRIC_NAME
+                    && m.kind() == MatchKind::Equal
+                    && sel.name.as_deref() == Some(m.value()))
+            })
+            .collect();
         candidates
-            .filter(|s| sel.matches(&s.labels))
+            .filter(|s| {
+                rest.iter()
+                    .all(|m| m.matches(s.labels.get(m.name()).unwrap_or("")))
+            })
             .filter_map(window)
             .collect()
     }
