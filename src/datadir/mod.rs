@@ -9,7 +9,7 @@
 //!   is moved aside to `sentinel.redb.corrupt-<unix seconds>` and a fresh store is created: the
 //!   sidecar starts with a log line saying so, never a crash. A store that another live process
 //!   holds is *not* moved aside: that is a configuration error and is reported as one.
-//! - **Group commit.** Callers hand journals to [`Writer`] and go on; its thread takes every
+//! - **Group commit.** Callers hand journals to the writer ([`WriterHandle::submit`]) and go on; its thread takes every
 //!   journal waiting, commits them in one transaction (one fsync), then runs each job's
 //!   continuation in order. Under load, groups grow, so throughput does not fall to one event per
 //!   fsync; when idle, each event is committed on its own within one fsync.
