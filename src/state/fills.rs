@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use rust_decimal::Decimal;
 
+use super::hash::FastState;
 use crate::model::{Fill, Liquidity, Side, Trade};
 
 /// The label set fills are totalled under.
@@ -136,7 +137,7 @@ pub(crate) enum Seen {
 #[derive(Debug)]
 pub(crate) struct Dedup {
     /// Key to the serial number it was inserted with.
-    seen: HashMap<StoredKey, u64>,
+    seen: HashMap<StoredKey, u64, FastState>,
     /// The same keys (sharing their strings), oldest first.
     order: VecDeque<StoredKey>,
     capacity: usize,
@@ -146,7 +147,7 @@ pub(crate) struct Dedup {
 impl Dedup {
     pub(crate) fn new(capacity: usize) -> Self {
         Dedup {
-            seen: HashMap::with_capacity(capacity.min(1 << 16)),
+            seen: HashMap::with_capacity_and_hasher(capacity.min(1 << 16), FastState::default()),
             order: VecDeque::with_capacity(capacity.min(1 << 16)),
             capacity,
             next_serial: 0,

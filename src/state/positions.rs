@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use rust_decimal::Decimal;
 
+use super::hash::FastState;
 use crate::model::{Position, PositionsUpdate};
 
 /// A market's positions rolled into one.
@@ -81,12 +82,15 @@ pub(crate) struct PositionChanges {
 /// All known positions. See [`crate::state::Account`] for the rules.
 #[derive(Debug, Default)]
 pub(crate) struct Positions {
-    /// By market.
-    by_market: BTreeMap<String, MarketPositions>,
+    /// By market (hashed: nothing walks it in order).
+    by_market: HashMap<String, MarketPositions, FastState>,
     /// Open positions over all markets: the sum of their [`MarketPositions::open`].
     open: usize,
+    /// The markets an update touches, with their aggregate from before it; empty between
+    /// updates (its capacity is reused).
+    before: Before,
     /// Position id to its market.
-    market_of: HashMap<String, String>,
+    market_of: HashMap<String, String, FastState>,
     /// Whether a snapshot with positions has been applied (its positions were the baseline).
     baselined: bool,
     realized: BTreeMap<String, RealizedTotals>,
@@ -194,7 +198,7 @@ type Before = Vec<(String, Option<MarketPosition>)>;
 impl Positions {
     /// A delta: upserts replace by id, then `removed_ids` delete (a removal counts no PnL).
     pub(crate) fn apply_delta(&mut self, update: &PositionsUpdate) -> PositionChanges {
-        let mut before = Before::new();
+        let mut before = std::mem::take(&mut self.before);
         let mut changes = PositionChanges::default();
         for p in &update.upserts {
             self.upsert(p, false, &mut before, &mut changes);
@@ -210,7 +214,7 @@ impl Positions {
     /// A snapshot: the upserts are the whole set; known ids absent from it are removed (so any
     /// `removedIds` are moot). The first snapshot applied is the realized-PnL baseline.
     pub(crate) fn apply_snapshot(&mut self, update: &PositionsUpdate) -> PositionChanges {
-        let mut before = Before::new();
+        let mut before = std::mem::take(&mut self.before);
         let mut changes = PositionChanges::default();
         let present: HashSet<&str> = update.upserts.iter().map(|p| p.id.as_str()).collect();
         let gone: Vec<String> = self
@@ -385,8 +389,8 @@ impl Positions {
     }
 
     /// Brings the touched markets' aggregates up to date and reports those that changed.
-    fn finish(&mut self, before: Before, mut changes: PositionChanges) -> PositionChanges {
-        for (market, was) in before {
+    fn finish(&mut self, mut before: Before, mut changes: PositionChanges) -> PositionChanges {
+        for (market, was) in before.drain(..) {
             let now = self.by_market.get_mut(market.as_str()).map(|b| {
                 let (aggregate, open) = aggregate(&b.ids);
                 self.open = self.open - b.open + open;
@@ -398,6 +402,8 @@ impl Positions {
                 changes.markets.push(market);
             }
         }
+        // Kept for the next update, so its list of touched markets needs no allocation.
+        self.before = before;
         changes
     }
 

@@ -4,9 +4,7 @@ use rust_decimal::Decimal;
 
 use super::lenient::{List, Obj, Scalar};
 use super::raw::{RawBook, RawLevel, RawPayload, RawPosition, RawPositions, RawTrade};
-use crate::model::{
-    BookUpdate, EventKind, Liquidity, Payload, Position, PositionsUpdate, Side, Trade,
-};
+use crate::model::{BookUpdate, EventKind, Liquidity, Payload, Position, Side, Trade};
 
 /// A trade side in any case; `None` for anything else (the trade is then unreadable).
 fn parse_side(s: &str) -> Option<Side> {
@@ -43,51 +41,126 @@ pub(super) fn parse_kind(s: &str) -> Option<EventKind> {
     }
 }
 
-pub(super) fn build_payload(raw: RawPayload<'_>, skipped: &mut u32) -> Payload {
-    let trades = build_trades(raw.trades, skipped);
+/// Builds a payload item by item, as a reader meets them: the one place where the rules for
+/// unreadable items and for `orderbook` over `book` live, whichever reader feeds it (serde's raw
+/// structs through [`build_payload`], or [`super::fast`] as it goes, without collecting raw
+/// items first).
+#[derive(Default)]
+pub(super) struct PayloadBuilder<'a> {
+    payload: Payload,
+    orderbook: Obj<RawBook<'a>>,
+    book: Obj<RawBook<'a>>,
+    skipped: u32,
+}
 
-    let positions = match raw.positions {
-        RawPositions::Absent => None,
-        RawPositions::Malformed => {
-            *skipped += 1;
-            None
+impl<'a> PayloadBuilder<'a> {
+    /// One element of `trades`.
+    pub(super) fn trade(&mut self, item: &Obj<RawTrade<'_>>) {
+        match item {
+            Obj::Ok(t) => match build_trade(t) {
+                Some(trade) => self.payload.trades.push(trade),
+                None => self.skipped += 1,
+            },
+            _ => self.skipped += 1,
         }
-        RawPositions::Array(list) => Some(PositionsUpdate {
-            upserts: build_positions(list, skipped),
-            removed_ids: Vec::new(),
-        }),
-        RawPositions::Object(obj) => {
-            let mut removed_ids = Vec::with_capacity(obj.removed_ids.items.len());
-            for id in &obj.removed_ids.items {
-                match id.to_id() {
-                    Some(id) => removed_ids.push(id),
-                    None => *skipped += 1,
-                }
+    }
+
+    /// A list (`trades`, `upserts`, `removedIds`, book levels) that is neither an array nor
+    /// `null`: one unreadable item.
+    pub(super) fn malformed(&mut self) {
+        self.skipped += 1;
+    }
+
+    /// `positions` is an array or an object: the event carries a positions update, even an
+    /// empty one. Call before [`Self::position`] and [`Self::removed_id`].
+    pub(super) fn positions(&mut self) {
+        self.payload.positions.get_or_insert_with(Default::default);
+    }
+
+    /// One upsert (an element of `positions`, or of its `upserts`).
+    pub(super) fn position(&mut self, item: &Obj<RawPosition<'_>>) {
+        let read = match item {
+            Obj::Ok(p) => build_position(p),
+            _ => None,
+        };
+        match (read, &mut self.payload.positions) {
+            (Some(p), Some(update)) => update.upserts.push(p),
+            _ => self.skipped += 1,
+        }
+    }
+
+    /// One element of `removedIds`.
+    pub(super) fn removed_id(&mut self, id: &Scalar<'_>) {
+        match (id.to_id(), &mut self.payload.positions) {
+            (Some(id), Some(update)) => update.removed_ids.push(id),
+            _ => self.skipped += 1,
+        }
+    }
+
+    pub(super) fn orderbook(&mut self, book: Obj<RawBook<'a>>) {
+        self.orderbook = book;
+    }
+
+    pub(super) fn book(&mut self, book: Obj<RawBook<'a>>) {
+        self.book = book;
+    }
+
+    /// The payload, and how many items were unreadable.
+    pub(super) fn finish(mut self) -> (Payload, u32) {
+        // `orderbook` wins over its alias `book` when both are present.
+        self.payload.book = match (self.orderbook, self.book) {
+            (Obj::Ok(b), _) | (_, Obj::Ok(b)) => Some(build_book(b, &mut self.skipped)),
+            (Obj::NotObject, _) | (_, Obj::NotObject) => {
+                self.skipped += 1;
+                None
             }
-            *skipped += u32::from(obj.removed_ids.malformed);
-            Some(PositionsUpdate {
-                upserts: build_positions(obj.upserts, skipped),
-                removed_ids,
-            })
-        }
-    };
-
-    // `orderbook` wins over its alias `book` when both are present.
-    let book = match (raw.orderbook, raw.book) {
-        (Obj::Ok(b), _) | (_, Obj::Ok(b)) => Some(build_book(b, skipped)),
-        (Obj::NotObject, _) | (_, Obj::NotObject) => {
-            *skipped += 1;
-            None
-        }
-        _ => None,
-    };
-    Payload {
-        trades,
-        positions,
-        book,
+            _ => None,
+        };
+        (self.payload, self.skipped)
     }
 }
 
+/// A payload read by serde, and how many of its items were unreadable.
+pub(super) fn build_payload(raw: RawPayload<'_>) -> (Payload, u32) {
+    let mut b = PayloadBuilder::default();
+    for item in &raw.trades.items {
+        b.trade(item);
+    }
+    if raw.trades.malformed {
+        b.malformed();
+    }
+    let upserts = |b: &mut PayloadBuilder<'_>, list: &List<Obj<RawPosition<'_>>>| {
+        for item in &list.items {
+            b.position(item);
+        }
+        if list.malformed {
+            b.malformed();
+        }
+    };
+    match raw.positions {
+        RawPositions::Absent => {}
+        RawPositions::Malformed => b.malformed(),
+        RawPositions::Array(list) => {
+            b.positions();
+            upserts(&mut b, &list);
+        }
+        RawPositions::Object(obj) => {
+            b.positions();
+            for id in &obj.removed_ids.items {
+                b.removed_id(id);
+            }
+            if obj.removed_ids.malformed {
+                b.malformed();
+            }
+            upserts(&mut b, &obj.upserts);
+        }
+    }
+    b.orderbook(raw.orderbook);
+    b.book(raw.book);
+    b.finish()
+}
+
+/// A REST list of trades; unreadable items are counted in `skipped`.
 pub(super) fn build_trades(list: List<Obj<RawTrade<'_>>>, skipped: &mut u32) -> Vec<Trade> {
     let mut out = Vec::with_capacity(list.items.len());
     for item in list.items {
@@ -125,6 +198,7 @@ fn build_trade(t: &RawTrade<'_>) -> Option<Trade> {
     })
 }
 
+/// A REST list of positions; unreadable items are counted in `skipped`.
 pub(super) fn build_positions(
     list: List<Obj<RawPosition<'_>>>,
     skipped: &mut u32,

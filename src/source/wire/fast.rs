@@ -1,30 +1,33 @@
-//! The fast reader of stream envelopes: the same raw structs serde reads, straight from the bytes; anything it is not sure of sends the caller back to serde.
+//! The fast reader of stream envelopes: straight from the bytes to the raw items serde would read, each built as soon as it is read; whatever it is not sure of goes back to serde.
 //!
 //! Every event of the stream goes through here, so it is worth a reader without serde's
 //! generic machinery: one pass over the bytes, strings borrowed from the input, no intermediate
-//! values. It is exact by construction rather than by imitation. The rare tokens whose reading
-//! is subtle (a string with escapes, a number that is not a short plain integer) are decoded by
-//! serde_json itself, token alone. Whatever else it is not sure of — a duplicate field (serde's
-//! derive refuses one), nesting deeper than [`MAX_DEPTH`], a top level that is not an object,
-//! and any JSON error — makes it return `None`, and [`super::parse_envelope`] reads the event
-//! with serde instead, which gives the one answer (and the one error message) for it. Accepted
-//! input yields exactly the raw structs serde would build, so the builders behind both are
-//! shared; a property test holds the two readers to the same results.
+//! values, and no list of raw items: each trade, position and removed id goes to the shared
+//! [`PayloadBuilder`] as soon as it is read. It is exact by construction rather than by
+//! imitation. The rare tokens whose reading is subtle (a string with escapes, a number that is
+//! not a short plain integer) are decoded by serde_json itself, token alone. Whatever else it is
+//! not sure of — a duplicate field (serde's derive refuses one), nesting deeper than
+//! [`MAX_DEPTH`], a top level that is not an object, and any JSON error — makes it return
+//! `None`, and [`super::parse_envelope`] reads the event with serde instead, which gives the one
+//! answer (and the one error message) for it. Each item it accepts is the raw struct serde
+//! would build, and the builders behind both readers are the same; a property test holds the
+//! two readers to the same results.
 
 use std::borrow::Cow;
 
+use super::Head;
+use super::build::PayloadBuilder;
 use super::lenient::{List, Obj, Scalar};
-use super::raw::{
-    RawBook, RawEnvelope, RawLevel, RawPayload, RawPosition, RawPositions, RawPositionsObject,
-    RawTrade,
-};
+use super::raw::{RawBook, RawLevel, RawPosition, RawTrade};
+use crate::model::Payload;
 
 /// Deeper nesting is left to serde (which has its own recursion limit); stream events nest
 /// about five levels.
 const MAX_DEPTH: u32 = 64;
 
-/// Reads a whole stream envelope, or `None` to have serde read it.
-pub(super) fn envelope(data: &str) -> Option<RawEnvelope<'_>> {
+/// Reads a whole stream envelope: its head, and its payload built (with the count of unreadable
+/// items) as it is read; or `None` to have serde read it.
+pub(super) fn envelope(data: &str) -> Option<(Head<'_>, Obj<(Payload, u32)>)> {
     let mut r = Reader {
         s: data,
         b: data.as_bytes(),
@@ -41,6 +44,55 @@ pub(super) fn envelope(data: &str) -> Option<RawEnvelope<'_>> {
         None => Some(env),
         Some(_) => None,
     }
+}
+
+/// The bytes that end a plain (borrowable) string: its closing quote, an escape, or a control
+/// character (which serde_json refuses).
+const ENDS_PLAIN_STRING: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 0x20 {
+        t[c] = true;
+        c += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
+/// The position of the first byte of `b` that ends a plain string (see [`ENDS_PLAIN_STRING`]),
+/// eight bytes at a time while eight remain.
+fn plain_run(b: &[u8]) -> Option<usize> {
+    let mut k = 0;
+    while let Some(chunk) = b.get(k..k + 8) {
+        let mut le = [0u8; 8];
+        le.copy_from_slice(chunk);
+        if let Some(j) = first_string_end(u64::from_le_bytes(le)) {
+            return Some(k + j);
+        }
+        k += 8;
+    }
+    let rest = b.get(k..)?;
+    let j = rest
+        .iter()
+        .position(|&c| ENDS_PLAIN_STRING[usize::from(c)])?;
+    Some(k + j)
+}
+
+/// The first byte (in little-endian order) of `w` that is `"`, `\\` or below 0x20, by the
+/// classic bit tricks: `(x - 0x01..) & !x & 0x80..` flags the bytes of `x` that are zero, and
+/// `(x - n * 0x01..) & !x & 0x80..` those below `n`. Either may also flag a byte above a flagged
+/// one (a borrow), never below, so the lowest flag is exact.
+fn first_string_end(w: u64) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let quote = w ^ (ONES * u64::from(b'"'));
+    let escape = w ^ (ONES * u64::from(b'\\'));
+    let flags = (quote.wrapping_sub(ONES) & !quote)
+        | (escape.wrapping_sub(ONES) & !escape)
+        | (w.wrapping_sub(ONES * 0x20) & !w);
+    let flags = flags & HIGHS;
+    (flags != 0).then(|| (flags.trailing_zeros() / 8) as usize)
 }
 
 /// A cursor over the input. Every method returns `None` to abandon the fast read.
@@ -87,21 +139,28 @@ impl<'a> Reader<'a> {
         (self.b.get(self.i..end)? == word).then(|| self.i = end)
     }
 
-    /// A string; the cursor is on its `"`. Borrowed from the input unless it has escapes, which
-    /// serde_json decodes (so escapes, surrogates and control characters read exactly as serde
-    /// reads them).
-    fn string(&mut self) -> Option<Cow<'a, str>> {
+    /// The string the cursor is on (at its `"`), borrowed, when it is plain (no escape, no
+    /// control character); `None`, the cursor unmoved, when it is not (or never ends).
+    ///
+    /// Kept apart from [`Reader::escaped_string`] so the common case returns a bare `&str`:
+    /// returning the two cases as one `Cow` cost a store-forwarding stall per string.
+    fn plain_string(&mut self) -> Option<&'a str> {
         let start = self.i + 1;
         let rest = self.b.get(start..)?;
-        let len = memchr::memchr2(b'"', b'\\', rest)?;
-        if rest[len] == b'"' && !rest[..len].iter().any(|&c| c < 0x20) {
-            self.i = start + len + 1;
-            // The bounds are ASCII quotes, so they are char boundaries.
-            return self.s.get(start..start + len).map(Cow::Borrowed);
+        let len = plain_run(rest)?;
+        if rest[len] != b'"' {
+            return None;
         }
-        // An escape (or a control character, which serde_json refuses): find the closing quote,
-        // stepping over each escaped character, and let serde_json decode the token.
-        let mut j = start + len;
+        self.i = start + len + 1;
+        // The bounds are ASCII quotes, so they are char boundaries.
+        self.s.get(start..start + len)
+    }
+
+    /// Any string the cursor is on (at its `"`), decoded by serde_json (so escapes, surrogates
+    /// and control characters read exactly as serde reads them).
+    fn escaped_string(&mut self) -> Option<String> {
+        // Find the closing quote, stepping over each escaped character.
+        let mut j = self.i + 1;
         loop {
             match *self.b.get(j)? {
                 b'"' => break,
@@ -111,7 +170,7 @@ impl<'a> Reader<'a> {
         }
         let token = self.s.get(self.i..=j)?;
         self.i = j + 1;
-        serde_json::from_str::<String>(token).ok().map(Cow::Owned)
+        serde_json::from_str::<String>(token).ok()
     }
 
     /// A number, as serde_json reports it: a plain integer is read here (non-negative as
@@ -201,7 +260,10 @@ impl<'a> Reader<'a> {
     /// Any JSON value, validated and skipped.
     fn skip_value(&mut self) -> Option<()> {
         match self.peek()? {
-            b'"' => self.string().map(drop),
+            b'"' => match self.plain_string() {
+                Some(_) => Some(()),
+                None => self.escaped_string().map(drop),
+            },
             b'{' => self.members(|_, _| Some(false)),
             b'[' => self.elements(|r| r.skip_value()),
             b'n' => self.literal(b"null"),
@@ -233,9 +295,16 @@ impl<'a> Reader<'a> {
                 if self.peek()? != b'"' {
                     return None;
                 }
-                let key = self.string()?;
+                let escaped;
+                let key = match self.plain_string() {
+                    Some(key) => key,
+                    None => {
+                        escaped = self.escaped_string()?;
+                        escaped.as_str()
+                    }
+                };
                 self.eat(b':')?;
-                if !field(self, &key)? {
+                if !field(self, key)? {
                     self.skip_value()?;
                 }
                 match self.peek()? {
@@ -278,7 +347,10 @@ impl<'a> Reader<'a> {
     /// [`Scalar`]: any value; arrays and objects are skipped and recorded as `Other`.
     fn scalar(&mut self) -> Option<Scalar<'a>> {
         Some(match self.peek()? {
-            b'"' => Scalar::Str(self.string()?),
+            b'"' => match self.plain_string() {
+                Some(s) => Scalar::Str(Cow::Borrowed(s)),
+                None => Scalar::Str(Cow::Owned(self.escaped_string()?)),
+            },
             b'n' => {
                 self.literal(b"null")?;
                 Scalar::Null
@@ -346,51 +418,126 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn envelope(&mut self) -> Option<RawEnvelope<'a>> {
-        let mut e = RawEnvelope::default();
+    fn envelope(&mut self) -> Option<(Head<'a>, Obj<(Payload, u32)>)> {
+        let mut h = Head::default();
+        let mut payload = Obj::Absent;
         let mut seen = Seen::default();
         self.members(|r, key| match key {
-            "eventId" => r.field(&mut seen, 0, &mut e.event_id),
-            "eventType" => r.field(&mut seen, 1, &mut e.event_type),
-            "eventSeq" => r.field(&mut seen, 2, &mut e.event_seq),
-            "engineTs" => r.field(&mut seen, 3, &mut e.engine_ts),
-            "sourceTs" => r.field(&mut seen, 4, &mut e.source_ts),
+            "eventId" => r.field(&mut seen, 0, &mut h.event_id),
+            "eventType" => r.field(&mut seen, 1, &mut h.event_type),
+            "eventSeq" => r.field(&mut seen, 2, &mut h.event_seq),
+            "engineTs" => r.field(&mut seen, 3, &mut h.engine_ts),
+            "sourceTs" => r.field(&mut seen, 4, &mut h.source_ts),
             "payload" => {
                 seen.first(5)?;
-                e.payload = r.obj(Self::payload)?;
+                payload = r.obj(Self::payload)?;
                 Some(true)
             }
             _ => Some(false),
         })?;
-        Some(e)
+        Some((h, payload))
     }
 
-    fn payload(&mut self) -> Option<RawPayload<'a>> {
-        let mut p = RawPayload::default();
+    /// A [`List`]'s elements, each read by `item`: `Some(false)` for an array or `null`,
+    /// `Some(true)` for a malformed list (any other value, read and disregarded).
+    fn each(&mut self, item: impl FnMut(&mut Self) -> Option<()>) -> Option<bool> {
+        match self.peek()? {
+            b'[' => self.elements(item).map(|()| false),
+            b'n' => self.literal(b"null").map(|()| false),
+            _ => self.skip_read().map(|()| true),
+        }
+    }
+
+    /// The payload, built item by item without collecting raw items.
+    fn payload(&mut self) -> Option<(Payload, u32)> {
+        let mut b = PayloadBuilder::default();
         let mut seen = Seen::default();
         self.members(|r, key| {
             match key {
                 "trades" => {
                     seen.first(0)?;
-                    p.trades = r.list(|r| r.obj(Self::trade))?;
+                    let malformed = r.each(|r| {
+                        let item = r.obj(Self::trade)?;
+                        b.trade(&item);
+                        Some(())
+                    })?;
+                    if malformed {
+                        b.malformed();
+                    }
                 }
                 "positions" => {
                     seen.first(1)?;
-                    p.positions = r.positions()?;
+                    r.positions(&mut b)?;
                 }
                 "orderbook" => {
                     seen.first(2)?;
-                    p.orderbook = r.obj(Self::book)?;
+                    let book = r.obj(Self::book)?;
+                    b.orderbook(book);
                 }
                 "book" => {
                     seen.first(3)?;
-                    p.book = r.obj(Self::book)?;
+                    let book = r.obj(Self::book)?;
+                    b.book(book);
                 }
                 _ => return Some(false),
             }
             Some(true)
         })?;
-        Some(p)
+        Some(b.finish())
+    }
+
+    /// Upserts into `b`, one by one.
+    fn upserts(&mut self, b: &mut PayloadBuilder<'a>) -> Option<()> {
+        let malformed = self.each(|r| {
+            let item = r.obj(Self::position)?;
+            b.position(&item);
+            Some(())
+        })?;
+        if malformed {
+            b.malformed();
+        }
+        Some(())
+    }
+
+    /// `positions`: `{upserts, removedIds}`, a bare array of upserts, `null`, or malformed.
+    fn positions(&mut self, b: &mut PayloadBuilder<'a>) -> Option<()> {
+        match self.peek()? {
+            b'[' => {
+                b.positions();
+                self.upserts(b)
+            }
+            b'{' => {
+                b.positions();
+                let mut seen = Seen::default();
+                self.members(|r, key| {
+                    match key {
+                        "upserts" => {
+                            seen.first(0)?;
+                            r.upserts(b)?;
+                        }
+                        "removedIds" => {
+                            seen.first(1)?;
+                            let malformed = r.each(|r| {
+                                let id = r.scalar()?;
+                                b.removed_id(&id);
+                                Some(())
+                            })?;
+                            if malformed {
+                                b.malformed();
+                            }
+                        }
+                        _ => return Some(false),
+                    }
+                    Some(true)
+                })
+            }
+            b'n' => self.literal(b"null"),
+            _ => {
+                self.skip_read()?;
+                b.malformed();
+                Some(())
+            }
+        }
     }
 
     fn trade(&mut self) -> Option<RawTrade<'a>> {
@@ -426,40 +573,6 @@ impl<'a> Reader<'a> {
             _ => Some(false),
         })?;
         Some(p)
-    }
-
-    /// [`RawPositions`]: `{upserts, removedIds}`, a bare array of upserts, `null`, or malformed.
-    fn positions(&mut self) -> Option<RawPositions<'a>> {
-        Some(match self.peek()? {
-            b'[' => RawPositions::Array(self.list(|r| r.obj(Self::position))?),
-            b'{' => {
-                let mut o = RawPositionsObject::default();
-                let mut seen = Seen::default();
-                self.members(|r, key| {
-                    match key {
-                        "upserts" => {
-                            seen.first(0)?;
-                            o.upserts = r.list(|r| r.obj(Self::position))?;
-                        }
-                        "removedIds" => {
-                            seen.first(1)?;
-                            o.removed_ids = r.list(Self::scalar)?;
-                        }
-                        _ => return Some(false),
-                    }
-                    Some(true)
-                })?;
-                RawPositions::Object(o)
-            }
-            b'n' => {
-                self.literal(b"null")?;
-                RawPositions::Absent
-            }
-            _ => {
-                self.skip_read()?;
-                RawPositions::Malformed
-            }
-        })
     }
 
     fn book(&mut self) -> Option<RawBook<'a>> {
@@ -606,9 +719,40 @@ mod tests {
     }
 
     #[test]
+    fn string_ends_are_found_in_every_position() {
+        for stop in [b'"', b'\\', 0x00, 0x1f] {
+            for at in 0..20 {
+                let mut bytes = vec![b'a'; 20];
+                // Bytes that must not count: above 0x20, and non-ASCII.
+                bytes[at / 2] = 0xc3;
+                bytes[at] = stop;
+                assert_eq!(plain_run(&bytes), Some(at), "{stop:#x} at {at}");
+            }
+        }
+        assert_eq!(plain_run(b"abcdefghijklmnop\x20\x7f"), None);
+        assert_eq!(plain_run(b""), None);
+        // Only the first of several counts.
+        assert_eq!(plain_run(b"ab\\cd\"ef"), Some(2));
+        assert_eq!(plain_run(b"abcdefgh\x01\"\\"), Some(8));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn plain_run_agrees_with_a_byte_by_byte_scan(
+            bytes in proptest::collection::vec(
+                proptest::prop_oneof![0x20u8..=0x7e, proptest::num::u8::ANY],
+                0..40,
+            )
+        ) {
+            let naive = bytes.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20);
+            proptest::prop_assert_eq!(plain_run(&bytes), naive);
+        }
+    }
+
+    #[test]
     fn integers_read_as_serde_reports_them() {
         fn seq(data: &str) -> Option<Scalar<'_>> {
-            envelope(data).map(|e| e.event_seq)
+            envelope(data).map(|(h, _)| h.event_seq)
         }
         assert_eq!(seq(r#"{"eventSeq":0}"#), Some(Scalar::UInt(0)));
         assert_eq!(

@@ -84,9 +84,9 @@ pub enum WireError {
 /// unreadable items are skipped and counted in `skipped_items`.
 pub fn parse_envelope(data: &str) -> Result<Envelope, WireError> {
     // The fast reader takes the common case; it declines whatever it is not sure of, and serde
-    // reads that (see `fast`). Both build the same raw structs, judged below.
+    // reads that (see `fast`). Both feed the same builders (`build`).
     match fast::envelope(data) {
-        Some(raw) => envelope_from_raw(raw),
+        Some((head, payload)) => envelope_from_parts(&head, payload),
         None => read_envelope_with_serde(data),
     }
 }
@@ -100,26 +100,56 @@ fn read_envelope_with_serde(data: &str) -> Result<Envelope, WireError> {
     }
 }
 
+/// An envelope's fields other than its payload, as read.
+#[derive(Default)]
+struct Head<'a> {
+    event_id: Scalar<'a>,
+    event_type: Scalar<'a>,
+    event_seq: Scalar<'a>,
+    engine_ts: Scalar<'a>,
+    source_ts: Scalar<'a>,
+}
+
 fn envelope_from_raw(raw: RawEnvelope<'_>) -> Result<Envelope, WireError> {
-    let seq = match &raw.event_seq {
+    let head = Head {
+        event_id: raw.event_id,
+        event_type: raw.event_type,
+        event_seq: raw.event_seq,
+        engine_ts: raw.engine_ts,
+        source_ts: raw.source_ts,
+    };
+    let payload = match raw.payload {
+        Obj::Ok(p) => Obj::Ok(build_payload(p)),
+        Obj::Absent => Obj::Absent,
+        Obj::Null => Obj::Null,
+        Obj::NotObject => Obj::NotObject,
+    };
+    envelope_from_parts(&head, payload)
+}
+
+/// The envelope from its head and its built payload (with the count of unreadable items).
+fn envelope_from_parts(
+    head: &Head<'_>,
+    payload: Obj<(Payload, u32)>,
+) -> Result<Envelope, WireError> {
+    let seq = match &head.event_seq {
         Scalar::Null => return Err(WireError::Schema("missing eventSeq".into())),
         s => s
             .as_u64()
             .ok_or_else(|| WireError::Schema("eventSeq is not a non-negative integer".into()))?,
     };
-    let kind = raw.event_type.as_str().and_then(parse_kind);
-    let mut skipped = 0u32;
-    let payload = match raw.payload {
-        Obj::Ok(p) => build_payload(p, &mut skipped),
-        Obj::Absent | Obj::Null => Payload::default(),
+    let kind = head.event_type.as_str().and_then(parse_kind);
+    let (payload, skipped) = match payload {
+        Obj::Ok(p) => p,
+        Obj::Absent | Obj::Null => (Payload::default(), 0),
         Obj::NotObject => return Err(WireError::Schema("payload is not a json object".into())),
     };
     Ok(Envelope {
         kind,
-        event_id: raw.event_id.to_id(),
+        event_id: head.event_id.to_id(),
         seq,
-        engine_ts_ms: raw.engine_ts.as_timestamp_ms(),
-        source_ts_ms: raw.source_ts.as_timestamp_ms(),
+        engine_ts_ms: head.engine_ts.as_timestamp_ms(),
+        source_ts_ms: head.source_ts.as_timestamp_ms(),
         payload,
         skipped_items: skipped,
     })
