@@ -173,12 +173,12 @@ impl AccountMetrics {
     }
 
     /// The label for a market, remembering markets folded into `other`.
-    fn label(&mut self, market: &str) -> String {
+    fn label<'m>(&mut self, market: &'m str) -> &'m str {
         let label = self.markets.fold(market);
         if label == OTHER && market != OTHER && !self.in_other.contains(market) {
             self.in_other.insert(market.into());
         }
-        label.to_string()
+        label
     }
 
     fn handles(&mut self, label: &str) -> &mut LabelHandles {
@@ -198,9 +198,17 @@ impl AccountMetrics {
         extra: Option<(&'static str, &'static str)>,
         value: f64,
     ) {
-        let (telemetry, account) = (self.telemetry.clone(), self.account.clone());
-        let slot = pick(self.handles(label));
-        let g = slot.get_or_insert_with(|| {
+        self.handles(label);
+        // Split borrows: the hot path sets an existing gauge and allocates nothing.
+        let Self {
+            labels,
+            telemetry,
+            account,
+            ..
+        } = self;
+        // UNWRAP: `handles` inserted the label just above when missing.
+        let h = labels.get_mut(label).expect("inserted above");
+        let g = pick(h).get_or_insert_with(|| {
             let mut l = vec![("account", account.as_str()), ("market", label)];
             l.extend(extra);
             telemetry.gauge(name, &l)
@@ -416,7 +424,7 @@ impl AccountMetrics {
     /// publish once the change is durable.
     pub fn counter_updates(&mut self, applied: &Applied, account: &Account) -> Vec<(Counter, f64)> {
         let mut out = Vec::new();
-        let mut done: Vec<(String, usize)> = Vec::new();
+        let mut done: Vec<(&str, usize)> = Vec::new();
         for fill in &applied.fills {
             let label = self.label(&fill.market);
             let slot = fill_slot(fill.side, fill.liquidity);
@@ -474,8 +482,8 @@ impl AccountMetrics {
         }
         let mut out = Vec::new();
         let keys: Vec<FillKey> = account.fill_totals().keys().cloned().collect();
-        let mut done: Vec<(String, usize)> = Vec::new();
-        for k in keys {
+        let mut done: Vec<(&str, usize)> = Vec::new();
+        for k in &keys {
             let label = self.label(&k.market);
             let slot = fill_slot(k.side, k.liquidity);
             if done.iter().any(|(l, s)| *l == label && *s == slot) {
@@ -486,9 +494,9 @@ impl AccountMetrics {
         }
         let realized: Vec<String> = account.realized_totals().keys().cloned().collect();
         let mut labels_done = BTreeSet::new();
-        for m in realized {
-            let label = self.label(&m);
-            if labels_done.insert(label.clone()) {
+        for m in &realized {
+            let label = self.label(m);
+            if labels_done.insert(label) {
                 self.push_realized(account, &label, &mut out);
             }
         }
