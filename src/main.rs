@@ -150,7 +150,10 @@ fn check(args: CheckArgs) -> Result<()> {
         }
     }
     if failed > 0 {
-        anyhow::bail!("{failed} of {} rule file(s) have errors", args.rule_files.len());
+        anyhow::bail!(
+            "{failed} of {} rule file(s) have errors",
+            args.rule_files.len()
+        );
     }
     Ok(())
 }

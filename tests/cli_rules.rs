@@ -20,10 +20,22 @@ fn files(dir: &str, suffix: &str) -> Vec<String> {
 #[test]
 fn test_passes_every_passing_file_and_prints_promtools_success_lines() {
     let tests = files("tests/rules", "_test.yml");
-    let out = Command::new(BIN).arg("test").args(&tests).output().expect("runs");
+    let out = Command::new(BIN)
+        .arg("test")
+        .args(&tests)
+        .output()
+        .expect("runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(stdout.matches("  SUCCESS\n").count(), tests.len(), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.matches("  SUCCESS\n").count(),
+        tests.len(),
+        "{stdout}"
+    );
     assert_eq!(stdout.matches("Unit Testing:  ").count(), tests.len());
 }
 
@@ -40,18 +52,37 @@ fn test_fails_a_failing_file_with_exit_1_and_says_what_was_expected_and_got() {
 #[test]
 fn check_accepts_good_rule_files_and_names_file_line_and_column_of_each_error() {
     let good: Vec<String> = files("tests/rules", ".rules.yml");
-    let out = Command::new(BIN).arg("check").args(&good).output().expect("runs");
+    let out = Command::new(BIN)
+        .arg("check")
+        .args(&good)
+        .output()
+        .expect("runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(stdout.matches("rules ok: ").count(), good.len(), "{stdout}");
 
-    let bad = concat!(env!("CARGO_MANIFEST_DIR"), "/src/rules/testdata/bad_duration.yml");
-    let out = Command::new(BIN).args(["check", bad]).output().expect("runs");
+    let bad = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src/rules/testdata/bad_duration.yml"
+    );
+    let out = Command::new(BIN)
+        .args(["check", bad])
+        .output()
+        .expect("runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr.contains("bad_duration.yml:10:14: group \"g\", rule 1 (alert \"A\"): for: invalid duration \"5\""),
+        stderr.contains(
+            "bad_duration.yml:10:14: group \"g\", rule 1 (alert \"A\"): for: invalid duration \"5\""
+        ),
         "{stderr}"
     );
-    assert!(stderr.contains("1 of 1 rule file(s) have errors"), "{stderr}");
+    assert!(
+        stderr.contains("1 of 1 rule file(s) have errors"),
+        "{stderr}"
+    );
 }

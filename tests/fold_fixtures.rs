@@ -10,8 +10,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use ocx_sentinel::source::sse::{SseDecoder, SseEvent, SseItem};
 use ocx_sentinel::model::EventKind;
+use ocx_sentinel::source::sse::{SseDecoder, SseEvent, SseItem};
 use ocx_sentinel::source::wire::parse_envelope;
 use ocx_sentinel::state::{Account, Scope};
 

@@ -90,7 +90,10 @@ async fn poll(
         .filter(|(k, _)| k.contains("fills"))
         .map(|(k, v)| format!("{k} {v}"))
         .collect();
-    panic!("timed out waiting for {what}; last scrape:\n{}", fills.join("\n"));
+    panic!(
+        "timed out waiting for {what}; last scrape:\n{}",
+        fills.join("\n")
+    );
 }
 
 fn fills(m: &BTreeMap<String, f64>) -> f64 {
@@ -143,7 +146,13 @@ async fn sigkill_and_restart_recounts_nothing_and_loses_nothing() {
     // First life: the snapshot's recent trades, then every trade made while it runs.
     let port = free_port();
     let mut first = spawn(&sim, &dir, port, Stdio::null());
-    poll(port, "the first snapshot", |_| {}, |m| fills(m) == RECENT as f64).await;
+    poll(
+        port,
+        "the first snapshot",
+        |_| {},
+        |m| fills(m) == RECENT as f64,
+    )
+    .await;
     let mut made = 0;
     for _ in 0..3 {
         made += step_for_trades(&sim);
@@ -159,7 +168,10 @@ async fn sigkill_and_restart_recounts_nothing_and_loses_nothing() {
 
     // While it is down the exchange fills more (fewer than a snapshot carries).
     let down = step_for_trades(&sim);
-    assert!(down < RECENT, "the test needs the downtime fills inside one snapshot");
+    assert!(
+        down < RECENT,
+        "the test needs the downtime fills inside one snapshot"
+    );
 
     // Second life, same data dir: from its first answer on, the counter never reads lower than
     // before the kill (Prometheus would take that for a reset and count everything again).
@@ -224,7 +236,11 @@ async fn a_garbage_store_is_moved_aside_with_a_log_line_and_a_counter() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with("sentinel.redb.corrupt-"))
         .collect();
-    assert_eq!(moved.len(), 1, "the garbage is kept aside for a post-mortem");
+    assert_eq!(
+        moved.len(),
+        1,
+        "the garbage is kept aside for a post-mortem"
+    );
     assert_eq!(
         std::fs::read(dir.join(&moved[0])).expect("read moved"),
         vec![0xAB; 64 * 1024]

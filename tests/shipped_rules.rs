@@ -80,7 +80,10 @@ fn every_metric_a_shipped_rule_reads_is_in_the_catalogue() {
     let mut unknown = BTreeSet::new();
     for f in files("rules", ".yml") {
         let text = std::fs::read_to_string(&f).unwrap();
-        for line in text.lines().filter(|l| l.trim_start().starts_with("expr:") || l.starts_with("        ")) {
+        for line in text
+            .lines()
+            .filter(|l| l.trim_start().starts_with("expr:") || l.starts_with("        "))
+        {
             // Every `ocx_...` identifier in an expression line is a metric name.
             let mut rest = line;
             while let Some(i) = rest.find("ocx_") {
@@ -94,11 +97,17 @@ fn every_metric_a_shipped_rule_reads_is_in_the_catalogue() {
                     .last()
                     .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
                 if !preceded_by_ident && !exported.contains(name) {
-                    unknown.insert(format!("{}: {name}", f.file_name().unwrap().to_string_lossy()));
+                    unknown.insert(format!(
+                        "{}: {name}",
+                        f.file_name().unwrap().to_string_lossy()
+                    ));
                 }
                 rest = &tail[end..];
             }
         }
     }
-    assert!(unknown.is_empty(), "rules read metrics the sidecar does not export: {unknown:#?}");
+    assert!(
+        unknown.is_empty(),
+        "rules read metrics the sidecar does not export: {unknown:#?}"
+    );
 }

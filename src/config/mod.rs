@@ -8,9 +8,9 @@ mod duration;
 
 pub use duration::{DurationError, parse_duration};
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -726,10 +726,21 @@ impl Builder<'_> {
             ));
         }
         let mut limits = Limits::default();
-        for (raw_limits, path) in [(&raw.limits, "limits".to_string()), (&ra.limits, format!("{p}.limits"))] {
+        for (raw_limits, path) in [
+            (&raw.limits, "limits".to_string()),
+            (&ra.limits, format!("{p}.limits")),
+        ] {
             if let Some(rl) = raw_limits {
-                self.limit_map(&rl.inventory, &format!("{path}.inventory"), &mut limits.inventory);
-                self.limit_map(&rl.notional, &format!("{path}.notional"), &mut limits.notional);
+                self.limit_map(
+                    &rl.inventory,
+                    &format!("{path}.inventory"),
+                    &mut limits.inventory,
+                );
+                self.limit_map(
+                    &rl.notional,
+                    &format!("{path}.notional"),
+                    &mut limits.notional,
+                );
             }
         }
         AccountSettings {

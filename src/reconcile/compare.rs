@@ -186,7 +186,10 @@ mod tests {
         let r = t.compare_at(&rest, &stream, 1_000, 5_000);
         assert!(r.confirmed.is_empty());
         let r = t.compare_at(&rest, &stream, 1_150, 5_000);
-        assert!(r.confirmed.is_empty(), "two runs 150ms apart: still in flight");
+        assert!(
+            r.confirmed.is_empty(),
+            "two runs 150ms apart: still in flight"
+        );
         assert_eq!(r.confirmed_drift, vec![("BTC".to_string(), Decimal::ZERO)]);
         let r = t.compare_at(&rest, &stream, 6_000, 5_000);
         assert_eq!(r.confirmed.len(), 1, "the same amount for 5s: confirmed");

@@ -6,11 +6,11 @@
 
 use std::time::Duration;
 
-use crate::source::sse::{SseEvent, SseItem};
+use crate::account::SharedAccount;
 use crate::model::EventKind;
+use crate::source::sse::{SseEvent, SseItem};
 use crate::source::wire::{self, WireError};
 use crate::state::Scope;
-use crate::account::SharedAccount;
 use crate::telemetry::{DecodeKind, EventType, ReconnectReason, StreamMetrics};
 
 /// Which endpoint a connection reads.

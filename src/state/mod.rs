@@ -174,7 +174,10 @@ impl Account {
         }
         acc.positions.restore(
             realized,
-            image.bases.into_iter().map(|(id, _market, base)| (id, base)),
+            image
+                .bases
+                .into_iter()
+                .map(|(id, _market, base)| (id, base)),
             image.baselined,
         );
         acc.dedup_counts = image.dedup;

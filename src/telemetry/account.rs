@@ -145,7 +145,7 @@ impl AccountMetrics {
             .collect();
         for m in named {
             let label = self.label(&m);
-            self.apply_limits(&label);
+            self.apply_limits(label);
         }
     }
 
@@ -231,7 +231,7 @@ impl AccountMetrics {
     pub fn observe_live(&mut self, applied: &Applied, account: &Account, now_unix: f64) {
         for fill in &applied.fills {
             let label = self.label(&fill.market);
-            self.init_counters(&label);
+            self.init_counters(label);
             let mut ts = fill
                 .created_at_ms
                 .map(|ms| ms as f64 / 1000.0)
@@ -243,20 +243,20 @@ impl AccountMetrics {
                 ts = now_unix;
                 self.fill_time_clamped.increment(1);
             }
-            let h = self.handles(&label);
+            let h = self.handles(label);
             if ts > h.last_fill_at {
                 h.last_fill_at = ts;
-                self.set(&label, names::LAST_FILL, |h| &mut h.last_fill, None, ts);
+                self.set(label, names::LAST_FILL, |h| &mut h.last_fill, None, ts);
             }
         }
         for m in &applied.position_markets {
             let label = self.label(m);
-            self.apply_limits(&label);
-            self.init_counters(&label);
+            self.apply_limits(label);
+            self.init_counters(label);
             match account.market_position(m) {
                 Some(p) => {
                     self.set(
-                        &label,
+                        label,
                         names::POSITION_QUANTITY,
                         |h| &mut h.quantity,
                         None,
@@ -264,7 +264,7 @@ impl AccountMetrics {
                     );
                     let entry = p.entry_price.map(f).unwrap_or(0.0);
                     self.set(
-                        &label,
+                        label,
                         names::POSITION_ENTRY_PRICE,
                         |h| &mut h.entry_price,
                         None,
@@ -272,7 +272,7 @@ impl AccountMetrics {
                     );
                     let pnl = f(p.realized_pnl);
                     self.set(
-                        &label,
+                        label,
                         names::POSITION_REALIZED_PNL,
                         |h| &mut h.realized_pnl,
                         None,
@@ -281,7 +281,7 @@ impl AccountMetrics {
                 }
                 // A removed position: its series drop to 0 rather than keep a stale value.
                 None => self.zero(
-                    &label,
+                    label,
                     &[
                         |h| &mut h.quantity,
                         |h| &mut h.entry_price,
@@ -292,7 +292,7 @@ impl AccountMetrics {
         }
         for m in &applied.book_markets {
             let label = self.label(m);
-            self.init_counters(&label);
+            self.init_counters(label);
             let (bid, ask, nb, na) = match account.book(m) {
                 Some(b) => (
                     b.best_bid().map(f).unwrap_or(0.0),
@@ -302,12 +302,12 @@ impl AccountMetrics {
                 ),
                 None => (0.0, 0.0, 0.0, 0.0),
             };
-            self.set(&label, names::BOOK_BEST_BID, |h| &mut h.best_bid, None, bid);
-            self.set(&label, names::BOOK_BEST_ASK, |h| &mut h.best_ask, None, ask);
+            self.set(label, names::BOOK_BEST_BID, |h| &mut h.best_bid, None, bid);
+            self.set(label, names::BOOK_BEST_ASK, |h| &mut h.best_ask, None, ask);
             let bids = Some(("side", "bid"));
-            self.set(&label, names::BOOK_LEVELS, |h| &mut h.bid_levels, bids, nb);
+            self.set(label, names::BOOK_LEVELS, |h| &mut h.bid_levels, bids, nb);
             let asks = Some(("side", "ask"));
-            self.set(&label, names::BOOK_LEVELS, |h| &mut h.ask_levels, asks, na);
+            self.set(label, names::BOOK_LEVELS, |h| &mut h.ask_levels, asks, na);
         }
         // Unrealized PnL and notional change with the position or the mark.
         let valued = applied.position_markets.iter().chain(
@@ -321,21 +321,21 @@ impl AccountMetrics {
             match account.valuation(m) {
                 Some(v) => {
                     self.set(
-                        &label,
+                        label,
                         names::POSITION_UNREALIZED_PNL,
                         |h| &mut h.unrealized_pnl,
                         None,
                         f(v.unrealized_pnl),
                     );
                     self.set(
-                        &label,
+                        label,
                         names::POSITION_NOTIONAL,
                         |h| &mut h.notional,
                         None,
                         f(v.notional),
                     );
                 }
-                None => self.zero(&label, &[|h| &mut h.unrealized_pnl, |h| &mut h.notional]),
+                None => self.zero(label, &[|h| &mut h.unrealized_pnl, |h| &mut h.notional]),
             }
         }
         self.positions_open.set(account.open_positions() as f64);
@@ -431,12 +431,12 @@ impl AccountMetrics {
             if done.iter().any(|(l, s)| *l == label && *s == slot) {
                 continue;
             }
-            self.push_fill_totals(account, &label, fill.side, fill.liquidity, &mut out);
+            self.push_fill_totals(account, label, fill.side, fill.liquidity, &mut out);
             done.push((label, slot));
         }
         for m in &applied.realized_markets {
             let label = self.label(m);
-            self.push_realized(account, &label, &mut out);
+            self.push_realized(account, label, &mut out);
         }
         if applied.dedup_snapshot_replay > 0 || applied.dedup_duplicate > 0 {
             self.push_dedup(account, &mut out);
@@ -478,7 +478,7 @@ impl AccountMetrics {
     pub fn restore(&mut self, account: &Account, markets: &[String]) -> Vec<(Counter, f64)> {
         for m in markets {
             let label = self.label(m);
-            self.init_counters(&label);
+            self.init_counters(label);
         }
         let mut out = Vec::new();
         let keys: Vec<FillKey> = account.fill_totals().keys().cloned().collect();
@@ -489,7 +489,7 @@ impl AccountMetrics {
             if done.iter().any(|(l, s)| *l == label && *s == slot) {
                 continue;
             }
-            self.push_fill_totals(account, &label, k.side, k.liquidity, &mut out);
+            self.push_fill_totals(account, label, k.side, k.liquidity, &mut out);
             done.push((label, slot));
         }
         let realized: Vec<String> = account.realized_totals().keys().cloned().collect();
@@ -497,7 +497,7 @@ impl AccountMetrics {
         for m in &realized {
             let label = self.label(m);
             if labels_done.insert(label) {
-                self.push_realized(account, &label, &mut out);
+                self.push_realized(account, label, &mut out);
             }
         }
         self.push_dedup(account, &mut out);
@@ -632,7 +632,10 @@ mod tests {
         limits.notional.default = Some(1000.0);
         m.set_limits(limits);
         let inv = |market: &str| {
-            value(&t, &format!(r#"ocx_inventory_limit{{account="a",market="{market}"}}"#))
+            value(
+                &t,
+                &format!(r#"ocx_inventory_limit{{account="a",market="{market}"}}"#),
+            )
         };
         assert_eq!(inv("BTC"), Some(5.0));
         assert_eq!(inv("ETH"), None, "no series before a position");
@@ -663,7 +666,10 @@ mod tests {
             value(&t, r#"ocx_notional_limit{account="a",market="ETH"}"#),
             Some(1000.0)
         );
-        assert_eq!(value(&t, r#"ocx_notional_limit{account="a",market="BTC"}"#), Some(1000.0));
+        assert_eq!(
+            value(&t, r#"ocx_notional_limit{account="a",market="BTC"}"#),
+            Some(1000.0)
+        );
     }
 
     #[test]

@@ -11,15 +11,14 @@ mod labels;
 pub mod reconcile;
 pub mod store;
 
+pub use account::AccountMetrics;
 pub use catalogue::{
     CATALOGUE, HEARTBEAT_BUCKETS, Kind, LAG_BUCKETS, MetricDef, REST_BUCKETS, names,
 };
-pub use account::AccountMetrics;
 pub use labels::LabelFolder;
 pub use store::{Counter, Format, Gauge, Histogram, Registry};
 
 use std::collections::HashMap;
-
 
 /// The metrics of one sidecar process: its registry and the label-folding counters every handle
 /// set shares.

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use super::*;
-use crate::source::sse::SseError;
 use crate::account::AccountCell;
+use crate::source::sse::SseError;
 use crate::state::Account;
 use crate::telemetry::{Telemetry, exposition};
 

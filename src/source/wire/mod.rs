@@ -1,14 +1,14 @@
 //! The OCX stream wire format: one SSE `data` string (or REST list body) in, typed [`crate::model`] values out.
 //!
-//! Parse, then validate, then build: the JSON is read into lenient raw structs ([`raw`]; every
-//! leaf is a [`lenient::Scalar`] that accepts any JSON type, strings borrowed from the input when
-//! unescaped), then [`build`] validates each item into its typed value. An item that cannot be
+//! Parse, then validate, then build: the JSON is read into lenient raw structs (`raw`; every
+//! leaf is a `lenient::Scalar` that accepts any JSON type, strings borrowed from the input when
+//! unescaped), then `build` validates each item into its typed value. An item that cannot be
 //! read is skipped and counted in [`Envelope::skipped_items`] instead of failing the whole event;
 //! only a missing `eventSeq`, a non-object envelope or payload, or invalid JSON fail it. No
 //! `serde_json::Value` tree is built.
 //!
-//! Two readers fill the raw structs. serde (derives on [`raw`]) reads everything: REST bodies,
-//! error events, and any envelope the other one declines. [`fast`] reads stream envelopes, every
+//! Two readers fill the raw structs. serde (derives on `raw`) reads everything: REST bodies,
+//! error events, and any envelope the other one declines. `fast` reads stream envelopes, every
 //! event of the stream, in one pass without serde's generic machinery; it declines whatever it
 //! is not sure of, so both always give the same result (a property test holds them to it).
 //!
@@ -48,7 +48,7 @@
 //!   Unknown fields are ignored everywhere.
 //!
 //! REST list bodies (`GET /perps/trades`, `GET /perps/positions`; shapes unpublished) go through
-//! the same raw structs and builders ([`rest`]), so a REST item reads exactly as the same stream
+//! the same raw structs and builders (`rest`), so a REST item reads exactly as the same stream
 //! item would.
 
 mod build;

@@ -16,7 +16,11 @@ fn trade(id: u32, market: &str) -> Trade {
     Trade {
         id: Some(format!("t-{id}")),
         market: market.into(),
-        side: if id.is_multiple_of(2) { Side::Buy } else { Side::Sell },
+        side: if id.is_multiple_of(2) {
+            Side::Buy
+        } else {
+            Side::Sell
+        },
         liquidity: if id.is_multiple_of(3) {
             Liquidity::Taker
         } else {
