@@ -336,9 +336,15 @@ pub fn parse_str(text: &str, origin: &str) -> Result<RawConfig, ConfigError> {
     serde_saphyr::from_str::<RawConfig>(text).map_err(|e| parse_error(origin, &e.to_string()))
 }
 
-/// Reshape serde-saphyr's "error: line 3 column 1: msg" (followed by a source snippet) into the
-/// compiler-style "file:3:1: msg" that editors and people read.
 fn parse_error(origin: &str, rendered: &str) -> ConfigError {
+    let (path, message) = locate_yaml_error(origin, rendered);
+    ConfigError::Parse { path, message }
+}
+
+/// Reshape serde-saphyr's "error: line 3 column 1: msg" (followed by a source snippet) into the
+/// compiler-style ("file:3:1", "msg") that editors and people read. Shared by every YAML file the
+/// sidecar reads (config, rule files, rule tests), so their errors look alike.
+pub(crate) fn locate_yaml_error(origin: &str, rendered: &str) -> (String, String) {
     let first = rendered.lines().next().unwrap_or("").trim();
     let first = first.strip_prefix("error: ").unwrap_or(first);
     // A hint aimed at developers embedding the parser, not at people writing config.
@@ -351,11 +357,10 @@ fn parse_error(origin: &str, rendered: &str) -> ConfigError {
         let (col, msg) = rest.split_once(": ")?;
         Some((line.parse::<u64>().ok()?, col.parse::<u64>().ok()?, msg))
     });
-    let (path, message) = match located {
+    match located {
         Some((line, col, msg)) => (format!("{origin}:{line}:{col}"), msg.to_string()),
         None => (origin.to_string(), first.to_string()),
-    };
-    ConfigError::Parse { path, message }
+    }
 }
 
 fn at<T>(origin: &str, s: &Spanned<T>) -> String {

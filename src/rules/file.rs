@@ -159,29 +159,9 @@ pub fn parse_str(text: &str, origin: &str) -> Result<RuleFile, RuleFileError> {
     build(&raw, text, origin)
 }
 
-/// Reshape serde-saphyr's "error: line 3 column 1: msg" into "file:3:1: msg".
 fn parse_error(origin: &str, rendered: &str) -> RuleFileError {
-    let first = rendered.lines().next().unwrap_or("").trim();
-    let first = first.strip_prefix("error: ").unwrap_or(first);
-    let first = first
-        .split(", set DuplicateKeyPolicy")
-        .next()
-        .unwrap_or(first);
-    let located = first.strip_prefix("line ").and_then(|rest| {
-        let (line, rest) = rest.split_once(" column ")?;
-        let (col, msg) = rest.split_once(": ")?;
-        Some((line.parse::<u64>().ok()?, col.parse::<u64>().ok()?, msg))
-    });
-    match located {
-        Some((line, col, msg)) => RuleFileError::Parse {
-            path: format!("{origin}:{line}:{col}"),
-            message: msg.to_string(),
-        },
-        None => RuleFileError::Parse {
-            path: origin.to_string(),
-            message: first.to_string(),
-        },
-    }
+    let (path, message) = crate::config::locate_yaml_error(origin, rendered);
+    RuleFileError::Parse { path, message }
 }
 
 /// Prometheus's (legacy, as in 2.x) metric name rule.

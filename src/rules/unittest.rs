@@ -148,15 +148,8 @@ pub fn run_str(text: &str, origin: &str, base_dir: &Path) -> Result<Report, Unit
         message,
     };
     let raw: RawTestFile = serde_saphyr::from_str(text).map_err(|e| {
-        let first = e.to_string();
-        parse_err(
-            first
-                .lines()
-                .next()
-                .unwrap_or("")
-                .trim_start_matches("error: ")
-                .to_string(),
-        )
+        let (path, message) = crate::config::locate_yaml_error(origin, &e.to_string());
+        UnitTestError::Parse { path, message }
     })?;
     let duration = |field: &str, v: &Option<String>| -> Result<i64, UnitTestError> {
         match v {
