@@ -86,10 +86,6 @@ impl AccountCell {
         })
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A poisoned lock means a panic mid-update elsewhere (its task is restarted by the
         // supervisor); the state is still the best there is, so keep going.

@@ -50,6 +50,7 @@ impl DurableImage {
 
     /// The image after `j`, exactly as the data dir stores it: the model the store is tested
     /// against, and what restart tests use without a disk.
+    #[cfg(test)]
     pub fn apply_journal(&mut self, j: &Journal) {
         self.keys.extend(j.new_keys.iter().cloned());
         if let Some(floor) = j.key_floor {

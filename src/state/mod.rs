@@ -203,11 +203,6 @@ impl Account {
         self.dedup_counts
     }
 
-    /// Markets in first-seen order are not kept; this is the number seen so far.
-    pub fn market_count(&self) -> u32 {
-        self.market_count
-    }
-
     /// Applies a snapshot: new trades counted, positions replaced (if present), book replaced.
     pub fn apply_snapshot(&mut self, scope: Scope<'_>, payload: &Payload) -> Applied {
         self.apply(Kind::Snapshot, scope, payload)
@@ -406,10 +401,10 @@ impl Account {
         for t in trades {
             let key = TradeKey::of(t);
             let serial = self.dedup.event_start();
-            let encoded = self.journal.as_ref().map(|_| durable::encode_key(&key));
-            if self.dedup.observe(key, start) == Seen::New {
-                if let (Some(j), Some(k)) = (&mut self.journal, encoded) {
-                    j.new_keys.push((serial, k));
+            // A REST listing repeats known trades by design: encode only the new ones.
+            if self.dedup.observe(key.clone(), start) == Seen::New {
+                if let Some(j) = &mut self.journal {
+                    j.new_keys.push((serial, durable::encode_key(&key)));
                 }
                 let fill = self.count_fill(t);
                 applied.fills.push(fill);
