@@ -15,3 +15,5 @@ pub mod source;
 pub mod state;
 pub mod supervise;
 pub mod telemetry;
+#[cfg(test)]
+mod testdata;

@@ -3,60 +3,16 @@
 //! A case's leading comment lines say what must happen: `# expect: ok`, or one
 //! `# expect-error: <line>` per error line, in order. Paths in errors are the file name.
 
-use std::path::Path;
-
 use super::*;
-
-fn run_case(path: &Path) -> Result<(), String> {
-    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("?");
-    let mut expect_ok = false;
-    let mut expected = Vec::new();
-    for line in text.lines().take_while(|l| l.starts_with('#')) {
-        if line.trim() == "# expect: ok" {
-            expect_ok = true;
-        } else if let Some(e) = line.strip_prefix("# expect-error: ") {
-            expected.push(e.to_string());
-        }
-    }
-    if !expect_ok && expected.is_empty() {
-        return Err(format!("{name}: states no expectation"));
-    }
-    let got =
-        parse_str(&text, name).and_then(|raw| Settings::build(raw, Overrides::default(), name));
-    match (got, expect_ok) {
-        (Ok(_), true) => Ok(()),
-        (Ok(_), false) => Err(format!("{name}: expected errors {expected:?}, got ok")),
-        (Err(e), true) => Err(format!("{name}: expected ok, got:\n{e}")),
-        (Err(e), false) => {
-            let got: Vec<String> = e.to_string().lines().map(str::to_string).collect();
-            if got == expected {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{name}:\n  expected {expected:#?}\n  got      {got:#?}"
-                ))
-            }
-        }
-    }
-}
 
 #[test]
 fn every_testdata_case_gives_exactly_its_expected_result() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config/testdata");
-    let mut entries: Vec<_> = std::fs::read_dir(&dir)
-        .expect("testdata dir exists")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "yml"))
-        .collect();
-    entries.sort();
-    assert!(
-        entries.len() >= 8,
-        "expected the config cases in {}",
-        dir.display()
-    );
-    let failures: Vec<String> = entries.iter().filter_map(|p| run_case(p).err()).collect();
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    crate::testdata::check_dir("src/config/testdata", 8, |text, name| {
+        parse_str(text, name)
+            .and_then(|raw| Settings::build(raw, Overrides::default(), name))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
 }
 
 #[test]
