@@ -15,9 +15,12 @@ use tokio::task::JoinHandle;
 use crate::account::{AccountCell, SharedAccount};
 use crate::config::{AccountSettings, Settings, StreamSettings};
 #[cfg(feature = "sim")]
-use crate::config::{Auth, ReconcileSettings};
+use crate::config::{Auth, ReconcileSettings, RuleSettings};
 use crate::datadir::{DataDir, DataDirError, Opened, WriterEvent, WriterHandle, start_writer};
 use crate::reconcile::{self, ReconcileTask};
+#[cfg(feature = "sim")]
+use crate::rules::runner::RuleSource;
+use crate::rules::runner::{LoadError, RulesHandle, Runner};
 use crate::server::{self, AppState, StreamStatus};
 #[cfg(feature = "sim")]
 use crate::sim::{self, RunningSim, SimConfig};
@@ -127,6 +130,10 @@ pub enum AppError {
     /// is logged and the sidecar runs from memory.
     #[error(transparent)]
     DataDirInUse(DataDirError),
+    /// Rule files that do not load stop the start (as in Prometheus); on a reload they only
+    /// keep the previous rules.
+    #[error("cannot load the rule files: {0}")]
+    Rules(#[from] LoadError),
 }
 
 /// A running sidecar: its streams, its HTTP listener and its metrics.
@@ -135,6 +142,8 @@ pub struct Sidecar {
     pub telemetry: Telemetry,
     pub streams: Arc<Vec<StreamStatus>>,
     pub accounts: Vec<(String, SharedAccount)>,
+    /// The rule engine: its alerts, reloads and alert-change notifications.
+    pub rules: RulesHandle,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     writer: Option<WriterHandle>,
@@ -176,6 +185,13 @@ impl Sidecar {
             source,
         })?;
         let telemetry = Telemetry::new();
+        // Rules first: a broken rule file must stop the start before anything else opens.
+        let (runner, rules) = Runner::start(
+            &telemetry,
+            settings.rules.source.clone(),
+            settings.rules.evaluation_interval,
+            &format!("http://{addr}"),
+        )?;
         let client = http_client(&settings.stream)?;
         let (mut images, writer) = open_data_dir(&settings, &telemetry)?;
         let (shutdown, rx) = watch::channel(false);
@@ -275,10 +291,24 @@ impl Sidecar {
             }
         }
 
+        // The rule engine wakes on every account's epoch: right after each applied change.
+        let changes: Vec<watch::Receiver<u64>> =
+            accounts.iter().map(|(_, a)| a.subscribe()).collect();
+        let rules_rx = rx.clone();
+        tasks.push(tokio::spawn(supervise(
+            "rules",
+            &telemetry,
+            RestartPolicy::default(),
+            rx.clone(),
+            move || runner.clone().run(changes.clone(), rules_rx.clone()),
+            || {},
+        )));
+
         let streams = Arc::new(statuses);
         let state = AppState {
             telemetry: telemetry.clone(),
             streams: streams.clone(),
+            rules: Some(rules.clone()),
         };
         // The socket stays bound across restarts of the server task: each start serves a
         // duplicate of it, so connections arriving meanwhile wait in its backlog.
@@ -299,6 +329,7 @@ impl Sidecar {
             telemetry,
             streams,
             accounts,
+            rules,
             shutdown,
             tasks,
             writer,
@@ -452,10 +483,47 @@ pub fn demo_settings(listen: SocketAddr, sim_base: &str) -> Settings {
             open_only: true,
             interval_ms: Some(250),
             depth: Some(25),
-            limits: Default::default(),
+            limits: demo_limits(),
         }],
         data_dir: None,
+        rules: RuleSettings {
+            source: RuleSource::Embedded(
+                SHIPPED_RULES
+                    .iter()
+                    .map(|(name, text)| (name.to_string(), *text))
+                    .collect(),
+            ),
+            evaluation_interval: Duration::from_secs(1),
+        },
     }
+}
+
+/// The shipped `rules/`, compiled in so `demo` shows them from any working directory.
+#[cfg(feature = "sim")]
+pub const SHIPPED_RULES: &[(&str, &str)] = &[
+    ("rules/fills.yml", include_str!("../rules/fills.yml")),
+    ("rules/meta.yml", include_str!("../rules/meta.yml")),
+    (
+        "rules/positions.yml",
+        include_str!("../rules/positions.yml"),
+    ),
+    (
+        "rules/reconcile.yml",
+        include_str!("../rules/reconcile.yml"),
+    ),
+    ("rules/stream.yml", include_str!("../rules/stream.yml")),
+];
+
+#[cfg(feature = "sim")]
+const DEMO_INVENTORY_LIMIT: f64 = 1.0;
+
+/// Limits the simulated positions cross now and then, so the demo shows
+/// `OcxInventoryLimitBreached` go firing and resolve within a minute.
+#[cfg(feature = "sim")]
+fn demo_limits() -> crate::config::Limits {
+    let mut l = crate::config::Limits::default();
+    l.inventory.default = Some(DEMO_INVENTORY_LIMIT);
+    l
 }
 
 /// `ocx-sentinel demo`: the simulator on an ephemeral loopback port and the sidecar against it.

@@ -86,6 +86,9 @@ struct RunArgs {
     /// Where fill dedup and counters survive restarts [default: ./data].
     #[arg(long, env = "OCX_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Prometheus rule file or glob; repeatable; replaces the config's `rule_files:`.
+    #[arg(long = "rules", value_name = "PATH")]
+    rules: Vec<PathBuf>,
 }
 
 fn init_logging() {
@@ -112,6 +115,8 @@ fn settings_from(args: RunArgs) -> Result<Settings> {
         interval_ms: args.interval_ms,
         account: args.account,
         data_dir: args.data_dir,
+        rules: args.rules,
+        config_path: args.config.clone(),
     };
     Ok(Settings::build(raw, flags, &origin)?)
 }
@@ -120,8 +125,25 @@ fn settings_from(args: RunArgs) -> Result<Settings> {
 /// problems are printed, each naming file:line:column, before the exit status says whether any.
 fn check(args: CheckArgs) -> Result<()> {
     let mut failed = 0usize;
+    let mut files = args.rule_files.clone();
     if args.run.config.is_some() || args.rule_files.is_empty() {
         let settings = settings_from(args.run)?;
+        // The rule files the config (`rule_files:`) or `--rules` names are checked too.
+        if let rules::runner::RuleSource::Paths(patterns) = &settings.rules.source {
+            match rules::runner::expand(patterns) {
+                Ok(found) => {
+                    for f in found {
+                        if !files.contains(&f) {
+                            files.push(f);
+                        }
+                    }
+                }
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("{e}");
+                }
+            }
+        }
         println!(
             "config ok: {} account(s), {} stream(s), listen {}",
             settings.accounts.len(),
@@ -133,7 +155,7 @@ fn check(args: CheckArgs) -> Result<()> {
             settings.listen
         );
     }
-    for path in &args.rule_files {
+    for path in &files {
         match rules::file::load_file(path) {
             Ok(f) => {
                 let rules: usize = f.groups.iter().map(|g| g.rules.len()).sum();
@@ -152,7 +174,7 @@ fn check(args: CheckArgs) -> Result<()> {
     if failed > 0 {
         anyhow::bail!(
             "{failed} of {} rule file(s) have errors",
-            args.rule_files.len()
+            files.len().max(failed)
         );
     }
     Ok(())
@@ -203,6 +225,25 @@ async fn shutdown_signal() {
     }
 }
 
+/// SIGHUP reloads the rule files, as it does Prometheus's (the outcome is logged by the engine,
+/// and a bad file keeps the previous rules).
+async fn reload_on_sighup(rules: ocx_sentinel::rules::runner::RulesHandle) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot listen for SIGHUP; reload with POST /-/reload");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the rule files");
+            let _ = rules.reload().await;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = rules;
+}
+
 /// In a build without the simulator, `demo` and `simulate` are not subcommands; someone following
 /// the README's `demo` line is told why instead of getting clap's bare "unrecognized subcommand".
 #[cfg(not(feature = "sim"))]
@@ -251,7 +292,9 @@ async fn run(cli: Cli) -> Result<()> {
             let settings = settings_from(args)?;
             let sidecar = Sidecar::start(settings).await?;
             tracing::info!(url = %sidecar.base_url(), "ocx-sentinel listening");
+            let hup = tokio::spawn(reload_on_sighup(sidecar.rules.clone()));
             shutdown_signal().await;
+            hup.abort();
             tracing::info!("shutting down");
             sidecar.shutdown().await;
         }

@@ -4,12 +4,17 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use axum::Json;
 use axum::Router;
+use axum::extract::Query;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
+use crate::rules::alert::AlertState;
+use crate::rules::api;
+use crate::rules::runner::RulesHandle;
 use crate::telemetry::{Format, Telemetry};
 
 /// One stream as the HTTP surface sees it.
@@ -34,6 +39,8 @@ impl StreamStatus {
 pub struct AppState {
     pub telemetry: Telemetry,
     pub streams: Arc<Vec<StreamStatus>>,
+    /// The rule engine; `None` serves empty rule and alert lists.
+    pub rules: Option<RulesHandle>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -41,6 +48,9 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
+        .route("/api/v1/rules", get(api_rules))
+        .route("/api/v1/alerts", get(api_alerts))
+        .route("/-/reload", post(reload).put(reload))
         .route("/", get(index))
         .with_state(state)
 }
@@ -59,6 +69,55 @@ async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
         s.telemetry.render_as(format),
     )
         .into_response()
+}
+
+/// `GET /api/v1/rules` in Prometheus's shape, with its `type`, `rule_name[]`, `rule_group[]`,
+/// `file[]` and `exclude_alerts` filters.
+async fn api_rules(
+    State(s): State<AppState>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Response {
+    let q = match api::RulesQuery::parse(&pairs) {
+        Ok(q) => q,
+        Err(e) => return (StatusCode::BAD_REQUEST, Json(api::bad_data(&e))).into_response(),
+    };
+    let data = match &s.rules {
+        Some(r) => api::rules(&r.engine(), &q),
+        None => serde_json::json!({"groups": []}),
+    };
+    Json(api::success(data)).into_response()
+}
+
+/// `GET /api/v1/alerts`: every pending and firing alert.
+async fn api_alerts(State(s): State<AppState>) -> Response {
+    let data = match &s.rules {
+        Some(r) => api::alerts(&r.engine()),
+        None => serde_json::json!({"alerts": []}),
+    };
+    Json(api::success(data)).into_response()
+}
+
+/// `POST /-/reload` (or PUT), as Prometheus's: 200 when the rule files loaded, 500 with the
+/// error when not (the previous rules keep running).
+async fn reload(State(s): State<AppState>) -> Response {
+    let Some(r) = &s.rules else {
+        return (StatusCode::OK, "no rule engine\n").into_response();
+    };
+    match r.reload().await {
+        Ok(l) => (
+            StatusCode::OK,
+            format!(
+                "reloaded: {} file(s), {} group(s), {} rule(s)\n",
+                l.files, l.groups, l.rules
+            ),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to reload config: {e}\n"),
+        )
+            .into_response(),
+    }
 }
 
 async fn healthy() -> &'static str {
@@ -108,8 +167,64 @@ async fn index(State(s): State<AppState>) -> Html<String> {
             escape(&st.name())
         );
     }
-    page.push_str("</table></body></html>");
+    page.push_str("</table>");
+    alerts_section(&mut page, s.rules.as_ref());
+    page.push_str("</body></html>");
     Html(page)
+}
+
+/// The firing and pending alerts, firing first, each with its age and value.
+fn alerts_section(page: &mut String, rules: Option<&RulesHandle>) {
+    let Some(rules) = rules else { return };
+    let now = crate::rules::runner::now_ms();
+    let mut rows: Vec<(AlertState, String, String, i64, f64)> = {
+        let engine = rules.engine();
+        engine
+            .alerts()
+            .filter(|(_, a)| a.state != AlertState::Inactive)
+            .map(|(r, a)| {
+                let labels = a
+                    .labels
+                    .iter()
+                    .filter(|(k, _)| *k != "alertname")
+                    .map(|(k, v)| format!("{k}={v:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                (a.state, r.name.clone(), labels, a.active_at_ms, a.value)
+            })
+            .collect()
+    };
+    rows.sort_by(|a, b| b.0.cmp(&a.0).then(a.3.cmp(&b.3)));
+    let firing = rows.iter().filter(|r| r.0 == AlertState::Firing).count();
+    let _ = write!(
+        page,
+        "<h2>Alerts</h2><p>{firing} firing, {} pending · <a href=\"/api/v1/alerts\">/api/v1/alerts</a> · \
+         <a href=\"/api/v1/rules\">/api/v1/rules</a></p>",
+        rows.len() - firing
+    );
+    if rows.is_empty() {
+        page.push_str("<p>No pending or firing alerts.</p>");
+        return;
+    }
+    page.push_str(
+        "<table border=\"1\" cellpadding=\"4\"><tr><th>alert</th><th>labels</th><th>state</th>\
+         <th>active for</th><th>value</th></tr>",
+    );
+    for (state, name, labels, since, value) in rows {
+        let age = crate::rules::template::humanize_duration(
+            (now.saturating_sub(since)).max(0) as f64 / 1000.0,
+        );
+        let _ = write!(
+            page,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&name),
+            escape(&labels),
+            state.as_str(),
+            escape(&age),
+            escape(&crate::rules::template::humanize(value)),
+        );
+    }
+    page.push_str("</table>");
 }
 
 fn escape(s: &str) -> String {
@@ -136,6 +251,7 @@ mod tests {
         let app = router(AppState {
             telemetry,
             streams: Arc::new(Vec::new()),
+            rules: None,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

@@ -8,6 +8,8 @@ mod duration;
 
 pub use duration::{DurationError, parse_duration};
 
+use crate::rules::runner::RuleSource;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -86,6 +88,11 @@ pub struct RawConfig {
     pub data_dir: Option<Spanned<String>>,
     /// Position limits for every account, exported as series for alert rules.
     pub limits: Option<RawLimits>,
+    /// Prometheus rule files (paths or globs, relative to this file).
+    pub rule_files: Option<Vec<Spanned<String>>>,
+    /// How often groups without an `interval` are evaluated on the timer (besides after every
+    /// change).
+    pub evaluation_interval: Option<Spanned<String>>,
 }
 
 /// `limits:` (top level, or per account over it): market id, or `default`, to a limit.
@@ -154,6 +161,11 @@ pub struct Overrides {
     pub interval_ms: Option<u64>,
     pub account: Option<String>,
     pub data_dir: Option<PathBuf>,
+    /// `--rules`: rule files or globs; when given, they replace the file's `rule_files:`.
+    pub rules: Vec<PathBuf>,
+    /// The config file's path, which relative `rule_files:` are resolved against (not an
+    /// override: where the file came from).
+    pub config_path: Option<PathBuf>,
 }
 
 /// How the API key travels.
@@ -318,6 +330,25 @@ pub struct Settings {
     /// The data dir (`--data-dir`, `data_dir:`; default `./data`). `None` keeps everything in
     /// memory only: library users and tests that do not test restarts.
     pub data_dir: Option<PathBuf>,
+    pub rules: RuleSettings,
+}
+
+/// Alert and recording rules.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleSettings {
+    /// Where the rule files come from (none: no rules, the engine idles).
+    pub source: RuleSource,
+    /// Timer evaluation of groups without their own `interval` (default 1s).
+    pub evaluation_interval: Duration,
+}
+
+impl Default for RuleSettings {
+    fn default() -> Self {
+        RuleSettings {
+            source: RuleSource::default(),
+            evaluation_interval: Duration::from_secs(1),
+        }
+    }
 }
 
 /// Read and parse a config file; errors name the file, line and column.
@@ -392,6 +423,7 @@ impl Settings {
             .unwrap_or_default();
         let accounts = b.accounts(&raw);
         let data_dir = b.data_dir(&raw);
+        let rules = b.rules(&raw);
         match listen {
             Some(listen) if b.errors.is_empty() => Ok(Settings {
                 listen,
@@ -401,6 +433,7 @@ impl Settings {
                 reconcile,
                 accounts,
                 data_dir,
+                rules,
             }),
             _ => Err(ConfigError::Invalid(b.errors)),
         }
@@ -450,6 +483,42 @@ impl Builder<'_> {
             }
             Some(v) => Some(PathBuf::from(&v.value)),
             None => Some(PathBuf::from(DEFAULT_DATA_DIR)),
+        }
+    }
+
+    /// `--rules` (which replaces the file's list), else `rule_files:` resolved against the
+    /// config file's directory; and `evaluation_interval:`.
+    fn rules(&mut self, raw: &RawConfig) -> RuleSettings {
+        let patterns = if !self.flags.rules.is_empty() {
+            self.flags.rules.clone()
+        } else {
+            let config = self.flags.config_path.clone();
+            let mut out = Vec::new();
+            for f in raw.rule_files.iter().flatten() {
+                if f.value.trim().is_empty() {
+                    self.errors.push(format!(
+                        "{}: rule_files: an entry is empty (name a file or a glob)",
+                        self.at(f)
+                    ));
+                    continue;
+                }
+                out.push(match &config {
+                    Some(c) => crate::rules::runner::relative_to(c, &f.value),
+                    None => PathBuf::from(&f.value),
+                });
+            }
+            out
+        };
+        let evaluation_interval = self
+            .duration(
+                &raw.evaluation_interval,
+                "evaluation_interval",
+                Duration::from_millis(10),
+            )
+            .unwrap_or(RuleSettings::default().evaluation_interval);
+        RuleSettings {
+            source: RuleSource::Paths(patterns),
+            evaluation_interval,
         }
     }
 

@@ -284,6 +284,19 @@ pub fn go_time_utc(ms: i64) -> String {
     out
 }
 
+/// A Unix time in milliseconds as Go's JSON encoding of a UTC `time.Time` (RFC 3339 with the
+/// fraction trimmed of zeros): `2026-11-25T17:48:33.12Z`. `None` is Go's zero time, which
+/// Prometheus's API shows for a rule never evaluated.
+pub fn go_time_json(ms: Option<i64>) -> String {
+    let Some(ms) = ms else {
+        return "0001-01-01T00:00:00Z".to_string();
+    };
+    let t = go_time_utc(ms);
+    // `2009-11-10 23:00:00.5 +0000 UTC` → `2009-11-10T23:00:00.5Z`
+    let t = t.strip_suffix(" +0000 UTC").unwrap_or(&t);
+    format!("{}Z", t.replacen(' ', "T", 1))
+}
+
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;

@@ -20,6 +20,9 @@ use super::template::{QuerySample, TemplateQuery};
 pub struct History {
     series: HashMap<Labels, Vec<(i64, f64)>>,
     by_name: HashMap<String, HashSet<Labels>>,
+    /// 0 keeps every sample (unit tests); a live engine evaluating after every event keeps
+    /// samples this far apart, the newest always replaced by the latest.
+    resolution_ms: i64,
 }
 
 /// Why a sample was not written; `Display` is the TSDB's message Prometheus reports.
@@ -34,6 +37,19 @@ pub enum AppendError {
 impl History {
     pub fn new() -> History {
         History::default()
+    }
+
+    /// A history keeping samples about `resolution_ms` apart (see the field).
+    pub fn thinned(resolution_ms: i64) -> History {
+        History {
+            resolution_ms,
+            ..History::default()
+        }
+    }
+
+    /// Samples held, over all series.
+    pub fn sample_count(&self) -> usize {
+        self.series.values().map(Vec::len).sum()
     }
 
     /// Append one sample. A repeat of the last sample (same time, same bits) is accepted and
@@ -51,6 +67,14 @@ impl History {
             Some(&(lt, lv)) if lt == t_ms && lv.to_bits() == v.to_bits() => Ok(()),
             Some(&(lt, _)) if lt == t_ms => Err(AppendError::Duplicate),
             Some(&(lt, _)) if lt > t_ms => Err(AppendError::OutOfOrder),
+            Some(&(lt, _))
+                if samples.len() >= 2 && lt - samples[samples.len() - 2].0 < self.resolution_ms =>
+            {
+                if let Some(last) = samples.last_mut() {
+                    *last = (t_ms, v);
+                }
+                Ok(())
+            }
             _ => {
                 samples.push((t_ms, v));
                 Ok(())
@@ -97,13 +121,17 @@ fn window(labels: &Labels, samples: &[(i64, f64)], start: i64, end: i64) -> Opti
     })
 }
 
-impl Storage for History {
-    fn select(&self, sel: &Selector, start_ms: i64, end_ms: i64) -> Vec<SeriesData> {
+impl History {
+    fn select_with(
+        &self,
+        sel: &Selector,
+        pick: impl Fn(&Labels, &[(i64, f64)]) -> Option<SeriesData>,
+    ) -> Vec<SeriesData> {
         let pick = |l: &Labels| {
             if !sel.matches(l) {
                 return None;
             }
-            window(l, self.series.get(l)?, start_ms, end_ms)
+            pick(l, self.series.get(l)?)
         };
         match &sel.name {
             Some(name) => self
@@ -116,6 +144,31 @@ impl Storage for History {
             None => self.series.keys().filter_map(pick).collect(),
         }
     }
+}
+
+impl Storage for History {
+    fn select(&self, sel: &Selector, start_ms: i64, end_ms: i64) -> Vec<SeriesData> {
+        self.select_with(sel, |l, s| window(l, s, start_ms, end_ms))
+    }
+
+    fn select_latest(&self, sel: &Selector, start_ms: i64, end_ms: i64) -> Vec<SeriesData> {
+        self.select_with(sel, |l, s| latest(l, s, start_ms, end_ms))
+    }
+}
+
+/// The latest sample of `samples` in `[start, end]`, as a one-sample series.
+pub(crate) fn latest(
+    labels: &Labels,
+    samples: &[(i64, f64)],
+    start: i64,
+    end: i64,
+) -> Option<SeriesData> {
+    let hi = samples.partition_point(|&(t, _)| t <= end);
+    let &(t, v) = samples.get(hi.checked_sub(1)?)?;
+    (t >= start).then(|| SeriesData {
+        labels: labels.clone(),
+        samples: vec![(t, v)],
+    })
 }
 
 /// Base storage (scraped or test input series) with rule outputs on top. Where both hold the
@@ -153,6 +206,31 @@ impl Storage for Layered<'_> {
         }
         out
     }
+
+    fn select_latest(&self, sel: &Selector, start_ms: i64, end_ms: i64) -> Vec<SeriesData> {
+        let mut out = self.base.select_latest(sel, start_ms, end_ms);
+        let extra = self.overlay.select_latest(sel, start_ms, end_ms);
+        if extra.is_empty() {
+            return out;
+        }
+        let index: HashMap<Labels, usize> = out
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.labels.clone(), i))
+            .collect();
+        for s in extra {
+            match index.get(&s.labels) {
+                // The later sample wins; the base's on a tie, as in `select`.
+                Some(&i) => {
+                    if s.samples[0].0 > out[i].samples[0].0 {
+                        out[i].samples = s.samples;
+                    }
+                }
+                None => out.push(s),
+            }
+        }
+        out
+    }
 }
 
 /// A rule's health, as Prometheus's rules API shows it.
@@ -183,6 +261,8 @@ pub struct RuleStatus {
     pub last_eval_ms: Option<i64>,
     /// Samples the latest successful evaluation wrote.
     pub samples: usize,
+    /// How long the latest evaluation took, when the context had a clock.
+    pub eval_seconds: f64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -215,6 +295,45 @@ impl GroupState {
     pub fn alerts(&self, i: usize) -> Option<&RuleAlerts> {
         self.rules.get(i).map(|r| &r.alerts)
     }
+
+    /// The state for `new`, a reloaded version of `old_group`: every rule of `new` that has a
+    /// rule of the same kind, name and labels in `old_group` takes over its state (alerts with
+    /// their `activeAt`, health, the series it wrote), as Prometheus's `CopyState` does on a
+    /// reload. Rules that repeat a key are paired in order.
+    pub fn carried(new: &RuleGroup, old_group: &RuleGroup, old: GroupState) -> GroupState {
+        let mut pool: HashMap<String, Vec<RuleSlot>> = HashMap::new();
+        for (rule, slot) in old_group.rules.iter().zip(old.rules).rev() {
+            pool.entry(rule_key(rule)).or_default().push(slot);
+        }
+        GroupState {
+            rules: new
+                .rules
+                .iter()
+                .map(|r| {
+                    pool.get_mut(&rule_key(r))
+                        .and_then(Vec::pop)
+                        .unwrap_or_default()
+                })
+                .collect(),
+        }
+    }
+}
+
+/// What identifies a rule across reloads: kind, name and labels (templates by their source).
+fn rule_key(rule: &Rule) -> String {
+    match rule {
+        Rule::Recording(r) => format!("record\0{}\0{:?}", r.name, r.labels),
+        Rule::Alerting(a) => {
+            let mut k = format!("alert\0{}", a.name);
+            for (name, t) in &a.labels {
+                k.push('\0');
+                k.push_str(name);
+                k.push('=');
+                k.push_str(t.source());
+            }
+            k
+        }
+    }
 }
 
 /// What the caller passes to every evaluation.
@@ -222,6 +341,9 @@ impl GroupState {
 pub struct EvalContext<'a> {
     pub external_labels: &'a BTreeMap<String, String>,
     pub external_url: &'a str,
+    /// Times each rule's evaluation (`RuleStatus::eval_seconds`) when given; the evaluation
+    /// itself never reads a clock.
+    pub clock: Option<fn() -> std::time::Instant>,
 }
 
 /// A transition of one alert, for logging.
@@ -298,6 +420,7 @@ pub fn eval_group(
     for (i, rule) in group.rules.iter().enumerate() {
         let slot = &mut state.rules[i];
         slot.status.last_eval_ms = Some(t_ms);
+        let started = ctx.clock.map(|now| now());
         let produced = {
             let storage = Layered {
                 base,
@@ -305,6 +428,9 @@ pub fn eval_group(
             };
             eval_rule(group, rule, slot, &storage, t_ms, q_ms, ctx, &mut out)
         };
+        if let (Some(now), Some(started)) = (ctx.clock, started) {
+            slot.status.eval_seconds = now().duration_since(started).as_secs_f64();
+        }
         let samples = match produced {
             Ok(s) => s,
             Err(e) => {

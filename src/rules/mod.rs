@@ -1,9 +1,13 @@
 //! Alert and recording rules: PromQL evaluation, rule files, the alert lifecycle, promtool-format unit tests.
 
 pub mod alert;
+pub mod api;
+pub mod engine;
 pub mod file;
 mod gofmt;
 pub mod group;
+pub mod live;
 pub mod promql;
+pub mod runner;
 pub mod template;
 pub mod unittest;

@@ -334,6 +334,7 @@ impl TestGroup<'_> {
         let ctx = EvalContext {
             external_labels: &external_labels,
             external_url: &external_url,
+            clock: None,
         };
 
         // Alert checks by eval time, in time order, each time's checks in file order.

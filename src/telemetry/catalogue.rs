@@ -35,6 +35,11 @@ pub const REST_BUCKETS: &[f64] = &[
 pub const COMMIT_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
+/// One rule group's evaluation: 10µs (a few rules over a few series) to 1s.
+pub const EVAL_BUCKETS: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1,
+    1.0,
+];
 /// Heartbeat interval: 1s to 60s around the documented ~15s cadence.
 pub const HEARTBEAT_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0];
 
@@ -110,6 +115,17 @@ pub mod names {
     pub const BUILD_INFO: &str = "ocx_sentinel_build_info";
     pub const LABEL_VALUES_FOLDED: &str = "ocx_sentinel_label_values_folded_total";
     pub const TASK_RESTARTS: &str = "ocx_sentinel_task_restarts_total";
+    pub const ALERTS: &str = "ocx_sentinel_alerts";
+    pub const RULE_EVALUATIONS: &str = "ocx_sentinel_rule_evaluations_total";
+    pub const RULE_EVALUATION_FAILURES: &str = "ocx_sentinel_rule_evaluation_failures_total";
+    pub const RULE_EVALUATION_DURATION: &str = "ocx_sentinel_rule_evaluation_duration_seconds";
+    pub const RULE_GROUP_LAST_EVALUATION: &str =
+        "ocx_sentinel_rule_group_last_evaluation_timestamp_seconds";
+    pub const RULE_GROUP_RULES: &str = "ocx_sentinel_rule_group_rules";
+    pub const RULE_HISTORY_SAMPLES: &str = "ocx_sentinel_rule_history_samples";
+    pub const CONFIG_RELOAD_SUCCESSFUL: &str = "ocx_sentinel_config_last_reload_successful";
+    pub const CONFIG_RELOAD_SUCCESS_TIMESTAMP: &str =
+        "ocx_sentinel_config_last_reload_success_timestamp_seconds";
 }
 
 use Kind::*;
@@ -495,6 +511,60 @@ pub const CATALOGUE: &[MetricDef] = &[
         name: TASK_RESTARTS,
         kind: Counter,
         labels: "task",
-        help: "Sidecar tasks restarted after ending other than by shutdown (a panic or a return), by task (stream, reconcile, server)",
+        help: "Sidecar tasks restarted after ending other than by shutdown (a panic or a return), by task (stream, reconcile, server, rules)",
+    },
+    MetricDef {
+        name: ALERTS,
+        kind: Gauge,
+        labels: "alertname, alertstate",
+        help: "Alerts by rule name and state (pending, firing), as the rule engine holds them",
+    },
+    MetricDef {
+        name: RULE_EVALUATIONS,
+        kind: Counter,
+        labels: "rule_group",
+        help: "Rule evaluations (one per rule per group evaluation), by group (file;name)",
+    },
+    MetricDef {
+        name: RULE_EVALUATION_FAILURES,
+        kind: Counter,
+        labels: "rule_group",
+        help: "Rule evaluations that failed (query error, duplicate labelset, limit), by group (file;name)",
+    },
+    MetricDef {
+        name: RULE_EVALUATION_DURATION,
+        kind: Histogram(EVAL_BUCKETS),
+        labels: "rule_group",
+        help: "Time to evaluate every rule of a group once, in seconds",
+    },
+    MetricDef {
+        name: RULE_GROUP_LAST_EVALUATION,
+        kind: Gauge,
+        labels: "rule_group",
+        help: "Unix time of the group's latest evaluation, in seconds",
+    },
+    MetricDef {
+        name: RULE_GROUP_RULES,
+        kind: Gauge,
+        labels: "rule_group",
+        help: "Rules in the group as loaded",
+    },
+    MetricDef {
+        name: RULE_HISTORY_SAMPLES,
+        kind: Gauge,
+        labels: "",
+        help: "Samples the rule engine holds in memory for range functions and lookback (own series and rule outputs)",
+    },
+    MetricDef {
+        name: CONFIG_RELOAD_SUCCESSFUL,
+        kind: Gauge,
+        labels: "",
+        help: "1 if the latest load of the rule files succeeded, 0 if it failed (the previous rules keep running)",
+    },
+    MetricDef {
+        name: CONFIG_RELOAD_SUCCESS_TIMESTAMP,
+        kind: Gauge,
+        labels: "",
+        help: "Unix time of the latest successful load of the rule files, in seconds",
     },
 ];

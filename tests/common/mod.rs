@@ -70,6 +70,7 @@ pub fn settings(api_base: &str, auth: Auth, markets: &[&str]) -> Settings {
             limits: Default::default(),
         }],
         data_dir: None,
+        rules: Default::default(),
     }
 }
 

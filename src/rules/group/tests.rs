@@ -26,6 +26,7 @@ fn ctx() -> EvalContext<'static> {
     EvalContext {
         external_labels: &EMPTY,
         external_url: "",
+        clock: None,
     }
 }
 

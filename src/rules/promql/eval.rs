@@ -80,7 +80,7 @@ impl Evaluator<'_> {
         let end = self.t.saturating_sub(sel.offset_ms);
         let start = end.saturating_sub(LOOKBACK_DELTA_MS);
         let mut out = Vec::new();
-        for s in self.storage.select(&sel.selector, start, end) {
+        for s in self.storage.select_latest(&sel.selector, start, end) {
             let i = s.samples.partition_point(|&(t, _)| t <= end);
             let Some(&(t, value)) = i.checked_sub(1).and_then(|i| s.samples.get(i)) else {
                 continue;

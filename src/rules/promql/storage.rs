@@ -144,6 +144,19 @@ pub trait Storage {
     /// (inclusive; the evaluator narrows further), sorted by time. Stale markers are included as
     /// samples with the stale NaN. Series with no sample in the interval may be left out.
     fn select(&self, sel: &Selector, start_ms: i64, end_ms: i64) -> Vec<SeriesData>;
+
+    /// Like [`Storage::select`], but each series carries only its latest sample in the interval:
+    /// all an instant selector reads. A store with long histories overrides it to skip copying
+    /// them.
+    fn select_latest(&self, sel: &Selector, start_ms: i64, end_ms: i64) -> Vec<SeriesData> {
+        let mut out = self.select(sel, start_ms, end_ms);
+        for s in &mut out {
+            let keep_from = s.samples.len().saturating_sub(1);
+            s.samples.drain(..keep_from);
+        }
+        out.retain(|s| !s.samples.is_empty());
+        out
+    }
 }
 
 /// Series held in memory, indexed by metric name.

@@ -8,6 +8,7 @@
 mod render;
 
 pub use render::Format;
+pub(crate) use render::write_go_float;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -247,6 +248,11 @@ impl Histogram {
 
     pub fn sum(&self) -> f64 {
         f64::from_bits(self.0.sum.load(Ordering::Relaxed))
+    }
+
+    /// Whether `other` is a handle to this very histogram.
+    pub fn same(&self, other: &Histogram) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 
     pub fn bounds(&self) -> &'static [f64] {

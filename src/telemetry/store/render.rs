@@ -187,7 +187,7 @@ fn write_value(out: &mut String, v: f64) {
 /// exponent form (two-digit exponent with a sign) below 1e-4 and from 1e6. That is how the Go
 /// client prints `le`; OpenMetrics' canonical `le` adds `.0` where there is neither point nor
 /// exponent (`1.0`, `100000.0`, `1e+06`).
-fn write_go_float(out: &mut String, v: f64, canonical: bool) {
+pub(crate) fn write_go_float(out: &mut String, v: f64, canonical: bool) {
     if v.is_nan() {
         out.push_str("NaN");
         return;

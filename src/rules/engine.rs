@@ -1,0 +1,512 @@
+//! The live rule engine: the loaded groups with their state and schedule, the history of their outputs, and the series that show them in `/metrics`.
+//!
+//! No IO and no waiting: the caller (`rules::runner`) reads the files, passes the time and
+//! decides when to evaluate. The engine reads the series store through [`LiveStore`] and writes
+//! its own series (`ocx_sentinel_rule_*`, `ocx_sentinel_alerts`) to the same store, so rules can
+//! read those too.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use super::alert::{ALERTS_FOR_STATE_METRIC, ALERTS_METRIC, Alert, AlertState};
+use super::file::{Rule, RuleFile, RuleGroup};
+use super::group::{self, AlertTransition, EvalContext, GroupState, History, RuleStatus};
+use super::live::{LiveStore, Needs};
+use super::promql::LOOKBACK_DELTA;
+use crate::telemetry::{Counter, Gauge, Histogram, Telemetry, names};
+
+/// Samples of the sidecar's own series and of rule outputs are kept this far apart (the newest
+/// always current): evaluations after every event would otherwise store every event.
+pub const HISTORY_RESOLUTION: Duration = Duration::from_secs(1);
+
+/// One group as the engine runs it.
+pub struct LiveGroup {
+    pub group: RuleGroup,
+    pub state: GroupState,
+    /// The group's `interval`, or the engine's default.
+    pub interval: Duration,
+    /// Unix ms of the next timer evaluation.
+    next_due_ms: i64,
+    /// Unix ms of the latest evaluation.
+    pub last_eval_ms: Option<i64>,
+    /// How long the latest evaluation took.
+    pub last_seconds: f64,
+    metrics: GroupMetrics,
+}
+
+impl LiveGroup {
+    /// `file;name`, as Prometheus names groups in its metrics.
+    pub fn key(&self) -> String {
+        group_key(&self.group)
+    }
+}
+
+fn group_key(g: &RuleGroup) -> String {
+    format!("{};{}", g.file, g.name)
+}
+
+struct GroupMetrics {
+    evaluations: Counter,
+    failures: Counter,
+    duration: Histogram,
+    last: Gauge,
+}
+
+impl GroupMetrics {
+    fn new(t: &Telemetry, g: &RuleGroup) -> GroupMetrics {
+        let key = group_key(g);
+        let l = [("rule_group", key.as_str())];
+        t.gauge(names::RULE_GROUP_RULES, &l)
+            .set(g.rules.len() as f64);
+        GroupMetrics {
+            evaluations: t.counter(names::RULE_EVALUATIONS, &l),
+            failures: t.counter(names::RULE_EVALUATION_FAILURES, &l),
+            duration: t.histogram(names::RULE_EVALUATION_DURATION, &l),
+            last: t.gauge(names::RULE_GROUP_LAST_EVALUATION, &l),
+        }
+    }
+}
+
+/// A rule that failed in an evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleFailure {
+    pub group: String,
+    pub rule: String,
+    pub error: String,
+}
+
+/// What one evaluation pass produced, for the caller to log and announce.
+#[derive(Debug, Clone, Default)]
+pub struct Pass {
+    /// The evaluation timestamp (unix ms).
+    pub t_ms: i64,
+    pub groups: usize,
+    pub transitions: Vec<AlertTransition>,
+    pub failures: Vec<RuleFailure>,
+    pub seconds: f64,
+}
+
+/// The engine of one sidecar. See the module docs.
+pub struct Engine {
+    telemetry: Telemetry,
+    groups: Vec<LiveGroup>,
+    outputs: History,
+    live: LiveStore,
+    default_interval: Duration,
+    external_labels: BTreeMap<String, String>,
+    external_url: String,
+    /// The latest evaluation time: times never repeat or go back, so outputs always append.
+    last_t: i64,
+    last_prune_ms: i64,
+    keep: Duration,
+    history_samples: Gauge,
+    /// `ocx_sentinel_alerts` series written so far, to zero those no longer held.
+    alert_series: HashMap<(String, AlertState), Gauge>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("groups", &self.groups.len())
+            .field("live", &self.live)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// An engine with no rules, evaluating groups without an `interval` every
+    /// `default_interval`. `external_url` is `$externalURL` in templates.
+    pub fn new(telemetry: &Telemetry, default_interval: Duration, external_url: &str) -> Engine {
+        Engine {
+            telemetry: telemetry.clone(),
+            groups: Vec::new(),
+            outputs: History::thinned(ms(HISTORY_RESOLUTION)),
+            live: LiveStore::new(telemetry.registry().clone(), HISTORY_RESOLUTION),
+            default_interval,
+            external_labels: BTreeMap::new(),
+            external_url: external_url.to_string(),
+            last_t: i64::MIN,
+            last_prune_ms: i64::MIN,
+            keep: LOOKBACK_DELTA,
+            history_samples: telemetry.gauge(names::RULE_HISTORY_SAMPLES, &[]),
+            alert_series: HashMap::new(),
+        }
+    }
+
+    /// Put `files` in place of the loaded rules, at `now_ms`. A group with the same file and
+    /// name as a loaded one keeps the state of each rule that is still there (alerts keep their
+    /// `activeAt`); other groups start fresh and are first evaluated at once.
+    pub fn load(&mut self, files: Vec<RuleFile>, now_ms: i64) {
+        let mut old: HashMap<String, LiveGroup> = std::mem::take(&mut self.groups)
+            .into_iter()
+            .map(|g| (g.key(), g))
+            .collect();
+        for file in files {
+            for group in file.groups {
+                let key = group_key(&group);
+                let interval = group.interval.unwrap_or(self.default_interval);
+                let g = match old.remove(&key) {
+                    Some(prev) => LiveGroup {
+                        state: GroupState::carried(&group, &prev.group, prev.state),
+                        metrics: GroupMetrics::new(&self.telemetry, &group),
+                        next_due_ms: prev.next_due_ms.min(now_ms.saturating_add(ms(interval))),
+                        last_eval_ms: prev.last_eval_ms,
+                        last_seconds: prev.last_seconds,
+                        interval,
+                        group,
+                    },
+                    None => LiveGroup {
+                        state: GroupState::new(&group),
+                        metrics: GroupMetrics::new(&self.telemetry, &group),
+                        next_due_ms: now_ms,
+                        last_eval_ms: None,
+                        last_seconds: 0.0,
+                        interval,
+                        group,
+                    },
+                };
+                self.groups.push(g);
+            }
+        }
+        // Groups that are gone take their series with them.
+        let registry = self.telemetry.registry();
+        for key in old.keys() {
+            let l = [("rule_group", key.as_str())];
+            for name in [
+                names::RULE_EVALUATIONS,
+                names::RULE_EVALUATION_FAILURES,
+                names::RULE_EVALUATION_DURATION,
+                names::RULE_GROUP_LAST_EVALUATION,
+                names::RULE_GROUP_RULES,
+            ] {
+                registry.remove(name, &l);
+            }
+        }
+        let needs = Needs::of(self.groups.iter().map(|g| &g.group));
+        // Rule outputs are kept as long as a rule reads them back (ranges over ALERTS or a
+        // recorded series), and at least the lookback, for groups on slower timers.
+        let outputs = self
+            .groups
+            .iter()
+            .flat_map(|g| &g.group.rules)
+            .filter_map(|r| match r {
+                Rule::Recording(r) => Some(r.name.as_str()),
+                Rule::Alerting(_) => None,
+            })
+            .chain([ALERTS_METRIC, ALERTS_FOR_STATE_METRIC])
+            .filter_map(|name| needs.keep_ms(name))
+            .max()
+            .unwrap_or(0);
+        self.keep = Duration::from_millis(outputs.max(0).unsigned_abs()).max(LOOKBACK_DELTA)
+            + HISTORY_RESOLUTION;
+        self.live.set_needs(needs);
+        self.publish_alerts();
+    }
+
+    /// The loaded groups, in file order.
+    pub fn groups(&self) -> &[LiveGroup] {
+        &self.groups
+    }
+
+    /// Unix ms of the earliest timer evaluation due, if any group is loaded.
+    pub fn next_due_ms(&self) -> Option<i64> {
+        self.groups.iter().map(|g| g.next_due_ms).min()
+    }
+
+    /// Evaluate every group at `now_ms` (after a change), or with `due_only` just those whose
+    /// timer has come. Every evaluated group's timer restarts from now.
+    pub fn evaluate(&mut self, now_ms: i64, due_only: bool) -> Pass {
+        let started = clock();
+        let t = now_ms.max(self.last_t.saturating_add(1));
+        self.last_t = t;
+        let mut pass = Pass {
+            t_ms: t,
+            ..Pass::default()
+        };
+        if !self.groups.iter().any(|g| !due_only || g.next_due_ms <= t) {
+            return pass;
+        }
+        self.live.observe(t);
+        let ctx = EvalContext {
+            external_labels: &self.external_labels,
+            external_url: &self.external_url,
+            clock: Some(clock),
+        };
+        for g in &mut self.groups {
+            if due_only && g.next_due_ms > t {
+                continue;
+            }
+            let g_started = clock();
+            let out = group::eval_group(
+                &g.group,
+                &mut g.state,
+                &self.live,
+                &mut self.outputs,
+                t,
+                &ctx,
+            );
+            let seconds = g_started.elapsed().as_secs_f64();
+            g.last_eval_ms = Some(t);
+            g.last_seconds = seconds;
+            g.next_due_ms = t.saturating_add(ms(g.interval));
+            g.metrics.evaluations.increment(g.group.rules.len() as u64);
+            g.metrics.failures.increment(out.errors.len() as u64);
+            g.metrics.duration.record(seconds);
+            g.metrics.last.set(t as f64 / 1000.0);
+            pass.groups += 1;
+            let key = group_key(&g.group);
+            pass.failures
+                .extend(out.errors.into_iter().map(|(i, error)| RuleFailure {
+                    group: key.clone(),
+                    rule: g.group.rules.get(i).map_or("", Rule::name).to_string(),
+                    error,
+                }));
+            pass.transitions.extend(out.transitions);
+        }
+        if t.saturating_sub(self.last_prune_ms) >= ms(HISTORY_RESOLUTION) {
+            self.outputs.prune_before(t.saturating_sub(ms(self.keep)));
+            self.last_prune_ms = t;
+            self.history_samples
+                .set((self.live.samples() + self.outputs.sample_count()) as f64);
+        }
+        if !pass.transitions.is_empty() {
+            self.publish_alerts();
+        }
+        pass.seconds = started.elapsed().as_secs_f64();
+        pass
+    }
+
+    /// `ocx_sentinel_alerts{alertname, alertstate}`: how many alerts each rule holds per state.
+    fn publish_alerts(&mut self) {
+        let mut counts: HashMap<(String, AlertState), usize> = HashMap::new();
+        for (rule, a) in self.alerts() {
+            if a.state != AlertState::Inactive {
+                *counts.entry((rule.name.clone(), a.state)).or_default() += 1;
+            }
+        }
+        for ((name, state), gauge) in &self.alert_series {
+            if !counts.contains_key(&(name.clone(), *state)) {
+                gauge.set(0.0);
+            }
+        }
+        for (key, n) in counts {
+            let gauge = self.alert_series.entry(key.clone()).or_insert_with(|| {
+                self.telemetry.gauge(
+                    names::ALERTS,
+                    &[("alertname", &key.0), ("alertstate", key.1.as_str())],
+                )
+            });
+            gauge.set(n as f64);
+        }
+    }
+
+    /// Every alert held (pending, firing, and resolved ones still retained) with its rule.
+    pub fn alerts(&self) -> impl Iterator<Item = (&super::file::AlertingRule, &Alert)> {
+        self.groups.iter().flat_map(|g| {
+            g.group
+                .rules
+                .iter()
+                .enumerate()
+                .filter_map(move |(i, r)| match r {
+                    Rule::Alerting(a) => Some((a, g.state.alerts(i)?)),
+                    Rule::Recording(_) => None,
+                })
+                .flat_map(|(a, alerts)| alerts.alerts().map(move |al| (a, al)))
+        })
+    }
+
+    /// The status of rule `i` of group `g`.
+    pub fn status(&self, g: usize, i: usize) -> Option<&RuleStatus> {
+        self.groups.get(g)?.state.status(i)
+    }
+
+    /// Samples held for range functions and lookback.
+    pub fn history_samples(&self) -> usize {
+        self.live.samples() + self.outputs.sample_count()
+    }
+}
+
+/// Durations are measured on tokio's clock (the IO edge's, pausable in tests); evaluation itself
+/// never reads it.
+fn clock() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::alert::Transition;
+    use crate::rules::file::parse_str;
+
+    const RULES: &str = r#"
+groups:
+  - name: limits
+    rules:
+      - alert: InventoryLimitBreached
+        expr: abs(ocx_position_quantity) > on(account, market) group_left ocx_inventory_limit
+        for: 2s
+        labels: {severity: page}
+        annotations:
+          summary: '{{ $labels.market }} at {{ $value }}'
+  - name: stream
+    interval: 10s
+    rules:
+      - record: account:reconnects:increase1m
+        expr: sum by (account) (increase(ocx_stream_reconnects_total[1m]))
+"#;
+
+    fn setup() -> (Telemetry, Engine) {
+        let t = Telemetry::new();
+        let mut e = Engine::new(&t, Duration::from_secs(1), "http://sentinel");
+        e.load(vec![parse_str(RULES, "rules.yml").unwrap()], 0);
+        (t, e)
+    }
+
+    fn states(e: &Engine) -> Vec<(String, AlertState)> {
+        e.alerts()
+            .filter(|(_, a)| a.state != AlertState::Inactive)
+            .map(|(_, a)| (a.labels.get("market").unwrap_or("").to_string(), a.state))
+            .collect()
+    }
+
+    #[test]
+    fn an_alert_goes_pending_fires_and_resolves_on_the_live_series() {
+        let (t, mut e) = setup();
+        let l = [("account", "a"), ("market", "BTC-PERP")];
+        t.gauge(names::INVENTORY_LIMIT, &l).set(5.0);
+        let q = t.gauge(names::POSITION_QUANTITY, &l);
+        q.set(-7.0);
+        let p = e.evaluate(1_000, false);
+        assert_eq!(p.groups, 2);
+        assert_eq!(p.transitions.len(), 1);
+        assert_eq!(p.transitions[0].transition, Transition::Pending);
+        assert_eq!(states(&e), vec![("BTC-PERP".into(), AlertState::Pending)]);
+        let p = e.evaluate(3_000, false);
+        assert_eq!(p.transitions[0].transition, Transition::Firing);
+        let (_, alert) = e.alerts().next().unwrap();
+        assert_eq!(alert.value, 7.0);
+        assert_eq!(alert.active_at_ms, 1_000);
+        assert_eq!(
+            alert.annotations,
+            vec![("summary".to_string(), "BTC-PERP at 7".to_string())]
+        );
+        assert_eq!(
+            t.gauge(
+                names::ALERTS,
+                &[
+                    ("alertname", "InventoryLimitBreached"),
+                    ("alertstate", "firing")
+                ]
+            )
+            .get(),
+            1.0
+        );
+        q.set(1.0);
+        let p = e.evaluate(3_500, false);
+        assert_eq!(p.transitions[0].transition, Transition::Resolved);
+        assert!(states(&e).is_empty());
+        assert_eq!(
+            t.gauge(
+                names::ALERTS,
+                &[
+                    ("alertname", "InventoryLimitBreached"),
+                    ("alertstate", "firing")
+                ]
+            )
+            .get(),
+            0.0
+        );
+    }
+
+    #[test]
+    fn timers_follow_each_groups_interval() {
+        let (t, mut e) = setup();
+        assert_eq!(e.next_due_ms(), Some(0));
+        assert_eq!(e.evaluate(0, true).groups, 2);
+        assert_eq!(e.next_due_ms(), Some(1_000));
+        assert_eq!(
+            e.evaluate(1_000, true).groups,
+            1,
+            "the 10s group is not due"
+        );
+        assert_eq!(e.evaluate(10_000, true).groups, 2);
+        // A change evaluates everything and restarts the timers.
+        assert_eq!(e.evaluate(10_500, false).groups, 2);
+        assert_eq!(e.next_due_ms(), Some(11_500));
+        let evals = t
+            .counter(
+                names::RULE_EVALUATIONS,
+                &[("rule_group", "rules.yml;stream")],
+            )
+            .get();
+        assert_eq!(evals, 3.0);
+    }
+
+    #[test]
+    fn evaluation_times_never_repeat() {
+        let (_, mut e) = setup();
+        let a = e.evaluate(5_000, false).t_ms;
+        let b = e.evaluate(5_000, false).t_ms;
+        let c = e.evaluate(4_000, false).t_ms;
+        assert!(a < b && b < c, "{a} {b} {c}");
+    }
+
+    #[test]
+    fn a_reload_keeps_the_state_of_alerts_that_still_exist() {
+        let (t, mut e) = setup();
+        let l = [("account", "a"), ("market", "BTC-PERP")];
+        t.gauge(names::INVENTORY_LIMIT, &l).set(5.0);
+        t.gauge(names::POSITION_QUANTITY, &l).set(9.0);
+        e.evaluate(1_000, false);
+        e.evaluate(3_000, false);
+        // Same rule with another annotation, plus a new group; the `stream` group is dropped.
+        let changed = RULES.replace("at {{ $value }}", "is {{ $value }}").replace(
+            "  - name: stream\n    interval: 10s",
+            "  - name: other\n    interval: 10s",
+        );
+        e.load(vec![parse_str(&changed, "rules.yml").unwrap()], 4_000);
+        let (_, alert) = e.alerts().next().unwrap();
+        assert_eq!(alert.state, AlertState::Firing);
+        assert_eq!(alert.active_at_ms, 1_000);
+        let p = e.evaluate(4_000, false);
+        assert!(p.transitions.is_empty(), "{:?}", p.transitions);
+        let (_, alert) = e.alerts().next().unwrap();
+        assert_eq!(alert.annotations[0].1, "BTC-PERP is 9");
+        let registry = t.registry();
+        let groups: Vec<String> = registry
+            .select(names::RULE_EVALUATIONS)
+            .iter()
+            .map(|s| s.labels.get("rule_group").unwrap().to_string())
+            .collect();
+        assert_eq!(groups, vec!["rules.yml;limits", "rules.yml;other"]);
+    }
+
+    #[test]
+    fn rules_read_recorded_series_and_history_stays_bounded() {
+        let (t, mut e) = setup();
+        let c = t.counter(names::RECONNECTS, &[("account", "a"), ("stream", "user")]);
+        // 10 evaluations a second for 30 minutes, one reconnect every 2s.
+        for step in 0..18_000i64 {
+            if step % 20 == 0 {
+                c.increment(1);
+            }
+            e.evaluate(step * 100, false);
+        }
+        let samples = e.history_samples();
+        // ~360 samples of the counter, ~306 of the recorded series, a few of the rest.
+        assert!(samples < 800, "history grew to {samples} samples");
+        let recorded = e
+            .outputs
+            .samples(&crate::rules::promql::Labels::new([
+                ("__name__", "account:reconnects:increase1m"),
+                ("account", "a"),
+            ]))
+            .unwrap();
+        let (_, v) = *recorded.last().unwrap();
+        assert!((v - 30.0).abs() < 1.5, "increase over 1m: {v}");
+    }
+}

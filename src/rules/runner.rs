@@ -1,0 +1,529 @@
+//! The rule engine's task: read the rule files, evaluate right after account changes (coalesced) and on each group's timer, reload on request, log alert transitions.
+//!
+//! Evaluation is event-driven so an alert is known within a millisecond of the fill behind it,
+//! yet bounded: while events keep arriving, evaluations are spaced so that they take at most
+//! [`MAX_DUTY`] of one core; changes that arrive meanwhile are folded into the next one.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::alert::Transition;
+use super::engine::{Engine, Pass};
+use super::file::{self, RuleFile, RuleFileError};
+use crate::telemetry::{Gauge, Telemetry, names};
+
+/// The largest share of one core that evaluations after changes may take under a sustained
+/// stream of events; isolated events are evaluated at once.
+pub const MAX_DUTY: f64 = 0.1;
+
+/// Where rule files come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuleSource {
+    /// Paths or glob patterns, read again on each reload. A pattern that matches nothing loads
+    /// nothing (as in Prometheus); a plain path that does not exist is an error.
+    Paths(Vec<PathBuf>),
+    /// Files compiled into the binary (`demo`'s shipped rules): `(name, text)`.
+    Embedded(Vec<(String, &'static str)>),
+}
+
+impl Default for RuleSource {
+    fn default() -> Self {
+        RuleSource::Paths(Vec::new())
+    }
+}
+
+/// Why the rule files could not be loaded; the loaded rules (if any) stay in place.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{pattern}: invalid glob pattern: {message}")]
+    Pattern { pattern: String, message: String },
+    #[error("{path}: no such rule file")]
+    Missing { path: String },
+    #[error("{0}")]
+    File(#[from] RuleFileError),
+    #[error("{count} rule files have errors:\n{all}")]
+    Many { count: usize, all: String },
+}
+
+/// Expand `patterns` into files, sorted within each pattern and without repeats.
+pub fn expand(patterns: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for p in patterns {
+        let text = p.to_string_lossy();
+        let is_glob = text.contains(['*', '?', '[']);
+        if !is_glob {
+            if !p.exists() {
+                return Err(LoadError::Missing {
+                    path: text.into_owned(),
+                });
+            }
+            if !out.contains(p) {
+                out.push(p.clone());
+            }
+            continue;
+        }
+        let paths = glob::glob(&text).map_err(|e| LoadError::Pattern {
+            pattern: text.to_string(),
+            message: e.to_string(),
+        })?;
+        let mut matched: Vec<PathBuf> = paths
+            .filter_map(Result::ok)
+            .filter(|p| p.is_file())
+            .collect();
+        matched.sort();
+        for m in matched {
+            if !out.contains(&m) {
+                out.push(m);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Read, parse and validate every rule file of `source`; all errors are reported at once.
+pub fn load(source: &RuleSource) -> Result<Vec<RuleFile>, LoadError> {
+    let loaded: Vec<Result<RuleFile, RuleFileError>> = match source {
+        RuleSource::Paths(patterns) => expand(patterns)?
+            .iter()
+            .map(|p| file::load_file(p))
+            .collect(),
+        RuleSource::Embedded(files) => files
+            .iter()
+            .map(|(name, text)| file::parse_str(text, name))
+            .collect(),
+    };
+    let (ok, errors): (Vec<_>, Vec<_>) = loaded.into_iter().partition(Result::is_ok);
+    let mut errors: Vec<RuleFileError> = errors.into_iter().filter_map(Result::err).collect();
+    match errors.len() {
+        0 => Ok(ok.into_iter().filter_map(Result::ok).collect()),
+        1 => Err(LoadError::File(errors.remove(0))),
+        count => Err(LoadError::Many {
+            count,
+            all: errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }),
+    }
+}
+
+/// What a successful (re)load loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Loaded {
+    pub files: usize,
+    pub groups: usize,
+    pub rules: usize,
+}
+
+type ReloadReply = oneshot::Sender<Result<Loaded, String>>;
+
+/// The handle the HTTP API, the signal handler and tests hold.
+#[derive(Clone)]
+pub struct RulesHandle {
+    engine: Arc<Mutex<Engine>>,
+    reload: mpsc::Sender<ReloadReply>,
+    alerts: watch::Receiver<u64>,
+}
+
+impl std::fmt::Debug for RulesHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RulesHandle").finish_non_exhaustive()
+    }
+}
+
+impl RulesHandle {
+    /// Read access to the engine (the API renders from it). Evaluations hold the lock for as
+    /// long as they take: well under a millisecond.
+    pub fn engine(&self) -> MutexGuard<'_, Engine> {
+        lock(&self.engine)
+    }
+
+    /// Reload the rule files; the answer says what was loaded or why nothing changed.
+    pub async fn reload(&self) -> Result<Loaded, String> {
+        let (tx, rx) = oneshot::channel();
+        self.reload
+            .send(tx)
+            .await
+            .map_err(|_| "the rule engine is not running".to_string())?;
+        match tokio::time::timeout(Duration::from_secs(30), rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err("the rule engine stopped during the reload".into()),
+            Err(_) => Err("the reload did not finish within 30s".into()),
+        }
+    }
+
+    /// Bumped after every evaluation that changed an alert's state.
+    pub fn alert_changes(&self) -> watch::Receiver<u64> {
+        self.alerts.clone()
+    }
+}
+
+fn lock(m: &Mutex<Engine>) -> MutexGuard<'_, Engine> {
+    // An evaluation that panicked leaves at worst one group half-evaluated, which the next
+    // evaluation completes: the engine stays usable.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Everything the task needs; built once, shared by its restarts.
+pub struct Runner {
+    engine: Arc<Mutex<Engine>>,
+    source: RuleSource,
+    reload_rx: tokio::sync::Mutex<mpsc::Receiver<ReloadReply>>,
+    alerts_tx: watch::Sender<u64>,
+    reload_ok: Gauge,
+    reload_ts: Gauge,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl Runner {
+    /// Load `source` once (an error here is a startup error) and build the engine.
+    pub fn start(
+        telemetry: &Telemetry,
+        source: RuleSource,
+        default_interval: Duration,
+        external_url: &str,
+    ) -> Result<(Arc<Runner>, RulesHandle), LoadError> {
+        let files = load(&source)?;
+        let mut engine = Engine::new(telemetry, default_interval, external_url);
+        engine.load(files, now_ms());
+        let (reload_tx, reload_rx) = mpsc::channel(8);
+        let (alerts_tx, alerts) = watch::channel(0);
+        let runner = Runner {
+            engine: Arc::new(Mutex::new(engine)),
+            source,
+            reload_rx: tokio::sync::Mutex::new(reload_rx),
+            alerts_tx,
+            reload_ok: telemetry.gauge(names::CONFIG_RELOAD_SUCCESSFUL, &[]),
+            reload_ts: telemetry.gauge(names::CONFIG_RELOAD_SUCCESS_TIMESTAMP, &[]),
+        };
+        runner.reload_ok.set(1.0);
+        runner.reload_ts.set(now_ms() as f64 / 1000.0);
+        let handle = RulesHandle {
+            engine: runner.engine.clone(),
+            reload: reload_tx,
+            alerts,
+        };
+        Ok((Arc::new(runner), handle))
+    }
+
+    fn reload(&self) -> Result<Loaded, String> {
+        match load(&self.source) {
+            Ok(files) => {
+                let loaded = Loaded {
+                    files: files.len(),
+                    groups: files.iter().map(|f| f.groups.len()).sum(),
+                    rules: files
+                        .iter()
+                        .flat_map(|f| &f.groups)
+                        .map(|g| g.rules.len())
+                        .sum(),
+                };
+                lock(&self.engine).load(files, now_ms());
+                self.reload_ok.set(1.0);
+                self.reload_ts.set(now_ms() as f64 / 1000.0);
+                tracing::info!(
+                    files = loaded.files,
+                    groups = loaded.groups,
+                    rules = loaded.rules,
+                    "rule files reloaded"
+                );
+                Ok(loaded)
+            }
+            Err(e) => {
+                self.reload_ok.set(0.0);
+                tracing::error!(error = %e, "rule files not reloaded: the previous rules keep running");
+                Err(e.to_string())
+            }
+        }
+    }
+
+    fn evaluate(&self, due_only: bool) -> Pass {
+        let pass = lock(&self.engine).evaluate(now_ms(), due_only);
+        log_pass(&pass);
+        if pass
+            .transitions
+            .iter()
+            .any(|t| t.transition != Transition::PendingCleared)
+        {
+            self.alerts_tx.send_modify(|v| *v = v.wrapping_add(1));
+        }
+        pass
+    }
+
+    /// Run until `shutdown` turns true. `changes` are the accounts' epochs.
+    pub async fn run(
+        self: Arc<Self>,
+        mut changes: Vec<watch::Receiver<u64>>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut reload_rx = self.reload_rx.lock().await;
+        // Where the next change-driven evaluation may start (the duty-cycle bound).
+        let mut not_before = Instant::now();
+        loop {
+            let next_due = lock(&self.engine).next_due_ms();
+            let timer = async {
+                match next_due {
+                    Some(due) => {
+                        let wait = due.saturating_sub(now_ms()).max(0);
+                        tokio::time::sleep(Duration::from_millis(wait.unsigned_abs())).await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                () = async { let _ = shutdown.wait_for(|s| *s).await; } => return,
+                req = reload_rx.recv() => {
+                    let Some(reply) = req else { continue };
+                    let _ = reply.send(self.reload());
+                }
+                () = any_changed(&mut changes) => {
+                    tokio::time::sleep_until(not_before).await;
+                    // Everything up to here is covered by this evaluation.
+                    for c in &mut changes {
+                        c.borrow_and_update();
+                    }
+                    let started = Instant::now();
+                    let pass = self.evaluate(false);
+                    let spent = Duration::from_secs_f64(pass.seconds);
+                    not_before = started + spent.mul_f64(1.0 / MAX_DUTY - 1.0) + spent;
+                }
+                () = timer => {
+                    self.evaluate(true);
+                }
+            }
+        }
+    }
+}
+
+/// Resolves when any receiver sees a new value; receivers whose account is gone are dropped.
+async fn any_changed(changes: &mut Vec<watch::Receiver<u64>>) {
+    loop {
+        if changes.is_empty() {
+            return std::future::pending().await;
+        }
+        let (res, i, _) =
+            futures::future::select_all(changes.iter_mut().map(|c| Box::pin(c.changed()))).await;
+        match res {
+            Ok(()) => return,
+            Err(_) => {
+                changes.swap_remove(i);
+            }
+        }
+    }
+}
+
+fn log_pass(pass: &Pass) {
+    for t in &pass.transitions {
+        let labels = t.labels.to_string();
+        match t.transition {
+            Transition::Pending => {
+                tracing::info!(alertname = %t.rule, labels = %labels, "alert pending");
+            }
+            Transition::Firing => {
+                tracing::warn!(alertname = %t.rule, labels = %labels, "alert firing");
+            }
+            Transition::Resolved => {
+                tracing::info!(alertname = %t.rule, labels = %labels, "alert resolved");
+            }
+            Transition::PendingCleared => {
+                tracing::debug!(alertname = %t.rule, labels = %labels, "pending alert cleared before firing");
+            }
+        }
+    }
+    for f in &pass.failures {
+        tracing::warn!(group = %f.group, rule = %f.rule, error = %f.error, "rule evaluation failed");
+    }
+}
+
+/// Resolve rule-file patterns from a config file relative to the file's directory, as
+/// Prometheus does; absolute patterns stay.
+pub fn relative_to(config: &Path, pattern: &str) -> PathBuf {
+    let p = Path::new(pattern);
+    if p.is_absolute() {
+        return p.to_path_buf();
+    }
+    match config.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join(p),
+        _ => p.to_path_buf(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    const GOOD: &str = "groups: [{name: g, rules: [{alert: A, expr: vector(1)}]}]\n";
+
+    #[test]
+    fn globs_expand_sorted_and_plain_paths_must_exist() {
+        let dir = tempdir("expand");
+        write(&dir, "b.yml", GOOD);
+        write(&dir, "a.yml", GOOD);
+        write(&dir, "c.txt", GOOD);
+        let got = expand(&[dir.join("*.yml"), dir.join("a.yml")]).unwrap();
+        assert_eq!(got, vec![dir.join("a.yml"), dir.join("b.yml")]);
+        assert!(expand(&[dir.join("none-*.yml")]).unwrap().is_empty());
+        let e = expand(&[dir.join("missing.yml")]).unwrap_err();
+        assert!(
+            e.to_string().ends_with("missing.yml: no such rule file"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn every_broken_file_is_reported_at_once() {
+        let dir = tempdir("broken");
+        write(
+            &dir,
+            "a.yml",
+            "groups: [{name: g, rules: [{alert: A, expr: 'sum(('}]}]\n",
+        );
+        write(
+            &dir,
+            "b.yml",
+            "groups: [{name: g, rules: [{alert: B, expr: 'vector(1)', for: 'x'}]}]\n",
+        );
+        write(&dir, "c.yml", GOOD);
+        let e = load(&RuleSource::Paths(vec![dir.join("*.yml")])).unwrap_err();
+        let text = e.to_string();
+        assert!(text.starts_with("2 rule files have errors:"), "{text}");
+        assert!(text.contains("a.yml:1:"), "{text}");
+        assert!(text.contains("b.yml:1:"), "{text}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn config_patterns_are_relative_to_the_config_file() {
+        assert_eq!(
+            relative_to(Path::new("/etc/ocx/sentinel.yml"), "rules/*.yml"),
+            PathBuf::from("/etc/ocx/rules/*.yml")
+        );
+        assert_eq!(
+            relative_to(Path::new("sentinel.yml"), "rules/*.yml"),
+            PathBuf::from("rules/*.yml")
+        );
+        assert_eq!(
+            relative_to(Path::new("/etc/x.yml"), "/opt/r.yml"),
+            PathBuf::from("/opt/r.yml")
+        );
+    }
+
+    fn tempdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "ocx-sentinel-runner-{name}-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// The task itself: a change is evaluated at once, the timer runs, a bad reload keeps the
+    /// rules and says why, shutdown ends it.
+    #[tokio::test]
+    async fn the_task_evaluates_on_change_and_on_reload_keeps_old_rules_when_broken() {
+        let dir = tempdir("task");
+        let path = write(
+            &dir,
+            "r.yml",
+            "groups: [{name: g, rules: [{alert: Big, expr: 'ocx_position_quantity > 5'}]}]\n",
+        );
+        let t = Telemetry::new();
+        let (runner, handle) = Runner::start(
+            &t,
+            RuleSource::Paths(vec![path.clone()]),
+            Duration::from_secs(3600),
+            "",
+        )
+        .unwrap();
+        let (epoch_tx, epoch_rx) = watch::channel(0u64);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(runner.run(vec![epoch_rx], stop_rx));
+        let mut alerts = handle.alert_changes();
+        let q = t.gauge(
+            names::POSITION_QUANTITY,
+            &[("account", "a"), ("market", "M")],
+        );
+        q.set(6.0);
+        epoch_tx.send_modify(|e| *e += 1);
+        tokio::time::timeout(Duration::from_secs(5), alerts.changed())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(handle.engine().alerts().count(), 1);
+
+        std::fs::write(
+            &path,
+            "groups: [{name: g, rules: [{alert: Big, expr: 'sum(('}]}]\n",
+        )
+        .unwrap();
+        let e = handle.reload().await.unwrap_err();
+        assert!(e.contains("r.yml:1:"), "{e}");
+        assert_eq!(t.gauge(names::CONFIG_RELOAD_SUCCESSFUL, &[]).get(), 0.0);
+        assert_eq!(
+            handle.engine().alerts().count(),
+            1,
+            "the old rule still holds its alert"
+        );
+
+        std::fs::write(&path, "groups: [{name: g, rules: [{alert: Big, expr: 'ocx_position_quantity > 5'}, {alert: Huge, expr: 'ocx_position_quantity > 100'}]}]\n").unwrap();
+        let loaded = handle.reload().await.unwrap();
+        assert_eq!(
+            loaded,
+            Loaded {
+                files: 1,
+                groups: 1,
+                rules: 2
+            }
+        );
+        assert_eq!(t.gauge(names::CONFIG_RELOAD_SUCCESSFUL, &[]).get(), 1.0);
+
+        q.set(1.0);
+        epoch_tx.send_modify(|e| *e += 1);
+        tokio::time::timeout(Duration::from_secs(5), alerts.changed())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            handle
+                .engine()
+                .alerts()
+                .filter(|(_, a)| a.state != crate::rules::alert::AlertState::Inactive)
+                .count(),
+            0
+        );
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
