@@ -132,7 +132,7 @@ pub enum AppError {
     DataDirInUse(DataDirError),
     /// Rule files that do not load stop the start (as in Prometheus); on a reload they only
     /// keep the previous rules.
-    #[error("cannot load the rule files: {0}")]
+    #[error("cannot load the rule files")]
     Rules(#[from] LoadError),
 }
 
@@ -514,15 +514,17 @@ pub const SHIPPED_RULES: &[(&str, &str)] = &[
     ("rules/stream.yml", include_str!("../rules/stream.yml")),
 ];
 
-#[cfg(feature = "sim")]
-const DEMO_INVENTORY_LIMIT: f64 = 1.0;
-
-/// Limits the simulated positions cross now and then, so the demo shows
-/// `OcxInventoryLimitBreached` go firing and resolve within a minute.
+/// Inventory limits the simulated positions cross (seed 1: SOL-PERP's position, in 0.1 steps,
+/// reaches a few contracts), so within about a minute of `demo` starting the status page shows
+/// `OcxInventoryLimitBreached` firing and resolving, and `OcxInventorySkewHeld` go pending, fire
+/// and resolve. BTC-PERP and ETH-PERP positions stay mostly under theirs.
 #[cfg(feature = "sim")]
 fn demo_limits() -> crate::config::Limits {
     let mut l = crate::config::Limits::default();
-    l.inventory.default = Some(DEMO_INVENTORY_LIMIT);
+    for (market, limit) in [("BTC-PERP", 0.05), ("ETH-PERP", 0.5), ("SOL-PERP", 0.5)] {
+        l.inventory.per_market.insert(market.to_string(), limit);
+    }
+    l.inventory.default = Some(1.0);
     l
 }
 

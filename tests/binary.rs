@@ -212,3 +212,125 @@ fn check_reports_config_errors_with_file_and_line() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `run` with rule files: a broken one stops the start naming file:line (as Prometheus does);
+/// SIGHUP reloads them, and a broken reload keeps the previous rules and says so in the log
+/// and in `ocx_sentinel_config_last_reload_successful`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_files_stop_a_bad_start_and_reload_on_sighup() {
+    let port = free_port();
+    let work = std::env::temp_dir().join(format!("ocx-binary-rules-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&work).expect("work dir");
+    let rules = work.join("alerts.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: 'vector(1'\n",
+    )
+    .unwrap();
+    // Nothing listens on the API base: the rules are what is under test.
+    let api_base = format!("http://127.0.0.1:{}", free_port());
+    let args = [
+        "run",
+        "--api-base",
+        &api_base,
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--rules",
+        &work.join("*.yml").display().to_string(),
+    ];
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(&work)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot load the rule files") && err.contains("alerts.yml:5:"),
+        "{err}"
+    );
+
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: vector(1)\n",
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(args)
+        .current_dir(&work)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run starts");
+    let base = format!("http://127.0.0.1:{port}");
+    let names = |body: &str| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        v["data"]["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|g| g["rules"].as_array().unwrap().clone())
+            .map(|r| r["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let wait_rules = |want: Vec<&'static str>| {
+        let base = base.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if let Some(b) = fetch(&format!("{base}/api/v1/rules")).await
+                    && names(&b) == want
+                {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "rules never became {want:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    wait_rules(vec!["A"]).await;
+    let hup = |pid: u32| {
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &pid.to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    std::fs::write(
+        work.join("more.yml"),
+        "groups: [{name: h, rules: [{alert: B, expr: vector(2)}]}]\n",
+    )
+    .unwrap();
+    hup(child.id());
+    wait_rules(vec!["A", "B"]).await;
+
+    std::fs::write(
+        work.join("more.yml"),
+        "groups: [{name: h, rules: [{alert: B}]}]\n",
+    )
+    .unwrap();
+    hup(child.id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = exposition::parse(&fetch(&format!("{base}/metrics")).await.unwrap_or_default());
+        if get(&m, "ocx_sentinel_config_last_reload_successful") == Some(0.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the broken reload was not reported"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_rules(vec!["A", "B"]).await;
+    let (status, _) = terminate(&mut child);
+    assert!(status.success());
+    let log = stderr_of(&mut child);
+    assert!(
+        log.contains("rule files not reloaded") && log.contains("more.yml:1:"),
+        "{log}"
+    );
+    let _ = std::fs::remove_dir_all(&work);
+}

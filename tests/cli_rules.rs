@@ -86,3 +86,52 @@ fn check_accepts_good_rule_files_and_names_file_line_and_column_of_each_error() 
         "{stderr}"
     );
 }
+
+/// `check --config` checks the rule files the config names (relative to the config file).
+#[test]
+fn check_with_a_config_checks_its_rule_files() {
+    let dir = std::env::temp_dir().join(format!("ocx-sentinel-check-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("rules")).unwrap();
+    std::fs::write(
+        dir.join("sentinel.yml"),
+        "rule_files: ['rules/*.yml']\nevaluation_interval: 2s\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("rules/good.yml"),
+        "groups: [{name: g, rules: [{alert: A, expr: vector(1)}]}]\n",
+    )
+    .unwrap();
+    let ok = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(dir.join("sentinel.yml"))
+        .env("OCX_API_KEY", "k")
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        stdout.contains("rules ok: ") && stdout.contains("good.yml: 1 group(s), 1 rule(s)"),
+        "{stdout}"
+    );
+
+    std::fs::write(
+        dir.join("rules/bad.yml"),
+        "groups: [{name: g, rules: [{alert: A, expr: 'rate(x)'}]}]\n",
+    )
+    .unwrap();
+    let bad = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(dir.join("sentinel.yml"))
+        .env("OCX_API_KEY", "k")
+        .output()
+        .expect("runs");
+    assert_eq!(bad.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("bad.yml:1:"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -44,7 +44,7 @@ pub enum LoadError {
     Pattern { pattern: String, message: String },
     #[error("{path}: no such rule file")]
     Missing { path: String },
-    #[error("{0}")]
+    #[error(transparent)]
     File(#[from] RuleFileError),
     #[error("{count} rule files have errors:\n{all}")]
     Many { count: usize, all: String },
