@@ -111,15 +111,20 @@ struct World {
 }
 
 impl World {
-    fn new(n: usize) -> World {
+    fn new(n: usize, books: usize) -> World {
         let mut rng = fastrand::Rng::with_seed(7);
         let markets: Vec<String> = (0..n).map(market).collect();
+        // Mostly small positions (within +-5, half of the limit), a few set near or over it.
         let mut qty: Vec<f64> = (0..n)
-            .map(|_| ((rng.f64() * 12.0 - 6.0) * 10.0).round() / 10.0)
+            .map(|_| ((rng.f64() + rng.f64() - 1.0) * 50.0).round() / 10.0)
             .collect();
         let mut limits = Limits::default();
         limits.inventory.default = Some(INVENTORY_LIMIT);
-        limits.notional.default = Some(NOTIONAL_LIMIT);
+        // Notional limits where the book is streamed (a notional limit without a book is
+        // `OcxNotionalLimitUnchecked`, a configuration the shipped rules warn about).
+        for i in 0..books {
+            limits.notional.per_market.insert(market(i), NOTIONAL_LIMIT);
+        }
         // A few markets with their own limit, a few near the default, one chronically over it.
         limits.inventory.per_market.insert(market(1), 20.0);
         limits.inventory.per_market.insert(market(2), 3.0);
@@ -176,7 +181,7 @@ impl World {
         )
     }
 
-    /// A fill in a random market that moves its position (a random walk within +-6.5, away from
+    /// A fill in a random market that moves its position (a random walk within +-5, away from
     /// the markets whose level is set) and its realized PnL.
     fn fill_delta(&mut self, at_ms: i64) -> String {
         let n = self.markets.len();
@@ -189,7 +194,7 @@ impl World {
         let buy = self.rng.bool();
         let step = (self.rng.u32(1..6) as f64) / 10.0;
         let q = self.qty[i] + if buy { step } else { -step };
-        self.qty[i] = (q.clamp(-6.5, 6.5) * 10.0).round() / 10.0;
+        self.qty[i] = (q.clamp(-5.0, 5.0) * 10.0).round() / 10.0;
         self.realized[i] += (self.rng.f64() - 0.45) * 10.0;
         self.trade_n += 1;
         let liquidity = if self.rng.u32(0..10) == 0 {
@@ -632,7 +637,7 @@ struct Fold {
 
 impl Fold {
     fn new(t: &Telemetry, cfg: &Config, t0: i64) -> Fold {
-        let world = World::new(cfg.markets);
+        let world = World::new(cfg.markets, cfg.events_streams);
         let mut metrics = t.account(ACC, 500);
         metrics.set_limits(world.limits.clone());
         let account = AccountCell::new(ACC, Account::new(100_000), metrics, &[], None);
@@ -700,7 +705,7 @@ impl Fold {
         let n = self.world.markets.len();
         let i = 3 + self.world.rng.usize(0..n - 4);
         let step = if self.world.rng.bool() { 0.1 } else { -0.1 };
-        self.world.qty[i] = ((self.world.qty[i] + step).clamp(-6.5, 6.5) * 10.0).round() / 10.0;
+        self.world.qty[i] = ((self.world.qty[i] + step).clamp(-5.0, 5.0) * 10.0).round() / 10.0;
         let payload = self.world.position_delta(i);
         let lag = self.lag();
         self.user
@@ -750,6 +755,15 @@ fn engine_bench(cfg: &Config) -> EngineResult {
         );
     }
     let warm_seconds = warm.elapsed().as_secs_f64();
+    if flag("SHOW_ALERTS") {
+        let mut by_rule: BTreeMap<(String, String), usize> = BTreeMap::new();
+        for (rule, a) in engine.alerts() {
+            *by_rule
+                .entry((rule.name.clone(), format!("{:?}", a.state)))
+                .or_default() += 1;
+        }
+        println!("active alerts after warm-up, by rule: {by_rule:?}");
+    }
 
     // Per event: one position change, then every group evaluated at once, 50ms apart.
     let mut per_event = Vec::with_capacity(cfg.iters);
@@ -1022,7 +1036,7 @@ async fn await_alert(rx: &mut watch::Receiver<u64>, what: &str, cond: impl Fn() 
 
 async fn latency_bench(cfg: &Config) -> LatencyResult {
     let rss_before = rss_mib();
-    let mut world = World::new(cfg.markets);
+    let mut world = World::new(cfg.markets, cfg.events_streams);
     let (files, yaml, _) = all_rules(cfg);
     let rules = rule_count(&files);
     let dir = std::env::temp_dir().join(format!("ocx-bench-rules-{}", std::process::id()));

@@ -102,6 +102,9 @@ pub struct Engine {
     history_samples: Gauge,
     /// `ocx_sentinel_alerts` series written so far, to zero those no longer held.
     alert_series: HashMap<(String, AlertState), Gauge>,
+    /// Times evaluations (for the duration series and the API) when the caller gives one;
+    /// evaluation itself never reads a clock.
+    clock: Option<fn() -> Instant>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -130,6 +133,20 @@ impl Engine {
             keep: LOOKBACK_DELTA,
             history_samples: telemetry.gauge(names::RULE_HISTORY_SAMPLES, &[]),
             alert_series: HashMap::new(),
+            clock: None,
+        }
+    }
+
+    /// Measure evaluation durations with `clock` (the runner passes tokio's, pausable in
+    /// tests); without one they read 0.
+    pub fn set_clock(&mut self, clock: fn() -> Instant) {
+        self.clock = Some(clock);
+    }
+
+    fn elapsed(&self, since: Option<Instant>) -> f64 {
+        match (self.clock, since) {
+            (Some(now), Some(since)) => now().duration_since(since).as_secs_f64(),
+            _ => 0.0,
         }
     }
 
@@ -216,7 +233,7 @@ impl Engine {
     /// Evaluate every group at `now_ms` (after a change), or with `due_only` just those whose
     /// timer has come. Every evaluated group's timer restarts from now.
     pub fn evaluate(&mut self, now_ms: i64, due_only: bool) -> Pass {
-        let started = clock();
+        let started = self.clock.map(|now| now());
         let t = now_ms.max(self.last_t.saturating_add(1));
         self.last_t = t;
         let mut pass = Pass {
@@ -230,13 +247,14 @@ impl Engine {
         let ctx = EvalContext {
             external_labels: &self.external_labels,
             external_url: &self.external_url,
-            clock: Some(clock),
+            clock: self.clock,
         };
+        let clock = self.clock;
         for g in &mut self.groups {
             if due_only && g.next_due_ms > t {
                 continue;
             }
-            let g_started = clock();
+            let g_started = clock.map(|now| now());
             let out = group::eval_group(
                 &g.group,
                 &mut g.state,
@@ -245,7 +263,10 @@ impl Engine {
                 t,
                 &ctx,
             );
-            let seconds = g_started.elapsed().as_secs_f64();
+            let seconds = match (clock, g_started) {
+                (Some(now), Some(s)) => now().duration_since(s).as_secs_f64(),
+                _ => 0.0,
+            };
             g.last_eval_ms = Some(t);
             g.last_seconds = seconds;
             g.next_due_ms = t.saturating_add(ms(g.interval));
@@ -272,7 +293,7 @@ impl Engine {
         if !pass.transitions.is_empty() {
             self.publish_alerts();
         }
-        pass.seconds = started.elapsed().as_secs_f64();
+        pass.seconds = self.elapsed(started);
         pass
     }
 
@@ -324,12 +345,6 @@ impl Engine {
     pub fn history_samples(&self) -> usize {
         self.live.samples() + self.outputs.sample_count()
     }
-}
-
-/// Durations are measured on tokio's clock (the IO edge's, pausable in tests); evaluation itself
-/// never reads it.
-fn clock() -> Instant {
-    tokio::time::Instant::now().into_std()
 }
 
 fn ms(d: Duration) -> i64 {

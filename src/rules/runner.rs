@@ -204,6 +204,7 @@ impl Runner {
     ) -> Result<(Arc<Runner>, RulesHandle), LoadError> {
         let files = load(&source)?;
         let mut engine = Engine::new(telemetry, default_interval, external_url);
+        engine.set_clock(|| Instant::now().into_std());
         engine.load(files, now_ms());
         let (reload_tx, reload_rx) = mpsc::channel(8);
         let (alerts_tx, alerts) = watch::channel(0);
