@@ -25,7 +25,7 @@ pub struct LiveGroup {
     pub state: GroupState,
     /// The group's `interval`, or the engine's default.
     pub interval: Duration,
-    /// Unix ms of the next timer evaluation.
+    /// When the next timer evaluation is due, on the timer clock (see [`Engine::evaluate_at`]).
     next_due_ms: i64,
     /// Unix ms of the latest evaluation.
     pub last_eval_ms: Option<i64>,
@@ -82,7 +82,12 @@ pub struct Pass {
     pub t_ms: i64,
     pub groups: usize,
     pub transitions: Vec<AlertTransition>,
+    /// Rules that failed with an error they did not have at their previous evaluation: what to
+    /// log. A rule failing the same way after every event is logged once, not per event (the
+    /// failures counter counts every one).
     pub failures: Vec<RuleFailure>,
+    /// Rules that evaluated fine again after failing, by (group, rule name).
+    pub recovered: Vec<(String, String)>,
     pub seconds: f64,
 }
 
@@ -150,9 +155,9 @@ impl Engine {
         }
     }
 
-    /// Put `files` in place of the loaded rules, at `now_ms`. A group with the same file and
-    /// name as a loaded one keeps the state of each rule that is still there (alerts keep their
-    /// `activeAt`); other groups start fresh and are first evaluated at once.
+    /// Put `files` in place of the loaded rules, at `now_ms` on the timer clock. A group with the
+    /// same file and name as a loaded one keeps the state of each rule that is still there
+    /// (alerts keep their `activeAt`); other groups start fresh and are first evaluated at once.
     pub fn load(&mut self, files: Vec<RuleFile>, now_ms: i64) {
         let mut old: HashMap<String, LiveGroup> = std::mem::take(&mut self.groups)
             .into_iter()
@@ -225,14 +230,22 @@ impl Engine {
         &self.groups
     }
 
-    /// Unix ms of the earliest timer evaluation due, if any group is loaded.
+    /// When the earliest timer evaluation is due (timer clock), if any group is loaded.
     pub fn next_due_ms(&self) -> Option<i64> {
         self.groups.iter().map(|g| g.next_due_ms).min()
     }
 
-    /// Evaluate every group at `now_ms` (after a change), or with `due_only` just those whose
-    /// timer has come. Every evaluated group's timer restarts from now.
+    /// [`Engine::evaluate_at`] with one clock for both timestamps and timers.
     pub fn evaluate(&mut self, now_ms: i64, due_only: bool) -> Pass {
+        self.evaluate_at(now_ms, now_ms, due_only)
+    }
+
+    /// Evaluate every group at unix time `now_ms` (after a change), or with `due_only` just
+    /// those whose timer has come by `tick_ms`. Timers run on their own monotonic clock
+    /// (`tick_ms`, the runner's time since start), so a wall clock stepped back an hour cannot
+    /// hold them for an hour; sample timestamps come from `now_ms`, never repeating or going
+    /// back. Every evaluated group's timer restarts from `tick_ms`.
+    pub fn evaluate_at(&mut self, now_ms: i64, tick_ms: i64, due_only: bool) -> Pass {
         let started = self.clock.map(|now| now());
         let t = now_ms.max(self.last_t.saturating_add(1));
         self.last_t = t;
@@ -240,7 +253,11 @@ impl Engine {
             t_ms: t,
             ..Pass::default()
         };
-        if !self.groups.iter().any(|g| !due_only || g.next_due_ms <= t) {
+        if !self
+            .groups
+            .iter()
+            .any(|g| !due_only || g.next_due_ms <= tick_ms)
+        {
             return pass;
         }
         self.live.observe(t);
@@ -251,10 +268,13 @@ impl Engine {
         };
         let clock = self.clock;
         for g in &mut self.groups {
-            if due_only && g.next_due_ms > t {
+            if due_only && g.next_due_ms > tick_ms {
                 continue;
             }
             let g_started = clock.map(|now| now());
+            let before: Vec<Option<String>> = (0..g.group.rules.len())
+                .map(|i| g.state.status(i).and_then(|s| s.last_error.clone()))
+                .collect();
             let out = group::eval_group(
                 &g.group,
                 &mut g.state,
@@ -269,19 +289,29 @@ impl Engine {
             };
             g.last_eval_ms = Some(t);
             g.last_seconds = seconds;
-            g.next_due_ms = t.saturating_add(ms(g.interval));
+            g.next_due_ms = tick_ms.saturating_add(ms(g.interval));
             g.metrics.evaluations.increment(g.group.rules.len() as u64);
             g.metrics.failures.increment(out.errors.len() as u64);
             g.metrics.duration.record(seconds);
             g.metrics.last.set(t as f64 / 1000.0);
             pass.groups += 1;
             let key = group_key(&g.group);
-            pass.failures
-                .extend(out.errors.into_iter().map(|(i, error)| RuleFailure {
-                    group: key.clone(),
-                    rule: g.group.rules.get(i).map_or("", Rule::name).to_string(),
-                    error,
-                }));
+            let name = |i: usize| g.group.rules.get(i).map_or("", Rule::name).to_string();
+            for (i, error) in out.errors {
+                if before.get(i).and_then(Option::as_ref) != Some(&error) {
+                    pass.failures.push(RuleFailure {
+                        group: key.clone(),
+                        rule: name(i),
+                        error,
+                    });
+                }
+            }
+            for (i, was) in before.iter().enumerate() {
+                let now_ok = g.state.status(i).is_some_and(|s| s.last_error.is_none());
+                if was.is_some() && now_ok {
+                    pass.recovered.push((key.clone(), name(i)));
+                }
+            }
             pass.transitions.extend(out.transitions);
         }
         if t.saturating_sub(self.last_prune_ms) >= ms(HISTORY_RESOLUTION) {
@@ -459,6 +489,67 @@ groups:
             )
             .get();
         assert_eq!(evals, 3.0);
+    }
+
+    #[test]
+    fn a_rule_failing_the_same_way_is_reported_once_and_its_recovery_too() {
+        let t = Telemetry::new();
+        let mut e = Engine::new(&t, Duration::from_secs(1), "");
+        e.load(
+            vec![
+                parse_str(
+                    "groups: [{name: g, rules: [{record: r, expr: 'ocx_position_quantity * on(account) ocx_inventory_limit'}]}]",
+                    "f.yml",
+                )
+                .unwrap(),
+            ],
+            0,
+        );
+        let lim = |m: &str| t.gauge(names::INVENTORY_LIMIT, &[("account", "a"), ("market", m)]);
+        t.gauge(
+            names::POSITION_QUANTITY,
+            &[("account", "a"), ("market", "M")],
+        )
+        .set(1.0);
+        lim("M").set(1.0);
+        lim("N").set(1.0); // two limits for one account: many-to-many on `account`
+        let first = e.evaluate(1_000, false);
+        assert_eq!(first.failures.len(), 1, "{first:?}");
+        assert!(
+            first.failures[0].error.contains("many-to-many"),
+            "{first:?}"
+        );
+        for at in 2..50 {
+            let p = e.evaluate(at * 1_000, false);
+            assert!(p.failures.is_empty() && p.recovered.is_empty(), "{p:?}");
+        }
+        let failures = t
+            .counter(
+                names::RULE_EVALUATION_FAILURES,
+                &[("rule_group", "f.yml;g")],
+            )
+            .get();
+        assert_eq!(failures, 49.0, "every failure is counted");
+        assert!(
+            t.registry()
+                .remove(names::INVENTORY_LIMIT, &[("account", "a"), ("market", "N")])
+        );
+        let fixed = e.evaluate(60_000, false);
+        assert_eq!(
+            fixed.recovered,
+            vec![("f.yml;g".to_string(), "r".to_string())]
+        );
+    }
+
+    #[test]
+    fn a_wall_clock_stepped_back_does_not_hold_the_timers() {
+        let (_, mut e) = setup();
+        assert_eq!(e.evaluate_at(10_000_000, 0, true).groups, 2);
+        // The wall clock goes back an hour; the timer clock goes on.
+        let p = e.evaluate_at(10_000_000 - 3_600_000, 1_000, true);
+        assert_eq!(p.groups, 1, "the 1s group is due on the timer clock");
+        assert!(p.t_ms > 10_000_000, "timestamps still move forward");
+        assert_eq!(e.next_due_ms(), Some(2_000));
     }
 
     #[test]

@@ -178,6 +178,8 @@ pub struct Runner {
     alerts_tx: watch::Sender<u64>,
     reload_ok: Gauge,
     reload_ts: Gauge,
+    /// Zero of the timer clock (`tick_ms`): monotonic, so wall-clock steps move no timer.
+    started: Instant,
 }
 
 impl std::fmt::Debug for Runner {
@@ -205,7 +207,7 @@ impl Runner {
         let files = load(&source)?;
         let mut engine = Engine::new(telemetry, default_interval, external_url);
         engine.set_clock(|| Instant::now().into_std());
-        engine.load(files, now_ms());
+        engine.load(files, 0);
         let (reload_tx, reload_rx) = mpsc::channel(8);
         let (alerts_tx, alerts) = watch::channel(0);
         let runner = Runner {
@@ -215,6 +217,7 @@ impl Runner {
             alerts_tx,
             reload_ok: telemetry.gauge(names::CONFIG_RELOAD_SUCCESSFUL, &[]),
             reload_ts: telemetry.gauge(names::CONFIG_RELOAD_SUCCESS_TIMESTAMP, &[]),
+            started: Instant::now(),
         };
         runner.reload_ok.set(1.0);
         runner.reload_ts.set(now_ms() as f64 / 1000.0);
@@ -238,7 +241,7 @@ impl Runner {
                         .map(|g| g.rules.len())
                         .sum(),
                 };
-                lock(&self.engine).load(files, now_ms());
+                lock(&self.engine).load(files, self.tick_ms());
                 self.reload_ok.set(1.0);
                 self.reload_ts.set(now_ms() as f64 / 1000.0);
                 tracing::info!(
@@ -257,8 +260,12 @@ impl Runner {
         }
     }
 
+    fn tick_ms(&self) -> i64 {
+        i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX)
+    }
+
     fn evaluate(&self, due_only: bool) -> Pass {
-        let pass = lock(&self.engine).evaluate(now_ms(), due_only);
+        let pass = lock(&self.engine).evaluate_at(now_ms(), self.tick_ms(), due_only);
         log_pass(&pass);
         if pass
             .transitions
@@ -284,8 +291,8 @@ impl Runner {
             let timer = async {
                 match next_due {
                     Some(due) => {
-                        let wait = due.saturating_sub(now_ms()).max(0);
-                        tokio::time::sleep(Duration::from_millis(wait.unsigned_abs())).await;
+                        let due = Duration::from_millis(due.max(0).unsigned_abs());
+                        tokio::time::sleep_until(self.started + due).await;
                     }
                     None => std::future::pending().await,
                 }
@@ -352,7 +359,10 @@ fn log_pass(pass: &Pass) {
         }
     }
     for f in &pass.failures {
-        tracing::warn!(group = %f.group, rule = %f.rule, error = %f.error, "rule evaluation failed");
+        tracing::warn!(group = %f.group, rule = %f.rule, error = %f.error, "rule evaluation failed (logged again only when the error changes)");
+    }
+    for (group, rule) in &pass.recovered {
+        tracing::info!(%group, %rule, "rule evaluation recovered");
     }
 }
 
