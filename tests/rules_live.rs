@@ -7,71 +7,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use common::scripted::{envelope, position, scripted_exchange};
 use common::*;
 use ocx_sentinel::config::{Auth, RuleSettings};
 use ocx_sentinel::rules::runner::RuleSource;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio::sync::mpsc;
-
-/// An exchange whose user stream writes whatever the test sends, when it sends it.
-async fn scripted_exchange() -> (String, mpsc::UnboundedSender<String>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
-    tokio::spawn(async move {
-        // One connection is all a test needs; later ones are held open and silent.
-        let mut held = Vec::new();
-        let mut first = true;
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                return;
-            };
-            let mut buf = vec![0u8; 4096];
-            let mut req = Vec::new();
-            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = sock.read(&mut buf).await.unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                req.extend_from_slice(&buf[..n]);
-            }
-            let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\r\n";
-            let _ = sock.write_all(head.as_bytes()).await;
-            if !std::mem::take(&mut first) {
-                held.push(sock);
-                continue;
-            }
-            while let Some(text) = rx.recv().await {
-                if sock.write_all(text.as_bytes()).await.is_err() {
-                    return;
-                }
-                let _ = sock.flush().await;
-            }
-            held.push(sock);
-        }
-    });
-    (base, tx)
-}
-
-fn envelope(kind: &str, seq: u64, payload: &str) -> String {
-    let ty = if kind == "snapshot" {
-        "PerpStreamSnapshot"
-    } else {
-        "PerpStreamDelta"
-    };
-    let data = format!(
-        r#"{{"eventId":"e{seq}","eventType":"{ty}","eventSeq":{seq},"engineTs":"2026-04-24T12:00:06.000Z","sourceTs":null,"payload":{payload}}}"#
-    );
-    format!("event: {kind}\ndata: {data}\n\n")
-}
-
-fn position(qty: &str) -> String {
-    format!(
-        r#"{{"id":"p1","marketId":"BTC-PERP","side":"long","quantity":"{qty}","entryPrice":"68000","realizedPnl":"0","status":"open"}}"#
-    )
-}
 
 fn rules_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!(

@@ -120,21 +120,38 @@ pub fn alert_json(a: &Alert) -> Value {
     Value::Object(o)
 }
 
-/// `/api/v1/alerts`'s data: every pending and firing alert, rule by rule in file order.
+/// Group indices in the order Prometheus lists groups: by file, then by name.
+fn group_order(engine: &Engine) -> Vec<usize> {
+    let groups = engine.groups();
+    let mut order: Vec<usize> = (0..groups.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (a, b) = (&groups[a].group, &groups[b].group);
+        (&a.file, &a.name).cmp(&(&b.file, &b.name))
+    });
+    order
+}
+
+/// `/api/v1/alerts`'s data: every pending and firing alert, groups in Prometheus's order
+/// (file, then name), rules in file order.
 pub fn alerts(engine: &Engine) -> Value {
-    let list: Vec<Value> = engine
-        .alerts()
-        .filter(|(_, a)| a.state != AlertState::Inactive)
-        .map(|(_, a)| alert_json(a))
-        .collect();
+    let mut list = Vec::new();
+    for gi in group_order(engine) {
+        let g = &engine.groups()[gi];
+        for ri in 0..g.group.rules.len() {
+            if let Some(held) = g.state.alerts(ri) {
+                list.extend(held.active().map(alert_json));
+            }
+        }
+    }
     json!({ "alerts": list })
 }
 
-/// `/api/v1/rules`'s data: groups in file order, each with its rules in order; groups left
-/// without rules by the filters are left out.
+/// `/api/v1/rules`'s data: groups by file, then name (as Prometheus lists them), each with its
+/// rules in order; groups left without rules by the filters are left out.
 pub fn rules(engine: &Engine, q: &RulesQuery) -> Value {
     let mut groups = Vec::new();
-    for (gi, g) in engine.groups().iter().enumerate() {
+    for gi in group_order(engine) {
+        let g = &engine.groups()[gi];
         if !q.groups.is_empty() && !q.groups.contains(&g.group.name) {
             continue;
         }

@@ -4,6 +4,8 @@
 //! hand-written exchanges too, which run in a build without the simulator.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod scripted;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
