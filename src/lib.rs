@@ -5,6 +5,7 @@ pub mod app;
 pub mod config;
 pub mod datadir;
 pub mod model;
+pub mod notify;
 pub mod reconcile;
 pub mod rules;
 pub mod server;

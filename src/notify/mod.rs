@@ -1,0 +1,3 @@
+//! Notifications: Alertmanager-format routing, receivers, silences and inhibition for the alerts the rule engine produces.
+
+pub mod matcher;
