@@ -1,3 +1,4 @@
 //! Notifications: Alertmanager-format routing, receivers, silences and inhibition for the alerts the rule engine produces.
 
+pub mod dispatch;
 pub mod matcher;
