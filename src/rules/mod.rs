@@ -4,7 +4,7 @@ pub mod alert;
 pub mod api;
 pub mod engine;
 pub mod file;
-mod gofmt;
+pub(crate) mod gofmt;
 pub mod group;
 pub mod live;
 pub mod promql;
