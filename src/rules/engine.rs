@@ -13,6 +13,7 @@ use super::file::{Rule, RuleFile, RuleGroup};
 use super::group::{self, AlertTransition, EvalContext, GroupState, History, RuleStatus};
 use super::live::{LiveStore, Needs};
 use super::promql::LOOKBACK_DELTA;
+use crate::notify::dispatch::NotifyAlert;
 use crate::telemetry::{Counter, Gauge, Histogram, Telemetry, names};
 
 /// Samples of the sidecar's own series and of rule outputs are kept this far apart (the newest
@@ -366,6 +367,45 @@ impl Engine {
         })
     }
 
+    /// What the notification side must know: every firing alert, and every resolved one still
+    /// retained (15 minutes), as Prometheus sends them to Alertmanager; pending alerts are not
+    /// sent. `startsAt` is when the alert became active, as in Prometheus.
+    pub fn notifiable(&self) -> Vec<NotifyAlert> {
+        let mut out = Vec::new();
+        for g in &self.groups {
+            for (i, rule) in g.group.rules.iter().enumerate() {
+                let (Rule::Alerting(a), Some(held)) = (rule, g.state.alerts(i)) else {
+                    continue;
+                };
+                let url = format!(
+                    "{}/graph?g0.expr={}&g0.tab=1",
+                    self.external_url.trim_end_matches('/'),
+                    query_escape(a.expr.as_str())
+                );
+                for al in held.alerts() {
+                    let ends_at_ms = match (al.state, al.resolved_at_ms) {
+                        (AlertState::Firing, _) => None,
+                        (AlertState::Inactive, Some(r)) => Some(r),
+                        _ => continue,
+                    };
+                    out.push(NotifyAlert {
+                        labels: al
+                            .labels
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect(),
+                        annotations: al.annotations.iter().cloned().collect(),
+                        starts_at_ms: al.active_at_ms,
+                        ends_at_ms,
+                        value: al.value,
+                        generator_url: url.clone(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
     /// The status of rule `i` of group `g`.
     pub fn status(&self, g: usize, i: usize) -> Option<&RuleStatus> {
         self.groups.get(g)?.state.status(i)
@@ -375,6 +415,21 @@ impl Engine {
     pub fn history_samples(&self) -> usize {
         self.live.samples() + self.outputs.sample_count()
     }
+}
+
+/// Go's `url.QueryEscape`: unreserved bytes stay, space is `+`, the rest `%XX`.
+fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(char::from(b));
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 fn ms(d: Duration) -> i64 {
@@ -465,6 +520,32 @@ groups:
             .get(),
             0.0
         );
+    }
+
+    #[test]
+    fn firing_and_resolved_alerts_are_what_notifications_see() {
+        let (t, mut e) = setup();
+        let l = [("account", "a"), ("market", "BTC-PERP")];
+        t.gauge(names::INVENTORY_LIMIT, &l).set(5.0);
+        let q = t.gauge(names::POSITION_QUANTITY, &l);
+        q.set(9.0);
+        e.evaluate(1_000, false);
+        assert!(e.notifiable().is_empty(), "pending alerts are not sent");
+        e.evaluate(3_000, false);
+        let n = e.notifiable();
+        assert_eq!(n.len(), 1);
+        assert_eq!(n[0].starts_at_ms, 1_000);
+        assert_eq!(n[0].ends_at_ms, None);
+        assert_eq!(n[0].value, 9.0);
+        assert_eq!(n[0].labels["severity"], "page");
+        assert_eq!(
+            n[0].generator_url,
+            "http://sentinel/graph?g0.expr=abs%28ocx_position_quantity%29+%3E+on%28account%2C+market%29+group_left+ocx_inventory_limit&g0.tab=1"
+        );
+        q.set(1.0);
+        e.evaluate(4_000, false);
+        let n = e.notifiable();
+        assert_eq!(n[0].ends_at_ms, Some(4_000));
     }
 
     #[test]
