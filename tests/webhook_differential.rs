@@ -191,6 +191,7 @@ async fn our_webhook_payload_is_alertmanagers() {
         .into_iter()
         .collect(),
         repeat_interval: Duration::from_secs(3600),
+        group_interval: Duration::from_secs(300),
         alerts: vec![alert],
     };
     let ours = payload(

@@ -82,6 +82,8 @@ pub struct Flush {
     pub receiver: String,
     pub group_labels: LabelSet,
     pub repeat_interval: Duration,
+    /// Until the next flush of the group: how long a delivery of this one may retry.
+    pub group_interval: Duration,
     /// Firing and resolved alerts, sorted by labels (resolved ones carry `ends_at_ms`).
     pub alerts: Vec<NotifyAlert>,
 }
@@ -172,6 +174,7 @@ impl Dispatcher {
                 receiver: g.plan.receiver.clone(),
                 group_labels: g.labels.clone(),
                 repeat_interval: g.plan.repeat_interval,
+                group_interval: g.plan.group_interval,
                 alerts,
             });
         }

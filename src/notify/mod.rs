@@ -2,4 +2,5 @@
 
 pub mod dispatch;
 pub mod matcher;
+pub mod pipeline;
 pub mod webhook;

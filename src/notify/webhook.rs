@@ -273,6 +273,7 @@ mod tests {
             .into_iter()
             .collect(),
             repeat_interval: Duration::from_secs(3600),
+            group_interval: Duration::from_secs(300),
             alerts,
         }
     }

@@ -123,6 +123,10 @@ pub mod names {
         "ocx_sentinel_rule_group_last_evaluation_timestamp_seconds";
     pub const RULE_GROUP_RULES: &str = "ocx_sentinel_rule_group_rules";
     pub const RULE_HISTORY_SAMPLES: &str = "ocx_sentinel_rule_history_samples";
+    pub const NOTIFICATIONS: &str = "ocx_sentinel_notifications_total";
+    pub const NOTIFICATIONS_FAILED: &str = "ocx_sentinel_notifications_failed_total";
+    pub const NOTIFICATION_REQUESTS: &str = "ocx_sentinel_notification_requests_total";
+    pub const NOTIFICATION_LATENCY: &str = "ocx_sentinel_notification_latency_seconds";
     pub const CONFIG_RELOAD_SUCCESSFUL: &str = "ocx_sentinel_config_last_reload_successful";
     pub const CONFIG_RELOAD_SUCCESS_TIMESTAMP: &str =
         "ocx_sentinel_config_last_reload_success_timestamp_seconds";
@@ -554,6 +558,30 @@ pub const CATALOGUE: &[MetricDef] = &[
         kind: Gauge,
         labels: "",
         help: "Samples the rule engine holds in memory for range functions and lookback (own series and rule outputs)",
+    },
+    MetricDef {
+        name: NOTIFICATIONS,
+        kind: Counter,
+        labels: "integration",
+        help: "Notifications delivered (the receiver answered 2xx), by integration (webhook, email, alertmanager)",
+    },
+    MetricDef {
+        name: NOTIFICATIONS_FAILED,
+        kind: Counter,
+        labels: "integration, reason",
+        help: "Notification attempts that failed, by integration and reason (network, timeout, rate_limited, server_error, client_error)",
+    },
+    MetricDef {
+        name: NOTIFICATION_REQUESTS,
+        kind: Counter,
+        labels: "integration",
+        help: "Notification attempts (requests sent, retries included), by integration",
+    },
+    MetricDef {
+        name: NOTIFICATION_LATENCY,
+        kind: Histogram(REST_BUCKETS),
+        labels: "integration",
+        help: "Time from a notification's first attempt to the receiver's acknowledgement, retries included, in seconds",
     },
     MetricDef {
         name: CONFIG_RELOAD_SUCCESSFUL,
