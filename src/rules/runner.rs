@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::alert::Transition;
 use super::engine::{Engine, Pass};
 use super::file::{self, RuleFile, RuleFileError};
+use crate::notify::dispatch::NotifyAlert;
 use crate::telemetry::{Gauge, Telemetry, names};
 
 /// The largest share of one core that evaluations after changes may take under a sustained
@@ -129,6 +130,7 @@ pub struct RulesHandle {
     engine: Arc<Mutex<Engine>>,
     reload: mpsc::Sender<ReloadReply>,
     alerts: watch::Receiver<u64>,
+    notifiable: watch::Receiver<Arc<Vec<NotifyAlert>>>,
 }
 
 impl std::fmt::Debug for RulesHandle {
@@ -162,6 +164,12 @@ impl RulesHandle {
     pub fn alert_changes(&self) -> watch::Receiver<u64> {
         self.alerts.clone()
     }
+
+    /// The firing and resolved alerts, published after every evaluation that fired or resolved
+    /// one: what the notifier consumes.
+    pub fn notifiable(&self) -> watch::Receiver<Arc<Vec<NotifyAlert>>> {
+        self.notifiable.clone()
+    }
 }
 
 fn lock(m: &Mutex<Engine>) -> MutexGuard<'_, Engine> {
@@ -176,6 +184,7 @@ pub struct Runner {
     source: RuleSource,
     reload_rx: tokio::sync::Mutex<mpsc::Receiver<ReloadReply>>,
     alerts_tx: watch::Sender<u64>,
+    notifiable_tx: watch::Sender<Arc<Vec<NotifyAlert>>>,
     reload_ok: Gauge,
     reload_ts: Gauge,
     /// Zero of the timer clock (`tick_ms`): monotonic, so wall-clock steps move no timer.
@@ -210,11 +219,13 @@ impl Runner {
         engine.load(files, 0);
         let (reload_tx, reload_rx) = mpsc::channel(8);
         let (alerts_tx, alerts) = watch::channel(0);
+        let (notifiable_tx, notifiable) = watch::channel(Arc::new(engine.notifiable()));
         let runner = Runner {
             engine: Arc::new(Mutex::new(engine)),
             source,
             reload_rx: tokio::sync::Mutex::new(reload_rx),
             alerts_tx,
+            notifiable_tx,
             reload_ok: telemetry.gauge(names::CONFIG_RELOAD_SUCCESSFUL, &[]),
             reload_ts: telemetry.gauge(names::CONFIG_RELOAD_SUCCESS_TIMESTAMP, &[]),
             started: Instant::now(),
@@ -225,6 +236,7 @@ impl Runner {
             engine: runner.engine.clone(),
             reload: reload_tx,
             alerts,
+            notifiable,
         };
         Ok((Arc::new(runner), handle))
     }
@@ -265,8 +277,20 @@ impl Runner {
     }
 
     fn evaluate(&self, due_only: bool) -> Pass {
-        let pass = lock(&self.engine).evaluate_at(now_ms(), self.tick_ms(), due_only);
+        let (pass, notifiable) = {
+            let mut engine = lock(&self.engine);
+            let pass = engine.evaluate_at(now_ms(), self.tick_ms(), due_only);
+            let fired_or_resolved = pass
+                .transitions
+                .iter()
+                .any(|t| matches!(t.transition, Transition::Firing | Transition::Resolved));
+            (pass, fired_or_resolved.then(|| engine.notifiable()))
+        };
         log_pass(&pass);
+        // Notifications first, so whoever wakes on `alerts_tx` finds them published.
+        if let Some(n) = notifiable {
+            self.notifiable_tx.send_replace(Arc::new(n));
+        }
         if pass
             .transitions
             .iter()
