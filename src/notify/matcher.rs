@@ -65,13 +65,20 @@ impl Eq for Matcher {}
 #[error("{0}")]
 pub struct MatcherError(pub String);
 
+/// The regex crate's error on one line, the way Go words it: `error parsing regexp: unclosed
+/// group: `^(?:()$``. Its own rendering spans lines (pattern, caret, message), which a config
+/// error cannot.
+fn regex_error(e: &regex::Error, value: &str) -> MatcherError {
+    let text = e.to_string();
+    let last = text.lines().last().unwrap_or("").trim();
+    let reason = last.strip_prefix("error: ").unwrap_or(last);
+    MatcherError(format!("error parsing regexp: {reason}: `^(?:{value})$`"))
+}
+
 impl Matcher {
     pub fn new(op: MatchType, name: &str, value: &str) -> Result<Matcher, MatcherError> {
         let re = if op.is_regex() {
-            Some(
-                Regex::new(&format!("^(?:{value})$"))
-                    .map_err(|e| MatcherError(format!("error parsing regexp: {e}")))?,
-            )
+            Some(Regex::new(&format!("^(?:{value})$")).map_err(|e| regex_error(&e, value))?)
         } else {
             None
         };

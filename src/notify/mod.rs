@@ -1,5 +1,6 @@
 //! Notifications: Alertmanager-format routing, receivers, silences and inhibition for the alerts the rule engine produces.
 
+pub mod config;
 pub mod dispatch;
 pub mod matcher;
 pub mod pipeline;
