@@ -182,6 +182,8 @@ async fn our_webhook_payload_is_alertmanagers() {
         generator_url: "http://sentinel:9477/".into(),
     };
     let flush = Flush {
+        id: r#"{}:{alertname="OcxInventoryLimitBreached"}"#.into(),
+        route: "{}".into(),
         group_key: r#"{}:{alertname="OcxInventoryLimitBreached"}"#.into(),
         receiver: "team".into(),
         group_labels: [(

@@ -58,8 +58,11 @@ pub enum GroupBy {
 /// What routing decided for an alert: one per matching route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoutePlan {
-    /// Identifies the route (Alertmanager's route key); part of the group key.
+    /// Identifies the route uniquely in the tree (Alertmanager's `Route.ID()`): groups of
+    /// different routes never merge.
     pub route: String,
+    /// Alertmanager's `Route.Key()`, the prefix of the group key receivers see.
+    pub key: String,
     pub receiver: String,
     pub group_by: GroupBy,
     pub group_wait: Duration,
@@ -77,7 +80,11 @@ struct Group {
 /// One group's batch, due for notification.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Flush {
-    /// Alertmanager's group key: `{route}:{group labels}`.
+    /// The group's identity here: route id and group labels.
+    pub id: String,
+    /// The route's id ([`RoutePlan::route`]), to look its time intervals up.
+    pub route: String,
+    /// Alertmanager's group key, as receivers see it: `{route key}:{group labels}`.
     pub group_key: String,
     pub receiver: String,
     pub group_labels: LabelSet,
@@ -130,6 +137,7 @@ impl Dispatcher {
         for plan in plans {
             let labels = group_labels(&plan.group_by, &alert.labels);
             let key = group_key(&plan.route, &labels);
+
             let group = self.groups.entry(key).or_insert_with(|| {
                 let wait = ms(plan.group_wait);
                 let first = if alert.starts_at_ms.saturating_add(wait) <= now_ms {
@@ -170,7 +178,9 @@ impl Dispatcher {
             let mut alerts: Vec<NotifyAlert> = g.alerts.values().cloned().collect();
             alerts.sort_by(|a, b| a.labels.cmp(&b.labels));
             out.push(Flush {
-                group_key: key.clone(),
+                id: key.clone(),
+                route: g.plan.route.clone(),
+                group_key: group_key(&g.plan.key, &g.labels),
                 receiver: g.plan.receiver.clone(),
                 group_labels: g.labels.clone(),
                 repeat_interval: g.plan.repeat_interval,
@@ -178,7 +188,7 @@ impl Dispatcher {
                 alerts,
             });
         }
-        out.sort_by(|a, b| a.group_key.cmp(&b.group_key));
+        out.sort_by(|a, b| a.id.cmp(&b.id));
         out
     }
 
@@ -186,7 +196,7 @@ impl Dispatcher {
     /// alerts it carried are dropped, unless they fired again meanwhile (their version in the
     /// group is then no longer the one sent). An empty group is removed.
     pub fn delivered(&mut self, flush: &Flush) {
-        let Some(g) = self.groups.get_mut(&flush.group_key) else {
+        let Some(g) = self.groups.get_mut(&flush.id) else {
             return;
         };
         for sent in flush.alerts.iter().filter(|a| a.resolved()) {
@@ -196,7 +206,7 @@ impl Dispatcher {
             }
         }
         if g.alerts.is_empty() {
-            self.groups.remove(&flush.group_key);
+            self.groups.remove(&flush.id);
         }
     }
 
@@ -302,6 +312,7 @@ mod tests {
     fn plan(group_by: GroupBy) -> RoutePlan {
         RoutePlan {
             route: "{}".into(),
+            key: "{}".into(),
             receiver: "team".into(),
             group_by,
             group_wait: Duration::from_secs(30),

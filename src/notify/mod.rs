@@ -1,7 +1,9 @@
 //! Notifications: Alertmanager-format routing, receivers, silences and inhibition for the alerts the rule engine produces.
 
+pub mod amapi;
 pub mod config;
 pub mod dispatch;
 pub mod matcher;
 pub mod pipeline;
+pub mod silence;
 pub mod webhook;

@@ -21,6 +21,12 @@ use crate::telemetry::{Telemetry, names};
 /// Which routes an alert takes.
 pub trait Router: Send + Sync {
     fn routes(&self, labels: &LabelSet) -> Vec<RoutePlan>;
+
+    /// Whether the route's notifications are held at `now_ms` (its mute or active time
+    /// intervals); the alerts stay in their group for a later flush.
+    fn route_muted(&self, _route: &str, _now_ms: i64) -> bool {
+        false
+    }
 }
 
 /// Whether an alert is muted (silenced or inhibited) at a flush. `firing` is every firing alert
@@ -143,7 +149,7 @@ impl Notifier {
                     if done.delivered {
                         log.insert(key, LogEntry { firing: done.firing, resolved: done.resolved, at_ms: clock() });
                     }
-                    let finished = match pending.get_mut(&done.flush.group_key) {
+                    let finished = match pending.get_mut(&done.flush.id) {
                         Some(p) => {
                             p.left = p.left.saturating_sub(1);
                             p.ok &= done.delivered;
@@ -151,7 +157,7 @@ impl Notifier {
                         }
                         None => false,
                     };
-                    if finished && pending.remove(&done.flush.group_key).is_some_and(|p| p.ok) {
+                    if finished && pending.remove(&done.flush.id).is_some_and(|p| p.ok) {
                         dispatcher.delivered(&done.flush);
                     }
                 }
@@ -171,7 +177,7 @@ impl Notifier {
                 () = timer => {
                     let now = clock();
                     for flush in dispatcher.due(now) {
-                        if pending.contains_key(&flush.group_key) {
+                        if pending.contains_key(&flush.id) || self.router.route_muted(&flush.route, now) {
                             // The previous flush is still being delivered; the next timer
                             // carries these alerts again.
                             continue;
@@ -271,7 +277,7 @@ impl Notifier {
         }
         if started > 0 {
             pending.insert(
-                flush.group_key.clone(),
+                flush.id.clone(),
                 Pending {
                     left: started,
                     ok: true,
@@ -366,6 +372,7 @@ mod tests {
         fn routes(&self, _: &LabelSet) -> Vec<RoutePlan> {
             vec![RoutePlan {
                 route: "{}".into(),
+                key: "{}".into(),
                 receiver: "team".into(),
                 group_by: GroupBy::Labels(vec!["alertname".into()]),
                 group_wait: Duration::ZERO,

@@ -264,6 +264,8 @@ mod tests {
 
     fn flush(alerts: Vec<NotifyAlert>) -> Flush {
         Flush {
+            id: r#"{}:{alertname="OcxInventoryLimitBreached"}"#.into(),
+            route: "{}".into(),
             group_key: r#"{}:{alertname="OcxInventoryLimitBreached"}"#.into(),
             receiver: "team".into(),
             group_labels: [(
