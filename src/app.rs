@@ -17,6 +17,12 @@ use crate::config::{AccountSettings, Settings, StreamSettings};
 #[cfg(feature = "sim")]
 use crate::config::{Auth, ReconcileSettings, RuleSettings};
 use crate::datadir::{DataDir, DataDirError, Opened, WriterEvent, WriterHandle, start_writer};
+use crate::notify;
+use crate::notify::amapi::{AmApi, NoAlerts};
+use crate::notify::config::AmConfigError;
+use crate::notify::pipeline::Notifier;
+use crate::notify::silence::Silences;
+use crate::notify::wire::{self, ConfigMuter, ConfigRouter, Unsupported};
 use crate::reconcile::{self, ReconcileTask};
 #[cfg(feature = "sim")]
 use crate::rules::runner::RuleSource;
@@ -134,6 +140,10 @@ pub enum AppError {
     /// keep the previous rules.
     #[error("cannot load the rule files")]
     Rules(#[from] LoadError),
+    #[error("cannot load the alerting configuration")]
+    Alerting(#[from] AmConfigError),
+    #[error(transparent)]
+    Unsupported(#[from] Unsupported),
 }
 
 /// A running sidecar: its streams, its HTTP listener and its metrics.
@@ -192,6 +202,30 @@ impl Sidecar {
             settings.rules.evaluation_interval,
             &format!("http://{addr}"),
         )?;
+        // Silences and the Alertmanager API exist with or without a notification config, so
+        // `amtool` works against any sidecar; what they mute matters once notifications go out.
+        let am = Arc::new(AmApi::new(Silences::default(), Arc::new(NoAlerts), None));
+        let notifier = match &settings.alerting {
+            Some(path) => {
+                let cfg = Arc::new(notify::config::load_file(path)?);
+                let receivers = wire::integrations(&cfg)?;
+                Some(Arc::new(Notifier {
+                    router: Arc::new(ConfigRouter(cfg.clone())),
+                    muter: Arc::new(ConfigMuter {
+                        config: cfg,
+                        silences: am.clone(),
+                    }),
+                    receivers,
+                    client: reqwest::Client::builder()
+                        .connect_timeout(Duration::from_secs(10))
+                        .build()
+                        .map_err(|e| AppError::Client(e.to_string()))?,
+                    telemetry: telemetry.clone(),
+                    external_url: format!("http://{addr}"),
+                }))
+            }
+            None => None,
+        };
         let client = http_client(&settings.stream)?;
         let (mut images, writer) = open_data_dir(&settings, &telemetry)?;
         let (shutdown, rx) = watch::channel(false);
@@ -304,11 +338,24 @@ impl Sidecar {
             || {},
         )));
 
+        if let Some(notifier) = notifier {
+            let (alerts, notify_rx) = (rules.notifiable(), rx.clone());
+            tasks.push(tokio::spawn(supervise(
+                "notifier",
+                &telemetry,
+                RestartPolicy::default(),
+                rx.clone(),
+                move || notifier.clone().run(alerts.clone(), notify_rx.clone()),
+                || {},
+            )));
+        }
+
         let streams = Arc::new(statuses);
         let state = AppState {
             telemetry: telemetry.clone(),
             streams: streams.clone(),
             rules: Some(rules.clone()),
+            am: Some(am),
         };
         // The socket stays bound across restarts of the server task: each start serves a
         // duplicate of it, so connections arriving meanwhile wait in its backlog.
@@ -486,6 +533,7 @@ pub fn demo_settings(listen: SocketAddr, sim_base: &str) -> Settings {
             limits: demo_limits(),
         }],
         data_dir: None,
+        alerting: None,
         rules: RuleSettings {
             source: RuleSource::Embedded(
                 SHIPPED_RULES

@@ -89,6 +89,9 @@ struct RunArgs {
     /// Prometheus rule file or glob; repeatable; replaces the config's `rule_files:`.
     #[arg(long = "rules", value_name = "PATH")]
     rules: Vec<PathBuf>,
+    /// Alertmanager-format file (route, receivers, inhibit_rules): where notifications go.
+    #[arg(long, value_name = "FILE")]
+    alerting: Option<PathBuf>,
 }
 
 fn init_logging() {
@@ -116,6 +119,7 @@ fn settings_from(args: RunArgs) -> Result<Settings> {
         account: args.account,
         data_dir: args.data_dir,
         rules: args.rules,
+        alerting: args.alerting,
         config_path: args.config.clone(),
     };
     Ok(Settings::build(raw, flags, &origin)?)

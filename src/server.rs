@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 
+use crate::notify::amapi::AmApi;
 use crate::rules::alert::AlertState;
 use crate::rules::api;
 use crate::rules::runner::RulesHandle;
@@ -41,10 +42,13 @@ pub struct AppState {
     pub streams: Arc<Vec<StreamStatus>>,
     /// The rule engine; `None` serves empty rule and alert lists.
     pub rules: Option<RulesHandle>,
+    /// Alertmanager's API v2 (silences, for `amtool`); `None` serves none.
+    pub am: Option<Arc<AmApi>>,
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let am = state.am.clone();
+    let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
@@ -52,7 +56,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/alerts", get(api_alerts))
         .route("/-/reload", post(reload).put(reload))
         .route("/", get(index))
-        .with_state(state)
+        .with_state(state);
+    match am {
+        Some(am) => app.merge(crate::notify::amapi::router(am)),
+        None => app,
+    }
 }
 
 /// Text 0.0.4 by default; OpenMetrics when `Accept` prefers it, as Prometheus's does.
@@ -252,6 +260,7 @@ mod tests {
             telemetry,
             streams: Arc::new(Vec::new()),
             rules: None,
+            am: None,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

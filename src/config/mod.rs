@@ -93,6 +93,9 @@ pub struct RawConfig {
     /// How often groups without an `interval` are evaluated on the timer (besides after every
     /// change).
     pub evaluation_interval: Option<Spanned<String>>,
+    /// An Alertmanager-format configuration file (routes, receivers, inhibit rules), relative
+    /// to this file.
+    pub alerting_file: Option<Spanned<String>>,
 }
 
 /// `limits:` (top level, or per account over it): market id, or `default`, to a limit.
@@ -163,6 +166,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// `--rules`: rule files or globs; when given, they replace the file's `rule_files:`.
     pub rules: Vec<PathBuf>,
+    /// `--alerting`: the Alertmanager-format file; replaces `alerting_file:`.
+    pub alerting: Option<PathBuf>,
     /// The config file's path, which relative `rule_files:` are resolved against (not an
     /// override: where the file came from).
     pub config_path: Option<PathBuf>,
@@ -331,6 +336,8 @@ pub struct Settings {
     /// memory only: library users and tests that do not test restarts.
     pub data_dir: Option<PathBuf>,
     pub rules: RuleSettings,
+    /// Where notifications go (Alertmanager's configuration format); `None` sends none.
+    pub alerting: Option<PathBuf>,
 }
 
 /// Alert and recording rules.
@@ -424,6 +431,7 @@ impl Settings {
         let accounts = b.accounts(&raw);
         let data_dir = b.data_dir(&raw);
         let rules = b.rules(&raw);
+        let alerting = b.alerting(&raw);
         match listen {
             Some(listen) if b.errors.is_empty() => Ok(Settings {
                 listen,
@@ -434,6 +442,7 @@ impl Settings {
                 accounts,
                 data_dir,
                 rules,
+                alerting,
             }),
             _ => Err(ConfigError::Invalid(b.errors)),
         }
@@ -484,6 +493,25 @@ impl Builder<'_> {
             Some(v) => Some(PathBuf::from(&v.value)),
             None => Some(PathBuf::from(DEFAULT_DATA_DIR)),
         }
+    }
+
+    /// `--alerting`, else `alerting_file:` resolved against the config file's directory.
+    fn alerting(&mut self, raw: &RawConfig) -> Option<PathBuf> {
+        if let Some(p) = &self.flags.alerting {
+            return Some(p.clone());
+        }
+        let f = raw.alerting_file.as_ref()?;
+        if f.value.trim().is_empty() {
+            self.errors.push(format!(
+                "{}: alerting_file: must name a file (leave the key out to send no notifications)",
+                self.at(f)
+            ));
+            return None;
+        }
+        Some(match &self.flags.config_path {
+            Some(c) => crate::rules::runner::relative_to(c, &f.value),
+            None => PathBuf::from(&f.value),
+        })
     }
 
     /// `--rules` (which replaces the file's list), else `rule_files:` resolved against the

@@ -7,3 +7,4 @@ pub mod matcher;
 pub mod pipeline;
 pub mod silence;
 pub mod webhook;
+pub mod wire;

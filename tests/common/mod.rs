@@ -73,6 +73,7 @@ pub fn settings(api_base: &str, auth: Auth, markets: &[&str]) -> Settings {
         }],
         data_dir: None,
         rules: Default::default(),
+        alerting: None,
     }
 }
 

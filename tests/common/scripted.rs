@@ -32,7 +32,17 @@ pub async fn scripted_exchange() -> (String, mpsc::UnboundedSender<String>) {
                 held.push(sock);
                 continue;
             }
-            while let Some(text) = rx.recv().await {
+            // Heartbeats keep the connection alive through a test's pauses (the tests'
+            // heartbeat timeout is 2s), as the exchange's do.
+            let mut beat = tokio::time::interval(std::time::Duration::from_millis(500));
+            loop {
+                let text = tokio::select! {
+                    t = rx.recv() => match t {
+                        Some(t) => t,
+                        None => break,
+                    },
+                    _ = beat.tick() => ":heartbeat\n\n".to_string(),
+                };
                 if sock.write_all(text.as_bytes()).await.is_err() {
                     return;
                 }
@@ -60,4 +70,48 @@ pub fn position(qty: &str) -> String {
     format!(
         r#"{{"id":"p1","marketId":"BTC-PERP","side":"long","quantity":"{qty}","entryPrice":"68000","realizedPnl":"0","status":"open"}}"#
     )
+}
+
+/// A webhook receiver that answers 200 and hands every body to the test.
+pub async fn recorder() -> (String, mpsc::UnboundedReceiver<serde_json::Value>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let n = sock.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if buf.len() < end + 4 + len {
+                        continue;
+                    }
+                    let body = &buf[end + 4..end + 4 + len];
+                    if let Ok(v) = serde_json::from_slice(body) {
+                        let _ = tx.send(v);
+                    }
+                    let _ = sock
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    buf.drain(..end + 4 + len);
+                }
+            });
+        }
+    });
+    (url, rx)
 }

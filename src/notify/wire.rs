@@ -1,0 +1,134 @@
+//! The Alertmanager-format configuration put to work: its route tree as the notifier's router, its inhibit rules and the silences as its muter, its receivers as integrations.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::amapi::AmApi;
+use super::config::{self, AlertingConfig};
+use super::dispatch::{GroupBy, LabelSet, NotifyAlert, RoutePlan};
+use super::pipeline::{Integration, Muter, Router};
+use super::webhook::{Webhook, WebhookAuth};
+use crate::config::Secret;
+
+/// Routes by the configuration's tree (Alertmanager's `Route.Match`, `continue` included).
+#[derive(Debug, Clone)]
+pub struct ConfigRouter(pub Arc<AlertingConfig>);
+
+impl Router for ConfigRouter {
+    fn routes(&self, labels: &LabelSet) -> Vec<RoutePlan> {
+        self.0
+            .route
+            .match_labels(labels)
+            .into_iter()
+            .map(|n| RoutePlan {
+                route: n.id.clone(),
+                key: n.key.clone(),
+                receiver: n.receiver.clone(),
+                group_by: match &n.group_by {
+                    config::GroupBy::All => GroupBy::All,
+                    config::GroupBy::Labels(set) => GroupBy::Labels(set.iter().cloned().collect()),
+                },
+                group_wait: n.group_wait,
+                group_interval: n.group_interval,
+                repeat_interval: n.repeat_interval,
+            })
+            .collect()
+    }
+
+    fn route_muted(&self, route: &str, now_ms: i64) -> bool {
+        self.0
+            .route
+            .nodes()
+            .iter()
+            .find(|n| n.id == route)
+            .is_some_and(|n| self.0.route_muted_at(n, now_ms))
+    }
+}
+
+/// Silenced (an active silence matches) or inhibited (a firing alert mutes it under an inhibit
+/// rule). Inhibition is decided at the flush, over every firing alert of the latest evaluation
+/// round, so an inhibiting alert and its target that start in the same round never notify the
+/// target.
+pub struct ConfigMuter {
+    pub config: Arc<AlertingConfig>,
+    pub silences: Arc<AmApi>,
+}
+
+impl std::fmt::Debug for ConfigMuter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigMuter").finish_non_exhaustive()
+    }
+}
+
+impl Muter for ConfigMuter {
+    fn muted(&self, alert: &NotifyAlert, firing: &[NotifyAlert], now_ms: i64) -> bool {
+        if !self
+            .silences
+            .silences()
+            .mutes(&alert.labels, now_ms)
+            .is_empty()
+        {
+            return true;
+        }
+        self.config.inhibit_rules.iter().any(|rule| {
+            firing
+                .iter()
+                .filter(|s| s.labels != alert.labels)
+                .any(|s| rule.inhibits(&s.labels, &alert.labels))
+        })
+    }
+}
+
+/// Why the configuration cannot be run by this build.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("receiver {receiver:?}: {what}")]
+pub struct Unsupported {
+    pub receiver: String,
+    pub what: String,
+}
+
+/// Each receiver's integrations. Email is parsed and validated, but this build cannot send it
+/// yet: a receiver with `email_configs` is refused rather than silently never notified.
+pub fn integrations(
+    cfg: &AlertingConfig,
+) -> Result<HashMap<String, Vec<Integration>>, Unsupported> {
+    let mut out = HashMap::new();
+    for r in &cfg.receivers {
+        if !r.emails.is_empty() {
+            return Err(Unsupported {
+                receiver: r.name.clone(),
+                what: "email_configs are not implemented in this build yet (webhook_configs are)"
+                    .into(),
+            });
+        }
+        let hooks = r
+            .webhooks
+            .iter()
+            .map(|w| {
+                let auth = match (&w.http_config.authorization, &w.http_config.basic_auth) {
+                    (Some(a), _) => match &a.credentials {
+                        Some(c) if a.scheme.eq_ignore_ascii_case("bearer") => {
+                            WebhookAuth::Bearer(c.clone())
+                        }
+                        _ => WebhookAuth::None,
+                    },
+                    (None, Some(b)) => WebhookAuth::Basic {
+                        username: b.username.clone(),
+                        password: b.password.clone().unwrap_or_else(|| Secret::new("")),
+                    },
+                    (None, None) => WebhookAuth::None,
+                };
+                Integration::Webhook(Webhook {
+                    url: w.url.expose().to_string(),
+                    auth,
+                    timeout: w.timeout.unwrap_or(Duration::from_secs(10)),
+                    max_alerts: usize::try_from(w.max_alerts).unwrap_or(usize::MAX),
+                    send_resolved: w.send_resolved,
+                })
+            })
+            .collect();
+        out.insert(r.name.clone(), hooks);
+    }
+    Ok(out)
+}

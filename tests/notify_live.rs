@@ -1,0 +1,149 @@
+//! Notifications from a running sidecar: a scripted inventory breach gives exactly one firing and, once the position shrinks, one resolved webhook notification; an inhibited alert never notifies.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::scripted::{envelope, position, recorder, scripted_exchange};
+use common::*;
+use ocx_sentinel::config::{Auth, RuleSettings};
+use ocx_sentinel::rules::runner::RuleSource;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ocx-sentinel-notify-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+const RULES: &str = r#"
+groups:
+  - name: limits
+    rules:
+      - alert: InventoryLimitBreached
+        expr: abs(ocx_position_quantity) > on(account, market) group_left ocx_inventory_limit
+        labels: {severity: page}
+        annotations: {summary: '{{ $labels.market }} at {{ $value }}'}
+      - alert: InventoryHuge
+        expr: abs(ocx_position_quantity) > on(account, market) group_left() (10 * ocx_inventory_limit)
+        labels: {severity: page}
+"#;
+
+/// Everything that arrives within `quiet` after the last notification.
+async fn drain(rx: &mut mpsc::UnboundedReceiver<Value>, quiet: Duration) -> Vec<Value> {
+    let mut out = Vec::new();
+    while let Ok(Some(v)) = tokio::time::timeout(quiet, rx.recv()).await {
+        out.push(v);
+    }
+    out
+}
+
+fn delta(seq: u64, qty: &str) -> String {
+    envelope(
+        "delta",
+        seq,
+        &format!(
+            r#"{{"positions":{{"upserts":[{}],"removedIds":[]}}}}"#,
+            position(qty)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breach_notifies_once_firing_and_once_resolved_and_inhibition_holds_the_lesser() {
+    let d = dir("breach");
+    let (hook, mut bodies) = recorder().await;
+    std::fs::write(d.join("rules.yml"), RULES).unwrap();
+    std::fs::write(
+        d.join("alerting.yml"),
+        format!(
+            r#"route:
+  receiver: team
+  group_by: [alertname, market]
+  group_wait: 0s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: team
+    webhook_configs:
+      - url: '{hook}'
+inhibit_rules:
+  # A huge position pages once, as InventoryHuge; the plain breach is implied.
+  - source_matchers: [alertname="InventoryHuge"]
+    target_matchers: [alertname="InventoryLimitBreached"]
+    equal: [account, market]
+"#
+        ),
+    )
+    .unwrap();
+    let (api_base, exchange) = scripted_exchange().await;
+    let mut s = settings(&api_base, Auth::None, &[]);
+    s.accounts[0].limits.inventory.default = Some(1.0);
+    s.rules = RuleSettings {
+        source: RuleSource::Paths(vec![d.join("rules.yml")]),
+        evaluation_interval: Duration::from_secs(3600),
+    };
+    s.alerting = Some(d.join("alerting.yml"));
+    let sidecar = start_sidecar(s).await;
+    exchange
+        .send(envelope(
+            "snapshot",
+            1,
+            &format!(r#"{{"positions":[{}],"trades":[]}}"#, position("0.5")),
+        ))
+        .unwrap();
+    assert!(
+        drain(&mut bodies, Duration::from_millis(800))
+            .await
+            .is_empty()
+    );
+
+    exchange.send(delta(2, "3")).unwrap();
+    let got = drain(&mut bodies, Duration::from_millis(2500)).await;
+    assert_eq!(got.len(), 1, "exactly one notification: {got:#?}");
+    assert_eq!(got[0]["status"], "firing");
+    assert_eq!(got[0]["receiver"], "team");
+    assert_eq!(
+        got[0]["alerts"][0]["labels"]["alertname"],
+        "InventoryLimitBreached"
+    );
+    assert_eq!(
+        got[0]["alerts"][0]["annotations"]["summary"],
+        "BTC-PERP at 3"
+    );
+    assert_eq!(got[0]["alerts"][0]["value"], 3.0);
+    assert_eq!(
+        got[0]["groupKey"],
+        r#"{}:{alertname="InventoryLimitBreached", market="BTC-PERP"}"#
+    );
+
+    exchange.send(delta(3, "0.5")).unwrap();
+    let got = drain(&mut bodies, Duration::from_millis(2500)).await;
+    assert_eq!(got.len(), 1, "exactly one resolved notification: {got:#?}");
+    assert_eq!(got[0]["status"], "resolved");
+    assert_ne!(got[0]["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
+
+    // One fill takes the position past both limits: InventoryHuge inhibits the breach in the
+    // same evaluation round, so only InventoryHuge notifies.
+    exchange.send(delta(4, "25")).unwrap();
+    let got = drain(&mut bodies, Duration::from_millis(2500)).await;
+    let names: Vec<&str> = got
+        .iter()
+        .map(|b| b["alerts"][0]["labels"]["alertname"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["InventoryHuge"], "{got:#?}");
+
+    let m = scrape(&sidecar.base_url()).await;
+    assert_eq!(
+        get(
+            &m,
+            r#"ocx_sentinel_notifications_total{integration="webhook"}"#
+        ),
+        Some(3.0)
+    );
+    sidecar.shutdown().await;
+    let _ = std::fs::remove_dir_all(&d);
+}
