@@ -13,14 +13,14 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::account::{AccountCell, SharedAccount};
-use crate::config::{AccountSettings, Settings, StreamSettings};
+use crate::config::{AccountSettings, AlertingSource, Settings, StreamSettings};
 #[cfg(feature = "sim")]
 use crate::config::{Auth, ReconcileSettings, RuleSettings};
 use crate::datadir::{DataDir, DataDirError, Opened, WriterEvent, WriterHandle, start_writer};
 use crate::notify;
 use crate::notify::amapi::{AmApi, NoAlerts};
 use crate::notify::config::AmConfigError;
-use crate::notify::pipeline::Notifier;
+use crate::notify::pipeline::{Integration, Notifier};
 use crate::notify::silence::Silences;
 use crate::notify::wire::{self, ConfigMuter, ConfigRouter, Unsupported};
 use crate::reconcile::{self, ReconcileTask};
@@ -36,6 +36,9 @@ use crate::state::Account;
 use crate::state::durable::DurableImage;
 use crate::supervise::{RestartPolicy, supervise};
 use crate::telemetry::{Telemetry, names};
+
+/// `demo`'s routing: every alert, grouped by name, to a receiver printing to stdout.
+const DEMO_ALERTING: &str = "route:\n  receiver: demo-stdout\n  group_by: [alertname]\n  group_wait: 2s\n  group_interval: 10s\n  repeat_interval: 1h\nreceivers:\n  - name: demo-stdout\n";
 
 /// How long shutdown waits for tasks before aborting them; the process must be gone within 2s
 /// of SIGTERM, so this leaves room for the runtime to wind down.
@@ -206,9 +209,21 @@ impl Sidecar {
         // `amtool` works against any sidecar; what they mute matters once notifications go out.
         let am = Arc::new(AmApi::new(Silences::default(), Arc::new(NoAlerts), None));
         let notifier = match &settings.alerting {
-            Some(path) => {
-                let cfg = Arc::new(notify::config::load_file(path)?);
-                let receivers = wire::integrations(&cfg)?;
+            Some(source) => {
+                let (cfg, receivers) = match source {
+                    AlertingSource::File(path) => {
+                        let cfg = Arc::new(notify::config::load_file(path)?);
+                        let receivers = wire::integrations(&cfg)?;
+                        (cfg, receivers)
+                    }
+                    AlertingSource::Demo => {
+                        let cfg = Arc::new(notify::config::parse_str(DEMO_ALERTING, "demo")?);
+                        let receivers = [("demo-stdout".to_string(), vec![Integration::Stdout])]
+                            .into_iter()
+                            .collect();
+                        (cfg, receivers)
+                    }
+                };
                 Some(Arc::new(Notifier {
                     router: Arc::new(ConfigRouter(cfg.clone())),
                     muter: Arc::new(ConfigMuter {
@@ -533,7 +548,7 @@ pub fn demo_settings(listen: SocketAddr, sim_base: &str) -> Settings {
             limits: demo_limits(),
         }],
         data_dir: None,
-        alerting: None,
+        alerting: Some(AlertingSource::Demo),
         rules: RuleSettings {
             source: RuleSource::Embedded(
                 SHIPPED_RULES

@@ -417,6 +417,11 @@ mod with_sim {
         println!("  metrics:              {}/metrics", sidecar.base_url());
         println!("  status page:          {}/", sidecar.base_url());
         println!("  readiness:            {}/-/ready", sidecar.base_url());
+        println!(
+            "  alerts:               {}/api/v1/alerts",
+            sidecar.base_url()
+        );
+        println!("Notifications print below as they are sent (receiver demo-stdout).");
         println!("Ctrl-C to stop.");
         shutdown_signal().await;
         sidecar.shutdown().await;

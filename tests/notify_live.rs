@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::scripted::{envelope, position, recorder, scripted_exchange};
 use common::*;
-use ocx_sentinel::config::{Auth, RuleSettings};
+use ocx_sentinel::config::{AlertingSource, Auth, RuleSettings};
 use ocx_sentinel::rules::runner::RuleSource;
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -86,7 +86,7 @@ inhibit_rules:
         source: RuleSource::Paths(vec![d.join("rules.yml")]),
         evaluation_interval: Duration::from_secs(3600),
     };
-    s.alerting = Some(d.join("alerting.yml"));
+    s.alerting = Some(AlertingSource::File(d.join("alerting.yml")));
     let sidecar = start_sidecar(s).await;
     exchange
         .send(envelope(

@@ -337,7 +337,16 @@ pub struct Settings {
     pub data_dir: Option<PathBuf>,
     pub rules: RuleSettings,
     /// Where notifications go (Alertmanager's configuration format); `None` sends none.
-    pub alerting: Option<PathBuf>,
+    pub alerting: Option<AlertingSource>,
+}
+
+/// Where the notification routing comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AlertingSource {
+    /// An Alertmanager-format file (`--alerting`, `alerting_file:`).
+    File(PathBuf),
+    /// `demo`'s: every alert grouped by name to a receiver that prints to stdout.
+    Demo,
 }
 
 /// Alert and recording rules.
@@ -496,9 +505,9 @@ impl Builder<'_> {
     }
 
     /// `--alerting`, else `alerting_file:` resolved against the config file's directory.
-    fn alerting(&mut self, raw: &RawConfig) -> Option<PathBuf> {
+    fn alerting(&mut self, raw: &RawConfig) -> Option<AlertingSource> {
         if let Some(p) = &self.flags.alerting {
-            return Some(p.clone());
+            return Some(AlertingSource::File(p.clone()));
         }
         let f = raw.alerting_file.as_ref()?;
         if f.value.trim().is_empty() {
@@ -508,10 +517,10 @@ impl Builder<'_> {
             ));
             return None;
         }
-        Some(match &self.flags.config_path {
+        Some(AlertingSource::File(match &self.flags.config_path {
             Some(c) => crate::rules::runner::relative_to(c, &f.value),
             None => PathBuf::from(&f.value),
-        })
+        }))
     }
 
     /// `--rules` (which replaces the file's list), else `rule_files:` resolved against the

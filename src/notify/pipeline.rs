@@ -49,6 +49,8 @@ impl Muter for NoMute {
 #[derive(Debug, Clone)]
 pub enum Integration {
     Webhook(Webhook),
+    /// `demo`'s receiver: one line per alert on stdout, so a newcomer sees a notification.
+    Stdout,
 }
 
 impl Integration {
@@ -56,12 +58,14 @@ impl Integration {
     pub fn kind(&self) -> &'static str {
         match self {
             Integration::Webhook(_) => "webhook",
+            Integration::Stdout => "stdout",
         }
     }
 
     fn send_resolved(&self) -> bool {
         match self {
             Integration::Webhook(w) => w.send_resolved,
+            Integration::Stdout => true,
         }
     }
 }
@@ -289,6 +293,33 @@ impl Notifier {
     }
 }
 
+/// `[notification to demo-stdout] FIRING OcxInventoryLimitBreached {account="demo", ...} value=1.2: summary`
+fn print_notification(flush: &Flush, alerts: &[NotifyAlert]) {
+    use std::io::Write as _;
+    let mut out = String::new();
+    for a in alerts {
+        let labels: Vec<String> = a
+            .labels
+            .iter()
+            .filter(|(k, _)| *k != "alertname")
+            .map(|(k, v)| format!("{k}={v:?}"))
+            .collect();
+        out.push_str(&format!(
+            "[notification to {}] {} {} {{{}}} value={}{}\n",
+            flush.receiver,
+            if a.resolved() { "RESOLVED" } else { "FIRING" },
+            a.labels.get("alertname").map_or("", String::as_str),
+            labels.join(", "),
+            a.value,
+            a.annotations
+                .get("summary")
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default(),
+        ));
+    }
+    let _ = std::io::stdout().lock().write_all(out.as_bytes());
+}
+
 /// One integration's delivery of one flush, retried until `deadline`. Counts every attempt.
 async fn deliver(
     integration: &Integration,
@@ -310,6 +341,10 @@ async fn deliver(
             Integration::Webhook(w) => {
                 w.send(client, &payload(flush, alerts, external_url, w.max_alerts))
                     .await
+            }
+            Integration::Stdout => {
+                print_notification(flush, alerts);
+                Outcome::Delivered
             }
         };
         match outcome {
