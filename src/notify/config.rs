@@ -1,6 +1,6 @@
 //! Alertmanager's configuration file (the subset ocx-sentinel implements): parsed, validated with Alertmanager's rules, and built into a routing tree, receivers, inhibit rules and time intervals.
 //!
-//! Parse, then validate, then build: [`raw`] is the file as written (unknown keys are serde
+//! Parse, then validate, then build: `raw` is the file as written (unknown keys are serde
 //! errors with file:line:column), the builder checks everything Alertmanager checks and reports
 //! every problem at once, each with its location and path, and the result is [`AlertingConfig`].
 //! Only webhook and email receivers are supported; any other receiver type is an error naming it.
