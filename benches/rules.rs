@@ -6,21 +6,28 @@
 //!      limits, fills, realized profit/loss, a user stream and `EVENTS_STREAMS` book streams
 //!      (lag histograms, heartbeats, reconnects). The rules are the shipped `rules/*.yml` plus
 //!      generated ones up to `RULES`. The history is warmed over `WARM_MINUTES` simulated minutes
-//!      at one evaluation a second with the counters moving; then `ITERS` evaluations after one
-//!      position change (`evaluate(t, false)`, the per-event cost) and `ITERS` timer ticks with
-//!      every group due (`evaluate(t, true)`), timed one by one.
+//!      at one evaluation a second with the counters moving; then up to `ITERS` evaluations after
+//!      one position change (`evaluate(t, false)`, the per-event cost) and up to `ITERS` timer
+//!      ticks with every group due (`evaluate(t, true)`), timed one by one, each phase stopping
+//!      after `ENGINE_SECS`.
 //!   2. A real `Sidecar` against a scripted exchange on 127.0.0.1 with the same rules and
-//!      markets: `BREACHES` times, a delta takes one market over its inventory limit and the
-//!      time until `RulesHandle::alert_changes` shows `OcxInventoryLimitBreached` firing is
-//!      recorded, then a delta back under it and the time until it is resolved. Events are
-//!      isolated: each waits until the previous evaluation is at least `SPACING_MS` and 15 times
-//!      its own duration past, so the runner's `MAX_DUTY` spacing (evaluations take at most 10%
-//!      of a core under sustained load) never delays one.
+//!      markets: up to `BREACHES` times (stopping after `SIDECAR_SECS`), a delta takes one market
+//!      over its inventory limit and the time until `RulesHandle::alert_changes` shows
+//!      `OcxInventoryLimitBreached` firing is recorded, then a delta back under it and the time
+//!      until it is resolved. Events are isolated: each waits until the previous evaluation is at
+//!      least `SPACING_MS` and 15 times its own duration past, so the runner's `MAX_DUTY` spacing
+//!      (evaluations take at most 10% of a core under sustained load) never delays one.
+//!      `SIDECAR_WARM_SECS` first sends fills for that long, so the sidecar's history is as full
+//!      as a running one's (by default its history is only as old as the run).
 //!   3. VmRSS of this process after (2), and the rule history the engine holds.
 //!
-//! (2) runs first, in a fresh process, so (3) is not inflated by (1)'s store. Env overrides:
-//! `MARKETS`, `RULES`, `EVENTS_STREAMS`, `WARM_MINUTES`, `ITERS`, `BREACHES`, `SPACING_MS`,
-//! `SKIP_ENGINE=1`, `SKIP_SIDECAR=1`.
+//! (2) runs first, in a fresh process, so (3) is not inflated by (1)'s store. The defaults keep
+//! a run near 90s on two cores; with evaluations costing tens of ms (see the table), that is a
+//! few hundred evaluations and a few dozen breaches. For the full counts:
+//! `ITERS=1000 ENGINE_SECS=1000 WARM_MINUTES=10` and `BREACHES=1000 SIDECAR_SECS=100000`.
+//! Other overrides: `MARKETS`, `RULES` (0: the shipped rules alone), `EVENTS_STREAMS`,
+//! `SPACING_MS`, `SKIP_ENGINE=1`, `SKIP_SIDECAR=1`, `SHOW_ALERTS=1` (the alerts held after the
+//! warm-up, by rule).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -71,7 +78,13 @@ struct Config {
     events_streams: usize,
     warm_minutes: u64,
     iters: usize,
+    /// Each engine phase stops after this long (and at least `MIN_SAMPLES`), whatever `iters`.
+    engine_budget: Duration,
     breaches: usize,
+    /// The breach loop stops after this long (and at least `MIN_SAMPLES` breaches).
+    sidecar_budget: Duration,
+    /// Real seconds of fills through the sidecar before the breaches, to grow its history.
+    sidecar_warm: Duration,
     spacing: Duration,
 }
 
@@ -82,9 +95,12 @@ impl Config {
             markets,
             rules: env("RULES", 100),
             events_streams: env("EVENTS_STREAMS", 20usize).min(markets),
-            warm_minutes: env("WARM_MINUTES", 10),
+            warm_minutes: env("WARM_MINUTES", 6),
             iters: env("ITERS", 1_000usize).max(1),
+            engine_budget: Duration::from_secs(env("ENGINE_SECS", 15)),
             breaches: env("BREACHES", 1_000usize).max(1),
+            sidecar_budget: Duration::from_secs(env("SIDECAR_SECS", 30)),
+            sidecar_warm: Duration::from_secs(env("SIDECAR_WARM_SECS", 0)),
             spacing: Duration::from_millis(env("SPACING_MS", 5)),
         }
     }
@@ -101,7 +117,6 @@ fn market(i: usize) -> String {
 struct World {
     markets: Vec<String>,
     qty: Vec<f64>,
-    initial_qty: Vec<f64>,
     realized: Vec<f64>,
     /// Book mid in cents, per market (books exist for the first `events_streams` markets).
     mid_c: Vec<i64>,
@@ -136,7 +151,6 @@ impl World {
         World {
             mid_c: (0..n).map(|i| 5_000 + 200 * i as i64).collect(),
             realized: vec![0.0; n],
-            initial_qty: qty.clone(),
             qty,
             markets,
             limits,
@@ -570,10 +584,45 @@ fn rss_mib() -> Option<f64> {
     proc_status("/proc/self/status", "VmRSS").map(|kb| kb as f64 / 1024.0)
 }
 
-/// Times this thread was preempted: a timed evaluation that was is slower for it.
-fn preemptions() -> u64 {
-    proc_status("/proc/thread-self/status", "nonvoluntary_ctxt_switches").unwrap_or(0)
+/// This thread's time on a CPU and time spent waiting for one, from Linux's
+/// `/proc/thread-self/schedstat` (ns). The kernel brings the running thread's figure up to date
+/// at each scheduler tick and switch, so it resolves a few ms: good for means over many
+/// evaluations, not for one.
+fn sched() -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let mut it = s.split_whitespace().map(|x| x.parse::<u64>().ok());
+    Some((it.next()??, it.next()??))
 }
+
+/// Wall time of `f`, plus this thread's CPU time and wait for a CPU meanwhile (when known).
+fn timed<R>(f: impl FnOnce() -> R) -> (R, Duration, Option<(Duration, Duration)>) {
+    let before = sched();
+    let started = Instant::now();
+    let r = f();
+    let wall = started.elapsed();
+    let sched = before.zip(sched()).map(|((c0, w0), (c1, w1))| {
+        (
+            Duration::from_nanos(c1.saturating_sub(c0)),
+            Duration::from_nanos(w1.saturating_sub(w0)),
+        )
+    });
+    (r, wall, sched)
+}
+
+/// Mean CPU time and mean wait for a CPU over timed runs, in µs.
+fn sched_means(s: &[Option<(Duration, Duration)>]) -> Option<(f64, f64)> {
+    let known: Vec<(Duration, Duration)> = s.iter().flatten().copied().collect();
+    if known.is_empty() || known.len() < s.len() {
+        return None;
+    }
+    let n = known.len() as f64;
+    let cpu = known.iter().map(|k| k.0.as_secs_f64()).sum::<f64>() * 1e6 / n;
+    let wait = known.iter().map(|k| k.1.as_secs_f64()).sum::<f64>() * 1e6 / n;
+    Some((cpu, wait))
+}
+
+/// Fewest samples a phase takes, whatever its time budget.
+const MIN_SAMPLES: usize = 20;
 
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -717,16 +766,17 @@ impl Fold {
 struct EngineResult {
     per_event: Stats,
     per_tick: Stats,
-    per_event_preempted: u64,
-    per_tick_preempted: u64,
+    /// Mean CPU time and wait for a CPU per evaluation (µs), per phase.
+    per_event_sched: Option<(f64, f64)>,
+    per_tick_sched: Option<(f64, f64)>,
     groups: usize,
     rules: usize,
     shipped: usize,
     store_series: usize,
     history_samples: usize,
     active_alerts: (usize, usize),
-    /// Mean seconds per tick of each rule, with its name.
-    rule_seconds: Vec<(String, f64)>,
+    /// Mean seconds per tick of each rule, with its name and whether it reads a range.
+    rule_seconds: Vec<(String, f64, bool)>,
     /// Mean seconds per tick outside the rules (reading the store into the history, pruning).
     observe_seconds: f64,
     warm_seconds: f64,
@@ -744,6 +794,13 @@ fn engine_bench(cfg: &Config) -> EngineResult {
     engine.set_clock(|| Instant::now().into_std());
     engine.load(files, t0);
     let groups = engine.groups().len();
+    let check = |pass: &ocx_sentinel::rules::engine::Pass| {
+        assert!(
+            pass.failures.is_empty(),
+            "rule failures: {:?}",
+            pass.failures
+        );
+    };
 
     // History: WARM_MINUTES at one evaluation a second, the account and streams moving.
     let warm = Instant::now();
@@ -751,12 +808,7 @@ fn engine_bench(cfg: &Config) -> EngineResult {
     for _ in 0..cfg.warm_minutes * 60 {
         clock += 1_000;
         fold.second(clock);
-        let pass = engine.evaluate(clock, true);
-        assert!(
-            pass.failures.is_empty(),
-            "rule failures: {:?}",
-            pass.failures
-        );
+        check(&engine.evaluate(clock, true));
     }
     let warm_seconds = warm.elapsed().as_secs_f64();
     if flag("SHOW_ALERTS") {
@@ -770,42 +822,37 @@ fn engine_bench(cfg: &Config) -> EngineResult {
     }
 
     // Per event: one position change, then every group evaluated at once, 50ms apart.
-    let mut per_event = Vec::with_capacity(cfg.iters);
-    let pre = preemptions();
-    for _ in 0..cfg.iters {
+    let (mut per_event, mut per_event_sched) = (Vec::new(), Vec::new());
+    let phase = Instant::now();
+    for i in 0..cfg.iters {
+        if i >= MIN_SAMPLES && phase.elapsed() > cfg.engine_budget {
+            break;
+        }
         clock += 50;
         fold.one_position_change(clock);
-        let started = Instant::now();
-        let pass = engine.evaluate(clock, false);
-        per_event.push(started.elapsed());
+        let (pass, wall, sched) = timed(|| engine.evaluate(clock, false));
+        per_event.push(wall);
+        per_event_sched.push(sched);
         assert_eq!(pass.groups, groups);
-        assert!(
-            pass.failures.is_empty(),
-            "rule failures: {:?}",
-            pass.failures
-        );
+        check(&pass);
     }
-    let per_event_preempted = preemptions() - pre;
 
     // Per tick: a second of activity, then the timer with every group due.
-    let mut per_tick = Vec::with_capacity(cfg.iters);
+    let (mut per_tick, mut per_tick_sched) = (Vec::new(), Vec::new());
     let mut rule_seconds: Vec<f64> = vec![0.0; rules];
     let mut observe_seconds = 0.0;
-    let mut preempted = 0;
-    for _ in 0..cfg.iters {
+    let phase = Instant::now();
+    for i in 0..cfg.iters {
+        if i >= MIN_SAMPLES && phase.elapsed() > cfg.engine_budget {
+            break;
+        }
         clock += 1_000;
         fold.second(clock);
-        let pre = preemptions();
-        let started = Instant::now();
-        let pass = engine.evaluate(clock, true);
-        per_tick.push(started.elapsed());
-        preempted += preemptions() - pre;
+        let (pass, wall, sched) = timed(|| engine.evaluate(clock, true));
+        per_tick.push(wall);
+        per_tick_sched.push(sched);
         assert_eq!(pass.groups, groups, "every group is due");
-        assert!(
-            pass.failures.is_empty(),
-            "rule failures: {:?}",
-            pass.failures
-        );
+        check(&pass);
         let mut k = 0;
         let mut in_groups = 0.0;
         for (gi, g) in engine.groups().iter().enumerate() {
@@ -817,12 +864,17 @@ fn engine_bench(cfg: &Config) -> EngineResult {
         }
         observe_seconds += pass.seconds - in_groups;
     }
-    let names: Vec<String> = engine
+    let names: Vec<(String, bool)> = engine
         .groups()
         .iter()
-        .flat_map(|g| g.group.rules.iter().map(|r| r.name().to_string()))
+        .flat_map(|g| {
+            g.group
+                .rules
+                .iter()
+                .map(|r| (r.name().to_string(), !r.expr().max_range().is_zero()))
+        })
         .collect();
-    let n = cfg.iters as f64;
+    let n = per_tick.len() as f64;
     let active = engine
         .alerts()
         .fold((0, 0), |(p, f), (_, a)| match a.state {
@@ -833,8 +885,8 @@ fn engine_bench(cfg: &Config) -> EngineResult {
     EngineResult {
         per_event: stats(&per_event),
         per_tick: stats(&per_tick),
-        per_event_preempted,
-        per_tick_preempted: preempted,
+        per_event_sched: sched_means(&per_event_sched),
+        per_tick_sched: sched_means(&per_tick_sched),
         groups,
         rules,
         shipped,
@@ -843,7 +895,8 @@ fn engine_bench(cfg: &Config) -> EngineResult {
         active_alerts: active,
         rule_seconds: names
             .into_iter()
-            .zip(rule_seconds.into_iter().map(|s| s / n))
+            .zip(rule_seconds)
+            .map(|((name, range), s)| (name, s / n, range))
             .collect(),
         observe_seconds: observe_seconds / n,
         warm_seconds,
@@ -971,6 +1024,7 @@ fn sidecar_settings(api_base: &str, cfg: &Config, world: &World, rules: RuleSour
             limits: world.limits.clone(),
         }],
         data_dir: None,
+        alerting: None,
         rules: RuleSettings {
             source: rules,
             // The timer must not be what finds a breach: only the change-driven evaluation.
@@ -987,6 +1041,9 @@ struct LatencyResult {
     rule_evaluations: f64,
     passes: f64,
     changes_sent: usize,
+    rules: usize,
+    breaches: usize,
+    history_at_start: usize,
     history_gauge: f64,
     history_samples: usize,
     rss_before: Option<f64>,
@@ -1087,8 +1144,21 @@ async fn latency_bench(cfg: &Config) -> LatencyResult {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    // Let the start-up evaluations (snapshots, first pending alerts) settle.
+    // Optionally, fills for a while (five a second, as in the engine's warm-up), so the history
+    // the rules read back over is not just the run's own.
+    let warm = Instant::now();
+    while warm.elapsed() < cfg.sidecar_warm {
+        seq += 1;
+        let text = envelope(false, seq, now_ms(), &world.fill_delta(now_ms()));
+        exchange.send(text).expect("exchange running");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Let the start-up evaluations (snapshots, first pending alerts) settle, and the duty-cycle
+    // spacing of the last one pass.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let settle = cfg.spacing.max(last_pass(&sidecar).mul_f64(1.5 / MAX_DUTY));
+    tokio::time::sleep(settle).await;
+    let history_at_start = sidecar.rules.engine().history_samples();
     let evals_before: f64 = counter_sum(&sidecar.telemetry, names::RULE_EVALUATIONS)
         .iter()
         .map(|(_, v)| v)
@@ -1099,15 +1169,15 @@ async fn latency_bench(cfg: &Config) -> LatencyResult {
     let (mut fire, mut resolve, mut passes, mut gaps) = (vec![], vec![], vec![], vec![]);
     let started = Instant::now();
     for b in 0..cfg.breaches {
+        if b >= MIN_SAMPLES && started.elapsed() > cfg.sidecar_budget {
+            break;
+        }
         let i = 3 + b % (cfg.markets - 4);
         debug_assert_ne!(i, chronic);
         let m = world.markets[i].clone();
+        let before = world.qty[i];
         for over in [true, false] {
-            world.qty[i] = if over {
-                world.limit(i) + 1.5
-            } else {
-                world.initial_qty[i]
-            };
+            world.qty[i] = if over { world.limit(i) + 1.5 } else { before };
             seq += 1;
             let text = envelope(false, seq, now_ms(), &world.position_delta(i));
             rx.borrow_and_update();
@@ -1146,13 +1216,16 @@ async fn latency_bench(cfg: &Config) -> LatencyResult {
     sidecar.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
     LatencyResult {
+        breaches: fire.len(),
+        rules,
         fire: stats(&fire),
         resolve: stats(&resolve),
         pass: stats(&passes),
         gap: stats(&gaps),
         rule_evaluations,
         passes: rule_evaluations / rules as f64,
-        changes_sent: 2 * cfg.breaches,
+        changes_sent: fire.len() + resolve.len(),
+        history_at_start,
         history_gauge,
         history_samples,
         rss_before,
@@ -1164,9 +1237,12 @@ async fn latency_bench(cfg: &Config) -> LatencyResult {
 
 // ---------------------------------------------------------------------------------------------
 
-fn row(name: &str, s: &Stats) {
+fn row(name: &str, s: &Stats, sched: Option<(f64, f64)>) {
+    let (cpu, wait) = sched.map_or(("-".to_string(), "-".to_string()), |(c, w)| {
+        (format!("{c:.0}"), format!("{w:.0}"))
+    });
     println!(
-        "| {name:<58} | {:>5} | {:>9.1} | {:>9.1} | {:>9.1} | {:>9.1} |",
+        "| {name:<56} | {:>5} | {:>9.0} | {:>9.0} | {:>9.0} | {:>9.0} | {cpu:>9} | {wait:>9} |",
         s.n, s.mean, s.p50, s.p99, s.max
     );
 }
@@ -1180,14 +1256,15 @@ fn main() {
         .init();
     let load_start = loadavg();
     println!(
-        "rules bench: {} markets, {} rules, {} events streams; load average at start {load_start}",
+        "rules bench: {} markets, rules/*.yml plus generated rules up to {} in all, {} events streams; load average at start {load_start}",
         cfg.markets, cfg.rules, cfg.events_streams
     );
 
     let latency = (!flag("SKIP_SIDECAR")).then(|| {
         println!(
-            "sidecar: {} breaches, each fired and resolved...",
-            cfg.breaches
+            "sidecar: up to {} breaches (or {}s), each fired and resolved...",
+            cfg.breaches,
+            cfg.sidecar_budget.as_secs()
         );
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -1198,8 +1275,10 @@ fn main() {
     });
     let engine = (!flag("SKIP_ENGINE")).then(|| {
         println!(
-            "engine: warming {} simulated minutes, then {} evaluations of each kind...",
-            cfg.warm_minutes, cfg.iters
+            "engine: warming {} simulated minutes, then up to {} evaluations (or {}s) of each kind...",
+            cfg.warm_minutes,
+            cfg.iters,
+            cfg.engine_budget.as_secs()
         );
         engine_bench(&cfg)
     });
@@ -1207,67 +1286,91 @@ fn main() {
 
     println!();
     println!(
-        "| {:<58} | {:>5} | {:>9} | {:>9} | {:>9} | {:>9} |",
-        "measurement (µs)", "n", "mean", "p50", "p99", "max"
+        "| {:<56} | {:>5} | {:>9} | {:>9} | {:>9} | {:>9} | {:>9} | {:>9} |",
+        "wall time, µs (CPU and wait for a CPU: means, µs)",
+        "n",
+        "mean",
+        "p50",
+        "p99",
+        "max",
+        "CPU",
+        "waited"
     );
     println!(
-        "|{:-<60}|{:-<7}|{:-<11}|{:-<11}|{:-<11}|{:-<11}|",
-        "", "", "", "", "", ""
+        "|{:-<58}|{:-<7}|{:-<11}|{:-<11}|{:-<11}|{:-<11}|{:-<11}|{:-<11}|",
+        "", "", "", "", "", "", "", ""
     );
     if let Some(e) = &engine {
         row(
             "engine: evaluate(t, false) after one position change",
             &e.per_event,
+            e.per_event_sched,
         );
         row(
             &format!("engine: evaluate(t, true), all {} groups due", e.groups),
             &e.per_tick,
+            e.per_tick_sched,
         );
     }
     if let Some(l) = &latency {
         row(
             "sidecar: delta written -> alert firing (alert_changes)",
             &l.fire,
+            None,
         );
-        row("sidecar: delta written -> alert resolved", &l.resolve);
+        row("sidecar: delta written -> alert resolved", &l.resolve, None);
         row(
-            "sidecar: the evaluation pass within (sum of groups)",
+            "sidecar: the evaluation pass within (sum of its groups)",
             &l.pass,
+            None,
         );
-        row("sidecar: pause before the next event (isolation)", &l.gap);
+        row(
+            "sidecar: pause before the next event (isolation)",
+            &l.gap,
+            None,
+        );
     }
     println!();
     if let Some(e) = &engine {
         println!(
-            "engine: {} rules ({} shipped from rules/*.yml, {} generated) in {} groups; {} series in the store; warm-up {:.1}s of CPU for {} simulated minutes",
+            "engine: {} rules ({} shipped from rules/*.yml, {} generated) in {} groups over {} series; warm-up: {} simulated minutes at 1 evaluation/s took {:.1}s",
             e.rules,
             e.shipped,
             e.rules - e.shipped,
             e.groups,
             e.store_series,
+            cfg.warm_minutes,
             e.warm_seconds,
-            cfg.warm_minutes
         );
         println!(
-            "engine: {} history samples after warm-up and ticks; {} alerts pending, {} firing; thread preempted during {} of the per-event and {} of the per-tick evaluations",
-            e.history_samples,
-            e.active_alerts.0,
-            e.active_alerts.1,
-            e.per_event_preempted,
-            e.per_tick_preempted
+            "engine: {} history samples at the end; {} alerts pending, {} firing; ranges longer than the warm-up (15m, 1h, 1d) were not full, so those rules cost more in a long-running sidecar",
+            e.history_samples, e.active_alerts.0, e.active_alerts.1,
         );
-        let total: f64 = e.rule_seconds.iter().map(|(_, s)| s).sum::<f64>() + e.observe_seconds;
+        let total: f64 = e.rule_seconds.iter().map(|(_, s, _)| s).sum::<f64>() + e.observe_seconds;
         println!(
-            "engine, where a tick's time goes (mean of {}): reading the store into the history {:.1} µs ({:.0}%); the costliest rules:",
-            cfg.iters,
+            "engine: where a tick's time goes (mean of {}, {:.0} µs by the engine's own clock): reading the store into the history {:.0} µs ({:.0}%); the rules:",
+            e.per_tick.n,
+            total * 1e6,
             e.observe_seconds * 1e6,
             100.0 * e.observe_seconds / total
         );
+        for (label, range) in [("with a range selector", true), ("instant only", false)] {
+            let (n, sum) = e
+                .rule_seconds
+                .iter()
+                .filter(|r| r.2 == range)
+                .fold((0, 0.0), |(n, sum), r| (n + 1, sum + r.1));
+            println!(
+                "    {:>8.0} µs {:>5.1}%  the {n} rules {label}",
+                sum * 1e6,
+                100.0 * sum / total
+            );
+        }
         let mut by_cost = e.rule_seconds.clone();
         by_cost.sort_by(|a, b| b.1.total_cmp(&a.1));
-        for (name, s) in by_cost.iter().take(8) {
+        for (name, s, _) in by_cost.iter().take(8) {
             println!(
-                "    {:>8.1} µs {:>4.1}%  {name}",
+                "    {:>8.0} µs {:>5.1}%  {name}",
                 s * 1e6,
                 100.0 * s / total
             );
@@ -1280,21 +1383,28 @@ fn main() {
             "NOT met"
         };
         println!(
-            "sidecar: p99 delta-to-firing {:.0} µs, target < 1000 µs: {target}; isolated events (the next written only after max({} ms, 15x the last pass), so MAX_DUTY = {MAX_DUTY} spacing never applied)",
+            "sidecar: p99 delta-to-firing {:.0} µs, target < 1000 µs: {target}. Isolated events: each written only after max({} ms, 15x the last pass), so the runner's MAX_DUTY = {MAX_DUTY} spacing never delayed one",
             l.fire.p99,
             cfg.spacing.as_millis()
         );
         println!(
-            "sidecar: ocx_sentinel_rule_evaluations_total rose by {:.0} during the run = {:.1} passes of all rules for {} account changes sent, over {:.1}s; {} series in its store",
-            l.rule_evaluations, l.passes, l.changes_sent, l.run_seconds, l.store_series
+            "sidecar: {} breaches in {:.1}s; ocx_sentinel_rule_evaluations_total rose by {:.0} = {:.1} passes of all {} rules for {} account changes sent; {} series in its store",
+            l.breaches,
+            l.run_seconds,
+            l.rule_evaluations,
+            l.passes,
+            l.rules,
+            l.changes_sent,
+            l.store_series
         );
         let mib = |v: Option<f64>| v.map_or("?".to_string(), |v| format!("{v:.1} MiB"));
         println!(
-            "memory: VmRSS {} before the sidecar started, {} after the latency run; ocx_sentinel_rule_history_samples {} (engine: {})",
+            "memory: VmRSS {} before the sidecar started, {} after the latency run; ocx_sentinel_rule_history_samples {} (engine: {}; {} when the breaches began: the sidecar's history is only as old as the run)",
             mib(l.rss_before),
             mib(l.rss_after),
             l.history_gauge,
-            l.history_samples
+            l.history_samples,
+            l.history_at_start
         );
     }
     println!("load average: {load_start} at start, {load_end} at end (2 cores)");
