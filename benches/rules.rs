@@ -37,13 +37,14 @@ use std::time::Duration;
 
 use ocx_sentinel::account::{AccountCell, SharedAccount};
 use ocx_sentinel::app::Sidecar;
+use ocx_sentinel::clock::unix_ms as now_ms;
 use ocx_sentinel::config::{
     AccountSettings, Auth, Limits, ReconcileSettings, RuleSettings, Settings, StreamSettings,
 };
 use ocx_sentinel::rules::alert::AlertState;
 use ocx_sentinel::rules::engine::Engine;
 use ocx_sentinel::rules::file::{RuleFile, parse_str};
-use ocx_sentinel::rules::runner::{MAX_DUTY, RuleSource, now_ms};
+use ocx_sentinel::rules::runner::{MAX_DUTY, RuleSource};
 use ocx_sentinel::source::session::{Now, Session, StreamKind};
 use ocx_sentinel::source::sse::{SseDecoder, SseItem};
 use ocx_sentinel::state::Account;

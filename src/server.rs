@@ -184,7 +184,7 @@ async fn index(State(s): State<AppState>) -> Html<String> {
 /// The firing and pending alerts, firing first, each with its age and value.
 fn alerts_section(page: &mut String, rules: Option<&RulesHandle>) {
     let Some(rules) = rules else { return };
-    let now = crate::rules::runner::now_ms();
+    let now = crate::clock::unix_ms();
     let mut rows: Vec<(AlertState, String, String, i64, f64)> = {
         let engine = rules.engine();
         engine

@@ -2,7 +2,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::Router;
@@ -165,11 +164,7 @@ impl std::fmt::Debug for AmApi {
 
 /// Unix milliseconds from the wall clock: silences and alerts are wall-clock objects (their
 /// times are shown to and set by people), so this edge reads it.
-pub fn wall_clock_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+pub use crate::clock::unix_ms as wall_clock_ms;
 
 impl AmApi {
     /// Writes (POST and DELETE) need `Authorization: Bearer <token>` when `token` is set.
@@ -213,10 +208,13 @@ impl AmApi {
     }
 
     /// Runs `f` on the store and signals subscribers if it changed anything (GC, loading a
-    /// persisted store).
+    /// persisted store). Silences expired longer than the retention are collected first: every
+    /// write goes through here, and only writes add silences, so the store stays bounded without
+    /// a timer of its own.
     pub fn update<R>(&self, f: impl FnOnce(&mut Silences) -> R) -> R {
         let mut s = self.silences();
         let before = s.version();
+        s.gc(self.now());
         let r = f(&mut s);
         let after = s.version();
         drop(s);
@@ -273,16 +271,7 @@ pub fn router(api: Arc<AmApi>) -> Router {
 pub fn format_time(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let (days, tod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = crate::rules::gofmt::civil_from_days(days);
     format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
         tod / 3600,

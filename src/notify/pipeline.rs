@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -16,6 +16,7 @@ use super::dispatch::{
     Dispatcher, Flush, LabelSet, LogEntry, NotifyAlert, RoutePlan, needs_update,
 };
 use super::webhook::{Outcome, Webhook, payload};
+use crate::clock::unix_ms;
 use crate::telemetry::{Telemetry, names};
 
 /// Which routes an alert takes.
@@ -93,12 +94,6 @@ impl std::fmt::Debug for Notifier {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// A delivery's end, reported to the loop.
 struct Done {
     flush: Flush,
@@ -129,7 +124,7 @@ impl Notifier {
         let mut pending: HashMap<String, Pending> = HashMap::new();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
         let started = Instant::now();
-        let wall_at_start = now_ms();
+        let wall_at_start = unix_ms();
         // Dispatcher times are wall ms, moved by the monotonic clock, so group timers are not
         // held by a wall clock stepped back.
         let clock =
@@ -474,8 +469,8 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             annotations: LabelSet::new(),
-            starts_at_ms: now_ms(),
-            ends_at_ms: resolved.then(now_ms),
+            starts_at_ms: unix_ms(),
+            ends_at_ms: resolved.then(unix_ms),
             value: 7.0,
             generator_url: String::new(),
         }

@@ -1,6 +1,5 @@
 //! The webhook integration: Alertmanager's webhook payload (version 4, plus each alert's `value`) built from a flush, and its delivery with Alertmanager's outcome rules (2xx done; 429, 5xx and network errors retried; other 4xx given up).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
@@ -8,6 +7,7 @@ use serde_json::{Map, Value, json};
 use super::dispatch::{Flush, LabelSet, NotifyAlert};
 use crate::config::Secret;
 use crate::rules::gofmt;
+use crate::source::retry_after_delay;
 
 /// Go's zero time, which Alertmanager writes as `endsAt` of a firing alert.
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
@@ -156,7 +156,10 @@ pub fn classify(status: u16, retry_after: Option<&str>, body: &str) -> Outcome {
             } else {
                 "server_error"
             },
-            after: retry_after.and_then(parse_retry_after),
+            // A receiver may slow us down, not silence us: at most an hour.
+            after: retry_after
+                .and_then(|v| retry_after_delay(v, std::time::SystemTime::now()))
+                .map(|d| d.min(Duration::from_secs(3600))),
             detail: detail(),
         },
         _ => Outcome::GiveUp {
@@ -164,19 +167,6 @@ pub fn classify(status: u16, retry_after: Option<&str>, body: &str) -> Outcome {
             detail: detail(),
         },
     }
-}
-
-/// `Retry-After` as seconds or an HTTP date, capped at an hour (a receiver may slow us down, not
-/// silence us).
-fn parse_retry_after(v: &str) -> Option<Duration> {
-    let d = match v.trim().parse::<u64>() {
-        Ok(secs) => Duration::from_secs(secs),
-        Err(_) => httpdate::parse_http_date(v.trim())
-            .ok()?
-            .duration_since(std::time::SystemTime::now())
-            .unwrap_or_default(),
-    };
-    Some(d.min(Duration::from_secs(3600)))
 }
 
 impl Webhook {
@@ -228,13 +218,6 @@ impl Webhook {
             },
         }
     }
-}
-
-/// Group labels and annotations in a stable order for tests and logs.
-pub fn sorted(m: &Value) -> BTreeMap<String, Value> {
-    m.as_object()
-        .map(|o| o.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

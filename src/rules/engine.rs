@@ -149,13 +149,6 @@ impl Engine {
         self.clock = Some(clock);
     }
 
-    fn elapsed(&self, since: Option<Instant>) -> f64 {
-        match (self.clock, since) {
-            (Some(now), Some(since)) => now().duration_since(since).as_secs_f64(),
-            _ => 0.0,
-        }
-    }
-
     /// Put `files` in place of the loaded rules, at `now_ms` on the timer clock. A group with the
     /// same file and name as a loaded one keeps the state of each rule that is still there
     /// (alerts keep their `activeAt`); other groups start fresh and are first evaluated at once.
@@ -284,10 +277,7 @@ impl Engine {
                 t,
                 &ctx,
             );
-            let seconds = match (clock, g_started) {
-                (Some(now), Some(s)) => now().duration_since(s).as_secs_f64(),
-                _ => 0.0,
-            };
+            let seconds = elapsed(clock, g_started);
             g.last_eval_ms = Some(t);
             g.last_seconds = seconds;
             g.next_due_ms = tick_ms.saturating_add(ms(g.interval));
@@ -324,7 +314,7 @@ impl Engine {
         if !pass.transitions.is_empty() {
             self.publish_alerts();
         }
-        pass.seconds = self.elapsed(started);
+        pass.seconds = elapsed(self.clock, started);
         pass
     }
 
@@ -414,6 +404,14 @@ impl Engine {
     /// Samples held for range functions and lookback.
     pub fn history_samples(&self) -> usize {
         self.live.samples() + self.outputs.sample_count()
+    }
+}
+
+/// Seconds since `since` on `clock`; 0 without a clock.
+fn elapsed(clock: Option<fn() -> Instant>, since: Option<Instant>) -> f64 {
+    match (clock, since) {
+        (Some(now), Some(since)) => now().duration_since(since).as_secs_f64(),
+        _ => 0.0,
     }
 }
 

@@ -112,15 +112,6 @@ impl History {
     }
 }
 
-fn window(labels: &Labels, samples: &[(i64, f64)], start: i64, end: i64) -> Option<SeriesData> {
-    let lo = samples.partition_point(|&(t, _)| t < start);
-    let hi = samples.partition_point(|&(t, _)| t <= end);
-    (lo < hi).then(|| SeriesData {
-        labels: labels.clone(),
-        samples: samples[lo..hi].to_vec(),
-    })
-}
-
 impl History {
     fn select_with(
         &self,
@@ -148,27 +139,12 @@ impl History {
 
 impl Storage for History {
     fn select(&self, sel: &Selector, start_ms: i64, end_ms: i64) -> Vec<SeriesData> {
-        self.select_with(sel, |l, s| window(l, s, start_ms, end_ms))
+        self.select_with(sel, |l, s| SeriesData::window(l, s, start_ms, end_ms))
     }
 
     fn select_latest(&self, sel: &Selector, start_ms: i64, end_ms: i64) -> Vec<SeriesData> {
-        self.select_with(sel, |l, s| latest(l, s, start_ms, end_ms))
+        self.select_with(sel, |l, s| SeriesData::latest(l, s, start_ms, end_ms))
     }
-}
-
-/// The latest sample of `samples` in `[start, end]`, as a one-sample series.
-pub(crate) fn latest(
-    labels: &Labels,
-    samples: &[(i64, f64)],
-    start: i64,
-    end: i64,
-) -> Option<SeriesData> {
-    let hi = samples.partition_point(|&(t, _)| t <= end);
-    let &(t, v) = samples.get(hi.checked_sub(1)?)?;
-    (t >= start).then(|| SeriesData {
-        labels: labels.clone(),
-        samples: vec![(t, v)],
-    })
 }
 
 /// Base storage (scraped or test input series) with rule outputs on top. Where both hold the

@@ -12,7 +12,6 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use super::file::RuleGroup;
-use super::group::latest;
 use super::promql::{
     self, Expr, LOOKBACK_DELTA, Labels, METRIC_NAME, Selector, SeriesData, Storage,
 };
@@ -89,23 +88,25 @@ enum Reader {
 
 impl Reader {
     fn read(&self, snap: &mut Option<(Histogram, store::HistogramSnapshot)>) -> f64 {
-        let hist = |h: &Histogram, snap: &mut Option<(Histogram, store::HistogramSnapshot)>| {
-            // The series of one histogram are adjacent, so one snapshot serves them all and
-            // they agree with each other as on a scrape.
-            if !matches!(snap, Some((held, _)) if held.same(h)) {
-                *snap = Some((h.clone(), h.snapshot()));
-            }
-            snap.as_ref().map(|(_, s)| s.clone())
+        let (h, pick): (&Histogram, fn(&store::HistogramSnapshot, usize) -> f64) = match self {
+            Reader::Counter(c) => return c.get(),
+            Reader::Gauge(g) => return g.get(),
+            Reader::Bucket(h, _) => (h, |s, i| {
+                s.buckets.get(i).map_or(f64::NAN, |&(_, n)| n as f64)
+            }),
+            Reader::Sum(h) => (h, |s, _| s.sum),
+            Reader::Count(h) => (h, |s, _| s.count as f64),
         };
-        match self {
-            Reader::Counter(c) => c.get(),
-            Reader::Gauge(g) => g.get(),
-            Reader::Bucket(h, i) => hist(h, snap)
-                .and_then(|s| s.buckets.get(*i).map(|&(_, n)| n as f64))
-                .unwrap_or(f64::NAN),
-            Reader::Sum(h) => hist(h, snap).map_or(f64::NAN, |s| s.sum),
-            Reader::Count(h) => hist(h, snap).map_or(f64::NAN, |s| s.count as f64),
+        // The series of one histogram are adjacent, so one snapshot serves them all (read in
+        // place, not copied per series) and they agree with each other as on a scrape.
+        if !matches!(snap, Some((held, _)) if held.same(h)) {
+            *snap = Some((h.clone(), h.snapshot()));
         }
+        let i = match self {
+            Reader::Bucket(_, i) => *i,
+            _ => 0,
+        };
+        snap.as_ref().map_or(f64::NAN, |(_, s)| pick(s, i))
     }
 }
 
@@ -430,18 +431,11 @@ fn build(name: &str, series: &store::Series) -> Vec<(Labels, Reader)> {
 
 impl Storage for LiveStore {
     fn select(&self, sel: &Selector, start_ms: i64, end_ms: i64) -> Vec<SeriesData> {
-        self.select_with(sel, |l, s| {
-            let lo = s.partition_point(|&(t, _)| t < start_ms);
-            let hi = s.partition_point(|&(t, _)| t <= end_ms);
-            (lo < hi).then(|| SeriesData {
-                labels: l.clone(),
-                samples: s[lo..hi].to_vec(),
-            })
-        })
+        self.select_with(sel, |l, s| SeriesData::window(l, s, start_ms, end_ms))
     }
 
     fn select_latest(&self, sel: &Selector, start_ms: i64, end_ms: i64) -> Vec<SeriesData> {
-        self.select_with(sel, |l, s| latest(l, s, start_ms, end_ms))
+        self.select_with(sel, |l, s| SeriesData::latest(l, s, start_ms, end_ms))
     }
 }
 

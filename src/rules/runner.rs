@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::alert::Transition;
 use super::engine::{Engine, Pass};
 use super::file::{self, RuleFile, RuleFileError};
+use crate::clock::unix_ms;
 use crate::notify::dispatch::NotifyAlert;
 use crate::telemetry::{Gauge, Telemetry, names};
 
@@ -200,12 +201,6 @@ impl std::fmt::Debug for Runner {
     }
 }
 
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 impl Runner {
     /// Load `source` once (an error here is a startup error) and build the engine.
     pub fn start(
@@ -232,7 +227,7 @@ impl Runner {
             started: Instant::now(),
         };
         runner.reload_ok.set(1.0);
-        runner.reload_ts.set(now_ms() as f64 / 1000.0);
+        runner.reload_ts.set(unix_ms() as f64 / 1000.0);
         let handle = RulesHandle {
             engine: runner.engine.clone(),
             reload: reload_tx,
@@ -256,7 +251,7 @@ impl Runner {
                 };
                 lock(&self.engine).load(files, self.tick_ms());
                 self.reload_ok.set(1.0);
-                self.reload_ts.set(now_ms() as f64 / 1000.0);
+                self.reload_ts.set(unix_ms() as f64 / 1000.0);
                 tracing::info!(
                     files = loaded.files,
                     groups = loaded.groups,
@@ -280,7 +275,7 @@ impl Runner {
     fn evaluate(&self, due_only: bool) -> Pass {
         let (pass, notifiable) = {
             let mut engine = lock(&self.engine);
-            let pass = engine.evaluate_at(now_ms(), self.tick_ms(), due_only);
+            let pass = engine.evaluate_at(unix_ms(), self.tick_ms(), due_only);
             let fired_or_resolved = pass
                 .transitions
                 .iter()

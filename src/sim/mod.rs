@@ -17,7 +17,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rust_decimal::Decimal;
 use tokio::sync::{oneshot, watch};
@@ -480,8 +480,4 @@ fn every(n: Option<u64>, count: u64) -> bool {
 }
 
 /// Wall-clock now in unix milliseconds: used for timestamps only.
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+use crate::clock::unix_ms as now_ms;

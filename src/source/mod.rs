@@ -10,7 +10,7 @@ pub mod wire;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 use reqwest::StatusCode;
@@ -136,12 +136,8 @@ struct Ended {
 }
 
 fn now(start: Instant) -> Now {
-    let unix_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
     Now {
-        unix_ms,
+        unix_ms: crate::clock::unix_ms(),
         mono: start.elapsed(),
     }
 }
@@ -162,16 +158,21 @@ pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-/// Parse `Retry-After`: delta-seconds or an HTTP date.
+/// Parse `Retry-After`, capped at what the stream accepts (15 minutes).
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    retry_after_delay(value, now).map(|d| d.min(MAX_RETRY_AFTER))
+}
+
+/// `Retry-After` as a delay from `now`: delta-seconds or an HTTP date (a past date is no delay).
+/// Uncapped: each caller bounds it by what it can afford to wait.
+pub fn retry_after_delay(value: &str, now: SystemTime) -> Option<Duration> {
     let v = value.trim();
-    let d = if let Ok(secs) = v.parse::<u64>() {
+    Some(if let Ok(secs) = v.parse::<u64>() {
         Duration::from_secs(secs)
     } else {
         let at = httpdate::parse_http_date(v).ok()?;
         at.duration_since(now).unwrap_or(Duration::ZERO)
-    };
-    Some(d.min(MAX_RETRY_AFTER))
+    })
 }
 
 /// Whether a connection that was live for `live_for` (None: never live) earns a fresh backoff.
@@ -408,7 +409,7 @@ mod tests {
 
     #[test]
     fn retry_after_accepts_seconds_and_http_dates_and_is_capped() {
-        let now = UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
         assert_eq!(parse_retry_after("3", now), Some(Duration::from_secs(3)));
         let date = httpdate::fmt_http_date(now + Duration::from_secs(20));
         assert_eq!(parse_retry_after(&date, now), Some(Duration::from_secs(20)));

@@ -515,7 +515,7 @@ pub const CATALOGUE: &[MetricDef] = &[
         name: TASK_RESTARTS,
         kind: Counter,
         labels: "task",
-        help: "Sidecar tasks restarted after ending other than by shutdown (a panic or a return), by task (stream, reconcile, server, rules)",
+        help: "Sidecar tasks restarted after ending other than by shutdown (a panic or a return), by task (stream, reconcile, server, rules, notifier)",
     },
     MetricDef {
         name: ALERTS,

@@ -159,6 +159,30 @@ pub trait Storage {
     }
 }
 
+impl SeriesData {
+    /// The samples of `samples` in `[start, end]` as a series, if any: what
+    /// [`Storage::select`] returns for one series.
+    pub fn window(labels: &Labels, samples: &[(i64, f64)], start: i64, end: i64) -> Option<Self> {
+        let lo = samples.partition_point(|&(t, _)| t < start);
+        let hi = samples.partition_point(|&(t, _)| t <= end);
+        (lo < hi).then(|| SeriesData {
+            labels: labels.clone(),
+            samples: samples[lo..hi].to_vec(),
+        })
+    }
+
+    /// The latest sample of `samples` in `[start, end]` as a one-sample series: what
+    /// [`Storage::select_latest`] returns for one series.
+    pub fn latest(labels: &Labels, samples: &[(i64, f64)], start: i64, end: i64) -> Option<Self> {
+        let hi = samples.partition_point(|&(t, _)| t <= end);
+        let &(t, v) = samples.get(hi.checked_sub(1)?)?;
+        (t >= start).then(|| SeriesData {
+            labels: labels.clone(),
+            samples: vec![(t, v)],
+        })
+    }
+}
+
 /// Series held in memory, indexed by metric name.
 #[derive(Debug, Clone, Default)]
 pub struct MemStorage {
@@ -210,14 +234,7 @@ impl MemStorage {
 
 impl Storage for MemStorage {
     fn select(&self, sel: &Selector, start_ms: i64, end_ms: i64) -> Vec<SeriesData> {
-        let window = |s: &SeriesData| {
-            let lo = s.samples.partition_point(|&(t, _)| t < start_ms);
-            let hi = s.samples.partition_point(|&(t, _)| t <= end_ms);
-            (lo < hi).then(|| SeriesData {
-                labels: s.labels.clone(),
-                samples: s.samples[lo..hi].to_vec(),
-            })
-        };
+        let window = |s: &SeriesData| SeriesData::window(&s.labels, &s.samples, start_ms, end_ms);
         let candidates: Box<dyn Iterator<Item = &SeriesData>> = match &sel.name {
             Some(name) => Box::new(
                 self.by_name
