@@ -14,11 +14,6 @@ use ocx_sentinel::telemetry::exposition;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ocx-sentinel");
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
 async fn fetch(url: &str) -> Option<String> {
     let r = reqwest::get(url).await.ok()?;
     r.text().await.ok()

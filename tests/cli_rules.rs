@@ -102,12 +102,15 @@ fn check_with_a_config_checks_its_rule_files() {
         "groups: [{name: g, rules: [{alert: A, expr: vector(1)}]}]\n",
     )
     .unwrap();
-    let ok = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(dir.join("sentinel.yml"))
-        .env("OCX_API_KEY", "k")
-        .output()
-        .expect("runs");
+    let check = || {
+        Command::new(BIN)
+            .args(["check", "--config"])
+            .arg(dir.join("sentinel.yml"))
+            .env("OCX_API_KEY", "k")
+            .output()
+            .expect("runs")
+    };
+    let ok = check();
     let stdout = String::from_utf8_lossy(&ok.stdout);
     assert!(
         ok.status.success(),
@@ -124,12 +127,7 @@ fn check_with_a_config_checks_its_rule_files() {
         "groups: [{name: g, rules: [{alert: A, expr: 'rate(x)'}]}]\n",
     )
     .unwrap();
-    let bad = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(dir.join("sentinel.yml"))
-        .env("OCX_API_KEY", "k")
-        .output()
-        .expect("runs");
+    let bad = check();
     assert_eq!(bad.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(stderr.contains("bad.yml:1:"), "{stderr}");

@@ -5,8 +5,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::scripted::{envelope, scripted_exchange};
@@ -17,20 +16,6 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 async fn get_json(client: &reqwest::Client, url: &str) -> Option<Value> {
     let r = client.get(url).send().await.ok()?;
@@ -57,28 +42,6 @@ fn alerts_of(v: &Value) -> Vec<(String, String, String, f64)> {
         .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
-}
-
-/// The keys of every object in `v`, by path (array elements share one path): the API's shape.
-fn shape(v: &Value, path: &str, out: &mut BTreeMap<String, BTreeSet<String>>) {
-    match v {
-        Value::Object(m) => {
-            let keys = out.entry(path.to_string()).or_default();
-            keys.extend(m.keys().cloned());
-            for (k, child) in m {
-                // Label and annotation names are data, not shape.
-                if k != "labels" && k != "annotations" {
-                    shape(child, &format!("{path}.{k}"), out);
-                }
-            }
-        }
-        Value::Array(items) => {
-            for i in items {
-                shape(i, &format!("{path}[]"), out);
-            }
-        }
-        _ => {}
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,10 +170,12 @@ scrape_configs:
             .collect()
     };
     assert_eq!(firing(&our_alerts), firing(&theirs_alerts));
-    let (mut a, mut b) = (BTreeMap::new(), BTreeMap::new());
-    shape(&our_alerts, "", &mut a);
-    shape(&theirs_alerts, "", &mut b);
-    assert_eq!(a, b, "/api/v1/alerts shapes differ");
+    let data = ["labels", "annotations"];
+    assert_eq!(
+        json_shape(&our_alerts, &data),
+        json_shape(&theirs_alerts, &data),
+        "/api/v1/alerts shapes differ"
+    );
 
     let o = get_json(&client, &format!("{ours}/api/v1/rules"))
         .await
@@ -218,10 +183,11 @@ scrape_configs:
     let t = get_json(&client, &format!("{prom}/api/v1/rules"))
         .await
         .unwrap();
-    let (mut a, mut b) = (BTreeMap::new(), BTreeMap::new());
-    shape(&o, "", &mut a);
-    shape(&t, "", &mut b);
-    assert_eq!(a, b, "/api/v1/rules shapes differ");
+    assert_eq!(
+        json_shape(&o, &data),
+        json_shape(&t, &data),
+        "/api/v1/rules shapes differ"
+    );
     let names = |v: &Value| -> Vec<(String, String, String, String)> {
         v["data"]["groups"]
             .as_array()

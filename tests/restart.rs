@@ -21,11 +21,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_ocx-sentinel");
 /// known after a restart only from the data dir.
 const RECENT: usize = 50;
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
 fn temp_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!(
         "ocx-restart-{tag}-{}-{}",

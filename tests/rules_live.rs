@@ -68,6 +68,17 @@ async fn until<F: Fn() -> bool>(what: &str, timeout: Duration, cond: F) {
     }
 }
 
+/// Every stream of `sidecar` has applied its snapshot.
+async fn snapshot_applied(sidecar: &ocx_sentinel::app::Sidecar) {
+    let ready = sidecar.streams.clone();
+    until("the snapshot", Duration::from_secs(10), || {
+        ready
+            .iter()
+            .all(|s| s.ready.load(std::sync::atomic::Ordering::Relaxed))
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_breach_is_firing_in_the_api_within_100ms_of_its_arrival() {
     let dir = rules_dir("breach");
@@ -90,13 +101,7 @@ async fn a_breach_is_firing_in_the_api_within_100ms_of_its_arrival() {
             &format!(r#"{{"positions":[{}],"trades":[]}}"#, position("0.5")),
         ))
         .unwrap();
-    let ready = sidecar.streams.clone();
-    until("the snapshot", Duration::from_secs(10), || {
-        ready
-            .iter()
-            .all(|s| s.ready.load(std::sync::atomic::Ordering::Relaxed))
-    })
-    .await;
+    snapshot_applied(&sidecar).await;
     assert!(alerts(&client, &base).await.is_empty());
 
     let mut worst = Duration::ZERO;
@@ -192,13 +197,7 @@ groups:
     exchange
         .send(envelope("snapshot", 1, r#"{"positions":[],"trades":[]}"#))
         .unwrap();
-    let ready = sidecar.streams.clone();
-    until("the snapshot", Duration::from_secs(10), || {
-        ready
-            .iter()
-            .all(|s| s.ready.load(std::sync::atomic::Ordering::Relaxed))
-    })
-    .await;
+    snapshot_applied(&sidecar).await;
     let epoch = sidecar.accounts[0].1.epoch();
     let since = Instant::now();
     assert!(!firing(&alerts(&client, &base).await, "StreamStale"));

@@ -2,95 +2,17 @@
 //!
 //! Needs Debian's `prometheus-alertmanager`; skipped when missing unless `OCX_REQUIRE_PEERS=1`.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::scripted::recorder;
+use common::{Killed, free_port, json_shape};
 use ocx_sentinel::notify::dispatch::{Flush, NotifyAlert};
 use ocx_sentinel::notify::webhook::payload;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A webhook receiver that answers 200 and hands every body to the test.
-async fn recorder() -> (String, mpsc::UnboundedReceiver<Value>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let n = sock.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
-                    if buf.len() < end + 4 + len {
-                        continue;
-                    }
-                    let body = &buf[end + 4..end + 4 + len];
-                    if let Ok(v) = serde_json::from_slice(body) {
-                        let _ = tx.send(v);
-                    }
-                    let _ = sock
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-                        .await;
-                    buf.drain(..end + 4 + len);
-                }
-            });
-        }
-    });
-    (url, rx)
-}
-
-fn shape(v: &Value, path: &str, out: &mut BTreeMap<String, BTreeSet<String>>) {
-    match v {
-        Value::Object(m) => {
-            out.entry(path.to_string())
-                .or_default()
-                .extend(m.keys().cloned());
-            for (k, c) in m {
-                if !matches!(
-                    k.as_str(),
-                    "labels" | "annotations" | "groupLabels" | "commonLabels" | "commonAnnotations"
-                ) {
-                    shape(c, &format!("{path}.{k}"), out);
-                }
-            }
-        }
-        Value::Array(a) => a.iter().for_each(|c| shape(c, &format!("{path}[]"), out)),
-        _ => {}
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_webhook_payload_is_alertmanagers() {
@@ -202,9 +124,14 @@ async fn our_webhook_payload_is_alertmanagers() {
         theirs["externalURL"].as_str().unwrap(),
         0,
     );
-    let (mut a, mut b) = (BTreeMap::new(), BTreeMap::new());
-    shape(&ours, "", &mut a);
-    shape(&theirs, "", &mut b);
+    let data = [
+        "labels",
+        "annotations",
+        "groupLabels",
+        "commonLabels",
+        "commonAnnotations",
+    ];
+    let (mut a, b) = (json_shape(&ours, &data), json_shape(&theirs, &data));
     // Our one addition.
     a.get_mut(".alerts[]").unwrap().remove("value");
     assert_eq!(a, b, "payload shapes differ");

@@ -247,3 +247,57 @@ pub async fn steps(sim: &RunningSim, n: usize) {
         sim.handle.step();
     }
 }
+
+/// A loopback port nobody listens on (now): for child processes that must bind it themselves.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// A child process (a real Prometheus or Alertmanager) killed and reaped when the test ends,
+/// passing or failing.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The keys of every JSON object in `v`, by path (array elements share one path): an API's
+/// shape, to compare with a real Prometheus's or Alertmanager's. Keys in `data` (label and
+/// annotation maps) hold data, not shape, and are not descended into.
+pub fn json_shape(
+    v: &serde_json::Value,
+    data: &[&str],
+) -> BTreeMap<String, std::collections::BTreeSet<String>> {
+    fn walk(
+        v: &serde_json::Value,
+        path: &str,
+        data: &[&str],
+        out: &mut BTreeMap<String, std::collections::BTreeSet<String>>,
+    ) {
+        match v {
+            serde_json::Value::Object(m) => {
+                out.entry(path.to_string())
+                    .or_default()
+                    .extend(m.keys().cloned());
+                for (k, child) in m {
+                    if !data.contains(&k.as_str()) {
+                        walk(child, &format!("{path}.{k}"), data, out);
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for i in items {
+                    walk(i, &format!("{path}[]"), data, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(v, "", data, &mut out);
+    out
+}
