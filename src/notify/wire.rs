@@ -71,10 +71,11 @@ impl Muter for ConfigMuter {
         {
             return true;
         }
+        // `inhibits` already keeps an alert from muting itself (one matching both sides never
+        // mutes another such alert), so every firing alert can be offered as a source.
         self.config.inhibit_rules.iter().any(|rule| {
             firing
                 .iter()
-                .filter(|s| s.labels != alert.labels)
                 .any(|s| rule.inhibits(&s.labels, &alert.labels))
         })
     }
