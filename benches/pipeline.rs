@@ -12,8 +12,8 @@
 //!
 //! Stages 1-5 run interleaved, best of `ROUNDS` (default 5) rounds each, so a drifting machine
 //! load does not favour one stage. It prints events/s for each and the ratio of the pipeline to
-//! the ceiling. `PIPELINE_ONLY=1` runs stage 5 alone, for `perf record`; `STAGE=parse` or
-//! `STAGE=fold` runs stage 3 or 4 alone.
+//! the ceiling. `PIPELINE_ONLY=1` runs stage 5 alone, for `perf record`; `STAGE=json`,
+//! `STAGE=sse`, `STAGE=parse`, `STAGE=fold` or `STAGE=persist` runs stage 1, 2, 3, 4 or 6 alone.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -237,12 +237,19 @@ fn main() {
         n
     };
     let mut full = || pipeline(false);
+    let mut persist = || pipeline(true);
 
     // PIPELINE_ONLY=1 runs the full pipeline alone (data dir off), for profiling it
-    // (`perf record`); STAGE=parse or STAGE=fold runs that stage alone.
+    // (`perf record`); STAGE=json, sse, parse, fold or persist runs that stage alone.
     let alone = match std::env::var("STAGE").ok().as_deref() {
+        Some("json") => Some(("serde_json", &mut json as &mut dyn FnMut() -> u64)),
+        Some("sse") => Some(("SSE decode", &mut sse as &mut dyn FnMut() -> u64)),
         Some("parse") => Some(("parse", &mut parse as &mut dyn FnMut() -> u64)),
         Some("fold") => Some(("parse + fold", &mut fold as &mut dyn FnMut() -> u64)),
+        Some("persist") => Some((
+            "pipeline, data dir on",
+            &mut persist as &mut dyn FnMut() -> u64,
+        )),
         _ if std::env::var("PIPELINE_ONLY").is_ok_and(|v| v == "1") => {
             Some(("pipeline", &mut full as &mut dyn FnMut() -> u64))
         }
@@ -252,8 +259,9 @@ fn main() {
         let [(t, n)] = best_interleaved(3, [stage]);
         assert_eq!(n, events, "every event went through the stage");
         println!(
-            "{name}: {:.0} events/s",
-            events as f64 / t.best().as_secs_f64()
+            "{name}: {:.0} events/s ({:.0} by wall time)",
+            events as f64 / t.best().as_secs_f64(),
+            events as f64 / t.wall.as_secs_f64()
         );
         return;
     }
@@ -267,7 +275,6 @@ fn main() {
         [&mut json, &mut sse, &mut parse, &mut fold, &mut full],
     );
     assert_eq!(full.1, events, "every event went through the pipeline");
-    let mut persist = || pipeline(true);
     let [persist] = best_interleaved(3, [&mut persist]);
     assert_eq!(
         persist.1, events,

@@ -10,17 +10,24 @@
 //!   once the data dir has committed the change: a counter `/metrics` shows is one a restart
 //!   continues from, never one it takes back (which Prometheus would read as a reset and count
 //!   again). Without a data dir, counters are set at once.
-//! - **The epoch** goes up after every applied change (and again when its counters become
-//!   visible), so a watcher wakes once per change or burst of changes and never polls.
-//! - The lock is held for microseconds: nothing inside it awaits or does IO (the journal goes to
-//!   the writer thread by channel).
+//! - **One journal per burst.** With a data dir, the cell keeps accumulating the journal and
+//!   tells the writer once that there is one; the writer takes it (and the counter totals as of
+//!   then) when it is ready for another commit (`crate::datadir::Pending`). So a burst of
+//!   events costs one message and one commit, and a slow disk only makes the bursts longer: the
+//!   stream never waits for it.
+//! - **The epoch** goes up after every applied change (and again, by the number of changes,
+//!   when their counters become visible), so a watcher wakes once per change or burst of changes
+//!   and never polls.
+//! - The lock is held for microseconds: nothing inside it awaits or does IO (the writer takes
+//!   the journal under it, and commits outside it).
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use tokio::sync::watch;
 
-use crate::datadir::WriterHandle;
+use crate::datadir::{Job, Pending, WriterHandle};
 use crate::model::{EventKind, Payload, Trade};
+use crate::state::durable::TakenJournal;
 use crate::state::{Account, Applied, Scope};
 use crate::telemetry::{AccountMetrics, Counter};
 
@@ -30,6 +37,12 @@ pub type SharedAccount = Arc<AccountCell>;
 struct Inner {
     state: Account,
     metrics: AccountMetrics,
+    /// Changes applied since the writer last took the journal that wait for its commit.
+    waiting: u64,
+    /// The writer was told there is a journal to take, and has not taken it yet.
+    queued: bool,
+    /// What the last event changed, kept for its vectors' capacity.
+    applied: Applied,
 }
 
 /// One account: its folded state and series, behind one lock. See the module docs.
@@ -38,6 +51,8 @@ pub struct AccountCell {
     inner: Mutex<Inner>,
     epoch: Arc<watch::Sender<u64>>,
     writer: Option<WriterHandle>,
+    /// This cell, for telling the writer where to take the journal from.
+    me: Weak<AccountCell>,
 }
 
 impl std::fmt::Debug for AccountCell {
@@ -61,6 +76,17 @@ fn publish(updates: Vec<(Counter, f64)>) {
     }
 }
 
+/// Adds `n` to the epoch, waking watchers only when there are any: waking none still took each
+/// of the channel's notifier locks, on every event. A watcher subscribing later reads the
+/// value as it is then.
+fn bump(epoch: &watch::Sender<u64>, n: u64) {
+    let watched = epoch.receiver_count() > 0;
+    epoch.send_if_modified(|e| {
+        *e = e.wrapping_add(n);
+        watched
+    });
+}
+
 impl AccountCell {
     /// An account cell. `markets` is the first-seen order of a restored account's markets
     /// (empty for a new one); with a `writer`, the state must be journaling
@@ -74,15 +100,25 @@ impl AccountCell {
     ) -> SharedAccount {
         if writer.is_some() {
             state.start_journal();
+        } else {
+            // A restored state journals; without a writer nobody would take it.
+            state.stop_journal();
         }
         // Restored totals are already durable: show them at once.
         publish(metrics.restore(&state, markets));
         let (epoch, _) = watch::channel(0u64);
-        Arc::new(AccountCell {
+        Arc::new_cyclic(|me| AccountCell {
             name: name.into(),
-            inner: Mutex::new(Inner { state, metrics }),
+            inner: Mutex::new(Inner {
+                state,
+                metrics,
+                waiting: 0,
+                queued: false,
+                applied: Applied::default(),
+            }),
             epoch: Arc::new(epoch),
             writer,
+            me: me.clone(),
         })
     }
 
@@ -103,21 +139,20 @@ impl AccountCell {
         now_unix_ms: i64,
     ) -> Outcome {
         let mut inner = self.lock();
-        let applied = match kind {
-            EventKind::Snapshot => {
-                let applied = inner.state.apply_snapshot(scope, payload);
-                if scope == Scope::User {
-                    // Where the sidecar starts watching: REST trades older than this predate
-                    // it. The snapshot's own trades set it when they carry times (in the fold).
-                    inner
-                        .state
-                        .note_watch_start(engine_ts_ms.unwrap_or(now_unix_ms));
-                }
-                applied
-            }
-            EventKind::Delta => inner.state.apply_delta(scope, payload),
-        };
-        self.finish(&mut inner, &applied, now_unix_ms)
+        let mut applied = std::mem::take(&mut inner.applied);
+        inner
+            .state
+            .apply_event_into(kind, scope, payload, &mut applied);
+        if kind == EventKind::Snapshot && scope == Scope::User {
+            // Where the sidecar starts watching: REST trades older than this predate it. The
+            // snapshot's own trades set it when they carry times (in the fold).
+            inner
+                .state
+                .note_watch_start(engine_ts_ms.unwrap_or(now_unix_ms));
+        }
+        let outcome = self.finish(&mut inner, &applied, now_unix_ms);
+        inner.applied = applied;
+        outcome
     }
 
     /// Counts trades read from REST that the stream never delivered, through the same dedup
@@ -130,34 +165,57 @@ impl AccountCell {
         applied
             .fills
             .iter()
-            .map(|f| Arc::clone(&f.market))
+            .map(|f| Arc::from(f.market.as_str()))
             .collect()
     }
 
     fn finish(&self, inner: &mut Inner, applied: &Applied, now_unix_ms: i64) -> Outcome {
-        let Inner { state, metrics } = inner;
+        let Inner { state, metrics, .. } = inner;
         metrics.observe_live(applied, state, now_unix_ms as f64 / 1000.0);
-        let updates = metrics.counter_updates(applied, state);
-        let journal = state.take_journal().filter(|j| !j.is_empty());
-        match (&self.writer, journal) {
-            (Some(writer), Some(journal)) => {
-                let epoch = Arc::clone(&self.epoch);
-                writer.submit(
-                    Arc::clone(&self.name),
-                    journal,
-                    Box::new(move |_committed| {
-                        // Committed, or the disk failed (reported and retried by the writer):
-                        // either way the values are live in memory and must be shown.
-                        publish(updates);
-                        epoch.send_modify(|e| *e = e.wrapping_add(1));
-                    }),
-                );
+        metrics.note_counters(applied);
+        match &self.writer {
+            None => metrics.publish_counters(state),
+            // Nothing durable changed: no counter either (every counter is a durable total).
+            Some(_) if !state.take_touched() => {}
+            Some(writer) => {
+                inner.waiting += 1;
+                let told = if inner.queued {
+                    // The writer will take this change with the earlier ones, unless it stopped.
+                    !writer.is_closed()
+                } else {
+                    self.me
+                        .upgrade()
+                        .is_some_and(|me| writer.notify(me as Arc<dyn Pending>))
+                };
+                if told {
+                    inner.queued = true;
+                } else {
+                    // The writer has stopped: nothing will be committed, and the values are
+                    // live in memory, so show them.
+                    inner.queued = false;
+                    let _ = inner.state.take_journal_rows();
+                    let shown = self.release(inner);
+                    shown();
+                }
             }
-            _ => publish(updates),
         }
-        self.epoch.send_modify(|e| *e = e.wrapping_add(1));
+        bump(&self.epoch, 1);
         Outcome {
             fills: applied.fills.len(),
+        }
+    }
+
+    /// The counter totals of the changes waiting for a commit, as of now, and the epoch bumps
+    /// they owe: what runs once the journal taken with them is committed.
+    fn release(&self, inner: &mut Inner) -> impl FnOnce() + Send + 'static {
+        let updates = inner.metrics.take_changed(&inner.state);
+        let changes = std::mem::take(&mut inner.waiting);
+        let epoch = Arc::clone(&self.epoch);
+        move || {
+            for (c, v) in updates {
+                c.absolute(v.value());
+            }
+            bump(&epoch, changes);
         }
     }
 
@@ -180,6 +238,33 @@ impl AccountCell {
     /// The current epoch.
     pub fn epoch(&self) -> u64 {
         *self.epoch.borrow()
+    }
+}
+
+/// The writer takes the journal accumulated since its last take, with the counter totals as of
+/// now: they become visible once that journal is committed.
+impl Pending for AccountCell {
+    fn take(&self) -> Option<Job> {
+        // Under the lock, copies only: the stream waits for this lock. The journal's maps are
+        // built after it is released.
+        let mut inner = self.lock();
+        inner.queued = false;
+        let rows = inner.state.take_journal_rows();
+        let shown = self.release(&mut inner);
+        drop(inner);
+        let journal = rows.map(TakenJournal::into_journal).unwrap_or_default();
+        if journal.is_empty() {
+            // Nothing to commit (cannot happen while every counter is a durable total): show.
+            shown();
+            return None;
+        }
+        Some(Job {
+            account: Arc::clone(&self.name),
+            journal,
+            // Committed, or the disk failed (reported and retried by the writer): either way
+            // the values are live in memory and must be shown.
+            then: Box::new(move |_committed| shown()),
+        })
     }
 }
 

@@ -577,10 +577,9 @@ pub const SHIPPED_RULES: &[(&str, &str)] = &[
     ("rules/stream.yml", include_str!("../rules/stream.yml")),
 ];
 
-/// Inventory limits the simulated positions cross (seed 1: SOL-PERP's position, in 0.1 steps,
-/// reaches a few contracts), so within about a minute of `demo` starting the status page shows
-/// `OcxInventoryLimitBreached` firing and resolving, and `OcxInventorySkewHeld` go pending, fire
-/// and resolve. BTC-PERP and ETH-PERP positions stay mostly under theirs.
+/// Inventory limits for the demo's markets. The simulated positions (SOL-PERP in 0.1 steps)
+/// cross them now and then at random; the scripted excursion ([`demo_excursion`]) crosses
+/// SOL-PERP's on a schedule.
 #[cfg(feature = "sim")]
 fn demo_limits() -> crate::config::Limits {
     let mut l = crate::config::Limits::default();
@@ -591,6 +590,24 @@ fn demo_limits() -> crate::config::Limits {
     l
 }
 
+/// The demo's scripted SOL-PERP excursion, so a newcomer sees every alert state on a known
+/// schedule: 2s after the simulator starts the position jumps to 0.8 (limit 0.5), is held for
+/// 40s and closed, then the market stays flat for 20s; again every 2 minutes. So
+/// `OcxInventoryLimitBreached` fires at once and resolves at ~42s, and `OcxInventorySkewHeld`
+/// (2m average over half the limit, `for: 30s`) goes pending within seconds and fires at ~33s.
+#[cfg(feature = "sim")]
+fn demo_excursion(cfg: &SimConfig) -> crate::sim::Excursion {
+    let steps = |d: Duration| (d.as_millis() / cfg.tick.as_millis().max(1)) as u64;
+    crate::sim::Excursion {
+        market: "SOL-PERP".into(),
+        steps: 8,
+        first_step: u64::from(cfg.warmup_steps) + steps(Duration::from_secs(2)),
+        hold: steps(Duration::from_secs(40)),
+        quiet: steps(Duration::from_secs(20)),
+        period: steps(Duration::from_secs(120)),
+    }
+}
+
 /// `ocx-sentinel demo`: the simulator on an ephemeral loopback port and the sidecar against it.
 #[cfg(feature = "sim")]
 pub async fn start_demo(
@@ -599,10 +616,11 @@ pub async fn start_demo(
     data_dir: Option<PathBuf>,
 ) -> Result<(RunningSim, Sidecar), AppError> {
     let sim_addr = SocketAddr::from(([127, 0, 0, 1], 0));
-    let cfg = SimConfig {
+    let mut cfg = SimConfig {
         seed,
         ..SimConfig::default()
     };
+    cfg.excursion = Some(demo_excursion(&cfg));
     let running = sim::start(cfg, sim_addr)
         .await
         .map_err(|source| AppError::Simulator {

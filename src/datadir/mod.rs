@@ -12,7 +12,13 @@
 //! - **Group commit.** Callers hand journals to the writer ([`WriterHandle::submit`]) and go on; its thread takes every
 //!   journal waiting, commits them in one transaction (one fsync), then runs each job's
 //!   continuation in order. Under load, groups grow, so throughput does not fall to one event per
-//!   fsync; when idle, each event is committed on its own within one fsync.
+//!   fsync, and commits start at most every `COMMIT_PACE`; when idle, each event is committed
+//!   on its own within one fsync.
+//! - **Journals are pulled, not pushed**, by a caller that changes often (an account cell,
+//!   [`Pending`]): it tells the writer once that it has something ([`WriterHandle::notify`]) and
+//!   keeps accumulating; right before a commit the writer takes everything accumulated. So a
+//!   burst of events costs one message and one journal, not one each, and the caller never
+//!   waits for the disk: taking copies rows under the caller's own lock, never held across IO.
 //! - **A failing disk loses nothing in memory.** When a commit fails (disk full, IO error) the
 //!   continuations still run (the caller's values stay live), the failure is reported, and the
 //!   journals are kept and retried with a capped backoff, merged with later ones (rows are
@@ -26,6 +32,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -56,6 +63,12 @@ const RETRY_INITIAL: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 /// At most this many jobs go into one transaction: a bound on the time the first of them waits.
 const MAX_GROUP: usize = 8192;
+/// Under load, a commit starts at most this long after the previous one started. Each commit
+/// has a fixed cost: for the writer an fsync and the tree pages it copies, for each busy
+/// account a short wait of its stream on the account's lock while the journal is taken. Waiting
+/// this little gathers more events per commit; counters become visible at most this much later.
+/// When idle (the last commit started longer ago), a journal is committed at once.
+const COMMIT_PACE: Duration = Duration::from_millis(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataDirError {
@@ -240,10 +253,13 @@ impl DataDir {
         {
             let mut keys = tx.open_table(TRADE_KEYS).map_err(|e| store_err(p, e))?;
             let mut rows = tx.open_table(ACCOUNT_ROWS).map_err(|e| store_err(p, e))?;
+            // Keys become text here, on the writer's thread, into one reused buffer.
+            let mut text = String::new();
             for (account, j) in group {
                 let a: &str = account;
                 for (serial, key) in &j.new_keys {
-                    keys.insert((a, *serial), key.as_str())
+                    key.encode_into(&mut text);
+                    keys.insert((a, *serial), text.as_str())
                         .map_err(|e| store_err(p, e))?;
                 }
                 if let Some(floor) = j.key_floor
@@ -321,12 +337,26 @@ pub enum WriterEvent {
 /// are live in memory and the journal will be retried).
 pub type Then = Box<dyn FnOnce(bool) + Send>;
 
+/// One journal to commit, and what to run after.
+pub struct Job {
+    pub account: Arc<str>,
+    pub journal: Journal,
+    pub then: Then,
+}
+
+/// A source of journals the writer pulls from (see the module docs): after
+/// [`WriterHandle::notify`], the writer calls [`Pending::take`] once.
+pub trait Pending: Send + Sync {
+    /// Everything accumulated since the last take, or `None` when there is nothing to commit
+    /// (whatever needed no commit was handled by the source itself). Runs on the writer thread;
+    /// must not block for long.
+    fn take(&self) -> Option<Job>;
+}
+
 enum Msg {
-    Job {
-        account: Arc<str>,
-        journal: Journal,
-        then: Then,
-    },
+    Job(Job),
+    /// A source has something to take.
+    Ready(Arc<dyn Pending>),
     /// Commit everything sent before, reply, and stop.
     Stop(mpsc::Sender<()>),
 }
@@ -335,12 +365,15 @@ enum Msg {
 #[derive(Debug, Clone)]
 pub struct WriterHandle {
     tx: mpsc::Sender<Msg>,
+    /// Set once the writer stops taking journals: a caller then stops waiting for commits.
+    closed: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Msg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Msg::Job { account, .. } => write!(f, "Job({account})"),
+            Msg::Job(job) => write!(f, "Job({})", job.account),
+            Msg::Ready(_) => f.write_str("Ready"),
             Msg::Stop(_) => f.write_str("Stop"),
         }
     }
@@ -350,14 +383,26 @@ impl WriterHandle {
     /// Queues a journal; `then` runs once it is committed (or the attempt failed). When the writer
     /// has stopped, `then(false)` runs at once on the caller's thread: values stay live.
     pub fn submit(&self, account: Arc<str>, journal: Journal, then: Then) {
-        if let Err(mpsc::SendError(msg)) = self.tx.send(Msg::Job {
+        if let Err(mpsc::SendError(msg)) = self.tx.send(Msg::Job(Job {
             account,
             journal,
             then,
-        }) && let Msg::Job { then, .. } = msg
+        })) && let Msg::Job(job) = msg
         {
-            then(false);
+            (job.then)(false);
         }
+    }
+
+    /// Tells the writer that `source` has a journal to take. Returns `false` when the writer has
+    /// stopped: nothing will be taken, and the caller shows its values as they are.
+    pub fn notify(&self, source: Arc<dyn Pending>) -> bool {
+        !self.is_closed() && self.tx.send(Msg::Ready(source)).is_ok()
+    }
+
+    /// Whether the writer has stopped taking journals (after [`WriterHandle::stop`]). A source
+    /// whose notice may have come too late checks this, so its values are not held back for good.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Commits everything queued so far and stops the thread (closing the store, so another
@@ -376,20 +421,44 @@ pub fn start_writer(
     observe: Arc<dyn Fn(WriterEvent) + Send + Sync>,
 ) -> io::Result<WriterHandle> {
     let (tx, rx) = mpsc::channel::<Msg>();
+    let closed = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&closed);
     std::thread::Builder::new()
         .name("ocx-datadir".into())
-        .spawn(move || writer_loop(dir, rx, observe))?;
-    Ok(WriterHandle { tx })
+        .spawn(move || writer_loop(dir, rx, observe, &flag))?;
+    Ok(WriterHandle { tx, closed })
+}
+
+/// After the writer stopped: whatever was still queued is not committed, but its continuations
+/// run (`false`), so its values are shown rather than held back.
+fn release_queued(rx: &mpsc::Receiver<Msg>) {
+    while let Ok(msg) = rx.try_recv() {
+        match msg {
+            Msg::Job(job) => (job.then)(false),
+            Msg::Ready(source) => {
+                if let Some(job) = source.take() {
+                    (job.then)(false);
+                }
+            }
+            Msg::Stop(reply) => {
+                let _ = reply.send(());
+            }
+        }
+    }
 }
 
 fn writer_loop(
     dir: DataDir,
     rx: mpsc::Receiver<Msg>,
     observe: Arc<dyn Fn(WriterEvent) + Send + Sync>,
+    closed: &AtomicBool,
 ) {
     // Journals whose commit failed, merged per account, retried with a capped backoff.
     let mut retry: BTreeMap<Arc<str>, Journal> = BTreeMap::new();
     let mut retry_delay = RETRY_INITIAL;
+    // When the last commit started: the writer thread is the IO edge, and paces its commits.
+    #[allow(clippy::disallowed_methods)]
+    let mut last_start: Option<std::time::Instant> = None;
     loop {
         let first = if retry.is_empty() {
             match rx.recv() {
@@ -407,35 +476,60 @@ fn writer_loop(
                 }
             }
         };
+        if let Some(last) = last_start
+            && !matches!(first, Some(Msg::Stop(_)))
+        {
+            let since = last.elapsed();
+            if since < COMMIT_PACE {
+                std::thread::sleep(COMMIT_PACE - since);
+            }
+        }
         let mut thens: Vec<Then> = Vec::new();
         let mut group = std::mem::take(&mut retry);
         let mut stop: Option<mpsc::Sender<()>> = None;
+        // Sources are taken from once the waiting messages are read, right before the commit:
+        // taken from as each notice arrived, a busy source (which notifies again as soon as it
+        // was taken from) was taken from every few events, each time under its lock.
+        let mut sources: Vec<Arc<dyn Pending>> = Vec::new();
         let mut next = first;
         while let Some(msg) = next {
             match msg {
-                Msg::Job {
+                Msg::Job(Job {
                     account,
                     journal,
                     then,
-                } => {
+                }) => {
                     group.entry(account).or_default().merge(journal);
                     thens.push(then);
                 }
+                Msg::Ready(source) => sources.push(source),
                 Msg::Stop(reply) => {
                     stop = Some(reply);
                     break;
                 }
             }
-            if thens.len() >= MAX_GROUP {
+            if thens.len() + sources.len() >= MAX_GROUP {
                 break;
             }
             next = rx.try_recv().ok();
+        }
+        for source in sources {
+            if let Some(Job {
+                account,
+                journal,
+                then,
+            }) = source.take()
+            {
+                group.entry(account).or_default().merge(journal);
+                thens.push(then);
+            }
         }
         if !group.is_empty() {
             let jobs = thens.len();
             // The writer thread is the IO edge: wall time here measures the fsync.
             #[allow(clippy::disallowed_methods)]
             let started = std::time::Instant::now();
+            last_start = Some(started);
             match dir.commit(&group) {
                 Ok(()) => {
                     retry_delay = RETRY_INITIAL;
@@ -461,6 +555,10 @@ fn writer_loop(
             }
         }
         if let Some(reply) = stop {
+            // From now on sources show their values at once; what they queued meanwhile is
+            // released, not lost.
+            closed.store(true, Ordering::Release);
+            release_queued(&rx);
             // Close the store before replying, so whoever waits can open it again at once.
             drop(dir);
             let _ = reply.send(());

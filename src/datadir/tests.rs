@@ -226,7 +226,7 @@ fn the_writer_commits_in_groups_runs_continuations_in_order_and_stops_cleanly() 
     let order = Arc::new(Mutex::new(Vec::new()));
     for i in 0..200u64 {
         let mut j = Journal::default();
-        j.new_keys = vec![(i, format!("i\u{1f}t-{i}"))];
+        j.new_keys = vec![(i, format!("i\u{1f}t-{i}").into())];
         let o = order.clone();
         writer.submit(
             Arc::from("a"),

@@ -83,7 +83,7 @@ struct Memory {
 /// A trade's identity for the undated-trade memory: its id, else its content.
 fn trade_key(t: &Trade) -> String {
     match &t.id {
-        Some(id) => id.clone(),
+        Some(id) => id.to_string(),
         None => format!(
             "{}|{}|{}|{}|{}",
             t.market,

@@ -24,6 +24,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use feed::{Change, ChangeLog};
+pub use world::Excursion;
 use world::World;
 
 /// Log entries kept for connections to catch up from (about a day at the default tick).
@@ -47,6 +48,8 @@ pub struct SimConfig {
     /// How `engineTs`, `sourceTs` and `createdAt` are written.
     pub timestamps: TsFormat,
     pub faults: Faults,
+    /// A scripted inventory excursion (`demo` runs one; default none).
+    pub excursion: Option<Excursion>,
 }
 
 impl Default for SimConfig {
@@ -63,6 +66,7 @@ impl Default for SimConfig {
             recent_trades: 50,
             timestamps: TsFormat::Iso,
             faults: Faults::default(),
+            excursion: None,
         }
     }
 }
@@ -201,7 +205,7 @@ pub struct SimHandle {
 /// Build the world (warmup included), bind nothing yet.
 pub fn build(cfg: SimConfig) -> SimHandle {
     let now = now_ms();
-    let mut world = World::new(cfg.seed, &cfg.markets);
+    let mut world = World::new(cfg.seed, &cfg.markets).with_excursion(cfg.excursion.clone());
     let mut log = ChangeLog::new(LOG_CAP);
     let tick_ms = cfg.tick.as_millis() as i64;
     let warmup = i64::from(cfg.warmup_steps);

@@ -15,6 +15,55 @@ const MAX_LEVELS: usize = 44;
 /// Chance per step that the account gets a fill.
 const FILL_PROBABILITY: f64 = 0.45;
 
+/// A scripted inventory excursion, repeated every `period` steps: at the cycle's first step the
+/// account's position on `market` jumps to `steps` (signed toward the position it had, long if
+/// flat), stays there for `hold` steps with no other fill on that market, is closed to zero by one
+/// fill, and sees no fill for `quiet` steps more; then random fills resume until the next cycle.
+/// `demo` uses one so its inventory alerts go through their whole life on a known schedule,
+/// whatever the random walk does (random positions alone left them pending for minutes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Excursion {
+    pub market: String,
+    /// Target position in quantity steps (absolute).
+    pub steps: i64,
+    /// World step (counting warmup from 1) of the first cycle's jump.
+    pub first_step: u64,
+    pub hold: u64,
+    pub quiet: u64,
+    /// Steps from one jump to the next; at least `hold + quiet + 1`.
+    pub period: u64,
+}
+
+/// What an excursion does to one market at one step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Script {
+    Jump,
+    /// No fill on the market (held, or quiet after the close).
+    Hold,
+    Close,
+    Free,
+}
+
+impl Excursion {
+    fn script(&self, step: u64) -> Script {
+        if step < self.first_step {
+            return Script::Free;
+        }
+        let at = (step - self.first_step) % self.period.max(self.hold + self.quiet + 1);
+        if at == 0 {
+            Script::Jump
+        } else if at < self.hold {
+            Script::Hold
+        } else if at == self.hold {
+            Script::Close
+        } else if at <= self.hold + self.quiet {
+            Script::Hold
+        } else {
+            Script::Free
+        }
+    }
+}
+
 /// One market's static parameters and live book. Prices are integer ticks and sizes integer steps,
 /// so the book never accumulates decimal noise; `Decimal` appears only at the edges.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -168,6 +217,8 @@ pub struct World {
     pub realized_total: Decimal,
     /// Time of the latest step, for `sourceTs`.
     pub last_step_ms: i64,
+    /// The scripted excursion and the index of its market, if any.
+    excursion: Option<(Excursion, usize)>,
 }
 
 /// (mid price, tick scale, step scale) by market name.
@@ -225,7 +276,18 @@ impl World {
             steps: 0,
             realized_total: Decimal::ZERO,
             last_step_ms: 0,
+            excursion: None,
         }
+    }
+
+    /// Script an excursion (see [`Excursion`]); one on a market the world does not have is
+    /// ignored.
+    pub fn with_excursion(mut self, excursion: Option<Excursion>) -> World {
+        self.excursion = excursion.and_then(|e| {
+            let m = self.markets.iter().position(|m| m.id == e.market)?;
+            Some((e, m))
+        });
+        self
     }
 
     /// Advance the world by one step: move every book, maybe fill the account.
@@ -235,10 +297,35 @@ impl World {
         for m in 0..self.markets.len() {
             self.move_book(m);
         }
+        let scripted = self
+            .excursion
+            .as_ref()
+            .map(|(e, m)| (e.script(self.steps), e.steps, *m));
+        match scripted {
+            Some((Script::Jump, target, m)) => {
+                let current = self.positions[m].as_ref().map_or(0, |p| p.qty);
+                let target = if current < 0 { -target } else { target };
+                if current != target {
+                    return Some(self.fill_signed(m, target - current, now_ms));
+                }
+                return None;
+            }
+            Some((Script::Close, _, m)) => {
+                let current = self.positions[m].as_ref().map_or(0, |p| p.qty);
+                if current != 0 {
+                    return Some(self.fill_signed(m, -current, now_ms));
+                }
+                return None;
+            }
+            _ => {}
+        }
         if self.markets.is_empty() || self.rng.f64() >= FILL_PROBABILITY {
             return None;
         }
         let m = self.rng.usize(..self.markets.len());
+        if matches!(scripted, Some((Script::Hold, _, held)) if held == m) {
+            return None;
+        }
         Some(self.fill(m, now_ms))
     }
 
@@ -335,6 +422,12 @@ impl World {
                 }
             }
         };
+        self.fill_signed(m, signed, now_ms)
+    }
+
+    /// A fill of `signed` steps (buy > 0) on market `m`, never 0.
+    fn fill_signed(&mut self, m: usize, signed: i64, now_ms: i64) -> Fill {
+        let rng = &mut self.rng;
         let buy = signed > 0;
         let maker = rng.bool();
         let market = &self.markets[m];
@@ -472,6 +565,46 @@ mod tests {
                 assert!(m.bids.values().chain(m.asks.values()).all(|s| *s > 0));
             }
         }
+    }
+
+    // The demo relies on this schedule for its alerts to go through their whole life.
+    #[test]
+    fn an_excursion_jumps_holds_closes_and_stays_quiet_every_period() {
+        let markets = ["BTC-PERP", "SOL-PERP"].map(String::from);
+        let e = Excursion {
+            market: "SOL-PERP".into(),
+            steps: 8,
+            first_step: 50,
+            hold: 20,
+            quiet: 10,
+            period: 60,
+        };
+        let mut w = World::new(3, &markets).with_excursion(Some(e));
+        let (mut jumps, mut closes, mut free_sol_fills) = (0, 0, 0);
+        for i in 1..=400_i64 {
+            let fill = w.step(i);
+            let at = (w.steps >= 50).then(|| (w.steps - 50) % 60);
+            let sol = fill.as_ref().filter(|f| f.position.market == 1);
+            let qty = w.positions[1].as_ref().map_or(0, |p| p.qty);
+            match at {
+                Some(0) => {
+                    assert_eq!(qty.abs(), 8, "step {}", w.steps);
+                    jumps += 1;
+                }
+                Some(1..=19) => {
+                    assert!(sol.is_none(), "a fill on the held market at {}", w.steps);
+                    assert_eq!(qty.abs(), 8);
+                }
+                Some(20) => {
+                    assert_eq!(qty, 0, "closed at {}", w.steps);
+                    closes += 1;
+                }
+                Some(21..=30) => assert!(sol.is_none(), "a fill while quiet at {}", w.steps),
+                _ => free_sol_fills += usize::from(sol.is_some()),
+            }
+        }
+        assert_eq!((jumps, closes), (6, 6));
+        assert!(free_sol_fills > 10, "random fills resume between excursions");
     }
 
     #[test]

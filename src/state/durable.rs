@@ -11,15 +11,23 @@
 //! the first snapshot after a restart brings them back.
 //!
 //! Everything here is pure: no IO, no clock. The data dir (`crate::datadir`) stores the rows.
+//!
+//! The fold does not build rows as it goes: it marks, in a [`Draft`], what changed (markets as
+//! they are first seen, and which rows are stale), and the rows are read from the account when
+//! the journal is taken ([`crate::state::Account::take_journal`]); new trade keys are read from
+//! the dedup memory, which holds them in serial order. A burst of events that touch the same
+//! rows then journals each row once, and the per-event cost is a few pushes.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use rust_decimal::Decimal;
 
-use super::fills::{FillKey, FillTotals, TradeKey};
-use super::positions::RealizedTotals;
-use crate::model::{Liquidity, Side};
+use super::fills::{FillKey, FillTotals, StoredKey, TradeKey};
+use super::positions::{RealizedTotals, ShortBaseRow};
+use crate::model::{Liquidity, ShortStr, Side};
 
 /// Separates fields in encoded keys and rows. A control character: market ids and trade ids
 /// are printable, and a field that contains it anyway cannot be split wrongly because the
@@ -52,7 +60,8 @@ impl DurableImage {
     /// against, and what restart tests use without a disk.
     #[cfg(test)]
     pub fn apply_journal(&mut self, j: &Journal) {
-        self.keys.extend(j.new_keys.iter().cloned());
+        self.keys
+            .extend(j.new_keys.iter().map(|(s, k)| (*s, k.text().into_owned())));
         if let Some(floor) = j.key_floor {
             self.keys.retain(|(serial, _)| *serial >= floor);
         }
@@ -97,12 +106,79 @@ pub struct DedupCounts {
     pub duplicate: u64,
 }
 
+/// A newly remembered trade key, as a journal carries it: as the fold saw it, made text (see
+/// [`encode_key`]) by the data dir's writer thread rather than on the stream's, or already text.
+#[derive(Debug, Clone)]
+pub struct NewKey(KeyForm);
+
+#[derive(Debug, Clone)]
+enum KeyForm {
+    Key(StoredKey),
+    Text(String),
+}
+
+impl NewKey {
+    pub(crate) fn of(key: StoredKey) -> Self {
+        NewKey(KeyForm::Key(key))
+    }
+
+    /// The key as stored (see [`encode_key`]).
+    pub fn text(&self) -> Cow<'_, str> {
+        match &self.0 {
+            KeyForm::Key(_) => {
+                let mut out = String::new();
+                self.encode_into(&mut out);
+                Cow::Owned(out)
+            }
+            KeyForm::Text(t) => Cow::Borrowed(t),
+        }
+    }
+
+    /// Writes the key as stored into `out` (cleared first), so a writer encoding many keys
+    /// reuses one buffer.
+    pub fn encode_into(&self, out: &mut String) {
+        out.clear();
+        match &self.0 {
+            KeyForm::Key(StoredKey::Id(id)) => write_id(id.as_str(), out),
+            KeyForm::Key(StoredKey::Content(c)) => write_content(
+                out,
+                &c.market,
+                c.created_at_ms,
+                c.side,
+                c.liquidity,
+                c.price,
+                c.quantity,
+            ),
+            KeyForm::Text(t) => out.push_str(t),
+        }
+    }
+}
+
+/// Keys are equal when they are stored alike, whichever form they are in.
+impl PartialEq for NewKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.text() == other.text()
+    }
+}
+
+impl From<String> for NewKey {
+    fn from(text: String) -> Self {
+        NewKey(KeyForm::Text(text))
+    }
+}
+
+impl From<&str> for NewKey {
+    fn from(text: &str) -> Self {
+        NewKey(KeyForm::Text(text.to_owned()))
+    }
+}
+
 /// Durable changes since the journal was last taken. Rows are absolute values (the totals after
 /// the change), so applying a journal twice, or a later journal over an earlier one, is safe.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Journal {
-    /// Newly remembered trade keys, encoded, with their serials.
-    pub new_keys: Vec<(u64, String)>,
+    /// Newly remembered trade keys with their serials.
+    pub new_keys: Vec<(u64, NewKey)>,
     /// Serials below this are forgotten (evicted from the bounded dedup memory).
     pub key_floor: Option<u64>,
     pub fills: BTreeMap<FillKey, FillTotals>,
@@ -131,6 +207,11 @@ impl Journal {
 
     /// Folds a later journal into this one (the later values win).
     pub fn merge(&mut self, later: Journal) {
+        if self.is_empty() {
+            // The usual case in a group commit (one journal per account): nothing to fold.
+            *self = later;
+            return;
+        }
         self.new_keys.extend(later.new_keys);
         if later.key_floor.is_some() {
             self.key_floor = later.key_floor;
@@ -153,23 +234,112 @@ impl Journal {
 
 /// A trade key as text: `i<SEP><id>` or
 /// `c<SEP><createdAt ms or empty><SEP><side><SEP><liquidity><SEP><price><SEP><qty><SEP><market>`.
+/// The writer encodes through [`NewKey::encode_into`]; this is that, for one key.
+#[cfg(test)]
 pub(crate) fn encode_key(key: &TradeKey) -> String {
-    match key {
-        TradeKey::Id(id) => format!("i{SEP}{id}"),
-        TradeKey::Content {
-            market,
-            created_at_ms,
-            side,
-            price,
-            quantity,
-            liquidity,
-        } => {
-            let at = created_at_ms.map(|v| v.to_string()).unwrap_or_default();
-            format!(
-                "c{SEP}{at}{SEP}{}{SEP}{}{SEP}{price}{SEP}{quantity}{SEP}{market}",
-                side.as_str(),
-                liquidity.as_str()
-            )
+    NewKey::of(StoredKey::from(key.clone())).text().into_owned()
+}
+
+/// Pushes rather than `format!`: the writer encodes every key a stream delivers.
+fn write_id(id: &str, out: &mut String) {
+    out.reserve(2 + id.len());
+    out.push('i');
+    out.push(SEP);
+    out.push_str(id);
+}
+
+fn write_content(
+    out: &mut String,
+    market: &str,
+    created_at_ms: Option<i64>,
+    side: Side,
+    liquidity: Liquidity,
+    price: Decimal,
+    quantity: Decimal,
+) {
+    out.push('c');
+    out.push(SEP);
+    if let Some(at) = created_at_ms {
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{at}");
+    }
+    out.push(SEP);
+    out.push_str(side.as_str());
+    out.push(SEP);
+    out.push_str(liquidity.as_str());
+    let _ = write!(out, "{SEP}{price}{SEP}{quantity}{SEP}");
+    out.push_str(market);
+}
+
+/// A journal as taken under the account's lock: the rows copied as they are, into vectors, so
+/// the lock is held for copies only (the stream waits for it); [`TakenJournal::into_journal`]
+/// builds the [`Journal`]'s maps and texts afterwards, on the writer's thread.
+#[derive(Debug, Default)]
+pub struct TakenJournal {
+    pub(crate) new_keys: Vec<(u64, NewKey)>,
+    pub(crate) key_floor: Option<u64>,
+    pub(crate) fills: Vec<(FillKey, FillTotals)>,
+    pub(crate) realized: Vec<(ShortStr, RealizedTotals)>,
+    pub(crate) bases: Vec<(ShortStr, Option<ShortBaseRow>)>,
+    pub(crate) new_markets: Vec<(u32, String)>,
+    pub(crate) dedup: Option<DedupCounts>,
+    pub(crate) watch_start_ms: Option<i64>,
+    pub(crate) baselined: Option<bool>,
+}
+
+impl TakenJournal {
+    pub fn into_journal(self) -> Journal {
+        Journal {
+            new_keys: self.new_keys,
+            key_floor: self.key_floor,
+            fills: self.fills.into_iter().collect(),
+            realized: self
+                .realized
+                .into_iter()
+                .map(|(m, t)| (m.to_string(), t))
+                .collect(),
+            bases: self
+                .bases
+                .into_iter()
+                .map(|(id, row)| (id.to_string(), row.map(|(m, b)| (m.to_string(), b))))
+                .collect(),
+            new_markets: self.new_markets,
+            dedup: self.dedup,
+            watch_start_ms: self.watch_start_ms,
+            baselined: self.baselined,
+        }
+    }
+}
+
+/// What changed since the journal was last taken, as the fold marks it (see the module docs):
+/// events as they happened, and for rows holding state only which ones are stale. Realized-PnL
+/// baselines and realized totals are marked by the positions themselves
+/// (`Positions::take_bases`, `Positions::take_realized`).
+#[derive(Debug, Default)]
+pub(crate) struct Draft {
+    /// Keys remembered from this serial on are not journaled yet; they are read from the dedup
+    /// memory when taken.
+    pub(crate) keys_from: u64,
+    /// Keys of a dedup memory that remembers none (capacity 0), which cannot be read back.
+    pub(crate) new_keys: Vec<(u64, NewKey)>,
+    /// The dedup memory was full at some point: the key floor is read when taken.
+    pub(crate) floor: bool,
+    /// Fill totals rows to write, each once: (market slot, fill slot).
+    pub(crate) fills: Vec<(u32, u8)>,
+    pub(crate) new_markets: Vec<(u32, String)>,
+    pub(crate) dedup: bool,
+    pub(crate) watch_start: bool,
+    pub(crate) baselined: bool,
+}
+
+impl Draft {
+    /// Marks a fill totals row stale, by the market's slot and the fill slot: a comparison of
+    /// numbers finds it among the few rows a burst touches.
+    pub(crate) fn mark_fill(&mut self, market: u32, slot: usize) {
+        // Below 6, so it fits.
+        let row = (market, slot as u8);
+        if !self.fills.contains(&row) {
+            self.fills.push(row);
         }
     }
 }
@@ -177,7 +347,7 @@ pub(crate) fn encode_key(key: &TradeKey) -> String {
 pub(crate) fn decode_key(s: &str) -> Option<TradeKey> {
     let (tag, rest) = s.split_once(SEP)?;
     match tag {
-        "i" => Some(TradeKey::Id(Arc::from(rest))),
+        "i" => Some(TradeKey::Id(ShortStr::new(rest))),
         "c" => {
             let mut f = rest.splitn(6, SEP);
             let at = f.next()?;

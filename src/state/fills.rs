@@ -9,7 +9,7 @@ use std::sync::Arc;
 use rust_decimal::Decimal;
 
 use super::hash::FastState;
-use crate::model::{Fill, Liquidity, Side, Trade};
+use crate::model::{Fill, Liquidity, ShortStr, Side, Trade};
 
 /// The label set fills are totalled under.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -18,6 +18,149 @@ pub struct FillKey {
     pub market: Arc<str>,
     pub side: Side,
     pub liquidity: Liquidity,
+}
+
+/// Totals per market by side and liquidity: this many, indexed by [`fill_slot`].
+pub(crate) const FILL_SLOTS: usize = 6;
+
+/// A side and liquidity's index among a market's totals, in [`FillKey`] order (buy before sell,
+/// then maker, taker, unknown).
+pub(crate) fn fill_slot(side: Side, liquidity: Liquidity) -> usize {
+    let l = match liquidity {
+        Liquidity::Maker => 0,
+        Liquidity::Taker => 1,
+        Liquidity::Unknown => 2,
+    };
+    (matches!(side, Side::Sell) as usize) * 3 + l
+}
+
+/// The side and liquidity of a [`fill_slot`].
+pub(crate) fn slot_parts(slot: usize) -> (Side, Liquidity) {
+    let side = if slot < 3 { Side::Buy } else { Side::Sell };
+    let liquidity = match slot % 3 {
+        0 => Liquidity::Maker,
+        1 => Liquidity::Taker,
+        _ => Liquidity::Unknown,
+    };
+    (side, liquidity)
+}
+
+/// The fill totals of an account, by the market's first-seen index (its slot in the account) and
+/// [`fill_slot`]. The fold finds a fill's totals by index: in a map ordered by [`FillKey`], each
+/// fill compared market names (a `memcmp` call each) at every level of the tree.
+#[derive(Debug, Default)]
+pub(crate) struct FillBook {
+    rows: Vec<[Option<FillTotals>; FILL_SLOTS]>,
+    /// The market slots that have totals, in market-name order: the order views show.
+    sorted: Vec<u32>,
+    len: usize,
+}
+
+impl FillBook {
+    pub(crate) fn get(&self, market: u32, slot: usize) -> Option<&FillTotals> {
+        self.rows.get(market as usize)?.get(slot)?.as_ref()
+    }
+
+    pub(crate) fn get_mut(&mut self, market: u32, slot: usize) -> Option<&mut FillTotals> {
+        self.rows.get_mut(market as usize)?.get_mut(slot)?.as_mut()
+    }
+
+    /// Sets a market's totals for a slot. `names` are the account's markets by slot.
+    pub(crate) fn insert(
+        &mut self,
+        market: u32,
+        slot: usize,
+        totals: FillTotals,
+        names: &[Arc<str>],
+    ) {
+        let m = market as usize;
+        if self.rows.len() <= m {
+            self.rows
+                .resize_with(m + 1, || std::array::from_fn(|_| None));
+        }
+        let row = &mut self.rows[m];
+        if row.iter().all(Option::is_none) {
+            let name = names.get(m).map_or("", |n| n);
+            let at = self
+                .sorted
+                .partition_point(|&s| names.get(s as usize).map_or("", |n| n) < name);
+            self.sorted.insert(at, market);
+        }
+        if row[slot].replace(totals).is_none() {
+            self.len += 1;
+        }
+    }
+}
+
+/// An account's fill totals as a map by [`FillKey`] would show them, in its order (see
+/// [`crate::state::Account::fill_totals`]).
+#[derive(Debug, Clone, Copy)]
+pub struct FillTotalsView<'a> {
+    pub(crate) book: &'a FillBook,
+    /// The account's markets by slot.
+    pub(crate) names: &'a [Arc<str>],
+    /// A market's slot.
+    pub(crate) index: &'a HashMap<ShortStr, u32, FastState>,
+}
+
+impl<'a> FillTotalsView<'a> {
+    /// The totals of a market, side and liquidity, by the market's name.
+    pub fn get_parts(
+        &self,
+        market: &str,
+        side: Side,
+        liquidity: Liquidity,
+    ) -> Option<&'a FillTotals> {
+        let &m = self.index.get(market)?;
+        self.book.get(m, fill_slot(side, liquidity))
+    }
+
+    pub fn get(&self, key: &FillKey) -> Option<&'a FillTotals> {
+        self.get_parts(&key.market, key.side, key.liquidity)
+    }
+
+    /// Every key with its totals, in [`FillKey`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (FillKey, &'a FillTotals)> + use<'a> {
+        let (book, names) = (self.book, self.names);
+        book.sorted.iter().flat_map(move |&m| {
+            let row = &book.rows[m as usize];
+            row.iter().enumerate().filter_map(move |(slot, t)| {
+                let (side, liquidity) = slot_parts(slot);
+                let key = FillKey {
+                    market: Arc::clone(names.get(m as usize)?),
+                    side,
+                    liquidity,
+                };
+                Some((key, t.as_ref()?))
+            })
+        })
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = FillKey> + use<'a> {
+        self.iter().map(|(k, _)| k)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &'a FillTotals> + use<'a> {
+        self.iter().map(|(_, t)| t)
+    }
+
+    pub fn len(&self) -> usize {
+        self.book.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.book.len == 0
+    }
+}
+
+/// As a map's index: panics when the key has no totals.
+impl std::ops::Index<&FillKey> for FillTotalsView<'_> {
+    type Output = FillTotals;
+
+    fn index(&self, key: &FillKey) -> &FillTotals {
+        // UNWRAP: indexing a map by a missing key panics, as `BTreeMap`'s own index does.
+        self.get(key).expect("no fill totals for this key")
+    }
 }
 
 /// Cumulative totals of the fills counted under one [`FillKey`]. Exact decimal sums.
@@ -45,11 +188,12 @@ impl FillTotals {
 }
 
 /// What makes two trades the same trade: the exchange's id when it sends one, else the content.
-/// Decimals are normalized so `"0.50"` and `0.5` are one key. Strings are `Arc` so the map and
-/// the eviction queue share one allocation per key.
+/// Decimals are normalized so `"0.50"` and `0.5` are one key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum TradeKey {
-    Id(Arc<str>),
+    /// Inline when short (most ids are): remembering one allocates nothing and comparing one
+    /// follows no pointer.
+    Id(ShortStr),
     Content {
         market: Arc<str>,
         created_at_ms: Option<i64>,
@@ -63,7 +207,7 @@ pub(crate) enum TradeKey {
 impl TradeKey {
     pub(crate) fn of(t: &Trade) -> Self {
         match &t.id {
-            Some(id) => TradeKey::Id(id.as_str().into()),
+            Some(id) => TradeKey::Id(id.clone()),
             None => TradeKey::Content {
                 market: t.market.as_str().into(),
                 created_at_ms: t.created_at_ms,
@@ -80,21 +224,24 @@ impl TradeKey {
 /// three words instead of ten. The dedup memory holds up to its capacity of keys twice (map and
 /// queue); at 100,000 keys that is the difference between about 6 and 17 MB, and the map's
 /// inserts touch that much less memory.
+///
+/// The fold makes one per trade and clones it for the eviction queue and the stream's record:
+/// an id key (the usual one) clones as a copy of three words.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum StoredKey {
-    Id(Arc<str>),
+pub(crate) enum StoredKey {
+    Id(ShortStr),
     Content(Arc<ContentKey>),
 }
 
 /// The fields of [`TradeKey::Content`].
 #[derive(Debug, PartialEq, Eq, Hash)]
-struct ContentKey {
-    market: Arc<str>,
-    created_at_ms: Option<i64>,
-    side: Side,
-    price: Decimal,
-    quantity: Decimal,
-    liquidity: Liquidity,
+pub(crate) struct ContentKey {
+    pub(crate) market: Arc<str>,
+    pub(crate) created_at_ms: Option<i64>,
+    pub(crate) side: Side,
+    pub(crate) price: Decimal,
+    pub(crate) quantity: Decimal,
+    pub(crate) liquidity: Liquidity,
 }
 
 impl From<TradeKey> for StoredKey {
@@ -160,7 +307,7 @@ impl Dedup {
     }
 
     /// Checks a key and remembers it if it was new.
-    pub(crate) fn observe(&mut self, key: TradeKey, event_start: u64) -> Seen {
+    pub(crate) fn observe(&mut self, key: impl Into<StoredKey>, event_start: u64) -> Seen {
         if self.capacity == 0 {
             return Seen::New;
         }
@@ -190,6 +337,28 @@ impl Dedup {
 
     pub(crate) fn len(&self) -> usize {
         self.order.len()
+    }
+
+    /// Whether keys are remembered at all (capacity above 0).
+    pub(crate) fn remembers(&self) -> bool {
+        self.capacity > 0
+    }
+
+    /// The remembered keys with serials from `from` on, oldest first, with their serials.
+    /// Keys inserted since a restore have consecutive serials and sit at the back of the
+    /// queue, so no lookup is needed; keys already forgotten (more new ones than the capacity)
+    /// are not returned, and are below the floor anyway.
+    pub(crate) fn keys_since(&self, from: u64) -> impl Iterator<Item = (u64, &StoredKey)> {
+        let n = self
+            .next_serial
+            .saturating_sub(from)
+            .min(self.order.len() as u64);
+        let first = self.next_serial - n;
+        let skip = self.order.len() - n as usize;
+        self.order
+            .range(skip..)
+            .zip(first..)
+            .map(|(k, serial)| (serial, k))
     }
 
     /// Serials below this are forgotten, once the memory is full (`None` before: nothing was).
@@ -232,7 +401,9 @@ pub(crate) const STREAM_TRADES_KEPT: usize = 10_000;
 #[derive(Debug)]
 struct StreamTrade {
     key: StoredKey,
-    market: Arc<str>,
+    /// The market's first-seen index in the account (a number, not a shared name: no atomic
+    /// reference count to move per trade).
+    market: u32,
     created_at_ms: Option<i64>,
     /// Already returned by [`StreamTrades::unlisted`]; the flag lives and dies with the entry,
     /// so the memory of reported trades is bounded by the same capacity.
@@ -247,12 +418,12 @@ pub(crate) struct StreamTrades {
 }
 
 impl StreamTrades {
-    pub(crate) fn push(&mut self, key: TradeKey, market: Arc<str>, created_at_ms: Option<i64>) {
+    pub(crate) fn push(&mut self, key: StoredKey, market: u32, created_at_ms: Option<i64>) {
         if self.entries.len() >= STREAM_TRADES_KEPT {
             self.entries.pop_front();
         }
         self.entries.push_back(StreamTrade {
-            key: key.into(),
+            key,
             market,
             created_at_ms,
             reported: false,
@@ -260,8 +431,9 @@ impl StreamTrades {
     }
 
     /// The markets of kept trades inside `rest`'s `createdAt` span (inclusive) whose key `rest`
-    /// does not list, each trade once over its stay here, oldest first.
-    pub(crate) fn unlisted(&mut self, rest: &[Trade]) -> Vec<String> {
+    /// does not list, each trade once over its stay here, oldest first. `names` are the
+    /// account's markets by first-seen index.
+    pub(crate) fn unlisted(&mut self, rest: &[Trade], names: &[Arc<str>]) -> Vec<String> {
         let span = rest
             .iter()
             .filter_map(|t| t.created_at_ms)
@@ -291,7 +463,8 @@ impl StreamTrades {
             }
             e.reported = true;
             if reported.insert(e.key.clone()) {
-                out.push(e.market.as_ref().to_owned());
+                let market = names.get(e.market as usize).map_or("", |m| m);
+                out.push(market.to_owned());
             }
         }
         out

@@ -39,22 +39,22 @@
 mod book;
 pub mod durable;
 mod fills;
-mod hash;
+pub(crate) mod hash;
 mod positions;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use rust_decimal::Decimal;
 use serde::Serialize;
 
 pub use book::Book;
-pub use fills::{FillKey, FillTotals};
-pub use positions::{MarketPosition, RealizedTotals, positions_by_market};
+pub use fills::{FillKey, FillTotals, FillTotalsView};
+pub use positions::{MarketPosition, RealizedByMarket, RealizedTotals, positions_by_market};
 
-use crate::model::{Fill, Payload, Trade};
-use durable::{DedupCounts, DurableImage, Journal};
-use fills::{Dedup, Seen, StreamTrades, TradeKey};
+use crate::model::{EventKind, Fill, Payload, ShortStr, Trade};
+use durable::{DedupCounts, Draft, DurableImage, Journal, NewKey, TakenJournal};
+use fills::{Dedup, FillBook, Seen, StoredKey, StreamTrades, TradeKey, fill_slot, slot_parts};
 use hash::FastState;
 use positions::{PositionChanges, Positions};
 
@@ -77,11 +77,23 @@ pub struct Applied {
     /// Trades in a delta already counted, or repeated within this one event.
     pub dedup_duplicate: u64,
     /// Markets whose aggregated position changed (including removed to nothing).
-    pub position_markets: Vec<String>,
+    pub position_markets: Vec<ShortStr>,
     /// Markets whose realized totals changed.
-    pub realized_markets: Vec<String>,
+    pub realized_markets: Vec<ShortStr>,
     /// Markets whose book changed.
-    pub book_markets: Vec<String>,
+    pub book_markets: Vec<ShortStr>,
+}
+
+impl Applied {
+    /// Empties it, keeping the vectors' capacity (see [`Account::apply_event_into`]).
+    pub fn clear(&mut self) {
+        self.fills.clear();
+        self.dedup_snapshot_replay = 0;
+        self.dedup_duplicate = 0;
+        self.position_markets.clear();
+        self.realized_markets.clear();
+        self.book_markets.clear();
+    }
 }
 
 /// A market's position valued at its mark; see [`Account::valuation`].
@@ -97,18 +109,22 @@ pub struct Valuation {
 #[derive(Debug)]
 pub struct Account {
     dedup: Dedup,
-    fills: BTreeMap<FillKey, FillTotals>,
+    fills: FillBook,
     positions: Positions,
     books: BTreeMap<String, Book>,
     /// `Arc` so each kept stream trade shares its market's one allocation.
     markets: BTreeSet<Arc<str>>,
-    /// The same markets, hashed: finding a market here costs one hash instead of a string
-    /// comparison per tree level.
-    market_index: HashSet<Arc<str>, FastState>,
-    /// The market noted last. A fill and the position update that follows it name the same
-    /// market, so this answers about half of the [`Account::note_market`] calls without a
-    /// lookup.
-    last_market: Option<Arc<str>>,
+    /// The same markets by first-seen index.
+    names: Vec<Arc<str>>,
+    /// The same again, by value, for fills (see [`ShortStr`]).
+    fill_names: Vec<ShortStr>,
+    /// A market's index in `names`, hashed: finding a market here costs one hash instead of a
+    /// string comparison per tree level.
+    market_index: HashMap<ShortStr, u32, FastState>,
+    /// The index of the market noted last. A fill and the position update that follows it name
+    /// the same market, so this answers about half of the [`Account::market_slot`] calls
+    /// without a lookup.
+    last_market: Option<u32>,
     stream_trades: StreamTrades,
     watch_start_ms: Option<i64>,
     /// Trades not counted because already counted, since the account began (restored too).
@@ -116,7 +132,9 @@ pub struct Account {
     /// How many markets were seen, for their first-seen index.
     market_count: u32,
     /// Durable changes since [`Account::take_journal`], while journaling (see [`durable`]).
-    journal: Option<Journal>,
+    journal: Option<Draft>,
+    /// Whether anything was marked in `journal` since [`Account::take_touched`].
+    touched: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -130,17 +148,20 @@ impl Account {
     pub fn new(dedup_capacity: usize) -> Self {
         Account {
             dedup: Dedup::new(dedup_capacity),
-            fills: BTreeMap::new(),
+            fills: FillBook::default(),
             positions: Positions::default(),
             books: BTreeMap::new(),
             markets: BTreeSet::new(),
-            market_index: HashSet::default(),
+            names: Vec::new(),
+            fill_names: Vec::new(),
+            market_index: HashMap::default(),
             last_market: None,
             stream_trades: StreamTrades::default(),
             watch_start_ms: None,
             dedup_counts: DedupCounts::default(),
             market_count: 0,
             journal: None,
+            touched: false,
         }
     }
 
@@ -162,15 +183,16 @@ impl Account {
         });
         acc.dedup.restore(decoded);
         for m in &image.markets {
-            acc.note_market(m);
+            acc.note_market(&ShortStr::new(m));
         }
         for (k, t) in image.fills {
-            acc.note_market(&k.market);
-            acc.fills.insert(k, t);
+            let m = acc.market_slot(&ShortStr::new(&k.market));
+            let slot = fill_slot(k.side, k.liquidity);
+            acc.fills.insert(m, slot, t, &acc.names);
         }
         let realized: Vec<_> = image.realized;
         for (m, _) in &realized {
-            acc.note_market(m);
+            acc.note_market(&ShortStr::new(m));
         }
         acc.positions.restore(
             realized,
@@ -189,13 +211,92 @@ impl Account {
     /// Start recording durable changes (an account with a data dir); see [`Account::take_journal`].
     pub fn start_journal(&mut self) {
         self.positions.journal = true;
-        self.journal.get_or_insert_with(Journal::default);
+        // Keys remembered before (restored ones) are already durable, or predate journaling.
+        let keys_from = self.dedup.event_start();
+        self.journal.get_or_insert_with(|| Draft {
+            keys_from,
+            ..Draft::default()
+        });
+    }
+
+    /// Stop recording durable changes (a restored account without a data dir to write to):
+    /// what nobody takes need not be kept.
+    pub fn stop_journal(&mut self) {
+        self.positions.journal = false;
+        self.journal = None;
+        self.positions.take_bases(&mut Vec::new());
+        self.positions.take_realized(&mut Vec::new());
+        self.take_touched();
     }
 
     /// The durable changes since the last call (empty when nothing durable changed), or `None`
-    /// when the account is not journaling.
+    /// when the account is not journaling. Rows are read now, at their current values (see
+    /// [`durable`]): one row per key however many events changed it.
     pub fn take_journal(&mut self) -> Option<Journal> {
-        self.journal.as_mut().map(std::mem::take)
+        self.take_journal_rows().map(TakenJournal::into_journal)
+    }
+
+    /// [`Account::take_journal`], the rows only copied: what the account cell does under its
+    /// lock, building the journal after releasing it.
+    pub fn take_journal_rows(&mut self) -> Option<TakenJournal> {
+        let d = self.journal.as_mut()?;
+        let mut new_keys: Vec<_> = d.new_keys.drain(..).collect();
+        let next = self.dedup.event_start();
+        new_keys.extend(
+            self.dedup
+                .keys_since(d.keys_from)
+                .map(|(serial, k)| (serial, NewKey::of(k.clone()))),
+        );
+        d.keys_from = next;
+        // Drained, not swapped: the draft keeps its capacity for the stream's next pushes.
+        let new_markets: Vec<_> = d.new_markets.drain(..).collect();
+        let (floor, dedup, watch_start, baselined) = (
+            std::mem::take(&mut d.floor),
+            std::mem::take(&mut d.dedup),
+            std::mem::take(&mut d.watch_start),
+            std::mem::take(&mut d.baselined),
+        );
+        let (book, names) = (&self.fills, &self.names);
+        let fills = d
+            .fills
+            .drain(..)
+            .filter_map(|(m, slot)| {
+                let t = book.get(m, usize::from(slot))?.clone();
+                let (side, liquidity) = slot_parts(usize::from(slot));
+                let key = FillKey {
+                    market: Arc::clone(names.get(m as usize)?),
+                    side,
+                    liquidity,
+                };
+                Some((key, t))
+            })
+            .collect();
+        let mut realized = Vec::new();
+        self.positions.take_realized(&mut realized);
+        let mut bases = Vec::new();
+        self.positions.take_bases(&mut bases);
+        Some(TakenJournal {
+            new_keys,
+            key_floor: if floor { self.dedup.floor() } else { None },
+            fills,
+            realized,
+            bases,
+            new_markets,
+            dedup: dedup.then_some(self.dedup_counts),
+            watch_start_ms: if watch_start {
+                self.watch_start_ms
+            } else {
+                None
+            },
+            baselined: baselined.then_some(true),
+        })
+    }
+
+    /// Whether anything durable changed since the last call (always false when not
+    /// journaling): the account cell asks after each event whether it waits for a commit.
+    pub fn take_touched(&mut self) -> bool {
+        let positions = self.positions.take_touched();
+        std::mem::take(&mut self.touched) | positions
     }
 
     /// Trades not counted because already counted, in total.
@@ -213,37 +314,60 @@ impl Account {
         self.apply(Kind::Delta, scope, payload)
     }
 
+    /// Applies a snapshot or a delta into `applied`, which is cleared first: a caller applying
+    /// event after event (the account cell) reuses one, so an event allocates no vectors for
+    /// what it changed.
+    pub fn apply_event_into(
+        &mut self,
+        kind: EventKind,
+        scope: Scope<'_>,
+        payload: &Payload,
+        applied: &mut Applied,
+    ) {
+        applied.clear();
+        let kind = match kind {
+            EventKind::Snapshot => Kind::Snapshot,
+            EventKind::Delta => Kind::Delta,
+        };
+        self.apply_into(kind, scope, payload, applied);
+    }
+
     fn apply(&mut self, kind: Kind, scope: Scope<'_>, payload: &Payload) -> Applied {
         let mut applied = Applied::default();
+        self.apply_into(kind, scope, payload, &mut applied);
+        applied
+    }
+
+    fn apply_into(
+        &mut self,
+        kind: Kind,
+        scope: Scope<'_>,
+        payload: &Payload,
+        applied: &mut Applied,
+    ) {
         match scope {
             Scope::User => {
-                self.apply_trades(kind, &payload.trades, &mut applied);
+                self.apply_trades(kind, &payload.trades, applied);
                 if let Some(update) = &payload.positions {
                     let was_baselined = self.positions.baselined();
-                    let PositionChanges {
-                        markets,
-                        realized,
-                        bases,
-                    } = match kind {
-                        Kind::Snapshot => self.positions.apply_snapshot(update),
-                        Kind::Delta => self.positions.apply_delta(update),
+                    let changes = PositionChanges {
+                        markets: &mut applied.position_markets,
+                        realized: &mut applied.realized_markets,
                     };
+                    match kind {
+                        Kind::Snapshot => self.positions.apply_snapshot(update, changes),
+                        Kind::Delta => self.positions.apply_delta(update, changes),
+                    }
                     for p in &update.upserts {
                         self.note_market(&p.market);
                     }
                     if let Some(j) = &mut self.journal {
-                        j.bases.extend(bases);
-                        for m in &realized {
-                            if let Some(t) = self.positions.realized().get(m.as_str()) {
-                                j.realized.insert(m.clone(), t.clone());
-                            }
-                        }
+                        // Realized totals are marked stale by the positions themselves.
                         if !was_baselined && self.positions.baselined() {
-                            j.baselined = Some(true);
+                            j.baselined = true;
+                            self.touched = true;
                         }
                     }
-                    applied.position_markets = markets;
-                    applied.realized_markets = realized;
                 }
             }
             Scope::Market(scope_market) => {
@@ -266,14 +390,13 @@ impl Account {
                             }
                         }
                     };
-                    self.note_market(market);
+                    self.note_market(&ShortStr::new(market));
                     if changed {
-                        applied.book_markets.push(market.to_owned());
+                        applied.book_markets.push(ShortStr::new(market));
                     }
                 }
             }
         }
-        applied
     }
 
     fn apply_trades(&mut self, kind: Kind, trades: &[Trade], applied: &mut Applied) {
@@ -282,22 +405,20 @@ impl Account {
         }
         if kind == Kind::Snapshot && self.watch_start_ms.is_none() {
             self.watch_start_ms = trades.iter().filter_map(|t| t.created_at_ms).min();
-            if let (Some(j), Some(ms)) = (&mut self.journal, self.watch_start_ms) {
-                j.watch_start_ms = Some(ms);
+            if let (Some(j), Some(_)) = (&mut self.journal, self.watch_start_ms) {
+                j.watch_start = true;
+                self.touched = true;
             }
         }
         let start = self.dedup.event_start();
         for t in trades {
-            let key = TradeKey::of(t);
+            let key = StoredKey::from(TradeKey::of(t));
             let serial = self.dedup.event_start();
             match self.dedup.observe(key.clone(), start) {
                 Seen::New => {
-                    if let Some(j) = &mut self.journal {
-                        j.new_keys.push((serial, durable::encode_key(&key)));
-                    }
-                    let fill = self.count_fill(t);
-                    self.stream_trades
-                        .push(key, Arc::clone(&fill.market), t.created_at_ms);
+                    self.journal_key(serial, &key);
+                    let (fill, market) = self.count_fill(t);
+                    self.stream_trades.push(key, market, t.created_at_ms);
                     applied.fills.push(fill);
                 }
                 Seen::Earlier if kind == Kind::Snapshot => applied.dedup_snapshot_replay += 1,
@@ -307,6 +428,18 @@ impl Account {
         self.note_dedup(applied.dedup_snapshot_replay, applied.dedup_duplicate);
     }
 
+    /// Journals a newly remembered key. A dedup memory that remembers keys holds them in serial
+    /// order, so the journal reads them from there when taken ([`Dedup::keys_since`]) and the
+    /// fold copies nothing per trade; one that remembers nothing (capacity 0) has them pushed.
+    fn journal_key(&mut self, serial: u64, key: &StoredKey) {
+        if let Some(j) = &mut self.journal {
+            if !self.dedup.remembers() {
+                j.new_keys.push((serial, NewKey::of(key.clone())));
+            }
+            self.touched = true;
+        }
+    }
+
     /// Adds to the running dedup totals, and journals the key floor and totals.
     fn note_dedup(&mut self, snapshot_replay: u64, duplicate: u64) {
         let c = &mut self.dedup_counts;
@@ -314,75 +447,85 @@ impl Account {
         c.duplicate = c.duplicate.saturating_add(duplicate);
         if let Some(j) = &mut self.journal {
             if snapshot_replay > 0 || duplicate > 0 {
-                j.dedup = Some(self.dedup_counts);
+                j.dedup = true;
+                self.touched = true;
             }
-            if let Some(floor) = self.dedup.floor() {
-                j.key_floor = Some(floor);
+            if self.dedup.floor().is_some() {
+                j.floor = true;
+                self.touched = true;
             }
         }
     }
 
     /// Counts a new trade: adds it to its totals and returns it as a fill whose market is shared
-    /// with [`Account::markets`].
-    fn count_fill(&mut self, t: &Trade) -> Fill {
-        let market = self.shared_market(&t.market);
+    /// with [`Account::markets`], with the market's first-seen index.
+    ///
+    /// No `Arc` is cloned here: the fill's market is by value, and the totals are found by
+    /// index (see [`FillBook`]). An `Arc` clone is an atomic increment, which waits for the stores
+    /// still pending (see [`ShortStr`]).
+    fn count_fill(&mut self, t: &Trade) -> (Fill, u32) {
+        let slot = self.market_slot(&t.market);
         let fill = Fill {
-            market: Arc::clone(&market),
+            market: self.fill_names[slot as usize].clone(),
             side: t.side,
             liquidity: t.liquidity,
             price: t.price,
             quantity: t.quantity,
             created_at_ms: t.created_at_ms,
         };
-        let key = FillKey {
-            market,
-            side: t.side,
-            liquidity: t.liquidity,
-        };
-        match &mut self.journal {
-            None => self.fills.entry(key).or_default().add(&fill),
-            Some(j) => {
-                let totals = self.fills.entry(key.clone()).or_default();
+        let fill_at = fill_slot(t.side, t.liquidity);
+        match self.fills.get_mut(slot, fill_at) {
+            Some(totals) => totals.add(&fill),
+            None => {
+                let mut totals = FillTotals::default();
                 totals.add(&fill);
-                j.fills.insert(key, totals.clone());
+                self.fills.insert(slot, fill_at, totals, &self.names);
             }
         }
-        fill
+        if let Some(j) = &mut self.journal {
+            j.mark_fill(slot, fill_at);
+            self.touched = true;
+        }
+        (fill, slot)
     }
 
     /// Notes that a market was seen (see [`Account::markets`]).
-    fn note_market(&mut self, market: &str) {
-        if self.last_market.as_deref() != Some(market) {
-            self.shared_market(market);
-        }
+    fn note_market(&mut self, market: &ShortStr) {
+        self.market_slot(market);
     }
 
-    /// The market's shared name, noted as seen. (Cloning an `Arc` is an atomic increment, which
-    /// shows in the fold's profile: [`Account::note_market`] does without when it can.)
-    fn shared_market(&mut self, market: &str) -> Arc<str> {
-        if let Some(last) = &self.last_market
-            && **last == *market
+    /// The market's first-seen index, the market noted as seen. Names are compared as
+    /// [`ShortStr`]s: inline, without a call to `memcmp`.
+    fn market_slot(&mut self, market: &ShortStr) -> u32 {
+        if let Some(last) = self.last_market
+            && self.fill_names[last as usize] == *market
         {
-            return Arc::clone(last);
+            return last;
         }
-        let m = self.market_entry(market);
-        self.last_market = Some(Arc::clone(&m));
-        m
+        let slot = self.market_entry(market);
+        self.last_market = Some(slot);
+        slot
     }
 
-    /// The market's shared name, added to [`Account::markets`] (and journaled) when new.
-    fn market_entry(&mut self, market: &str) -> Arc<str> {
+    /// The market's first-seen index, the market added to [`Account::markets`] (and journaled)
+    /// when new.
+    fn market_entry(&mut self, market: &ShortStr) -> u32 {
         match self.market_index.get(market) {
-            Some(m) => Arc::clone(m),
+            Some(&slot) => slot,
             None => {
-                let m: Arc<str> = market.into();
+                let m: Arc<str> = market.as_str().into();
+                // Saturating: four billion markets is beyond any account.
+                let slot = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
                 self.markets.insert(Arc::clone(&m));
-                self.market_index.insert(Arc::clone(&m));
+                self.market_index.insert(market.clone(), slot);
+                self.names.push(m);
+                self.fill_names.push(market.clone());
                 if let Some(j) = &mut self.journal {
-                    j.new_markets.push((self.market_count, market.to_owned()));
+                    j.new_markets.push((self.market_count, market.to_string()));
+                    self.touched = true;
                 }
                 self.market_count = self.market_count.saturating_add(1);
-                m
+                slot
             }
         }
     }
@@ -399,14 +542,12 @@ impl Account {
         let mut applied = Applied::default();
         let start = self.dedup.event_start();
         for t in trades {
-            let key = TradeKey::of(t);
+            let key = StoredKey::from(TradeKey::of(t));
             let serial = self.dedup.event_start();
-            // A REST listing repeats known trades by design: encode only the new ones.
+            // A REST listing repeats known trades by design: journal only the new ones.
             if self.dedup.observe(key.clone(), start) == Seen::New {
-                if let Some(j) = &mut self.journal {
-                    j.new_keys.push((serial, durable::encode_key(&key)));
-                }
-                let fill = self.count_fill(t);
+                self.journal_key(serial, &key);
+                let (fill, _) = self.count_fill(t);
                 applied.fills.push(fill);
             }
         }
@@ -427,7 +568,7 @@ impl Account {
     /// any `createdAt` judges nothing. Each trade is reported at most once while it is among
     /// those 10,000. Returns the market of each reported trade, oldest first.
     pub fn unlisted_stream_trades(&mut self, rest: &[Trade]) -> Vec<String> {
-        self.stream_trades.unlisted(rest)
+        self.stream_trades.unlisted(rest, &self.names)
     }
 
     /// The earliest time the account is watching from, unix ms: REST trades older than this
@@ -444,7 +585,8 @@ impl Account {
         if self.watch_start_ms.is_none() {
             self.watch_start_ms = Some(ms);
             if let Some(j) = &mut self.journal {
-                j.watch_start_ms = Some(ms);
+                j.watch_start = true;
+                self.touched = true;
             }
         }
     }
@@ -472,8 +614,9 @@ impl Account {
     /// with a nonzero quantity or without a mark. A position without an entry price is valued
     /// at the mark (no unrealized PnL).
     pub fn valuation(&self, market: &str) -> Option<Valuation> {
-        let p = self.market_position(market)?;
+        // The mark first: without a book (the user stream alone) nothing else is looked up.
         let mid = self.books.get(market)?.mid()?;
+        let p = self.market_position(market)?;
         if p.quantity.is_zero() {
             return None;
         }
@@ -489,13 +632,17 @@ impl Account {
         self.books.get(market)
     }
 
-    /// Cumulative fill totals, exact.
-    pub fn fill_totals(&self) -> &BTreeMap<FillKey, FillTotals> {
-        &self.fills
+    /// Cumulative fill totals, exact, as a map by [`FillKey`].
+    pub fn fill_totals(&self) -> FillTotalsView<'_> {
+        FillTotalsView {
+            book: &self.fills,
+            names: &self.names,
+            index: &self.market_index,
+        }
     }
 
     /// Realized profit and loss accumulated while watched, per market.
-    pub fn realized_totals(&self) -> &BTreeMap<String, RealizedTotals> {
+    pub fn realized_totals(&self) -> RealizedByMarket<'_> {
         self.positions.realized()
     }
 
@@ -511,9 +658,9 @@ impl Account {
             .all()
             .map(|p| {
                 (
-                    p.id.clone(),
+                    p.id.to_string(),
                     PositionSummary {
-                        market: p.market.clone(),
+                        market: p.market.to_string(),
                         quantity: dec(p.quantity),
                         entry_price: p.entry_price.map(dec),
                         realized_pnl: p.realized_pnl.map(dec),
@@ -536,7 +683,7 @@ impl Account {
             }
         }
         let fills = self
-            .fills
+            .fill_totals()
             .iter()
             .map(|(k, t)| FillSummary {
                 market: k.market.to_string(),
@@ -553,7 +700,7 @@ impl Account {
             .iter()
             .map(|(m, r)| {
                 (
-                    m.clone(),
+                    m.to_owned(),
                     RealizedSummary {
                         profit: dec(r.profit),
                         loss: dec(r.loss),

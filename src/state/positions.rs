@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use rust_decimal::Decimal;
 
 use super::hash::FastState;
-use crate::model::{Position, PositionsUpdate};
+use crate::model::{Position, PositionsUpdate, ShortStr};
 
 /// A market's positions rolled into one.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,70 +36,153 @@ pub(super) struct Entry {
     pub(super) realized_base: Option<Decimal>,
 }
 
-/// One market's positions, with what is asked of them most, kept up to date.
+/// One market's positions, with what is asked of them most, kept up to date, and its realized
+/// totals. A market keeps its slot for good (its realized totals outlive its positions), so a
+/// slot number names it for the life of the account.
 #[derive(Debug)]
-struct MarketPositions {
-    /// By position id.
-    ids: BTreeMap<String, Entry>,
+struct MarketSlot {
+    name: String,
+    /// The same, by value, for the lists of changed markets (see [`ShortStr`]).
+    short: ShortStr,
+    /// By position id; empty when the market has no known position.
+    ids: BTreeMap<ShortStr, Entry>,
     /// The aggregate of `ids`, computed once per update touching the market (in
     /// [`Positions::finish`]) instead of at every question: the fold, the metrics and the
-    /// valuation all ask for it after each event.
+    /// valuation all ask for it after each event. Meaningless while `ids` is empty.
     aggregate: MarketPosition,
     /// How many of `ids` are open (nonzero quantity, not closed), as of the same update.
     open: usize,
+    /// Realized PnL accumulated while watched; `None` until the market's first realized change.
+    realized: Option<RealizedTotals>,
+    /// The realized totals changed since [`Positions::take_realized`] (while journaling).
+    realized_stale: bool,
 }
 
-impl MarketPositions {
-    fn new(id: String, entry: Entry) -> Self {
-        MarketPositions {
-            ids: BTreeMap::from([(id, entry)]),
-            // Placeholders until the update's `finish`, before which nobody asks.
+impl MarketSlot {
+    fn new(name: &str) -> Self {
+        MarketSlot {
+            name: name.to_owned(),
+            short: ShortStr::new(name),
+            ids: BTreeMap::new(),
             aggregate: MarketPosition {
                 quantity: Decimal::ZERO,
                 entry_price: None,
                 realized_pnl: Decimal::ZERO,
             },
             open: 0,
+            realized: None,
+            realized_stale: false,
         }
+    }
+
+    /// The aggregate, `None` when the market has no known position.
+    fn position(&self) -> Option<&MarketPosition> {
+        (!self.ids.is_empty()).then_some(&self.aggregate)
     }
 }
 
-/// A position's market and realized-PnL baseline, as the durable journal keeps it.
-pub(crate) type BaseRow = (String, Option<Decimal>);
+/// A position's market and realized-PnL baseline, as taken for the durable journal.
+pub(crate) type ShortBaseRow = (ShortStr, Option<Decimal>);
 
-/// What a positions update touched, for [`crate::state::Applied`].
-#[derive(Debug, Default)]
-pub(crate) struct PositionChanges {
+/// Where a positions update reports what it touched: [`crate::state::Applied`]'s lists.
+#[derive(Debug)]
+pub(crate) struct PositionChanges<'a> {
     /// Markets whose aggregate changed.
-    pub(crate) markets: Vec<String>,
+    pub(crate) markets: &'a mut Vec<ShortStr>,
     /// Markets whose realized totals changed.
-    pub(crate) realized: Vec<String>,
-    /// Realized-PnL baselines that changed, for the durable journal (only while journaling):
-    /// id to its new (market, baseline), `None` when the id is gone.
-    pub(crate) bases: Vec<(String, Option<BaseRow>)>,
+    pub(crate) realized: &'a mut Vec<ShortStr>,
 }
 
 /// All known positions. See [`crate::state::Account`] for the rules.
+///
+/// Markets are numbered (slots) when first seen here, and everything per market lives in its
+/// slot: an update finds its market once by name and then works with the number, instead of
+/// comparing market names (each a separate allocation to follow) at every map it touches.
 #[derive(Debug, Default)]
 pub(crate) struct Positions {
-    /// By market (hashed: nothing walks it in order).
-    by_market: HashMap<String, MarketPositions, FastState>,
-    /// Open positions over all markets: the sum of their [`MarketPositions::open`].
+    markets: Vec<MarketSlot>,
+    /// A market's slot (hashed: nothing walks it in order).
+    slots: HashMap<ShortStr, u32, FastState>,
+    /// The slot found last: the upserts of an event mostly name one market.
+    last_slot: Option<u32>,
+    /// Markets with realized totals, in name order, to their slot.
+    realized_names: BTreeMap<String, u32>,
+    /// Open positions over all markets: the sum of their [`MarketSlot::open`].
     open: usize,
     /// The markets an update touches, with their aggregate from before it; empty between
     /// updates (its capacity is reused).
     before: Before,
-    /// Position id to its market.
-    market_of: HashMap<String, String, FastState>,
+    /// Markets whose realized totals the update changed, in order (capacity reused too).
+    realized_changed: Vec<u32>,
+    /// Position id to its market's slot.
+    market_of: HashMap<ShortStr, u32, FastState>,
     /// Whether a snapshot with positions has been applied (its positions were the baseline).
     baselined: bool,
-    realized: BTreeMap<String, RealizedTotals>,
     /// Baselines of the positions known before a restart, by id: the first snapshot after it
     /// counts each one's change since (PnL realized while the sidecar was down), then the rest
     /// are forgotten (closed while it was down).
     restored_bases: HashMap<String, Option<Decimal>>,
-    /// Report baseline changes in [`PositionChanges::bases`] (the account persists them).
+    /// Mark baseline and realized changes stale (the account persists them).
     pub(crate) journal: bool,
+    /// Ids whose realized-PnL baseline changed (or that are gone) since [`Positions::take_bases`]:
+    /// their rows are read then, so a burst of upserts of one id journals it once.
+    stale_bases: HashSet<ShortStr, FastState>,
+    /// Slots whose realized totals changed since [`Positions::take_realized`].
+    stale_realized: Vec<u32>,
+    /// Whether anything was marked stale since [`Positions::take_touched`].
+    touched: bool,
+}
+
+/// Realized totals by market, in market order: what [`crate::state::Account::realized_totals`]
+/// shows of the positions' per-market slots.
+#[derive(Debug, Clone, Copy)]
+pub struct RealizedByMarket<'a> {
+    names: &'a BTreeMap<String, u32>,
+    markets: &'a [MarketSlot],
+}
+
+impl<'a> RealizedByMarket<'a> {
+    fn totals(&self, slot: u32) -> Option<&'a RealizedTotals> {
+        self.markets.get(slot as usize)?.realized.as_ref()
+    }
+
+    /// A market's totals, `None` before its first realized change.
+    pub fn get(&self, market: &str) -> Option<&'a RealizedTotals> {
+        self.totals(*self.names.get(market)?)
+    }
+
+    /// Every market's totals, in market order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a RealizedTotals)> + use<'a> {
+        let markets = self.markets;
+        self.names.iter().filter_map(move |(m, &slot)| {
+            let t = markets.get(slot as usize)?.realized.as_ref()?;
+            Some((m.as_str(), t))
+        })
+    }
+
+    /// The markets with totals, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &'a str> + use<'a> {
+        self.names.keys().map(String::as_str)
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+/// As a map's index: panics when the market has no totals.
+impl std::ops::Index<&str> for RealizedByMarket<'_> {
+    type Output = RealizedTotals;
+
+    fn index(&self, market: &str) -> &RealizedTotals {
+        // UNWRAP: indexing a map by a missing key panics, as `BTreeMap`'s own index does.
+        self.get(market)
+            .expect("no realized totals for this market")
+    }
 }
 
 /// The signed quantity per market of a full position list (e.g. a REST `GET /perps/positions`
@@ -120,7 +203,7 @@ pub fn positions_by_market(list: &[Position]) -> BTreeMap<String, Decimal> {
         match out.get_mut(p.market.as_str()) {
             Some(q) => *q = q.saturating_add(p.quantity),
             None => {
-                out.insert(p.market.clone(), p.quantity);
+                out.insert(p.market.to_string(), p.quantity);
             }
         }
     }
@@ -129,26 +212,20 @@ pub fn positions_by_market(list: &[Position]) -> BTreeMap<String, Decimal> {
 
 /// A market's aggregate and how many of its positions are open (nonzero quantity, not closed),
 /// in one pass over them, in id order.
-pub(super) fn aggregate(ids: &BTreeMap<String, Entry>) -> (MarketPosition, usize) {
+pub(super) fn aggregate<K>(ids: &BTreeMap<K, Entry>) -> (MarketPosition, usize) {
     let mut quantity = Decimal::ZERO;
     let mut realized_pnl = Decimal::ZERO;
-    let mut weight = Decimal::ZERO;
-    let mut weighted = Decimal::ZERO;
     let mut priced = 0usize;
     let mut single_entry = None;
     let mut open = 0;
+    let is_priced = |p: &Position| p.entry_price.is_some() && !p.quantity.is_zero();
     for e in ids.values() {
         let p = &e.pos;
         quantity = quantity.saturating_add(p.quantity);
         realized_pnl = realized_pnl.saturating_add(p.realized_pnl.unwrap_or_default());
-        if let Some(entry) = p.entry_price
-            && !p.quantity.is_zero()
-        {
-            let w = p.quantity.abs();
-            weight = weight.saturating_add(w);
-            weighted = weighted.saturating_add(w.saturating_mul(entry));
+        if is_priced(p) {
             priced += 1;
-            single_entry = Some(entry);
+            single_entry = p.entry_price;
         }
         if !p.closed && !p.quantity.is_zero() {
             open += 1;
@@ -156,9 +233,19 @@ pub(super) fn aggregate(ids: &BTreeMap<String, Entry>) -> (MarketPosition, usize
     }
     let entry_price = match priced {
         0 => None,
-        // One position: its own price, untouched by division rounding.
+        // One position: its own price, untouched by division rounding (and no weighting: the
+        // usual market has one position, and decimal multiplies are not free).
         1 => single_entry,
-        _ => weighted.checked_div(weight),
+        _ => {
+            let (mut weight, mut weighted) = (Decimal::ZERO, Decimal::ZERO);
+            for p in ids.values().map(|e| &e.pos).filter(|p| is_priced(p)) {
+                let w = p.quantity.abs();
+                weight = weight.saturating_add(w);
+                let entry = p.entry_price.unwrap_or_default();
+                weighted = weighted.saturating_add(w.saturating_mul(entry));
+            }
+            weighted.checked_div(weight)
+        }
     };
     let aggregate = MarketPosition {
         quantity,
@@ -168,56 +255,94 @@ pub(super) fn aggregate(ids: &BTreeMap<String, Entry>) -> (MarketPosition, usize
     (aggregate, open)
 }
 
-/// Adds a position's realized-PnL change to its market's profit or loss.
-fn record_realized(
-    realized: &mut BTreeMap<String, RealizedTotals>,
-    market: &str,
-    change: Decimal,
-    changes: &mut PositionChanges,
-) {
-    if change.is_zero() {
-        return;
-    }
-    let totals = match realized.get_mut(market) {
-        Some(t) => t,
-        None => realized.entry(market.to_owned()).or_default(),
-    };
-    if change.is_sign_positive() {
-        totals.profit = totals.profit.saturating_add(change);
-    } else {
-        totals.loss = totals.loss.saturating_sub(change);
-    }
-    if !changes.realized.iter().any(|m| m == market) {
-        changes.realized.push(market.to_owned());
+/// Markets touched by one update (by slot), with their aggregate from before it.
+type Before = Vec<(u32, Option<MarketPosition>)>;
+
+/// Marks an id's baseline row stale.
+fn mark_base(stale: &mut HashSet<ShortStr, FastState>, touched: &mut bool, id: &ShortStr) {
+    *touched = true;
+    if !stale.contains(id) {
+        stale.insert(id.clone());
     }
 }
 
-/// Markets touched by one update, with their aggregate from before it.
-type Before = Vec<(String, Option<MarketPosition>)>;
-
 impl Positions {
+    /// A market's slot, created when new.
+    /// Names are compared as [`ShortStr`]s: inline, without a call to `memcmp`.
+    fn slot(&mut self, market: &ShortStr) -> u32 {
+        if let Some(last) = self.last_slot
+            && self.markets[last as usize].short == *market
+        {
+            return last;
+        }
+        let slot = match self.slots.get(market) {
+            Some(&slot) => slot,
+            None => {
+                // Saturating: four billion markets is beyond any account.
+                let slot = u32::try_from(self.markets.len()).unwrap_or(u32::MAX);
+                self.markets.push(MarketSlot::new(market));
+                self.slots.insert(market.clone(), slot);
+                slot
+            }
+        };
+        self.last_slot = Some(slot);
+        slot
+    }
+
+    /// Adds a position's realized-PnL change to its market's profit or loss.
+    fn record_realized(&mut self, slot: u32, change: Decimal) {
+        if change.is_zero() {
+            return;
+        }
+        let m = &mut self.markets[slot as usize];
+        let totals = match &mut m.realized {
+            Some(t) => t,
+            None => {
+                self.realized_names.insert(m.name.clone(), slot);
+                m.realized.insert(RealizedTotals::default())
+            }
+        };
+        if change.is_sign_positive() {
+            totals.profit = totals.profit.saturating_add(change);
+        } else {
+            totals.loss = totals.loss.saturating_sub(change);
+        }
+        if self.journal {
+            self.touched = true;
+            if !m.realized_stale {
+                m.realized_stale = true;
+                self.stale_realized.push(slot);
+            }
+        }
+        if !self.realized_changed.contains(&slot) {
+            self.realized_changed.push(slot);
+        }
+    }
+
     /// A delta: upserts replace by id, then `removed_ids` delete (a removal counts no PnL).
-    pub(crate) fn apply_delta(&mut self, update: &PositionsUpdate) -> PositionChanges {
+    pub(crate) fn apply_delta(&mut self, update: &PositionsUpdate, changes: PositionChanges<'_>) {
         let mut before = std::mem::take(&mut self.before);
-        let mut changes = PositionChanges::default();
         for p in &update.upserts {
-            self.upsert(p, false, &mut before, &mut changes);
+            self.upsert(p, false, &mut before);
         }
         for id in &update.removed_ids {
             if self.remove(id, &mut before) && self.journal {
-                changes.bases.push((id.clone(), None));
+                mark_base(&mut self.stale_bases, &mut self.touched, &ShortStr::new(id));
             }
         }
-        self.finish(before, changes)
+        self.finish(before, changes);
     }
 
     /// A snapshot: the upserts are the whole set; known ids absent from it are removed (so any
     /// `removedIds` are moot). The first snapshot applied is the realized-PnL baseline.
-    pub(crate) fn apply_snapshot(&mut self, update: &PositionsUpdate) -> PositionChanges {
+    pub(crate) fn apply_snapshot(
+        &mut self,
+        update: &PositionsUpdate,
+        changes: PositionChanges<'_>,
+    ) {
         let mut before = std::mem::take(&mut self.before);
-        let mut changes = PositionChanges::default();
         let present: HashSet<&str> = update.upserts.iter().map(|p| p.id.as_str()).collect();
-        let gone: Vec<String> = self
+        let gone: Vec<ShortStr> = self
             .market_of
             .keys()
             .filter(|id| !present.contains(id.as_str()))
@@ -225,86 +350,74 @@ impl Positions {
             .collect();
         for id in &gone {
             if self.remove(id, &mut before) && self.journal {
-                changes.bases.push((id.clone(), None));
+                mark_base(&mut self.stale_bases, &mut self.touched, id);
             }
         }
         let baseline = !self.baselined;
         for p in &update.upserts {
-            self.upsert(p, baseline, &mut before, &mut changes);
+            self.upsert(p, baseline, &mut before);
         }
         self.baselined = true;
         // Restored ids this snapshot does not carry were closed while the sidecar was down.
         for (id, _) in self.restored_bases.drain() {
             if self.journal {
-                changes.bases.push((id, None));
+                self.touched = true;
+                self.stale_bases.insert(ShortStr::new(&id));
             }
         }
-        self.finish(before, changes)
+        self.finish(before, changes);
     }
 
-    fn upsert(
-        &mut self,
-        p: &Position,
-        baseline: bool,
-        before: &mut Before,
-        changes: &mut PositionChanges,
-    ) {
+    fn upsert(&mut self, p: &Position, baseline: bool, before: &mut Before) {
+        let slot = self.slot(&p.market);
         // The usual update, a known id staying in its market: one lookup of each kind, and the
         // entry updated in place. The general way below gives the same result, with more
         // lookups.
-        if self
-            .market_of
-            .get(p.id.as_str())
-            .is_some_and(|m| *m == p.market)
-            && let Some(b) = self.by_market.get_mut(p.market.as_str())
-            && let Some(e) = b.ids.get_mut(p.id.as_str())
+        if self.market_of.get(&p.id) == Some(&slot)
+            && let Some(e) = self.markets[slot as usize].ids.get_mut(&p.id)
         {
-            if !before.iter().any(|(m, _)| *m == p.market) {
-                before.push((p.market.clone(), Some(b.aggregate.clone())));
-            }
             let realized_base = match (e.realized_base, p.realized_pnl) {
-                (Some(base), Some(r)) => {
-                    record_realized(
-                        &mut self.realized,
-                        &p.market,
-                        r.saturating_sub(base),
-                        changes,
-                    );
-                    Some(r)
-                }
-                (None, Some(r)) => Some(r),
+                (_, Some(r)) => Some(r),
                 (base, None) => base,
             };
+            let change = match (e.realized_base, p.realized_pnl) {
+                (Some(base), Some(r)) => Some(r.saturating_sub(base)),
+                _ => None,
+            };
             if self.journal && e.realized_base != realized_base {
-                changes
-                    .bases
-                    .push((p.id.clone(), Some((p.market.clone(), realized_base))));
+                mark_base(&mut self.stale_bases, &mut self.touched, &p.id);
             }
             e.pos.quantity = p.quantity;
             e.pos.entry_price = p.entry_price;
             e.pos.realized_pnl = p.realized_pnl;
             e.pos.closed = p.closed;
             e.realized_base = realized_base;
+            if !before.iter().any(|(m, _)| *m == slot) {
+                // Before the entry changed: the aggregate is of the previous update.
+                let was = self.markets[slot as usize].aggregate.clone();
+                before.push((slot, Some(was)));
+            }
+            if let Some(change) = change {
+                self.record_realized(slot, change);
+            }
             return;
         }
-        self.note_before(&p.market, before);
+        self.note_before(slot, before);
         // `Some(base)` when the id is already known (a replace), `None` when it is new.
-        let known: Option<Option<Decimal>> = match self.market_of.get(p.id.as_str()) {
-            Some(m) if *m == p.market => self
-                .by_market
-                .get(m.as_str())
-                .and_then(|b| b.ids.get(p.id.as_str()))
+        let known: Option<Option<Decimal>> = match self.market_of.get(&p.id) {
+            Some(&m) if m == slot => self.markets[m as usize]
+                .ids
+                .get(&p.id)
                 .map(|e| e.realized_base),
-            Some(m) => {
+            Some(&m) => {
                 // The id moved market: it leaves the old one.
-                let m = m.clone();
-                self.note_before(&m, before);
-                let old = self.take_entry(&m, &p.id);
-                self.market_of.insert(p.id.clone(), p.market.clone());
+                self.note_before(m, before);
+                let old = self.take_entry(m, &p.id);
+                self.market_of.insert(p.id.clone(), slot);
                 old.map(|e| e.realized_base)
             }
             None => {
-                self.market_of.insert(p.id.clone(), p.market.clone());
+                self.market_of.insert(p.id.clone(), slot);
                 // Known before a restart: its baseline carries over.
                 self.restored_bases.remove(p.id.as_str())
             }
@@ -317,44 +430,33 @@ impl Positions {
         };
         let realized_base = match (base, p.realized_pnl) {
             (Some(b), Some(r)) => {
-                record_realized(&mut self.realized, &p.market, r.saturating_sub(b), changes);
+                self.record_realized(slot, r.saturating_sub(b));
                 Some(r)
             }
             (None, Some(r)) => Some(r),
             (b, None) => b,
         };
         if self.journal && known != Some(realized_base) {
-            changes
-                .bases
-                .push((p.id.clone(), Some((p.market.clone(), realized_base))));
+            mark_base(&mut self.stale_bases, &mut self.touched, &p.id);
         }
-        match self.by_market.get_mut(p.market.as_str()) {
-            Some(b) => match b.ids.get_mut(p.id.as_str()) {
-                // Same id and market: update in place, no allocation.
-                Some(e) => {
-                    e.pos.quantity = p.quantity;
-                    e.pos.entry_price = p.entry_price;
-                    e.pos.realized_pnl = p.realized_pnl;
-                    e.pos.closed = p.closed;
-                    e.realized_base = realized_base;
-                }
-                None => {
-                    b.ids.insert(
-                        p.id.clone(),
-                        Entry {
-                            pos: p.clone(),
-                            realized_base,
-                        },
-                    );
-                }
-            },
+        let ids = &mut self.markets[slot as usize].ids;
+        match ids.get_mut(&p.id) {
+            // Same id and market: update in place, no allocation.
+            Some(e) => {
+                e.pos.quantity = p.quantity;
+                e.pos.entry_price = p.entry_price;
+                e.pos.realized_pnl = p.realized_pnl;
+                e.pos.closed = p.closed;
+                e.realized_base = realized_base;
+            }
             None => {
-                let entry = Entry {
-                    pos: p.clone(),
-                    realized_base,
-                };
-                self.by_market
-                    .insert(p.market.clone(), MarketPositions::new(p.id.clone(), entry));
+                ids.insert(
+                    p.id.clone(),
+                    Entry {
+                        pos: p.clone(),
+                        realized_base,
+                    },
+                );
             }
         }
     }
@@ -362,53 +464,62 @@ impl Positions {
     /// Returns whether the id was known.
     fn remove(&mut self, id: &str, before: &mut Before) -> bool {
         match self.market_of.remove(id) {
-            Some(market) => {
-                self.note_before(&market, before);
-                self.take_entry(&market, id);
+            Some(slot) => {
+                self.note_before(slot, before);
+                self.take_entry(slot, id);
                 true
             }
             None => false,
         }
     }
 
-    fn take_entry(&mut self, market: &str, id: &str) -> Option<Entry> {
-        let b = self.by_market.get_mut(market)?;
-        let entry = b.ids.remove(id);
-        if b.ids.is_empty()
-            && let Some(gone) = self.by_market.remove(market)
-        {
-            self.open -= gone.open;
+    fn take_entry(&mut self, slot: u32, id: &str) -> Option<Entry> {
+        let m = self.markets.get_mut(slot as usize)?;
+        let entry = m.ids.remove(id);
+        if entry.is_some() && m.ids.is_empty() {
+            // The market has no position left: its open count goes with it.
+            self.open -= m.open;
+            m.open = 0;
         }
         entry
     }
 
-    fn note_before(&self, market: &str, before: &mut Before) {
-        if !before.iter().any(|(m, _)| m == market) {
-            before.push((market.to_owned(), self.market_position(market)));
+    fn note_before(&self, slot: u32, before: &mut Before) {
+        if !before.iter().any(|(m, _)| *m == slot) {
+            let was = self.markets[slot as usize].position().cloned();
+            before.push((slot, was));
         }
     }
 
     /// Brings the touched markets' aggregates up to date and reports those that changed.
-    fn finish(&mut self, mut before: Before, mut changes: PositionChanges) -> PositionChanges {
-        for (market, was) in before.drain(..) {
-            let now = self.by_market.get_mut(market.as_str()).map(|b| {
-                let (aggregate, open) = aggregate(&b.ids);
-                self.open = self.open - b.open + open;
-                b.open = open;
-                b.aggregate = aggregate;
-                &b.aggregate
-            });
+    fn finish(&mut self, mut before: Before, changes: PositionChanges<'_>) {
+        for (slot, was) in before.drain(..) {
+            let m = &mut self.markets[slot as usize];
+            let now = if m.ids.is_empty() {
+                None
+            } else {
+                let (aggregate, open) = aggregate(&m.ids);
+                self.open = self.open - m.open + open;
+                m.open = open;
+                m.aggregate = aggregate;
+                Some(&m.aggregate)
+            };
             if now != was.as_ref() {
-                changes.markets.push(market);
+                changes.markets.push(m.short.clone());
             }
+        }
+        for slot in self.realized_changed.drain(..) {
+            changes
+                .realized
+                .push(self.markets[slot as usize].short.clone());
         }
         // Kept for the next update, so its list of touched markets needs no allocation.
         self.before = before;
-        changes
     }
 
     pub(crate) fn market_position(&self, market: &str) -> Option<MarketPosition> {
-        self.by_market.get(market).map(|b| b.aggregate.clone())
+        let slot = *self.slots.get(market)?;
+        self.markets[slot as usize].position().cloned()
     }
 
     /// Positions with a nonzero quantity that are not closed.
@@ -418,16 +529,59 @@ impl Positions {
 
     /// Every known position, by market then id.
     pub(crate) fn all(&self) -> impl Iterator<Item = &Position> {
-        self.by_market
-            .values()
-            .flat_map(|b| b.ids.values().map(|e| &e.pos))
+        self.markets
+            .iter()
+            .flat_map(|m| m.ids.values().map(|e| &e.pos))
     }
-    pub(crate) fn realized(&self) -> &BTreeMap<String, RealizedTotals> {
-        &self.realized
+
+    pub(crate) fn realized(&self) -> RealizedByMarket<'_> {
+        RealizedByMarket {
+            names: &self.realized_names,
+            markets: &self.markets,
+        }
     }
 
     pub(crate) fn baselined(&self) -> bool {
         self.baselined
+    }
+
+    /// The baseline rows marked stale since the last call, read now: id to its (market,
+    /// baseline), `None` when the id is no longer known. Copies only (see
+    /// [`crate::state::durable::TakenJournal`]).
+    pub(crate) fn take_bases(&mut self, out: &mut Vec<(ShortStr, Option<ShortBaseRow>)>) {
+        let Positions {
+            stale_bases,
+            market_of,
+            markets,
+            ..
+        } = self;
+        out.extend(stale_bases.drain().map(|id| {
+            let row = market_of.get(&id).and_then(|&slot| {
+                let m = &markets[slot as usize];
+                let e = m.ids.get(&id)?;
+                Some((m.short.clone(), e.realized_base))
+            });
+            (id, row)
+        }));
+    }
+
+    /// The realized totals rows marked stale since the last call, read now. Copies only.
+    pub(crate) fn take_realized(&mut self, out: &mut Vec<(ShortStr, RealizedTotals)>) {
+        let Positions {
+            stale_realized,
+            markets,
+            ..
+        } = self;
+        out.extend(stale_realized.drain(..).filter_map(|slot| {
+            let m = &mut markets[slot as usize];
+            m.realized_stale = false;
+            Some((m.short.clone(), m.realized.clone()?))
+        }));
+    }
+
+    /// Whether anything was marked stale since the last call.
+    pub(crate) fn take_touched(&mut self) -> bool {
+        std::mem::take(&mut self.touched)
     }
 
     /// Rebuilds the durable part after a restart: realized totals, the baselines of the positions
@@ -438,7 +592,14 @@ impl Positions {
         bases: impl IntoIterator<Item = (String, Option<Decimal>)>,
         baselined: bool,
     ) {
-        self.realized.extend(realized);
+        for (market, totals) in realized {
+            let slot = self.slot(&ShortStr::new(&market));
+            let m = &mut self.markets[slot as usize];
+            if m.realized.is_none() {
+                self.realized_names.insert(market, slot);
+            }
+            m.realized = Some(totals);
+        }
         self.restored_bases.extend(bases);
         self.baselined = baselined;
     }

@@ -9,7 +9,7 @@ fn d(s: &str) -> Decimal {
 
 fn trade(id: Option<&str>, market: &str, side: Side, price: &str, qty: &str) -> Trade {
     Trade {
-        id: id.map(str::to_owned),
+        id: id.map(Into::into),
         market: market.into(),
         side,
         liquidity: Liquidity::Maker,
@@ -946,7 +946,7 @@ proptest::proptest! {
                 let ids: BTreeMap<String, positions::Entry> = all
                     .iter()
                     .filter(|p| p.market == market)
-                    .map(|p| (p.id.clone(), positions::Entry { pos: p.clone(), realized_base: None }))
+                    .map(|p| (p.id.to_string(), positions::Entry { pos: p.clone(), realized_base: None }))
                     .collect();
                 let fresh = (!ids.is_empty()).then(|| positions::aggregate(&ids).0);
                 proptest::prop_assert_eq!(acc.market_position(&market), fresh, "{}", market);

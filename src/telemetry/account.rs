@@ -5,12 +5,18 @@
 //! - **live** values (gauges: positions, book, valuation, clocks) are set at once by
 //!   [`AccountMetrics::observe_live`];
 //! - **counter** values (fills, traded amounts, realized profit/loss, deduplicated trades) are
-//!   returned by [`AccountMetrics::counter_updates`] as absolute totals read from the fold, for the
-//!   caller to publish once they are durable (`crate::account`). A counter is never shown at a
-//!   value a restart could take back, so Prometheus never sees it go down.
+//!   marked changed by [`AccountMetrics::note_counters`] and read, as absolute totals from the
+//!   fold, by [`AccountMetrics::counter_updates_pending`] (or set at once by
+//!   [`AccountMetrics::publish_counters`]) when the caller publishes them: once they are durable
+//!   (`crate::account`). A counter is never shown at a value a restart could take back, so
+//!   Prometheus never sees it go down. Reading totals when publishing, not per event, means a
+//!   burst of events reads each changed total once.
 //!
 //! Markets past `max_markets` fold into the label `other`; counters under `other` are the sums of
 //! the fold's exact per-market totals of the markets folded there.
+//!
+//! The per-event path allocates nothing: each market is resolved to its label once (when first
+//! seen; that is when it is folded) and the label's handles are kept in a vector by index.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -21,11 +27,26 @@ use rust_decimal::prelude::ToPrimitive;
 use super::labels::OTHER;
 use super::{Counter, Gauge, LabelFolder, Telemetry, names};
 use crate::config::{LimitMap, Limits};
-use crate::model::{Liquidity, Side};
+use crate::model::{Liquidity, ShortStr, Side};
+use crate::state::hash::FastState;
 use crate::state::{Account, Applied, FillKey, FillTotals};
 
 /// Fill series by `fill_slot(side, liquidity)`.
 const SLOTS: usize = 6;
+
+/// The slots' side and liquidity, in slot order.
+const SLOT_KEYS: [(Side, Liquidity); SLOTS] = [
+    (Side::Buy, Liquidity::Maker),
+    (Side::Buy, Liquidity::Taker),
+    (Side::Buy, Liquidity::Unknown),
+    (Side::Sell, Liquidity::Maker),
+    (Side::Sell, Liquidity::Taker),
+    (Side::Sell, Liquidity::Unknown),
+];
+
+/// Markets remembered with their label beyond which a new market is resolved on each use
+/// instead: the memory stays bounded if the exchange sends ever new market ids.
+const MAX_REMEMBERED_MARKETS: usize = 10_000;
 
 fn fill_slot(side: Side, liquidity: Liquidity) -> usize {
     let l = match liquidity {
@@ -40,16 +61,33 @@ fn f(d: Decimal) -> f64 {
     d.to_f64().unwrap_or(f64::NAN)
 }
 
-#[derive(Clone)]
+/// A counter's new total as read from the fold, made an `f64` only when published: with a data
+/// dir that is after the account's lock is released (the stream waits for that lock, and a
+/// decimal's conversion is not free).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Total {
+    Count(u64),
+    Amount(Decimal),
+}
+
+impl Total {
+    pub fn value(self) -> f64 {
+        match self {
+            Total::Count(n) => n as f64,
+            Total::Amount(d) => f(d),
+        }
+    }
+}
+
 struct FillHandles {
     count: Counter,
     quantity: Counter,
     notional: Counter,
 }
 
-/// The series of one market label, registered on first use.
+/// A label's gauges, registered on first use.
 #[derive(Default)]
-struct LabelHandles {
+struct Gauges {
     quantity: Option<Gauge>,
     entry_price: Option<Gauge>,
     realized_pnl: Option<Gauge>,
@@ -60,14 +98,105 @@ struct LabelHandles {
     bid_levels: Option<Gauge>,
     ask_levels: Option<Gauge>,
     last_fill: Option<Gauge>,
+}
+
+/// The series of one market label.
+struct LabelHandles {
+    /// The label value: a market, or `other`.
+    name: String,
+    gauges: Gauges,
     fills: [Option<FillHandles>; SLOTS],
     profit: Option<Counter>,
     loss: Option<Counter>,
     /// The last-fill clock only moves forward: a replayed old trade must not turn it back.
     last_fill_at: f64,
+    /// Its counters exist (at 0 until their first fill or realized change).
+    initialized: bool,
+    /// Its limit series are set.
+    limited: bool,
+    /// Fill slots (one bit each) whose totals changed since they were last published.
+    dirty_fills: u8,
+    /// Realized totals changed since they were last published.
+    dirty_realized: bool,
 }
 
-type Pick = fn(&mut LabelHandles) -> &mut Option<Gauge>;
+impl LabelHandles {
+    fn new(name: &str) -> Self {
+        LabelHandles {
+            name: name.to_string(),
+            gauges: Gauges::default(),
+            fills: Default::default(),
+            profit: None,
+            loss: None,
+            last_fill_at: 0.0,
+            initialized: false,
+            limited: false,
+            dirty_fills: 0,
+            dirty_realized: false,
+        }
+    }
+
+    /// Sets a gauge, registering it on first use.
+    fn set(
+        &mut self,
+        t: &Telemetry,
+        account: &str,
+        name: &'static str,
+        pick: Pick,
+        extra: Option<(&'static str, &'static str)>,
+        value: f64,
+    ) {
+        let label = self.name.as_str();
+        pick(&mut self.gauges)
+            .get_or_insert_with(|| {
+                let mut l = vec![("account", account), ("market", label)];
+                l.extend(extra);
+                t.gauge(name, &l)
+            })
+            .set(value);
+    }
+
+    /// Sets gauges to 0 if they exist (a removed position, an unknown mark).
+    fn zero(&mut self, picks: &[Pick]) {
+        for pick in picks {
+            if let Some(g) = pick(&mut self.gauges) {
+                g.set(0.0);
+            }
+        }
+    }
+
+    /// The fill handles of a slot, registered on first use.
+    fn fill_handles(&mut self, t: &Telemetry, account: &str, slot: usize) -> &FillHandles {
+        let label = self.name.as_str();
+        self.fills[slot].get_or_insert_with(|| {
+            let (side, liquidity) = SLOT_KEYS[slot];
+            let l = [
+                ("account", account),
+                ("market", label),
+                ("side", side.as_str()),
+                ("liquidity", liquidity.as_str()),
+            ];
+            FillHandles {
+                count: t.counter(names::FILLS, &l),
+                quantity: t.counter(names::FILL_QUANTITY, &l),
+                notional: t.counter(names::FILL_NOTIONAL, &l),
+            }
+        })
+    }
+
+    fn realized_handles(&mut self, t: &Telemetry, account: &str) -> (&Counter, &Counter) {
+        let l = [("account", account), ("market", self.name.as_str())];
+        let p = self
+            .profit
+            .get_or_insert_with(|| t.counter(names::REALIZED_PROFIT, &l));
+        let q = self
+            .loss
+            .get_or_insert_with(|| t.counter(names::REALIZED_LOSS, &l));
+        (p, q)
+    }
+}
+
+type Pick = fn(&mut Gauges) -> &mut Option<Gauge>;
 
 /// Series describing one account's state. See the module docs.
 pub struct AccountMetrics {
@@ -76,16 +205,25 @@ pub struct AccountMetrics {
     markets: LabelFolder,
     /// Real markets folded into `other`.
     in_other: BTreeSet<Arc<str>>,
-    labels: HashMap<String, LabelHandles>,
+    /// Each market seen, with the index of its label in `labels`.
+    known: Vec<(ShortStr, usize)>,
+    /// A market's index in `known`.
+    known_index: HashMap<ShortStr, usize, FastState>,
+    /// The index in `known` of the market resolved last: an event's fills and position name
+    /// the same market, so this answers most lookups with one string comparison.
+    last: Option<usize>,
+    labels: Vec<LabelHandles>,
+    /// A label's index in `labels`.
+    label_index: HashMap<String, usize>,
+    /// Labels with counters changed since they were last published.
+    dirty: Vec<usize>,
+    /// The dedup counters changed since they were last published.
+    dirty_dedup: bool,
     positions_open: Gauge,
     dedup_snapshot: Counter,
     dedup_duplicate: Counter,
     fill_time_clamped: Counter,
     limits: Limits,
-    /// Labels whose limit series are set.
-    limited: BTreeSet<String>,
-    /// Labels whose counters exist (at 0 until their first fill or realized change).
-    initialized: BTreeSet<String>,
 }
 
 impl AccountMetrics {
@@ -106,35 +244,48 @@ impl AccountMetrics {
             telemetry: telemetry.clone(),
             account: account.to_string(),
             in_other: BTreeSet::new(),
-            labels: HashMap::new(),
+            known: Vec::new(),
+            known_index: HashMap::default(),
+            last: None,
+            labels: Vec::new(),
+            label_index: HashMap::new(),
+            dirty: Vec::new(),
+            dirty_dedup: false,
             limits: Limits::default(),
-            limited: BTreeSet::new(),
-            initialized: BTreeSet::new(),
         }
     }
 
-    /// Creates a market's counters at 0 once it is known (a position, a book, or a fill), so
-    /// `increase()` sees its first fill: a counter born at 1 has no earlier sample to rise from.
-    /// `liquidity="unknown"` is left to appear when it happens: it is an anomaly, not a series
-    /// every market needs.
-    fn init_counters(&mut self, label: &str) {
-        if self.initialized.contains(label) {
+    /// Creates a label's counters at 0 once its market is known (a position, a book, or a
+    /// fill), so `increase()` sees its first fill: a counter born at 1 has no earlier sample to
+    /// rise from. `liquidity="unknown"` is left to appear when it happens: it is an anomaly, not
+    /// a series every market needs.
+    fn init_counters(&mut self, label: usize) {
+        let Self {
+            labels,
+            telemetry,
+            account,
+            ..
+        } = self;
+        let h = &mut labels[label];
+        if h.initialized {
             return;
         }
-        self.initialized.insert(label.to_string());
-        for side in [Side::Buy, Side::Sell] {
-            for liq in [Liquidity::Maker, Liquidity::Taker] {
-                self.fill_handles(label, side, liq);
+        h.initialized = true;
+        for (slot, (_, liq)) in SLOT_KEYS.iter().enumerate() {
+            if *liq != Liquidity::Unknown {
+                h.fill_handles(telemetry, account, slot);
             }
         }
-        self.realized_handles(label);
+        h.realized_handles(telemetry, account);
     }
 
     /// The account's limits: their series are set for every market named in them now, and for
     /// any other market (from `default`) when it first has a position.
     pub fn set_limits(&mut self, limits: Limits) {
         self.limits = limits;
-        self.limited.clear();
+        for h in &mut self.labels {
+            h.limited = false;
+        }
         let named: BTreeSet<String> = self
             .limits
             .inventory
@@ -144,24 +295,26 @@ impl AccountMetrics {
             .cloned()
             .collect();
         for m in named {
-            let label = self.label(&m);
+            let label = self.label(&ShortStr::new(&m));
             self.apply_limits(label);
         }
     }
 
     /// Sets a label's limit series once. `other` takes the default: the markets folded there
     /// have no series of their own to compare with.
-    fn apply_limits(&mut self, label: &str) {
-        if self.limited.contains(label) {
+    fn apply_limits(&mut self, label: usize) {
+        let h = &mut self.labels[label];
+        if h.limited {
             return;
         }
-        self.limited.insert(label.to_string());
-        let l = [("account", self.account.as_str()), ("market", label)];
+        h.limited = true;
+        let name = h.name.as_str();
+        let l = [("account", self.account.as_str()), ("market", name)];
         let pick = |m: &LimitMap| {
-            if label == OTHER {
+            if name == OTHER {
                 m.default
             } else {
-                m.get(label)
+                m.get(name)
             }
         };
         if let Some(v) = pick(&self.limits.inventory) {
@@ -172,59 +325,39 @@ impl AccountMetrics {
         }
     }
 
-    /// The label for a market, remembering markets folded into `other`.
-    fn label<'m>(&mut self, market: &'m str) -> &'m str {
-        let label = self.markets.fold(market);
-        if label == OTHER && market != OTHER && !self.in_other.contains(market) {
-            self.in_other.insert(market.into());
+    /// The label of a market (an index into `labels`). A market is folded when first seen,
+    /// remembering markets folded into `other`; later lookups find the answer kept then.
+    /// Names are compared as [`ShortStr`]s: inline, without a call to `memcmp`.
+    fn label(&mut self, market: &ShortStr) -> usize {
+        if let Some(i) = self.last
+            && self.known[i].0 == *market
+        {
+            return self.known[i].1;
+        }
+        if let Some(&i) = self.known_index.get(market) {
+            self.last = Some(i);
+            return self.known[i].1;
+        }
+        let market_str = market.as_str();
+        let name = self.markets.fold(market_str);
+        if name == OTHER && market_str != OTHER && !self.in_other.contains(market_str) {
+            self.in_other.insert(market_str.into());
+        }
+        let label = match self.label_index.get(name) {
+            Some(&l) => l,
+            None => {
+                self.labels.push(LabelHandles::new(name));
+                self.label_index
+                    .insert(name.to_string(), self.labels.len() - 1);
+                self.labels.len() - 1
+            }
+        };
+        if self.known.len() < MAX_REMEMBERED_MARKETS {
+            self.known_index.insert(market.clone(), self.known.len());
+            self.last = Some(self.known.len());
+            self.known.push((market.clone(), label));
         }
         label
-    }
-
-    fn handles(&mut self, label: &str) -> &mut LabelHandles {
-        if !self.labels.contains_key(label) {
-            self.labels
-                .insert(label.to_string(), LabelHandles::default());
-        }
-        // UNWRAP: inserted just above when missing.
-        self.labels.get_mut(label).expect("inserted above")
-    }
-
-    fn set(
-        &mut self,
-        label: &str,
-        name: &'static str,
-        pick: Pick,
-        extra: Option<(&'static str, &'static str)>,
-        value: f64,
-    ) {
-        self.handles(label);
-        // Split borrows: the hot path sets an existing gauge and allocates nothing.
-        let Self {
-            labels,
-            telemetry,
-            account,
-            ..
-        } = self;
-        // UNWRAP: `handles` inserted the label just above when missing.
-        let h = labels.get_mut(label).expect("inserted above");
-        let g = pick(h).get_or_insert_with(|| {
-            let mut l = vec![("account", account.as_str()), ("market", label)];
-            l.extend(extra);
-            telemetry.gauge(name, &l)
-        });
-        g.set(value);
-    }
-
-    /// Set a label's gauges to 0 if they exist (a removed position, an unknown mark).
-    fn zero(&mut self, label: &str, picks: &[Pick]) {
-        if let Some(h) = self.labels.get_mut(label) {
-            for pick in picks {
-                if let Some(g) = pick(h) {
-                    g.set(0.0);
-                }
-            }
-        }
     }
 
     /// Sets every gauge the event touched. `now_unix` is the receipt time in seconds.
@@ -243,51 +376,60 @@ impl AccountMetrics {
                 ts = now_unix;
                 self.fill_time_clamped.increment(1);
             }
-            let h = self.handles(label);
+            let h = &mut self.labels[label];
             if ts > h.last_fill_at {
                 h.last_fill_at = ts;
-                self.set(label, names::LAST_FILL, |h| &mut h.last_fill, None, ts);
+                h.set(
+                    &self.telemetry,
+                    &self.account,
+                    names::LAST_FILL,
+                    |g| &mut g.last_fill,
+                    None,
+                    ts,
+                );
             }
         }
         for m in &applied.position_markets {
             let label = self.label(m);
             self.apply_limits(label);
             self.init_counters(label);
+            let (t, a) = (&self.telemetry, self.account.as_str());
+            let h = &mut self.labels[label];
             match account.market_position(m) {
                 Some(p) => {
-                    self.set(
-                        label,
+                    let quantity = f(p.quantity);
+                    h.set(
+                        t,
+                        a,
                         names::POSITION_QUANTITY,
-                        |h| &mut h.quantity,
+                        |g| &mut g.quantity,
                         None,
-                        f(p.quantity),
+                        quantity,
                     );
                     let entry = p.entry_price.map(f).unwrap_or(0.0);
-                    self.set(
-                        label,
+                    h.set(
+                        t,
+                        a,
                         names::POSITION_ENTRY_PRICE,
-                        |h| &mut h.entry_price,
+                        |g| &mut g.entry_price,
                         None,
                         entry,
                     );
-                    let pnl = f(p.realized_pnl);
-                    self.set(
-                        label,
+                    h.set(
+                        t,
+                        a,
                         names::POSITION_REALIZED_PNL,
-                        |h| &mut h.realized_pnl,
+                        |g| &mut g.realized_pnl,
                         None,
-                        pnl,
+                        f(p.realized_pnl),
                     );
                 }
                 // A removed position: its series drop to 0 rather than keep a stale value.
-                None => self.zero(
-                    label,
-                    &[
-                        |h| &mut h.quantity,
-                        |h| &mut h.entry_price,
-                        |h| &mut h.realized_pnl,
-                    ],
-                ),
+                None => h.zero(&[
+                    |g| &mut g.quantity,
+                    |g| &mut g.entry_price,
+                    |g| &mut g.realized_pnl,
+                ]),
             }
         }
         for m in &applied.book_markets {
@@ -302,12 +444,14 @@ impl AccountMetrics {
                 ),
                 None => (0.0, 0.0, 0.0, 0.0),
             };
-            self.set(label, names::BOOK_BEST_BID, |h| &mut h.best_bid, None, bid);
-            self.set(label, names::BOOK_BEST_ASK, |h| &mut h.best_ask, None, ask);
+            let (t, a) = (&self.telemetry, self.account.as_str());
+            let h = &mut self.labels[label];
+            h.set(t, a, names::BOOK_BEST_BID, |g| &mut g.best_bid, None, bid);
+            h.set(t, a, names::BOOK_BEST_ASK, |g| &mut g.best_ask, None, ask);
             let bids = Some(("side", "bid"));
-            self.set(label, names::BOOK_LEVELS, |h| &mut h.bid_levels, bids, nb);
+            h.set(t, a, names::BOOK_LEVELS, |g| &mut g.bid_levels, bids, nb);
             let asks = Some(("side", "ask"));
-            self.set(label, names::BOOK_LEVELS, |h| &mut h.ask_levels, asks, na);
+            h.set(t, a, names::BOOK_LEVELS, |g| &mut g.ask_levels, asks, na);
         }
         // Unrealized PnL and notional change with the position or the mark.
         let valued = applied.position_markets.iter().chain(
@@ -318,47 +462,58 @@ impl AccountMetrics {
         );
         for m in valued {
             let label = self.label(m);
+            let (t, a) = (&self.telemetry, self.account.as_str());
+            let h = &mut self.labels[label];
             match account.valuation(m) {
                 Some(v) => {
-                    self.set(
-                        label,
+                    h.set(
+                        t,
+                        a,
                         names::POSITION_UNREALIZED_PNL,
-                        |h| &mut h.unrealized_pnl,
+                        |g| &mut g.unrealized_pnl,
                         None,
                         f(v.unrealized_pnl),
                     );
-                    self.set(
-                        label,
+                    h.set(
+                        t,
+                        a,
                         names::POSITION_NOTIONAL,
-                        |h| &mut h.notional,
+                        |g| &mut g.notional,
                         None,
                         f(v.notional),
                     );
                 }
-                None => self.zero(label, &[|h| &mut h.unrealized_pnl, |h| &mut h.notional]),
+                None => h.zero(&[|g| &mut g.unrealized_pnl, |g| &mut g.notional]),
             }
         }
         self.positions_open.set(account.open_positions() as f64);
     }
 
-    /// The fill handles of a label and slot, registered on first use.
-    fn fill_handles(&mut self, label: &str, side: Side, liquidity: Liquidity) -> FillHandles {
-        let (telemetry, account) = (self.telemetry.clone(), self.account.clone());
-        let slot = &mut self.handles(label).fills[fill_slot(side, liquidity)];
-        slot.get_or_insert_with(|| {
-            let l = [
-                ("account", account.as_str()),
-                ("market", label),
-                ("side", side.as_str()),
-                ("liquidity", liquidity.as_str()),
-            ];
-            FillHandles {
-                count: telemetry.counter(names::FILLS, &l),
-                quantity: telemetry.counter(names::FILL_QUANTITY, &l),
-                notional: telemetry.counter(names::FILL_NOTIONAL, &l),
-            }
-        })
-        .clone()
+    /// Marks a label's counters changed.
+    fn mark(&mut self, label: usize, fill_slot: Option<usize>, realized: bool) {
+        let h = &mut self.labels[label];
+        if h.dirty_fills == 0 && !h.dirty_realized {
+            self.dirty.push(label);
+        }
+        if let Some(slot) = fill_slot {
+            h.dirty_fills |= 1 << slot;
+        }
+        h.dirty_realized |= realized;
+    }
+
+    /// Notes which counters the event changed; their totals are read when published.
+    pub fn note_counters(&mut self, applied: &Applied) {
+        for fill in &applied.fills {
+            let label = self.label(&fill.market);
+            self.mark(label, Some(fill_slot(fill.side, fill.liquidity)), false);
+        }
+        for m in &applied.realized_markets {
+            let label = self.label(m);
+            self.mark(label, None, true);
+        }
+        if applied.dedup_snapshot_replay > 0 || applied.dedup_duplicate > 0 {
+            self.dirty_dedup = true;
+        }
     }
 
     /// A label's exact fill totals for one side and liquidity: the fold's own totals for a
@@ -366,21 +521,20 @@ impl AccountMetrics {
     fn label_totals(
         &self,
         account: &Account,
-        label: &str,
+        label: usize,
         side: Side,
         liq: Liquidity,
     ) -> FillTotals {
         let totals = account.fill_totals();
-        if label != OTHER {
-            let key = FillKey {
-                market: label.into(),
-                side,
-                liquidity: liq,
-            };
-            return totals.get(&key).cloned().unwrap_or_default();
+        let name = self.labels[label].name.as_str();
+        if name != OTHER {
+            return totals
+                .get_parts(name, side, liq)
+                .cloned()
+                .unwrap_or_default();
         }
         let mut sum = FillTotals::default();
-        for (k, t) in totals {
+        for (k, t) in totals.iter() {
             if k.side == side && k.liquidity == liq && self.in_other.contains(&k.market) {
                 sum.count = sum.count.saturating_add(t.count);
                 sum.quantity = sum.quantity.saturating_add(t.quantity);
@@ -390,86 +544,102 @@ impl AccountMetrics {
         sum
     }
 
-    fn realized_handles(&mut self, label: &str) -> (Counter, Counter) {
-        let (telemetry, account) = (self.telemetry.clone(), self.account.clone());
-        let h = self.handles(label);
-        let l = [("account", account.as_str()), ("market", label)];
-        let p = h
-            .profit
-            .get_or_insert_with(|| telemetry.counter(names::REALIZED_PROFIT, &l))
-            .clone();
-        let q = h
-            .loss
-            .get_or_insert_with(|| telemetry.counter(names::REALIZED_LOSS, &l))
-            .clone();
-        (p, q)
-    }
-
-    fn label_realized(&self, account: &Account, label: &str) -> (Decimal, Decimal) {
+    fn label_realized(&self, account: &Account, label: usize) -> (Decimal, Decimal) {
         let all = account.realized_totals();
-        if label != OTHER {
+        let name = self.labels[label].name.as_str();
+        if name != OTHER {
             return all
-                .get(label)
+                .get(name)
                 .map(|r| (r.profit, r.loss))
                 .unwrap_or_default();
         }
         all.iter()
-            .filter(|(m, _)| self.in_other.contains(m.as_str()))
+            .filter(|(m, _)| self.in_other.contains(*m))
             .fold((Decimal::ZERO, Decimal::ZERO), |(p, l), (_, r)| {
                 (p.saturating_add(r.profit), l.saturating_add(r.loss))
             })
     }
 
-    /// The counters the event changed, with their new absolute values: for the caller to
-    /// publish once the change is durable.
-    pub fn counter_updates(&mut self, applied: &Applied, account: &Account) -> Vec<(Counter, f64)> {
-        let mut out = Vec::new();
-        let mut done: Vec<(&str, usize)> = Vec::new();
-        for fill in &applied.fills {
-            let label = self.label(&fill.market);
-            let slot = fill_slot(fill.side, fill.liquidity);
-            if done.iter().any(|(l, s)| *l == label && *s == slot) {
-                continue;
+    /// A label's fill counters of one slot at their totals.
+    fn fill_values(
+        &mut self,
+        account: &Account,
+        label: usize,
+        slot: usize,
+        out: &mut dyn FnMut(&Counter, Total),
+    ) {
+        let (side, liq) = SLOT_KEYS[slot];
+        let t = self.label_totals(account, label, side, liq);
+        let h = self.labels[label].fill_handles(&self.telemetry, &self.account, slot);
+        out(&h.count, Total::Count(t.count));
+        out(&h.quantity, Total::Amount(t.quantity));
+        out(&h.notional, Total::Amount(t.notional));
+    }
+
+    fn realized_values(
+        &mut self,
+        account: &Account,
+        label: usize,
+        out: &mut dyn FnMut(&Counter, Total),
+    ) {
+        let (p, l) = self.label_realized(account, label);
+        let (pc, lc) = self.labels[label].realized_handles(&self.telemetry, &self.account);
+        out(pc, Total::Amount(p));
+        out(lc, Total::Amount(l));
+    }
+
+    fn dedup_values(&self, account: &Account, out: &mut dyn FnMut(&Counter, Total)) {
+        let c = account.dedup_counts();
+        out(&self.dedup_snapshot, Total::Count(c.snapshot_replay));
+        out(&self.dedup_duplicate, Total::Count(c.duplicate));
+    }
+
+    /// Every counter marked changed at its current total, unmarked.
+    fn drain_changed(&mut self, account: &Account, out: &mut dyn FnMut(&Counter, Total)) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for &label in &dirty {
+            let h = &mut self.labels[label];
+            let (fills, realized) = (h.dirty_fills, h.dirty_realized);
+            h.dirty_fills = 0;
+            h.dirty_realized = false;
+            for slot in 0..SLOTS {
+                if fills & (1 << slot) != 0 {
+                    self.fill_values(account, label, slot, out);
+                }
             }
-            self.push_fill_totals(account, label, fill.side, fill.liquidity, &mut out);
-            done.push((label, slot));
+            if realized {
+                self.realized_values(account, label, out);
+            }
         }
-        for m in &applied.realized_markets {
-            let label = self.label(m);
-            self.push_realized(account, label, &mut out);
+        // Kept for its capacity.
+        self.dirty = dirty;
+        self.dirty.clear();
+        if std::mem::take(&mut self.dirty_dedup) {
+            self.dedup_values(account, out);
         }
-        if applied.dedup_snapshot_replay > 0 || applied.dedup_duplicate > 0 {
-            self.push_dedup(account, &mut out);
-        }
+    }
+
+    /// Sets the counters marked changed to their current totals (no data dir: at once).
+    pub fn publish_counters(&mut self, account: &Account) {
+        self.drain_changed(account, &mut |c, v| c.absolute(v.value()));
+    }
+
+    /// The counters marked changed, with their current totals, unmarked: for the caller to
+    /// publish ([`Total::value`]) once the change is durable.
+    pub fn take_changed(&mut self, account: &Account) -> Vec<(Counter, Total)> {
+        let mut out = Vec::new();
+        self.drain_changed(account, &mut |c, v| out.push((c.clone(), v)));
         out
     }
 
-    fn push_fill_totals(
-        &mut self,
-        account: &Account,
-        label: &str,
-        side: Side,
-        liq: Liquidity,
-        out: &mut Vec<(Counter, f64)>,
-    ) {
-        let t = self.label_totals(account, label, side, liq);
-        let h = self.fill_handles(label, side, liq);
-        out.push((h.count, t.count as f64));
-        out.push((h.quantity, f(t.quantity)));
-        out.push((h.notional, f(t.notional)));
-    }
-
-    fn push_realized(&mut self, account: &Account, label: &str, out: &mut Vec<(Counter, f64)>) {
-        let (p, l) = self.label_realized(account, label);
-        let (pc, lc) = self.realized_handles(label);
-        out.push((pc, f(p)));
-        out.push((lc, f(l)));
-    }
-
-    fn push_dedup(&self, account: &Account, out: &mut Vec<(Counter, f64)>) {
-        let c = account.dedup_counts();
-        out.push((self.dedup_snapshot.clone(), c.snapshot_replay as f64));
-        out.push((self.dedup_duplicate.clone(), c.duplicate as f64));
+    /// The counters the event changed, with their new absolute values: for the caller to
+    /// publish once the change is durable.
+    pub fn counter_updates(&mut self, applied: &Applied, account: &Account) -> Vec<(Counter, f64)> {
+        self.note_counters(applied);
+        self.take_changed(account)
+            .into_iter()
+            .map(|(c, v)| (c, v.value()))
+            .collect()
     }
 
     /// Every counter of the account at its current total: after a restart, so counters continue
@@ -477,30 +647,35 @@ impl AccountMetrics {
     /// fold into `other` as they did before.
     pub fn restore(&mut self, account: &Account, markets: &[String]) -> Vec<(Counter, f64)> {
         for m in markets {
-            let label = self.label(m);
+            let label = self.label(&ShortStr::new(m));
             self.init_counters(label);
         }
         let mut out = Vec::new();
-        let keys: Vec<FillKey> = account.fill_totals().keys().cloned().collect();
-        let mut done: Vec<(&str, usize)> = Vec::new();
+        let mut push = |c: &Counter, v: Total| out.push((c.clone(), v.value()));
+        let keys: Vec<FillKey> = account.fill_totals().keys().collect();
+        let mut done: Vec<(usize, usize)> = Vec::new();
         for k in &keys {
-            let label = self.label(&k.market);
+            let label = self.label(&ShortStr::new(&k.market));
             let slot = fill_slot(k.side, k.liquidity);
-            if done.iter().any(|(l, s)| *l == label && *s == slot) {
+            if done.contains(&(label, slot)) {
                 continue;
             }
-            self.push_fill_totals(account, label, k.side, k.liquidity, &mut out);
+            self.fill_values(account, label, slot, &mut push);
             done.push((label, slot));
         }
-        let realized: Vec<String> = account.realized_totals().keys().cloned().collect();
+        let realized: Vec<String> = account
+            .realized_totals()
+            .keys()
+            .map(str::to_owned)
+            .collect();
         let mut labels_done = BTreeSet::new();
         for m in &realized {
-            let label = self.label(m);
+            let label = self.label(&ShortStr::new(m));
             if labels_done.insert(label) {
-                self.push_realized(account, label, &mut out);
+                self.realized_values(account, label, &mut push);
             }
         }
-        self.push_dedup(account, &mut out);
+        self.dedup_values(account, &mut push);
         out
     }
 }

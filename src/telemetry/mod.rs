@@ -11,7 +11,7 @@ mod labels;
 pub mod reconcile;
 pub mod store;
 
-pub use account::AccountMetrics;
+pub use account::{AccountMetrics, Total};
 pub use catalogue::{
     CATALOGUE, HEARTBEAT_BUCKETS, Kind, LAG_BUCKETS, MetricDef, REST_BUCKETS, names,
 };
@@ -256,22 +256,24 @@ impl StreamMetrics {
         }
     }
 
+    /// The gauge, registered on first use. Lent, not cloned: a clone moves the handle's
+    /// atomic reference count twice per event.
     fn lazy_gauge(
         &mut self,
         name: &'static str,
         pick: fn(&mut Self) -> &mut Option<Gauge>,
-    ) -> Gauge {
-        if let Some(g) = pick(self) {
-            return g.clone();
+    ) -> &Gauge {
+        if pick(self).is_none() {
+            let l: Vec<(&str, &str)> = self
+                .labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let g = self.telemetry.gauge(name, &l);
+            *pick(self) = Some(g);
         }
-        let l: Vec<(&str, &str)> = self
-            .labels
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let g = self.telemetry.gauge(name, &l);
-        *pick(self) = Some(g.clone());
-        g
+        // Registered just above when it was missing, so the default is never made.
+        pick(self).get_or_insert_with(Gauge::default)
     }
 
     pub fn set_last_heartbeat(&mut self, unix_secs: f64) {

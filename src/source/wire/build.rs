@@ -4,7 +4,7 @@ use rust_decimal::Decimal;
 
 use super::lenient::{List, Obj, Scalar};
 use super::raw::{RawBook, RawLevel, RawPayload, RawPosition, RawPositions, RawTrade};
-use crate::model::{BookUpdate, EventKind, Liquidity, Payload, Position, Side, Trade};
+use crate::model::{BookUpdate, EventKind, Liquidity, Payload, Position, ShortStr, Side, Trade};
 
 /// A trade side in any case; `None` for anything else (the trade is then unreadable).
 fn parse_side(s: &str) -> Option<Side> {
@@ -177,7 +177,7 @@ pub(super) fn build_trades(list: List<Obj<RawTrade<'_>>>, skipped: &mut u32) -> 
 }
 
 fn build_trade(t: &RawTrade<'_>) -> Option<Trade> {
-    let id = t.id.to_id().or_else(|| t.trade_id.to_id());
+    let id = t.id.to_short_id().or_else(|| t.trade_id.to_short_id());
     let market = t.market_id.as_str().filter(|m| !m.is_empty())?;
     let side = parse_side(t.side.as_str()?)?;
     // A fill with an unreadable liquidity is still a fill: counted as unknown, never dropped.
@@ -189,7 +189,7 @@ fn build_trade(t: &RawTrade<'_>) -> Option<Trade> {
     let quantity = t.quantity.as_decimal()?;
     Some(Trade {
         id,
-        market: market.to_owned(),
+        market: ShortStr::new(market),
         side,
         liquidity,
         price,
@@ -243,12 +243,12 @@ fn build_position(p: &RawPosition<'_>) -> Option<Position> {
         }
     };
     let id =
-        p.id.to_id()
-            .or_else(|| p.position_id.to_id())
-            .unwrap_or_else(|| market.to_owned());
+        p.id.to_short_id()
+            .or_else(|| p.position_id.to_short_id())
+            .unwrap_or_else(|| ShortStr::new(market));
     Some(Position {
         id,
-        market: market.to_owned(),
+        market: ShortStr::new(market),
         quantity,
         entry_price: p
             .entry_price
@@ -541,7 +541,7 @@ mod tests {
             .unwrap()
             .upserts
             .iter()
-            .map(|p| (p.id.clone(), p.quantity))
+            .map(|p| (p.id.to_string(), p.quantity))
             .collect();
         let want: Vec<_> = [
             ("a", "1"),

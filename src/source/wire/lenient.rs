@@ -12,6 +12,7 @@ use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::time::parse_timestamp_ms;
+use crate::model::ShortStr;
 
 /// Any JSON value, judged later: strings stay borrowed unless they contained escapes; arrays
 /// and objects are skipped over and recorded as `Other`.
@@ -47,6 +48,17 @@ impl Scalar<'_> {
             Scalar::Int(i) => Some(Decimal::from(*i)),
             Scalar::UInt(u) => Some(Decimal::from(*u)),
             Scalar::Float(f) => decimal_from_f64(*f),
+            _ => None,
+        }
+    }
+
+    /// [`Scalar::to_id`] by value: one short enough (most ids, every market) is kept inline,
+    /// with no allocation (see [`ShortStr`]).
+    pub(super) fn to_short_id(&self) -> Option<ShortStr> {
+        match self {
+            Scalar::Str(s) if !s.is_empty() => Some(ShortStr::new(s)),
+            Scalar::Int(i) => Some(i.to_string().into()),
+            Scalar::UInt(u) => Some(u.to_string().into()),
             _ => None,
         }
     }

@@ -128,7 +128,10 @@ mod tests {
 
     fn trade_ids(json: &str) -> (Vec<String>, u32) {
         let (trades, skipped) = parse_trade_list(json).unwrap();
-        let ids = trades.into_iter().map(|t| t.id.unwrap()).collect();
+        let ids = trades
+            .into_iter()
+            .map(|t| t.id.unwrap().to_string())
+            .collect();
         (ids, skipped)
     }
 

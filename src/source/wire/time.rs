@@ -11,6 +11,12 @@ pub fn parse_timestamp_ms(s: &str) -> Option<i64> {
     if b.is_empty() {
         return None;
     }
+    canonical_ms(b).or_else(|| general_ms(s))
+}
+
+/// [`parse_timestamp_ms`] by the general reader, any accepted spelling.
+fn general_ms(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
     if b.iter().all(u8::is_ascii_digit) {
         return s.parse().ok();
     }
@@ -80,6 +86,59 @@ pub fn parse_timestamp_ms(s: &str) -> Option<i64> {
     }
     let days = days_from_civil(year, month, day);
     let secs = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_min * 60;
+    Some(secs * 1000 + i64::from(millis))
+}
+
+/// The exchange's own spelling, `YYYY-MM-DDTHH:MM:SS.mmmZ`, read at fixed offsets: three of
+/// these come with every event. `None` for anything else (including an invalid date or time in
+/// this shape), which the general reader above then reads, or refuses, exactly as before.
+fn canonical_ms(b: &[u8]) -> Option<i64> {
+    let &[
+        y0,
+        y1,
+        y2,
+        y3,
+        b'-',
+        mo0,
+        mo1,
+        b'-',
+        d0,
+        d1,
+        b'T',
+        h0,
+        h1,
+        b':',
+        mi0,
+        mi1,
+        b':',
+        s0,
+        s1,
+        b'.',
+        f0,
+        f1,
+        f2,
+        b'Z',
+    ] = b
+    else {
+        return None;
+    };
+    let digit = |c: u8| c.is_ascii_digit().then(|| u32::from(c - b'0'));
+    let two = |a: u8, b: u8| Some(digit(a)? * 10 + digit(b)?);
+    let year = i64::from(two(y0, y1)? * 100 + two(y2, y3)?);
+    let (month, day) = (two(mo0, mo1)?, two(d0, d1)?);
+    let (hour, minute, second) = (two(h0, h1)?, two(mi0, mi1)?, two(s0, s1)?);
+    let millis = two(f0, f1)? * 10 + digit(f2)?;
+    if !(1..=12).contains(&month)
+        || day == 0
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    let secs = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
     Some(secs * 1000 + i64::from(millis))
 }
 
@@ -205,6 +264,20 @@ mod tests {
                 );
                 proptest::prop_assert_eq!(parse_timestamp_ms(&s), Some(ms), "{}", s);
             }
+        }
+    }
+
+    proptest::proptest! {
+        /// The fixed-offset reader of the exchange's spelling agrees with the general one,
+        /// valid or not (month 13, February 30th, second 61...).
+        #[test]
+        fn the_canonical_spelling_reads_as_the_general_reader_reads_it(
+            y in 0u32..10_000, mo in 0u32..14, d in 0u32..33, h in 0u32..26, mi in 0u32..62,
+            sec in 0u32..62, f in 0u32..1000
+        ) {
+            let s = format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{sec:02}.{f:03}Z");
+            proptest::prop_assert_eq!(canonical_ms(s.as_bytes()), general_ms(&s), "{}", s);
+            proptest::prop_assert_eq!(parse_timestamp_ms(&s), general_ms(&s), "{}", s);
         }
     }
 

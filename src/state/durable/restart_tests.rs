@@ -14,7 +14,7 @@ fn d(s: &str) -> Decimal {
 
 fn trade(id: u32, market: &str) -> Trade {
     Trade {
-        id: Some(format!("t-{id}")),
+        id: Some(format!("t-{id}").into()),
         market: market.into(),
         side: if id.is_multiple_of(2) {
             Side::Buy
