@@ -46,6 +46,20 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 /// What is left of the 2s for the last data-dir commit (one fsync is a few ms).
 const WRITER_STOP_GRACE: Duration = Duration::from_millis(400);
 
+/// The data-dir row kind and id of the silences (one row: the whole store, a few kB).
+const SILENCES_KIND: &str = "silences";
+const SILENCES_ID: &str = "all";
+
+/// The alerting side's rows in the data dir, by owner, as read at start.
+#[derive(Debug, Default)]
+struct AlertingRows {
+    alerts: Vec<(String, String)>,
+    clock: Vec<(String, String)>,
+    nflog: Vec<(String, String)>,
+    outbox: Vec<(String, String)>,
+    silences: Vec<(String, String)>,
+}
+
 /// Opens the data dir, loads every account's durable image and starts the writer. Problems other
 /// than a store held by another process are logged and leave the sidecar running from memory
 /// (`ocx_sentinel_data_dir_persistent` 0): monitoring must start even on a broken disk.
@@ -53,18 +67,25 @@ const WRITER_STOP_GRACE: Duration = Duration::from_millis(400);
 fn open_data_dir(
     settings: &Settings,
     telemetry: &Telemetry,
-) -> Result<(HashMap<String, DurableImage>, Option<WriterHandle>), AppError> {
+) -> Result<
+    (
+        HashMap<String, DurableImage>,
+        Option<WriterHandle>,
+        AlertingRows,
+    ),
+    AppError,
+> {
     let persistent = telemetry.gauge(names::DATA_DIR_PERSISTENT, &[]);
     persistent.set(0.0);
     let Some(dir) = &settings.data_dir else {
-        return Ok((HashMap::new(), None));
+        return Ok((HashMap::new(), None, AlertingRows::default()));
     };
     let (dd, opened) = match DataDir::open(dir) {
         Ok(v) => v,
         Err(e @ DataDirError::InUse { .. }) => return Err(AppError::DataDirInUse(e)),
         Err(e) => {
             tracing::error!(error = %e, "data dir unusable: running from memory only; fills after a restart will be counted again");
-            return Ok((HashMap::new(), None));
+            return Ok((HashMap::new(), None, AlertingRows::default()));
         }
     };
     match &opened {
@@ -91,7 +112,23 @@ fn open_data_dir(
             }
             Err(e) => {
                 tracing::error!(account = %acc.name, error = %e, "cannot read the data dir: running from memory only");
-                return Ok((HashMap::new(), None));
+                return Ok((HashMap::new(), None, AlertingRows::default()));
+            }
+        }
+    }
+    let mut alerting = AlertingRows::default();
+    for (kind, into) in [
+        (crate::rules::persist::KIND, &mut alerting.alerts),
+        (Runner::ROW_KINDS.1, &mut alerting.clock),
+        (notify::outbox::NFLOG, &mut alerting.nflog),
+        (notify::outbox::OUTBOX, &mut alerting.outbox),
+        (SILENCES_KIND, &mut alerting.silences),
+    ] {
+        match dd.load_rows(kind) {
+            Ok(rows) => *into = rows,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the data dir: running from memory only");
+                return Ok((HashMap::new(), None, AlertingRows::default()));
             }
         }
     }
@@ -111,13 +148,62 @@ fn open_data_dir(
     match start_writer(dd, observe) {
         Ok(w) => {
             persistent.set(1.0);
-            Ok((images, Some(w)))
+            Ok((images, Some(w), alerting))
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot start the data dir writer: running from memory only");
-            Ok((HashMap::new(), None))
+            Ok((HashMap::new(), None, AlertingRows::default()))
         }
     }
+}
+
+/// Puts back what the data dir held for the alerting side: alert states into the rule engine,
+/// silences into the API; returns the notifier's part (its log and outbox) to start it with.
+/// Unreadable rows are logged and counted, never fatal.
+fn restore_alerting(
+    stored: &AlertingRows,
+    writer: Option<&WriterHandle>,
+    runner: &Runner,
+    am: &AmApi,
+    telemetry: &Telemetry,
+) -> notify::outbox::Restored {
+    let Some(writer) = writer else {
+        return notify::outbox::Restored::default();
+    };
+    let unreadable = telemetry.counter(names::DATA_DIR_UNREADABLE, &[]);
+    let (alerts, bad) = runner.restore(writer.clone(), &stored.alerts, &stored.clock);
+    if alerts > 0 {
+        tracing::info!(alerts, "alert states restored from the data dir");
+    }
+    if bad > 0 {
+        tracing::warn!(
+            rows = bad,
+            "alert states in the data dir could not be read and were skipped"
+        );
+        unreadable.increment(bad);
+    }
+    if let Some((_, bytes)) = stored.silences.iter().find(|(id, _)| id == SILENCES_ID) {
+        match am.update(|s| s.decode(bytes.as_bytes())) {
+            Ok(()) => tracing::info!(
+                silences = am.silences().len(),
+                "silences restored from the data dir"
+            ),
+            Err(error) => {
+                tracing::warn!(%error, "the silences in the data dir could not be read: starting without them");
+                unreadable.increment(1);
+            }
+        }
+    }
+    let restored =
+        notify::outbox::Restored::decode(&stored.nflog, &stored.outbox, crate::clock::unix_ms());
+    if restored.unreadable > 0 {
+        tracing::warn!(
+            rows = restored.unreadable,
+            "notification log or outbox rows in the data dir could not be read and were dropped"
+        );
+        unreadable.increment(restored.unreadable);
+    }
+    restored
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -205,9 +291,11 @@ impl Sidecar {
             settings.rules.evaluation_interval,
             &format!("http://{addr}"),
         )?;
+        let (mut images, writer, stored) = open_data_dir(&settings, &telemetry)?;
         // Silences and the Alertmanager API exist with or without a notification config, so
         // `amtool` works against any sidecar; what they mute matters once notifications go out.
         let am = Arc::new(AmApi::new(Silences::default(), Arc::new(NoAlerts), None));
+        let restored = restore_alerting(&stored, writer.as_ref(), &runner, &am, &telemetry);
         let notifier = match &settings.alerting {
             Some(source) => {
                 let (cfg, receivers) = match source {
@@ -237,12 +325,12 @@ impl Sidecar {
                         .map_err(|e| AppError::Client(e.to_string()))?,
                     telemetry: telemetry.clone(),
                     external_url: format!("http://{addr}"),
+                    store: writer.clone(),
                 }))
             }
             None => None,
         };
         let client = http_client(&settings.stream)?;
-        let (mut images, writer) = open_data_dir(&settings, &telemetry)?;
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut statuses = Vec::new();
@@ -355,15 +443,36 @@ impl Sidecar {
 
         if let Some(notifier) = notifier {
             let (alerts, notify_rx) = (rules.notifiable(), rx.clone());
+            // The first start sends what the previous process left; a restart after a panic
+            // starts from memory (its log entries were written as they were made, so only
+            // this process's are lost, and those go out again at most once).
+            let restored = Arc::new(std::sync::Mutex::new(Some(restored)));
             tasks.push(tokio::spawn(supervise(
                 "notifier",
                 &telemetry,
                 RestartPolicy::default(),
                 rx.clone(),
-                move || notifier.clone().run(alerts.clone(), notify_rx.clone()),
+                move || {
+                    let first = restored
+                        .lock()
+                        .ok()
+                        .and_then(|mut r| r.take())
+                        .unwrap_or_default();
+                    notifier
+                        .clone()
+                        .run_restored(alerts.clone(), notify_rx.clone(), first)
+                },
                 || {},
             )));
         }
+        tasks.push(tokio::spawn(notify::keeper::keep_silences(
+            am.clone(),
+            writer
+                .as_ref()
+                .map(|w| (w.clone(), SILENCES_KIND, SILENCES_ID)),
+            telemetry.clone(),
+            rx.clone(),
+        )));
 
         let streams = Arc::new(statuses);
         let state = AppState {

@@ -24,9 +24,12 @@
 //!   journals are kept and retried with a capped backoff, merged with later ones (rows are
 //!   absolute values, so the later value wins).
 //!
-//! Layout: `meta` (schema version), `trade_keys` ((account, serial) → encoded trade key) and
+//! Layout: `meta` (schema version), `trade_keys` ((account, serial) → encoded trade key),
 //! `account_rows` ((account, kind, id) → value) where kind is `fill`, `realized`, `base`,
-//! `market` or `misc`. The row encodings live in `crate::state::durable`.
+//! `market` or `misc` (the row encodings live in `crate::state::durable`), and `alerting_rows`
+//! ((kind, id) → value) for the alerting side: alert states, silences, the notification log and
+//! the outbox ([`Row`]; their encodings live with their owners). A store written before
+//! `alerting_rows` existed gains the table on open.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -48,6 +51,7 @@ const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const TRADE_KEYS: TableDefinition<(&str, u64), &str> = TableDefinition::new("trade_keys");
 const ACCOUNT_ROWS: TableDefinition<(&str, &str, &str), &str> =
     TableDefinition::new("account_rows");
+const ALERTING_ROWS: TableDefinition<(&str, &str), &str> = TableDefinition::new("alerting_rows");
 
 const KIND_FILL: &str = "fill";
 const KIND_REALIZED: &str = "realized";
@@ -177,6 +181,7 @@ impl DataDir {
             }
             tx.open_table(TRADE_KEYS).map_err(|e| unreadable(&e))?;
             tx.open_table(ACCOUNT_ROWS).map_err(|e| unreadable(&e))?;
+            tx.open_table(ALERTING_ROWS).map_err(|e| unreadable(&e))?;
         }
         tx.commit().map_err(|e| unreadable(&e))?;
         Ok(db)
@@ -244,12 +249,47 @@ impl DataDir {
         Ok((image, unreadable))
     }
 
+    /// Every alerting row of `kind`, by id.
+    pub fn load_rows(&self, kind: &str) -> Result<Vec<(String, String)>, DataDirError> {
+        let p = &self.path;
+        let tx = self.db.begin_read().map_err(|e| store_err(p, e))?;
+        let table = tx.open_table(ALERTING_ROWS).map_err(|e| store_err(p, e))?;
+        let mut out = Vec::new();
+        for row in table
+            .range((kind, "")..=(kind, "\u{10ffff}"))
+            .map_err(|e| store_err(p, e))?
+        {
+            let (k, v) = row.map_err(|e| store_err(p, e))?;
+            out.push((k.value().1.to_string(), v.value().to_string()));
+        }
+        Ok(out)
+    }
+
     /// Writes the journals of one group in one transaction, durable when this returns.
     pub fn commit(&self, group: &BTreeMap<Arc<str>, Journal>) -> Result<(), DataDirError> {
+        self.commit_all(group, &BTreeMap::new())
+    }
+
+    /// Writes account journals and alerting rows in one transaction, durable when this returns.
+    pub fn commit_all(
+        &self,
+        group: &BTreeMap<Arc<str>, Journal>,
+        rows: &RowSet,
+    ) -> Result<(), DataDirError> {
         let p = &self.path;
         let mut tx = self.db.begin_write().map_err(|e| store_err(p, e))?;
         tx.set_durability(redb::Durability::Immediate)
             .map_err(|e| store_err(p, e))?;
+        if !rows.is_empty() {
+            let mut table = tx.open_table(ALERTING_ROWS).map_err(|e| store_err(p, e))?;
+            for ((kind, id), value) in rows {
+                match value {
+                    Some(v) => table.insert((*kind, id.as_str()), v.as_str()),
+                    None => table.remove((*kind, id.as_str())),
+                }
+                .map_err(|e| store_err(p, e))?;
+            }
+        }
         {
             let mut keys = tx.open_table(TRADE_KEYS).map_err(|e| store_err(p, e))?;
             let mut rows = tx.open_table(ACCOUNT_ROWS).map_err(|e| store_err(p, e))?;
@@ -337,6 +377,17 @@ pub enum WriterEvent {
 /// are live in memory and the journal will be retried).
 pub type Then = Box<dyn FnOnce(bool) + Send>;
 
+/// One alerting row to write: `value` None deletes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub kind: &'static str,
+    pub id: String,
+    pub value: Option<String>,
+}
+
+/// Rows waiting for a commit, the latest value of each (kind, id) winning.
+pub type RowSet = BTreeMap<(&'static str, String), Option<String>>;
+
 /// One journal to commit, and what to run after.
 pub struct Job {
     pub account: Arc<str>,
@@ -355,6 +406,8 @@ pub trait Pending: Send + Sync {
 
 enum Msg {
     Job(Job),
+    /// Alerting rows, and what to run once they are committed (or the attempt failed).
+    Rows(Vec<Row>, Then),
     /// A source has something to take.
     Ready(Arc<dyn Pending>),
     /// Commit everything sent before, reply, and stop.
@@ -373,6 +426,7 @@ impl std::fmt::Debug for Msg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Msg::Job(job) => write!(f, "Job({})", job.account),
+            Msg::Rows(rows, _) => write!(f, "Rows({})", rows.len()),
             Msg::Ready(_) => f.write_str("Ready"),
             Msg::Stop(_) => f.write_str("Stop"),
         }
@@ -390,6 +444,15 @@ impl WriterHandle {
         })) && let Msg::Job(job) = msg
         {
             (job.then)(false);
+        }
+    }
+
+    /// Queues alerting rows; `then` runs once they are committed (`true`) or the attempt failed
+    /// (`false`: they are retried with the next commits). When the writer has stopped,
+    /// `then(false)` runs at once.
+    pub fn put(&self, rows: Vec<Row>, then: Then) {
+        if let Err(mpsc::SendError(Msg::Rows(_, then))) = self.tx.send(Msg::Rows(rows, then)) {
+            then(false);
         }
     }
 
@@ -435,6 +498,7 @@ fn release_queued(rx: &mpsc::Receiver<Msg>) {
     while let Ok(msg) = rx.try_recv() {
         match msg {
             Msg::Job(job) => (job.then)(false),
+            Msg::Rows(_, then) => then(false),
             Msg::Ready(source) => {
                 if let Some(job) = source.take() {
                     (job.then)(false);
@@ -455,12 +519,13 @@ fn writer_loop(
 ) {
     // Journals whose commit failed, merged per account, retried with a capped backoff.
     let mut retry: BTreeMap<Arc<str>, Journal> = BTreeMap::new();
+    let mut retry_rows: RowSet = BTreeMap::new();
     let mut retry_delay = RETRY_INITIAL;
     // When the last commit started: the writer thread is the IO edge, and paces its commits.
     #[allow(clippy::disallowed_methods)]
     let mut last_start: Option<std::time::Instant> = None;
     loop {
-        let first = if retry.is_empty() {
+        let first = if retry.is_empty() && retry_rows.is_empty() {
             match rx.recv() {
                 Ok(m) => Some(m),
                 Err(_) => return,
@@ -471,7 +536,7 @@ fn writer_loop(
                 Err(mpsc::RecvTimeoutError::Timeout) => None,
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     // Last chance for what is pending.
-                    let _ = dir.commit(&retry);
+                    let _ = dir.commit_all(&retry, &retry_rows);
                     return;
                 }
             }
@@ -486,6 +551,7 @@ fn writer_loop(
         }
         let mut thens: Vec<Then> = Vec::new();
         let mut group = std::mem::take(&mut retry);
+        let mut rows = std::mem::take(&mut retry_rows);
         let mut stop: Option<mpsc::Sender<()>> = None;
         // Sources are taken from once the waiting messages are read, right before the commit:
         // taken from as each notice arrived, a busy source (which notifies again as soon as it
@@ -500,6 +566,12 @@ fn writer_loop(
                     then,
                 }) => {
                     group.entry(account).or_default().merge(journal);
+                    thens.push(then);
+                }
+                Msg::Rows(new, then) => {
+                    for r in new {
+                        rows.insert((r.kind, r.id), r.value);
+                    }
                     thens.push(then);
                 }
                 Msg::Ready(source) => sources.push(source),
@@ -524,13 +596,13 @@ fn writer_loop(
                 thens.push(then);
             }
         }
-        if !group.is_empty() {
+        if !group.is_empty() || !rows.is_empty() {
             let jobs = thens.len();
             // The writer thread is the IO edge: wall time here measures the fsync.
             #[allow(clippy::disallowed_methods)]
             let started = std::time::Instant::now();
             last_start = Some(started);
-            match dir.commit(&group) {
+            match dir.commit_all(&group, &rows) {
                 Ok(()) => {
                     retry_delay = RETRY_INITIAL;
                     observe(WriterEvent::Committed {
@@ -550,6 +622,7 @@ fn writer_loop(
                         then(false);
                     }
                     retry = group;
+                    retry_rows = rows;
                     retry_delay = (retry_delay * 2).min(RETRY_MAX);
                 }
             }

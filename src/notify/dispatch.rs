@@ -7,18 +7,21 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 /// Label set of an alert, sorted by name.
 pub type LabelSet = BTreeMap<String, String>;
 
-/// One alert as the notification side sees it.
-#[derive(Debug, Clone, PartialEq)]
+/// One alert as the notification side sees it. Serializable for the outbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NotifyAlert {
     pub labels: LabelSet,
     pub annotations: LabelSet,
     pub starts_at_ms: i64,
     /// Set once the alert resolved.
     pub ends_at_ms: Option<i64>,
-    /// The sample value that fired it.
+    /// The sample value that fired it (as text in the outbox: NaN and infinities round-trip).
+    #[serde(with = "float_text")]
     pub value: f64,
     pub generator_url: String,
 }
@@ -77,8 +80,8 @@ struct Group {
     next_flush_ms: i64,
 }
 
-/// One group's batch, due for notification.
-#[derive(Debug, Clone, PartialEq)]
+/// One group's batch, due for notification. Serializable for the outbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Flush {
     /// The group's identity here: route id and group labels.
     pub id: String,
@@ -217,8 +220,8 @@ impl Dispatcher {
 }
 
 /// What was last delivered to one receiver integration for one group (Alertmanager's nflog
-/// entry).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// entry). Serializable for the data dir.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogEntry {
     pub firing: BTreeSet<u64>,
     pub resolved: BTreeSet<u64>,
@@ -469,5 +472,19 @@ mod tests {
         // Pinned: entries in a notification log written by an earlier version must still match.
         assert_eq!(a.fingerprint(), fingerprint(&a.labels));
         assert_eq!(format!("{:016x}", a.fingerprint()), "99e00e9c338eacb8");
+    }
+}
+
+/// An `f64` as its text (`NaN`, `inf` included), where JSON numbers cannot hold every value.
+mod float_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }

@@ -3,7 +3,9 @@
 pub mod amapi;
 pub mod config;
 pub mod dispatch;
+pub mod keeper;
 pub mod matcher;
+pub mod outbox;
 pub mod pipeline;
 pub mod silence;
 pub mod webhook;

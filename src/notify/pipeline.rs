@@ -15,8 +15,10 @@ use tokio::time::Instant;
 use super::dispatch::{
     Dispatcher, Flush, LabelSet, LogEntry, NotifyAlert, RoutePlan, needs_update,
 };
+use super::outbox::{LogKey, OutboxEntry, Restored, delete_outbox, log_row, outbox_id};
 use super::webhook::{Outcome, Webhook, payload};
 use crate::clock::unix_ms;
+use crate::datadir::{Row, WriterHandle};
 use crate::telemetry::{Telemetry, names};
 
 /// Which routes an alert takes.
@@ -84,6 +86,8 @@ pub struct Notifier {
     pub client: reqwest::Client,
     pub telemetry: Telemetry,
     pub external_url: String,
+    /// The data dir's writer, for the outbox and the notification log; `None` runs from memory.
+    pub store: Option<WriterHandle>,
 }
 
 impl std::fmt::Debug for Notifier {
@@ -94,13 +98,30 @@ impl std::fmt::Debug for Notifier {
     }
 }
 
+/// How one delivery ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    Delivered,
+    /// Refused for good (a 4xx other than 429): not retried, not kept.
+    Refused,
+    /// Still failing when the group's next flush came: kept in the outbox.
+    Failed,
+}
+
 /// A delivery's end, reported to the loop.
 struct Done {
     flush: Flush,
     integration: usize,
     firing: BTreeSet<u64>,
     resolved: BTreeSet<u64>,
-    delivered: bool,
+    delivery: Delivery,
+}
+
+/// The outbox as the loop tracks it: every row written and not yet deleted, by id, with its
+/// integration kind and creation time (for the pending and oldest series).
+#[derive(Default)]
+struct Outbox {
+    rows: HashMap<String, (&'static str, i64)>,
 }
 
 /// Per group key: integrations of the current flush still in flight, and whether all so far
@@ -115,11 +136,26 @@ impl Notifier {
     /// evaluation that changed them.
     pub async fn run(
         self: Arc<Self>,
+        alerts: watch::Receiver<Arc<Vec<NotifyAlert>>>,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        self.run_restored(alerts, shutdown, Restored::default())
+            .await;
+    }
+
+    /// [`Notifier::run`], starting from what a previous process left in the data dir: its
+    /// notification log, and the notifications it had not had acknowledged, which are sent
+    /// again first (a flush of the same group waits for them).
+    pub async fn run_restored(
+        self: Arc<Self>,
         mut alerts: watch::Receiver<Arc<Vec<NotifyAlert>>>,
         mut shutdown: watch::Receiver<bool>,
+        restored: Restored,
     ) {
         let mut dispatcher = Dispatcher::new();
-        let mut log: HashMap<(String, String, usize), LogEntry> = HashMap::new();
+        let mut log: HashMap<LogKey, LogEntry> = restored.log.into_iter().collect();
+        let mut outbox = Outbox::default();
+        self.store_rows(restored.stale);
         let mut firing: Vec<NotifyAlert> = Vec::new();
         let mut pending: HashMap<String, Pending> = HashMap::new();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
@@ -129,6 +165,10 @@ impl Notifier {
         // held by a wall clock stepped back.
         let clock =
             move || wall_at_start + i64::try_from(started.elapsed().as_millis()).unwrap_or(0);
+        for entry in restored.outbox {
+            self.resend(entry, &done_tx, &mut pending, &mut outbox);
+        }
+        self.outbox_series(&outbox);
         loop {
             let next = dispatcher.next_due_ms();
             let timer = async {
@@ -145,13 +185,25 @@ impl Notifier {
                 () = async { let _ = shutdown.wait_for(|s| *s).await; } => return,
                 Some(done) = done_rx.recv() => {
                     let key = (done.flush.group_key.clone(), done.flush.receiver.clone(), done.integration);
-                    if done.delivered {
-                        log.insert(key, LogEntry { firing: done.firing, resolved: done.resolved, at_ms: clock() });
+                    let id = outbox_id(&done.flush.id, done.integration);
+                    let mut rows = Vec::new();
+                    if done.delivery != Delivery::Failed && outbox.rows.remove(&id).is_some() {
+                        rows.push(delete_outbox(id));
                     }
+                    let delivered = done.delivery == Delivery::Delivered;
+                    if delivered {
+                        let entry = LogEntry { firing: done.firing, resolved: done.resolved, at_ms: clock() };
+                        rows.push(log_row(&key, &entry));
+                        log.insert(key, entry);
+                    }
+                    // The log entry and the outbox deletion in one commit: a restart finds
+                    // either the notification still to send or its record, never both or none.
+                    self.store_rows(rows);
+                    self.outbox_series(&outbox);
                     let finished = match pending.get_mut(&done.flush.id) {
                         Some(p) => {
                             p.left = p.left.saturating_sub(1);
-                            p.ok &= done.delivered;
+                            p.ok &= delivered;
                             p.left == 0
                         }
                         None => false,
@@ -181,25 +233,149 @@ impl Notifier {
                             // carries these alerts again.
                             continue;
                         }
-                        if self.flush(&flush, &firing, &log, now, &done_tx, &mut pending) {
+                        if self.flush(&flush, &firing, &log, now, &done_tx, &mut pending, &mut outbox) {
                             dispatcher.delivered(&flush);
                         }
+                        self.outbox_series(&outbox);
                     }
                 }
             }
         }
     }
 
+    /// Writes `rows` to the data dir, if there is one (fire and forget: the writer retries a
+    /// failed commit, and the values stay live here).
+    fn store_rows(&self, rows: Vec<Row>) {
+        if let (Some(w), false) = (&self.store, rows.is_empty()) {
+            w.put(rows, Box::new(|_| {}));
+        }
+    }
+
+    /// Writes the outbox row of a notification about to be sent; the returned receiver says
+    /// when it is durable (`true`) or could not be made so (`false`: sent from memory anyway).
+    fn write_outbox(&self, entry: &OutboxEntry) -> Option<tokio::sync::oneshot::Receiver<bool>> {
+        let w = self.store.as_ref()?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        w.put(
+            vec![entry.row()],
+            Box::new(move |ok| {
+                let _ = tx.send(ok);
+            }),
+        );
+        Some(rx)
+    }
+
+    fn outbox_series(&self, outbox: &Outbox) {
+        let kinds: BTreeSet<&str> = self
+            .receivers
+            .values()
+            .flatten()
+            .map(|i| i.kind())
+            .collect();
+        for integration in kinds {
+            let n = outbox
+                .rows
+                .values()
+                .filter(|(k, _)| *k == integration)
+                .count();
+            self.telemetry
+                .gauge(names::OUTBOX_PENDING, &[("integration", integration)])
+                .set(n as f64);
+        }
+        let oldest = outbox.rows.values().map(|(_, t)| *t).min();
+        self.telemetry
+            .gauge(names::OUTBOX_OLDEST, &[])
+            .set(oldest.map_or(0.0, |t| t as f64 / 1000.0));
+    }
+
+    /// Sends a notification a previous process left in the outbox, to the same integration if
+    /// the configuration still has it.
+    fn resend(
+        &self,
+        entry: OutboxEntry,
+        done_tx: &mpsc::UnboundedSender<Done>,
+        pending: &mut HashMap<String, Pending>,
+        outbox: &mut Outbox,
+    ) {
+        let integration = self
+            .receivers
+            .get(&entry.flush.receiver)
+            .and_then(|v| v.get(entry.integration))
+            .filter(|i| i.kind() == entry.kind);
+        let Some(integration) = integration else {
+            tracing::warn!(receiver = %entry.flush.receiver, integration = %entry.kind, "a notification left in the outbox has no receiver integration in this configuration: dropped");
+            self.store_rows(vec![delete_outbox(entry.id())]);
+            return;
+        };
+        tracing::info!(receiver = %entry.flush.receiver, integration = %entry.kind, group = %entry.flush.group_key, "sending a notification left in the outbox by the previous process");
+        outbox
+            .rows
+            .insert(entry.id(), (integration.kind(), entry.created_ms));
+        pending
+            .entry(entry.flush.id.clone())
+            .or_insert(Pending { left: 0, ok: true })
+            .left += 1;
+        self.spawn_delivery(integration.clone(), entry, None, done_tx.clone());
+    }
+
+    fn spawn_delivery(
+        &self,
+        integration: Integration,
+        entry: OutboxEntry,
+        durable: Option<tokio::sync::oneshot::Receiver<bool>>,
+        tx: mpsc::UnboundedSender<Done>,
+    ) {
+        let (client, telemetry, url, deadline) = (
+            self.client.clone(),
+            self.telemetry.clone(),
+            self.external_url.clone(),
+            Instant::now() + entry.flush.group_interval,
+        );
+        tokio::spawn(async move {
+            // Written before it is sent: a process killed from here on sends it after restart.
+            if let Some(rx) = durable
+                && !rx.await.unwrap_or(false)
+            {
+                tracing::warn!(receiver = %entry.flush.receiver, "notification could not be written to the outbox (see the data dir errors); sending it from memory");
+            }
+            // Only resolved alerts left for an integration that does not send them: the log
+            // still records the resolution (Alertmanager does the same), nothing is sent.
+            let delivery = if entry.alerts.is_empty() {
+                Delivery::Delivered
+            } else {
+                deliver(
+                    &integration,
+                    &client,
+                    &telemetry,
+                    &url,
+                    &entry.flush,
+                    &entry.alerts,
+                    deadline,
+                )
+                .await
+            };
+            let _ = tx.send(Done {
+                flush: entry.flush,
+                integration: entry.integration,
+                firing: entry.firing,
+                resolved: entry.resolved,
+                delivery,
+            });
+        });
+    }
+
     /// Start the deliveries `flush` needs. Returns true when none was needed and its resolved
     /// alerts are done with (the receivers never heard of them, or all were muted).
+    #[allow(clippy::too_many_arguments)] // reason: the loop's state, passed apart so each borrow is explicit
     fn flush(
         &self,
         flush: &Flush,
         firing: &[NotifyAlert],
-        log: &HashMap<(String, String, usize), LogEntry>,
+        log: &HashMap<LogKey, LogEntry>,
         now: i64,
         done_tx: &mpsc::UnboundedSender<Done>,
         pending: &mut HashMap<String, Pending>,
+        outbox: &mut Outbox,
     ) -> bool {
         let Some(integrations) = self.receivers.get(&flush.receiver) else {
             tracing::error!(receiver = %flush.receiver, "no such receiver: notification dropped");
@@ -242,37 +418,24 @@ impl Notifier {
                 unmuted.iter().filter(|a| !a.resolved()).cloned().collect()
             };
             started += 1;
-            let (integration, client, telemetry, url, tx, flush, deadline) = (
-                integration.clone(),
-                self.client.clone(),
-                self.telemetry.clone(),
-                self.external_url.clone(),
-                done_tx.clone(),
-                flush.clone(),
-                Instant::now() + flush.group_interval,
-            );
-            tokio::spawn(async move {
-                // Only resolved alerts left for an integration that does not send them: the log
-                // still records the resolution (Alertmanager does the same), nothing is sent.
-                let delivered = alerts.is_empty()
-                    || deliver(
-                        &integration,
-                        &client,
-                        &telemetry,
-                        &url,
-                        &flush,
-                        &alerts,
-                        deadline,
-                    )
-                    .await;
-                let _ = tx.send(Done {
-                    flush,
-                    integration: i,
-                    firing: fired,
-                    resolved,
-                    delivered,
-                });
-            });
+            let entry = OutboxEntry {
+                flush: flush.clone(),
+                integration: i,
+                kind: integration.kind().to_string(),
+                alerts,
+                firing: fired,
+                resolved,
+                created_ms: unix_ms(),
+            };
+            let durable = if entry.alerts.is_empty() {
+                None
+            } else {
+                outbox
+                    .rows
+                    .insert(entry.id(), (integration.kind(), entry.created_ms));
+                self.write_outbox(&entry)
+            };
+            self.spawn_delivery(integration.clone(), entry, durable, done_tx.clone());
         }
         if started > 0 {
             pending.insert(
@@ -324,7 +487,7 @@ async fn deliver(
     flush: &Flush,
     alerts: &[NotifyAlert],
     deadline: Instant,
-) -> bool {
+) -> Delivery {
     let kind = integration.kind();
     let started = Instant::now();
     let mut delay = RETRY_INITIAL;
@@ -350,7 +513,7 @@ async fn deliver(
                 telemetry
                     .histogram(names::NOTIFICATION_LATENCY, &[("integration", kind)])
                     .record(started.elapsed().as_secs_f64());
-                return true;
+                return Delivery::Delivered;
             }
             Outcome::GiveUp { reason, detail } => {
                 telemetry
@@ -360,7 +523,7 @@ async fn deliver(
                     )
                     .increment(1);
                 tracing::error!(receiver = %flush.receiver, integration = kind, %detail, "notification refused; not retried");
-                return false;
+                return Delivery::Refused;
             }
             Outcome::Retry {
                 reason,
@@ -376,7 +539,7 @@ async fn deliver(
                 let wait = after.unwrap_or(delay).min(RETRY_MAX);
                 if Instant::now() + wait > deadline {
                     tracing::warn!(receiver = %flush.receiver, integration = kind, %detail, "notification failed; the group's next flush will try again");
-                    return false;
+                    return Delivery::Failed;
                 }
                 tracing::debug!(receiver = %flush.receiver, integration = kind, %detail, retry_in = ?wait, "notification failed; retrying");
                 tokio::time::sleep(wait).await;
@@ -392,6 +555,7 @@ mod tests {
 
     use super::*;
     use crate::notify::dispatch::GroupBy;
+    use crate::notify::outbox::{OutboxEntry, Restored};
     use crate::notify::webhook::WebhookAuth;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
@@ -498,6 +662,7 @@ mod tests {
             client: reqwest::Client::new(),
             telemetry: t.clone(),
             external_url: "http://sentinel".into(),
+            store: None,
         });
         let (alerts_tx, alerts_rx) = watch::channel(Arc::new(Vec::new()));
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -538,6 +703,93 @@ mod tests {
                 &[("integration", "webhook"), ("reason", "server_error")]
             ),
             1.0
+        );
+        stop_tx.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    fn notifier_to(url: String, t: &Telemetry) -> Arc<Notifier> {
+        Arc::new(Notifier {
+            router: Arc::new(OneRoute),
+            muter: Arc::new(NoMute),
+            receivers: [(
+                "team".to_string(),
+                vec![Integration::Webhook(Webhook {
+                    url,
+                    auth: WebhookAuth::None,
+                    timeout: Duration::from_secs(5),
+                    max_alerts: 0,
+                    send_resolved: true,
+                })],
+            )]
+            .into_iter()
+            .collect(),
+            client: reqwest::Client::new(),
+            telemetry: t.clone(),
+            external_url: "http://sentinel".into(),
+            store: None,
+        })
+    }
+
+    // What a previous process left: a notification in the outbox with no alert behind it any
+    // more (its rule is gone) is still delivered, once; one for a receiver the configuration no
+    // longer has is dropped; and a group the log says was notified is not notified again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_outbox_is_sent_once_and_the_restored_log_holds_repeats_back() {
+        let (url, got) = receiver(0).await;
+        let t = Telemetry::new();
+        let notifier = notifier_to(url, &t);
+        let firing = alert(false);
+        let flush = Flush {
+            id: "{}:{alertname=\"Old\"}".into(),
+            route: "{}".into(),
+            group_key: "{}:{alertname=\"Old\"}".into(),
+            receiver: "team".into(),
+            group_labels: LabelSet::new(),
+            repeat_interval: Duration::from_secs(3600),
+            group_interval: Duration::from_millis(300),
+            alerts: vec![firing.clone()],
+        };
+        let entry = OutboxEntry {
+            flush: flush.clone(),
+            integration: 0,
+            kind: "webhook".into(),
+            alerts: vec![firing.clone()],
+            firing: BTreeSet::from([firing.fingerprint()]),
+            resolved: BTreeSet::new(),
+            created_ms: 1,
+        };
+        let gone = OutboxEntry {
+            flush: Flush {
+                receiver: "nobody".into(),
+                ..flush.clone()
+            },
+            ..entry.clone()
+        };
+        // The group the current alert falls in (grouped by alertname) was notified just now.
+        let key = ("{}:{alertname=\"Inv\"}".to_string(), "team".to_string(), 0);
+        let log = LogEntry {
+            firing: BTreeSet::from([firing.fingerprint()]),
+            resolved: BTreeSet::new(),
+            at_ms: unix_ms(),
+        };
+        let restored = Restored {
+            log: vec![(key, log)],
+            outbox: vec![entry, gone],
+            ..Restored::default()
+        };
+        let (alerts_tx, alerts_rx) = watch::channel(Arc::new(Vec::new()));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(notifier.run_restored(alerts_rx, stop_rx, restored));
+        alerts_tx.send(Arc::new(vec![firing])).unwrap();
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let bodies = got.lock().unwrap().clone();
+        assert_eq!(bodies.len(), 1, "{bodies:#?}");
+        assert_eq!(bodies[0]["groupKey"], "{}:{alertname=\"Old\"}");
+        assert_eq!(
+            t.gauge(names::OUTBOX_PENDING, &[("integration", "webhook")])
+                .get(),
+            0.0
         );
         stop_tx.send(true).unwrap();
         task.await.unwrap();

@@ -130,6 +130,11 @@ impl RuleAlerts {
             .unwrap_or(AlertState::Inactive)
     }
 
+    /// Holds `alert` as if earlier evaluations had produced it (a restart's restore).
+    pub fn restore(&mut self, alert: Alert) {
+        self.active.insert(alert.labels.clone(), alert);
+    }
+
     /// One evaluation at `t_ms` with the expression's result vector.
     pub fn eval(
         &mut self,

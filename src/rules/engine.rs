@@ -12,6 +12,7 @@ use super::alert::{ALERTS_FOR_STATE_METRIC, ALERTS_METRIC, Alert, AlertState};
 use super::file::{Rule, RuleFile, RuleGroup};
 use super::group::{self, AlertTransition, EvalContext, GroupState, History, RuleStatus};
 use super::live::{LiveStore, Needs};
+use super::persist::StoredAlert;
 use super::promql::LOOKBACK_DELTA;
 use crate::notify::dispatch::NotifyAlert;
 use crate::telemetry::{Counter, Gauge, Histogram, Telemetry, names};
@@ -394,6 +395,53 @@ impl Engine {
             }
         }
         out
+    }
+
+    /// Every alert held, as data-dir rows (see `rules::persist`).
+    pub fn stored_alerts(&self) -> Vec<StoredAlert> {
+        let mut out = Vec::new();
+        for g in &self.groups {
+            let key = g.key();
+            for (i, rule) in g.group.rules.iter().enumerate() {
+                let (Rule::Alerting(_), Some(held)) = (rule, g.state.alerts(i)) else {
+                    continue;
+                };
+                let rk = group::rule_key(rule);
+                out.extend(held.alerts().map(|a| StoredAlert::of(&key, &rk, a)));
+            }
+        }
+        out
+    }
+
+    /// Puts stored alerts back under the loaded rule they belong to (same group, same rule
+    /// identity); those of rules no longer loaded are left out. Returns how many were restored.
+    pub fn restore(&mut self, stored: &[StoredAlert]) -> usize {
+        let mut by_rule: HashMap<(&str, &str), Vec<&StoredAlert>> = HashMap::new();
+        for a in stored {
+            by_rule.entry((&a.group, &a.rule)).or_default().push(a);
+        }
+        let mut n = 0;
+        for g in &mut self.groups {
+            let key = group_key(&g.group);
+            for (i, rule) in g.group.rules.iter().enumerate() {
+                if !matches!(rule, Rule::Alerting(_)) {
+                    continue;
+                }
+                let rk = group::rule_key(rule);
+                for a in by_rule
+                    .get(&(key.as_str(), rk.as_str()))
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(alert) = a.alert() {
+                        g.state.restore_alert(i, alert);
+                        n += 1;
+                    }
+                }
+            }
+        }
+        self.publish_alerts();
+        n
     }
 
     /// The status of rule `i` of group `g`.

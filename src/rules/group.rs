@@ -272,6 +272,13 @@ impl GroupState {
         self.rules.get(i).map(|r| &r.alerts)
     }
 
+    /// Puts a restored alert back under rule `i` (see `rules::persist`).
+    pub fn restore_alert(&mut self, i: usize, alert: super::alert::Alert) {
+        if let Some(slot) = self.rules.get_mut(i) {
+            slot.alerts.restore(alert);
+        }
+    }
+
     /// The state for `new`, a reloaded version of `old_group`: every rule of `new` that has a
     /// rule of the same kind, name and labels in `old_group` takes over its state (alerts with
     /// their `activeAt`, health, the series it wrote), as Prometheus's `CopyState` does on a
@@ -296,7 +303,7 @@ impl GroupState {
 }
 
 /// What identifies a rule across reloads: kind, name and labels (templates by their source).
-fn rule_key(rule: &Rule) -> String {
+pub(crate) fn rule_key(rule: &Rule) -> String {
     match rule {
         Rule::Recording(r) => format!("record\0{}\0{:?}", r.name, r.labels),
         Rule::Alerting(a) => {

@@ -7,6 +7,7 @@ pub mod file;
 pub(crate) mod gofmt;
 pub mod group;
 pub mod live;
+pub mod persist;
 pub mod promql;
 pub mod runner;
 pub mod template;

@@ -12,16 +12,39 @@ use tokio::time::Instant;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::alert::Transition;
+use super::alert::{AlertState, Transition};
 use super::engine::{Engine, Pass};
 use super::file::{self, RuleFile, RuleFileError};
+use super::persist::{self, StoredAlert, Written};
 use crate::clock::unix_ms;
+use crate::datadir::{Row, WriterHandle};
 use crate::notify::dispatch::NotifyAlert;
 use crate::telemetry::{Gauge, Telemetry, names};
 
 /// The largest share of one core that evaluations after changes may take under a sustained
 /// stream of events; isolated events are evaluated at once.
 pub const MAX_DUTY: f64 = 0.1;
+
+/// After restoring alerts, the first evaluation waits (at most this long) until every account
+/// has applied its first snapshot: evaluated on an empty store, every restored alert would
+/// resolve (and notify) and fire again moments later with its `for` clock reset.
+pub const RESTORE_HOLD: Duration = Duration::from_secs(30);
+/// The data-dir row kind and id of the time of the latest evaluation, for the downtime.
+const CLOCK_KIND: &str = "alert_clock";
+const CLOCK_ID: &str = "last_eval_ms";
+/// That time is written at most this often: the downtime is known to within it.
+const CLOCK_EVERY: Duration = Duration::from_secs(10);
+/// Alert states are compared with the last written ones after every pass with a transition, and
+/// at least this often (a `keep_firing_for` clock starting, resolved alerts ageing out).
+const DIFF_EVERY: Duration = Duration::from_secs(60);
+
+/// The data dir's side of the runner: where alert states go and what was last written.
+struct Persist {
+    writer: WriterHandle,
+    written: Written,
+    last_diff: Instant,
+    last_clock: Option<Instant>,
+}
 
 /// Where rule files come from.
 #[derive(Debug, Clone, PartialEq)]
@@ -174,7 +197,7 @@ impl RulesHandle {
     }
 }
 
-fn lock(m: &Mutex<Engine>) -> MutexGuard<'_, Engine> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // An evaluation that panicked leaves at worst one group half-evaluated, which the next
     // evaluation completes: the engine stays usable.
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -191,6 +214,9 @@ pub struct Runner {
     reload_ts: Gauge,
     /// Zero of the timer clock (`tick_ms`): monotonic, so wall-clock steps move no timer.
     started: Instant,
+    persist: Mutex<Option<Persist>>,
+    /// Alerts restored from the data dir: the first evaluation waits for the accounts.
+    restored: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Runner {
@@ -225,6 +251,8 @@ impl Runner {
             reload_ok: telemetry.gauge(names::CONFIG_RELOAD_SUCCESSFUL, &[]),
             reload_ts: telemetry.gauge(names::CONFIG_RELOAD_SUCCESS_TIMESTAMP, &[]),
             started: Instant::now(),
+            persist: Mutex::new(None),
+            restored: std::sync::atomic::AtomicUsize::new(0),
         };
         runner.reload_ok.set(1.0);
         runner.reload_ts.set(unix_ms() as f64 / 1000.0);
@@ -268,6 +296,85 @@ impl Runner {
         }
     }
 
+    /// Restore the alert states a previous process left in the data dir (`rows` of kind
+    /// [`persist::KIND`], `clock` of its latest evaluation) and write changes there from now on.
+    /// A pending alert's `for` clock does not count the downtime (its `activeAt` moves forward
+    /// by it), as Prometheus restores `for` state; firing alerts stay firing, so the notification
+    /// log decides whether they are sent again; resolved ones still retained keep their resolve
+    /// to be notified. Returns (restored, rows that could not be read).
+    pub fn restore(
+        &self,
+        writer: WriterHandle,
+        rows: &[(String, String)],
+        clock: &[(String, String)],
+    ) -> (usize, u64) {
+        let (mut stored, bad) = persist::decode(rows);
+        let now = unix_ms();
+        let last_eval = clock
+            .iter()
+            .find(|(id, _)| id == CLOCK_ID)
+            .and_then(|(_, v)| v.parse::<i64>().ok());
+        if let Some(last) = last_eval {
+            let downtime = (now - last).max(0);
+            for a in stored
+                .iter_mut()
+                .filter(|a| a.state == AlertState::Pending.as_str())
+            {
+                a.active_at_ms = a.active_at_ms.saturating_add(downtime);
+            }
+        }
+        let n = {
+            let mut engine = lock(&self.engine);
+            let n = engine.restore(&stored);
+            self.notifiable_tx
+                .send_replace(Arc::new(engine.notifiable()));
+            n
+        };
+        if n > 0 {
+            self.alerts_tx.send_modify(|v| *v = v.wrapping_add(1));
+        }
+        self.restored.store(n, std::sync::atomic::Ordering::Relaxed);
+        *lock(&self.persist) = Some(Persist {
+            writer,
+            written: Written::from_restored(&stored),
+            last_diff: Instant::now(),
+            last_clock: None,
+        });
+        (n, bad)
+    }
+
+    /// Writes what changed in the alert states (after a pass with transitions, or now and then),
+    /// and the evaluation clock. Fire and forget: a failed commit is retried by the writer, and
+    /// the states stay live here.
+    fn persist(&self, transitions: bool) {
+        let mut guard = lock(&self.persist);
+        let Some(p) = guard.as_mut() else { return };
+        let now = Instant::now();
+        let mut rows: Vec<Row> = Vec::new();
+        if transitions || now.duration_since(p.last_diff) >= DIFF_EVERY {
+            p.last_diff = now;
+            let stored: Vec<StoredAlert> = lock(&self.engine).stored_alerts();
+            rows = p.written.diff(stored);
+        }
+        if p.last_clock
+            .is_none_or(|t| now.duration_since(t) >= CLOCK_EVERY)
+            || !rows.is_empty()
+        {
+            p.last_clock = Some(now);
+            rows.push(Row {
+                kind: CLOCK_KIND,
+                id: CLOCK_ID.into(),
+                value: Some(unix_ms().to_string()),
+            });
+        }
+        if !rows.is_empty() {
+            p.writer.put(rows, Box::new(|_| {}));
+        }
+    }
+
+    /// Rows kinds this runner reads back with [`Runner::restore`].
+    pub const ROW_KINDS: (&'static str, &'static str) = (persist::KIND, CLOCK_KIND);
+
     fn tick_ms(&self) -> i64 {
         i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX)
     }
@@ -283,6 +390,7 @@ impl Runner {
             (pass, fired_or_resolved.then(|| engine.notifiable()))
         };
         log_pass(&pass);
+        self.persist(!pass.transitions.is_empty());
         // Notifications first, so whoever wakes on `alerts_tx` finds them published.
         if let Some(n) = notifiable {
             self.notifiable_tx.send_replace(Arc::new(n));
@@ -304,6 +412,18 @@ impl Runner {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut reload_rx = self.reload_rx.lock().await;
+        if self.restored.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            let ready = async {
+                for c in &mut changes {
+                    let _ = c.wait_for(|epoch| *epoch > 0).await;
+                }
+            };
+            if tokio::time::timeout(RESTORE_HOLD, ready).await.is_err() {
+                tracing::warn!(
+                    "restored alerts: not every account applied a snapshot within {RESTORE_HOLD:?}; evaluating anyway"
+                );
+            }
+        }
         // Where the next change-driven evaluation may start (the duty-cycle bound).
         let mut not_before = Instant::now();
         loop {

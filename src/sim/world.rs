@@ -604,7 +604,10 @@ mod tests {
             }
         }
         assert_eq!((jumps, closes), (6, 6));
-        assert!(free_sol_fills > 10, "random fills resume between excursions");
+        assert!(
+            free_sol_fills > 10,
+            "random fills resume between excursions"
+        );
     }
 
     #[test]

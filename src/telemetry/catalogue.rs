@@ -127,6 +127,9 @@ pub mod names {
     pub const NOTIFICATIONS_FAILED: &str = "ocx_sentinel_notifications_failed_total";
     pub const NOTIFICATION_REQUESTS: &str = "ocx_sentinel_notification_requests_total";
     pub const NOTIFICATION_LATENCY: &str = "ocx_sentinel_notification_latency_seconds";
+    pub const OUTBOX_PENDING: &str = "ocx_sentinel_outbox_pending";
+    pub const OUTBOX_OLDEST: &str = "ocx_sentinel_outbox_oldest_timestamp_seconds";
+    pub const SILENCES: &str = "ocx_sentinel_silences";
     pub const CONFIG_RELOAD_SUCCESSFUL: &str = "ocx_sentinel_config_last_reload_successful";
     pub const CONFIG_RELOAD_SUCCESS_TIMESTAMP: &str =
         "ocx_sentinel_config_last_reload_success_timestamp_seconds";
@@ -582,6 +585,24 @@ pub const CATALOGUE: &[MetricDef] = &[
         kind: Histogram(REST_BUCKETS),
         labels: "integration",
         help: "Time from a notification's first attempt to the receiver's acknowledgement, retries included, in seconds",
+    },
+    MetricDef {
+        name: OUTBOX_PENDING,
+        kind: Gauge,
+        labels: "integration",
+        help: "Notifications written to the outbox and not yet acknowledged by their receiver (sent again after a restart)",
+    },
+    MetricDef {
+        name: OUTBOX_OLDEST,
+        kind: Gauge,
+        labels: "",
+        help: "Creation time of the oldest notification in the outbox, in unix seconds; 0 when the outbox is empty",
+    },
+    MetricDef {
+        name: SILENCES,
+        kind: Gauge,
+        labels: "state",
+        help: "Silences by state (active, pending, expired), as Alertmanager's alertmanager_silences",
     },
     MetricDef {
         name: CONFIG_RELOAD_SUCCESSFUL,
