@@ -12,8 +12,9 @@
 //! - **Group commit.** Callers hand journals to the writer ([`WriterHandle::submit`]) and go on; its thread takes every
 //!   journal waiting, commits them in one transaction (one fsync), then runs each job's
 //!   continuation in order. Under load, groups grow, so throughput does not fall to one event per
-//!   fsync, and commits start at most every `COMMIT_PACE`; when idle, each event is committed
-//!   on its own within one fsync.
+//!   fsync, and commits start at most every `COMMIT_PACE` (unless an alerting row comes first:
+//!   a notification waits for its outbox row); when idle, each event is committed on its own
+//!   within one fsync.
 //! - **Journals are pulled, not pushed**, by a caller that changes often (an account cell,
 //!   [`Pending`]): it tells the writer once that it has something ([`WriterHandle::notify`]) and
 //!   keeps accumulating; right before a commit the writer takes everything accumulated. So a
@@ -541,8 +542,10 @@ fn writer_loop(
                 }
             }
         };
+        // Alerting rows are not paced: they are few, and a notification waits for its outbox
+        // row before it is sent. Pacing is for the account journals, which come in bursts.
         if let Some(last) = last_start
-            && !matches!(first, Some(Msg::Stop(_)))
+            && !matches!(first, Some(Msg::Stop(_)) | Some(Msg::Rows(..)))
         {
             let since = last.elapsed();
             if since < COMMIT_PACE {

@@ -117,6 +117,15 @@ struct Done {
     delivery: Delivery,
 }
 
+/// The loop's state a flush reads and updates.
+struct FlushCtx<'a> {
+    firing: &'a [NotifyAlert],
+    log: &'a HashMap<LogKey, LogEntry>,
+    done_tx: &'a mpsc::UnboundedSender<Done>,
+    pending: &'a mut HashMap<String, Pending>,
+    outbox: &'a mut Outbox,
+}
+
 /// The outbox as the loop tracks it: every row written and not yet deleted, by id, with its
 /// integration kind and creation time (for the pending and oldest series).
 #[derive(Default)]
@@ -224,23 +233,42 @@ impl Notifier {
                         let plans = self.router.routes(&a.labels);
                         dispatcher.insert(a, &plans, now);
                     }
+                    // Groups due at once (`group_wait: 0s`) go out now, not a timer tick later.
+                    if dispatcher.next_due_ms().is_some_and(|due| due <= now) {
+                        let mut ctx = FlushCtx { firing: &firing, log: &log, done_tx: &done_tx, pending: &mut pending, outbox: &mut outbox };
+                        self.flush_due(&mut dispatcher, now, &mut ctx);
+                    }
                 }
                 () = timer => {
                     let now = clock();
-                    for flush in dispatcher.due(now) {
-                        if pending.contains_key(&flush.id) || self.router.route_muted(&flush.route, now) {
-                            // The previous flush is still being delivered; the next timer
-                            // carries these alerts again.
-                            continue;
-                        }
-                        if self.flush(&flush, &firing, &log, now, &done_tx, &mut pending, &mut outbox) {
-                            dispatcher.delivered(&flush);
-                        }
-                        self.outbox_series(&outbox);
-                    }
+                    let mut ctx = FlushCtx { firing: &firing, log: &log, done_tx: &done_tx, pending: &mut pending, outbox: &mut outbox };
+                    self.flush_due(&mut dispatcher, now, &mut ctx);
                 }
             }
         }
+    }
+
+    /// Flushes every group due at `now`.
+    fn flush_due(&self, dispatcher: &mut Dispatcher, now: i64, ctx: &mut FlushCtx<'_>) {
+        for flush in dispatcher.due(now) {
+            if ctx.pending.contains_key(&flush.id) || self.router.route_muted(&flush.route, now) {
+                // The previous flush is still being delivered; the next timer carries these
+                // alerts again.
+                continue;
+            }
+            if self.flush(
+                &flush,
+                ctx.firing,
+                ctx.log,
+                now,
+                ctx.done_tx,
+                ctx.pending,
+                ctx.outbox,
+            ) {
+                dispatcher.delivered(&flush);
+            }
+        }
+        self.outbox_series(ctx.outbox);
     }
 
     /// Writes `rows` to the data dir, if there is one (fire and forget: the writer retries a
