@@ -20,7 +20,7 @@ use crate::datadir::{DataDir, DataDirError, Opened, WriterEvent, WriterHandle, s
 use crate::notify;
 use crate::notify::amapi::{AmApi, NoAlerts};
 use crate::notify::config::AmConfigError;
-use crate::notify::pipeline::{Integration, Notifier};
+use crate::notify::pipeline::{Integration, Notifier, Routing};
 use crate::notify::silence::Silences;
 use crate::notify::wire::{self, ConfigMuter, ConfigRouter, Unsupported};
 use crate::reconcile::{self, ReconcileTask};
@@ -155,6 +155,33 @@ fn open_data_dir(
             Ok((HashMap::new(), None, AlertingRows::default()))
         }
     }
+}
+
+/// The notification routing of an alerting source: its configuration file loaded and checked,
+/// its receivers' integrations built; silences from `am` mute.
+fn routing(source: &AlertingSource, am: &Arc<AmApi>) -> Result<Routing, AppError> {
+    let (cfg, receivers) = match source {
+        AlertingSource::File(path) => {
+            let cfg = Arc::new(notify::config::load_file(path)?);
+            let receivers = wire::integrations(&cfg)?;
+            (cfg, receivers)
+        }
+        AlertingSource::Demo => {
+            let cfg = Arc::new(notify::config::parse_str(DEMO_ALERTING, "demo")?);
+            let receivers = [("demo-stdout".to_string(), vec![Integration::Stdout])]
+                .into_iter()
+                .collect();
+            (cfg, receivers)
+        }
+    };
+    Ok(Routing {
+        router: Arc::new(ConfigRouter(cfg.clone())),
+        muter: Arc::new(ConfigMuter {
+            config: cfg,
+            silences: am.clone(),
+        }),
+        receivers,
+    })
 }
 
 /// Puts back what the data dir held for the alerting side: alert states into the rule engine,
@@ -298,35 +325,30 @@ impl Sidecar {
         let restored = restore_alerting(&stored, writer.as_ref(), &runner, &am, &telemetry);
         let notifier = match &settings.alerting {
             Some(source) => {
-                let (cfg, receivers) = match source {
-                    AlertingSource::File(path) => {
-                        let cfg = Arc::new(notify::config::load_file(path)?);
-                        let receivers = wire::integrations(&cfg)?;
-                        (cfg, receivers)
-                    }
-                    AlertingSource::Demo => {
-                        let cfg = Arc::new(notify::config::parse_str(DEMO_ALERTING, "demo")?);
-                        let receivers = [("demo-stdout".to_string(), vec![Integration::Stdout])]
-                            .into_iter()
-                            .collect();
-                        (cfg, receivers)
-                    }
-                };
-                Some(Arc::new(Notifier {
-                    router: Arc::new(ConfigRouter(cfg.clone())),
-                    muter: Arc::new(ConfigMuter {
-                        config: cfg,
-                        silences: am.clone(),
-                    }),
-                    receivers,
-                    client: reqwest::Client::builder()
+                let notifier = Arc::new(Notifier::new(
+                    routing(source, &am)?,
+                    reqwest::Client::builder()
                         .connect_timeout(Duration::from_secs(10))
                         .build()
                         .map_err(|e| AppError::Client(e.to_string()))?,
-                    telemetry: telemetry.clone(),
-                    external_url: format!("http://{addr}"),
-                    store: writer.clone(),
-                }))
+                    telemetry.clone(),
+                    format!("http://{addr}"),
+                    writer.clone(),
+                ));
+                // SIGHUP and `/-/reload` reload the alerting file with the rules; a file that no
+                // longer loads keeps the previous routing in force.
+                let (source, am, n) = (source.clone(), am.clone(), notifier.clone());
+                runner.also_reload(Box::new(move || {
+                    let r = routing(&source, &am).map_err(|e| match e {
+                        // The problems themselves (file:line: what), not just the summary.
+                        AppError::Alerting(ref inner) => format!("{e}: {inner}"),
+                        other => other.to_string(),
+                    })?;
+                    n.reload(r);
+                    tracing::info!("alerting configuration reloaded");
+                    Ok(())
+                }));
+                Some(notifier)
             }
             None => None,
         };

@@ -35,6 +35,10 @@ pub struct OutboxEntry {
     pub firing: BTreeSet<u64>,
     pub resolved: BTreeSet<u64>,
     pub created_ms: i64,
+    /// When the alert change that triggered it happened (wall ms; none for a repeat): the
+    /// notification latency is measured from here to the acknowledgement.
+    #[serde(default)]
+    pub trigger_ms: Option<i64>,
 }
 
 impl OutboxEntry {
@@ -165,6 +169,7 @@ mod tests {
             firing: BTreeSet::from([7]),
             resolved: BTreeSet::new(),
             created_ms: 5,
+            trigger_ms: Some(4),
         }
     }
 

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::dispatch::{
-    Dispatcher, Flush, LabelSet, LogEntry, NotifyAlert, RoutePlan, needs_update,
+    Dispatcher, Flush, LabelSet, LogEntry, NotifyAlert, Reason, RoutePlan, needs_update,
 };
 use super::outbox::{LogKey, OutboxEntry, Restored, delete_outbox, log_row, outbox_id};
 use super::webhook::{Outcome, Webhook, payload};
@@ -78,22 +78,33 @@ impl Integration {
 const RETRY_INITIAL: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 
-/// Everything the notifier runs with.
-pub struct Notifier {
+/// What the configuration decides: routes, muting, and the integrations of each receiver.
+/// Replaced as a whole on reload ([`Notifier::reload`]).
+pub struct Routing {
     pub router: Arc<dyn Router>,
     pub muter: Arc<dyn Muter>,
     pub receivers: HashMap<String, Vec<Integration>>,
-    pub client: reqwest::Client,
-    pub telemetry: Telemetry,
-    pub external_url: String,
+}
+
+/// Everything the notifier runs with.
+pub struct Notifier {
+    routing: std::sync::RwLock<Arc<Routing>>,
+    /// Moves on every reload: the loop rebuilds its groups under the new routes.
+    reloads: watch::Sender<u64>,
+    client: reqwest::Client,
+    telemetry: Telemetry,
+    external_url: String,
     /// The data dir's writer, for the outbox and the notification log; `None` runs from memory.
-    pub store: Option<WriterHandle>,
+    store: Option<WriterHandle>,
 }
 
 impl std::fmt::Debug for Notifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Notifier")
-            .field("receivers", &self.receivers.keys().collect::<Vec<_>>())
+            .field(
+                "receivers",
+                &self.routing().receivers.keys().collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -120,6 +131,8 @@ struct Done {
 /// The loop's state a flush reads and updates.
 struct FlushCtx<'a> {
     firing: &'a [NotifyAlert],
+    /// When each alert (by fingerprint) last changed state as the notifier saw it.
+    changed: &'a HashMap<u64, (bool, i64)>,
     log: &'a HashMap<LogKey, LogEntry>,
     done_tx: &'a mpsc::UnboundedSender<Done>,
     pending: &'a mut HashMap<String, Pending>,
@@ -141,6 +154,45 @@ struct Pending {
 }
 
 impl Notifier {
+    /// `external_url` is the payload's `externalURL`; `store` the data dir's writer (outbox and
+    /// notification log), `None` to run from memory.
+    pub fn new(
+        routing: Routing,
+        client: reqwest::Client,
+        telemetry: Telemetry,
+        external_url: String,
+        store: Option<WriterHandle>,
+    ) -> Notifier {
+        Notifier {
+            routing: std::sync::RwLock::new(Arc::new(routing)),
+            reloads: watch::channel(0).0,
+            client,
+            telemetry,
+            external_url,
+            store,
+        }
+    }
+
+    /// The routing in force.
+    pub fn routing(&self) -> Arc<Routing> {
+        // A poisoned lock still holds a whole Arc: assignments to it cannot tear.
+        self.routing
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Puts `routing` in force, as Alertmanager applies a reloaded configuration: the groups are
+    /// rebuilt from the alerts held (each waits its new `group_wait`), and the notification log
+    /// keeps them from re-sending what was delivered. Deliveries in flight finish as they were.
+    pub fn reload(&self, routing: Routing) {
+        *self
+            .routing
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(routing);
+        self.reloads.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
     /// Run until `shutdown`. `alerts` carries the engine's firing and resolved alerts after each
     /// evaluation that changed them.
     pub async fn run(
@@ -162,6 +214,10 @@ impl Notifier {
         restored: Restored,
     ) {
         let mut dispatcher = Dispatcher::new();
+        let mut reloads = self.reloads.subscribe();
+        // Per alert: resolved or not, and when that became so (wall ms): where a notification's
+        // latency is measured from.
+        let mut changed_at: HashMap<u64, (bool, i64)> = HashMap::new();
         let mut log: HashMap<LogKey, LogEntry> = restored.log.into_iter().collect();
         let mut outbox = Outbox::default();
         self.store_rows(restored.stale);
@@ -229,19 +285,45 @@ impl Notifier {
                     let snapshot = alerts.borrow_and_update().clone();
                     let now = clock();
                     firing = snapshot.iter().filter(|a| !a.resolved()).cloned().collect();
+                    let wall = unix_ms();
+                    let mut seen = BTreeSet::new();
                     for a in snapshot.iter() {
-                        let plans = self.router.routes(&a.labels);
+                        let fp = a.fingerprint();
+                        seen.insert(fp);
+                        let resolved = a.resolved();
+                        let at = changed_at.entry(fp).or_insert((resolved, wall));
+                        if at.0 != resolved {
+                            *at = (resolved, wall);
+                        }
+                    }
+                    changed_at.retain(|fp, _| seen.contains(fp));
+                    let routing = self.routing();
+                    for a in snapshot.iter() {
+                        let plans = routing.router.routes(&a.labels);
                         dispatcher.insert(a, &plans, now);
                     }
                     // Groups due at once (`group_wait: 0s`) go out now, not a timer tick later.
                     if dispatcher.next_due_ms().is_some_and(|due| due <= now) {
-                        let mut ctx = FlushCtx { firing: &firing, log: &log, done_tx: &done_tx, pending: &mut pending, outbox: &mut outbox };
+                        let mut ctx = FlushCtx { firing: &firing, changed: &changed_at, log: &log, done_tx: &done_tx, pending: &mut pending, outbox: &mut outbox };
                         self.flush_due(&mut dispatcher, now, &mut ctx);
                     }
                 }
+                Ok(()) = reloads.changed() => {
+                    // New routes: new groups from the alerts held, as Alertmanager's reload
+                    // starts a new dispatcher.
+                    reloads.borrow_and_update();
+                    dispatcher = Dispatcher::new();
+                    let snapshot = alerts.borrow().clone();
+                    let now = clock();
+                    let routing = self.routing();
+                    for a in snapshot.iter() {
+                        dispatcher.insert(a, &routing.router.routes(&a.labels), now);
+                    }
+                    self.outbox_series(&outbox);
+                }
                 () = timer => {
                     let now = clock();
-                    let mut ctx = FlushCtx { firing: &firing, log: &log, done_tx: &done_tx, pending: &mut pending, outbox: &mut outbox };
+                    let mut ctx = FlushCtx { firing: &firing, changed: &changed_at, log: &log, done_tx: &done_tx, pending: &mut pending, outbox: &mut outbox };
                     self.flush_due(&mut dispatcher, now, &mut ctx);
                 }
             }
@@ -250,21 +332,15 @@ impl Notifier {
 
     /// Flushes every group due at `now`.
     fn flush_due(&self, dispatcher: &mut Dispatcher, now: i64, ctx: &mut FlushCtx<'_>) {
+        let routing = self.routing();
         for flush in dispatcher.due(now) {
-            if ctx.pending.contains_key(&flush.id) || self.router.route_muted(&flush.route, now) {
+            if ctx.pending.contains_key(&flush.id) || routing.router.route_muted(&flush.route, now)
+            {
                 // The previous flush is still being delivered; the next timer carries these
                 // alerts again.
                 continue;
             }
-            if self.flush(
-                &flush,
-                ctx.firing,
-                ctx.log,
-                now,
-                ctx.done_tx,
-                ctx.pending,
-                ctx.outbox,
-            ) {
+            if self.flush(&flush, now, ctx) {
                 dispatcher.delivered(&flush);
             }
         }
@@ -294,7 +370,8 @@ impl Notifier {
     }
 
     fn outbox_series(&self, outbox: &Outbox) {
-        let kinds: BTreeSet<&str> = self
+        let routing = self.routing();
+        let kinds: BTreeSet<&str> = routing
             .receivers
             .values()
             .flatten()
@@ -325,7 +402,8 @@ impl Notifier {
         pending: &mut HashMap<String, Pending>,
         outbox: &mut Outbox,
     ) {
-        let integration = self
+        let routing = self.routing();
+        let integration = routing
             .receivers
             .get(&entry.flush.receiver)
             .and_then(|v| v.get(entry.integration))
@@ -371,16 +449,7 @@ impl Notifier {
             let delivery = if entry.alerts.is_empty() {
                 Delivery::Delivered
             } else {
-                deliver(
-                    &integration,
-                    &client,
-                    &telemetry,
-                    &url,
-                    &entry.flush,
-                    &entry.alerts,
-                    deadline,
-                )
-                .await
+                deliver(&integration, &client, &telemetry, &url, &entry, deadline).await
             };
             let _ = tx.send(Done {
                 flush: entry.flush,
@@ -394,25 +463,24 @@ impl Notifier {
 
     /// Start the deliveries `flush` needs. Returns true when none was needed and its resolved
     /// alerts are done with (the receivers never heard of them, or all were muted).
-    #[allow(clippy::too_many_arguments)] // reason: the loop's state, passed apart so each borrow is explicit
-    fn flush(
-        &self,
-        flush: &Flush,
-        firing: &[NotifyAlert],
-        log: &HashMap<LogKey, LogEntry>,
-        now: i64,
-        done_tx: &mpsc::UnboundedSender<Done>,
-        pending: &mut HashMap<String, Pending>,
-        outbox: &mut Outbox,
-    ) -> bool {
-        let Some(integrations) = self.receivers.get(&flush.receiver) else {
+    fn flush(&self, flush: &Flush, now: i64, ctx: &mut FlushCtx<'_>) -> bool {
+        let FlushCtx {
+            firing,
+            changed,
+            log,
+            done_tx,
+            pending,
+            outbox,
+        } = ctx;
+        let routing = self.routing();
+        let Some(integrations) = routing.receivers.get(&flush.receiver) else {
             tracing::error!(receiver = %flush.receiver, "no such receiver: notification dropped");
             return true;
         };
         let unmuted: Vec<NotifyAlert> = flush
             .alerts
             .iter()
-            .filter(|a| !self.muter.muted(a, firing, now))
+            .filter(|a| !routing.muter.muted(a, firing, now))
             .cloned()
             .collect();
         let mut started = 0;
@@ -446,7 +514,17 @@ impl Notifier {
                 unmuted.iter().filter(|a| !a.resolved()).cloned().collect()
             };
             started += 1;
+            // A repeat has no triggering change: its latency is not a notification latency.
+            let trigger_ms = (reason != Reason::RepeatIntervalElapsed)
+                .then(|| {
+                    alerts
+                        .iter()
+                        .filter_map(|a| changed.get(&a.fingerprint()).map(|c| c.1))
+                        .max()
+                })
+                .flatten();
             let entry = OutboxEntry {
+                trigger_ms,
                 flush: flush.clone(),
                 integration: i,
                 kind: integration.kind().to_string(),
@@ -512,12 +590,11 @@ async fn deliver(
     client: &reqwest::Client,
     telemetry: &Telemetry,
     external_url: &str,
-    flush: &Flush,
-    alerts: &[NotifyAlert],
+    entry: &OutboxEntry,
     deadline: Instant,
 ) -> Delivery {
+    let (flush, alerts) = (&entry.flush, entry.alerts.as_slice());
     let kind = integration.kind();
-    let started = Instant::now();
     let mut delay = RETRY_INITIAL;
     loop {
         telemetry
@@ -538,9 +615,11 @@ async fn deliver(
                 telemetry
                     .counter(names::NOTIFICATIONS, &[("integration", kind)])
                     .increment(1);
-                telemetry
-                    .histogram(names::NOTIFICATION_LATENCY, &[("integration", kind)])
-                    .record(started.elapsed().as_secs_f64());
+                if let Some(since) = entry.trigger_ms {
+                    telemetry
+                        .histogram(names::NOTIFICATION_LATENCY, &[("integration", kind)])
+                        .record((unix_ms() - since).max(0) as f64 / 1000.0);
+                }
                 return Delivery::Delivered;
             }
             Outcome::GiveUp { reason, detail } => {
@@ -672,26 +751,7 @@ mod tests {
     async fn one_firing_and_one_resolved_notification_with_a_retry_in_between() {
         let (url, got) = receiver(1).await;
         let t = Telemetry::new();
-        let notifier = Arc::new(Notifier {
-            router: Arc::new(OneRoute),
-            muter: Arc::new(NoMute),
-            receivers: [(
-                "team".to_string(),
-                vec![Integration::Webhook(Webhook {
-                    url,
-                    auth: WebhookAuth::None,
-                    timeout: Duration::from_secs(5),
-                    max_alerts: 0,
-                    send_resolved: true,
-                })],
-            )]
-            .into_iter()
-            .collect(),
-            client: reqwest::Client::new(),
-            telemetry: t.clone(),
-            external_url: "http://sentinel".into(),
-            store: None,
-        });
+        let notifier = notifier_to(url, &t);
         let (alerts_tx, alerts_rx) = watch::channel(Arc::new(Vec::new()));
         let (stop_tx, stop_rx) = watch::channel(false);
         let task = tokio::spawn(notifier.run(alerts_rx, stop_rx));
@@ -721,6 +781,10 @@ mod tests {
         assert_eq!(bodies[1]["alerts"][0]["status"], "resolved");
         let c = |name: &'static str, labels: &[(&str, &str)]| t.counter(name, labels).get();
         assert_eq!(c(names::NOTIFICATIONS, &[("integration", "webhook")]), 2.0);
+        // Both were triggered by a change (no repeat): both latencies measured, from the change.
+        let latency = t.histogram(names::NOTIFICATION_LATENCY, &[("integration", "webhook")]);
+        assert_eq!(latency.count(), 2);
+        assert!(latency.sum() < 20.0, "from the change, not from some old start");
         assert_eq!(
             c(names::NOTIFICATION_REQUESTS, &[("integration", "webhook")]),
             3.0
@@ -737,7 +801,7 @@ mod tests {
     }
 
     fn notifier_to(url: String, t: &Telemetry) -> Arc<Notifier> {
-        Arc::new(Notifier {
+        let routing = Routing {
             router: Arc::new(OneRoute),
             muter: Arc::new(NoMute),
             receivers: [(
@@ -752,11 +816,14 @@ mod tests {
             )]
             .into_iter()
             .collect(),
-            client: reqwest::Client::new(),
-            telemetry: t.clone(),
-            external_url: "http://sentinel".into(),
-            store: None,
-        })
+        };
+        Arc::new(Notifier::new(
+            routing,
+            reqwest::Client::new(),
+            t.clone(),
+            "http://sentinel".into(),
+            None,
+        ))
     }
 
     // What a previous process left: a notification in the outbox with no alert behind it any
@@ -786,6 +853,7 @@ mod tests {
             firing: BTreeSet::from([firing.fingerprint()]),
             resolved: BTreeSet::new(),
             created_ms: 1,
+            trigger_ms: None,
         };
         let gone = OutboxEntry {
             flush: Flush {

@@ -148,6 +148,9 @@ pub struct Loaded {
 
 type ReloadReply = oneshot::Sender<Result<Loaded, String>>;
 
+/// Something reloaded together with the rule files; its error text is the reload's.
+pub type ReloadHook = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
+
 /// The handle the HTTP API, the signal handler and tests hold.
 #[derive(Clone)]
 pub struct RulesHandle {
@@ -215,6 +218,9 @@ pub struct Runner {
     /// Zero of the timer clock (`tick_ms`): monotonic, so wall-clock steps move no timer.
     started: Instant,
     persist: Mutex<Option<Persist>>,
+    /// What else a reload reloads (the notification routing): run after the rule files loaded;
+    /// its error fails the reload, and whatever it reloads keeps its previous state.
+    also: Mutex<Option<ReloadHook>>,
     /// Alerts restored from the data dir: the first evaluation waits for the accounts.
     restored: std::sync::atomic::AtomicUsize,
 }
@@ -252,6 +258,7 @@ impl Runner {
             reload_ts: telemetry.gauge(names::CONFIG_RELOAD_SUCCESS_TIMESTAMP, &[]),
             started: Instant::now(),
             persist: Mutex::new(None),
+            also: Mutex::new(None),
             restored: std::sync::atomic::AtomicUsize::new(0),
         };
         runner.reload_ok.set(1.0);
@@ -265,7 +272,26 @@ impl Runner {
         Ok((Arc::new(runner), handle))
     }
 
+    /// Also reload `hook` with the rules (see [`ReloadHook`]).
+    pub fn also_reload(&self, hook: ReloadHook) {
+        *lock(&self.also) = Some(hook);
+    }
+
     fn reload(&self) -> Result<Loaded, String> {
+        let rules = self.reload_rules();
+        let also = lock(&self.also).as_ref().map(|hook| hook());
+        match (rules, also) {
+            (Err(e), _) => Err(e),
+            (Ok(_), Some(Err(e))) => {
+                self.reload_ok.set(0.0);
+                tracing::error!(error = %e, "alerting configuration not reloaded: the previous one stays in force");
+                Err(e)
+            }
+            (Ok(loaded), _) => Ok(loaded),
+        }
+    }
+
+    fn reload_rules(&self) -> Result<Loaded, String> {
         match load(&self.source) {
             Ok(files) => {
                 let loaded = Loaded {

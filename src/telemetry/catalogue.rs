@@ -584,7 +584,7 @@ pub const CATALOGUE: &[MetricDef] = &[
         name: NOTIFICATION_LATENCY,
         kind: Histogram(REST_BUCKETS),
         labels: "integration",
-        help: "Time from a notification's first attempt to the receiver's acknowledgement, retries included, in seconds",
+        help: "Time from the alert change that triggered a notification (the evaluation right after the event) to the receiver's acknowledgement, retries and restarts included; repeats are not measured; in seconds",
     },
     MetricDef {
         name: OUTBOX_PENDING,
