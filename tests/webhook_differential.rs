@@ -117,6 +117,7 @@ async fn our_webhook_payload_is_alertmanagers() {
         repeat_interval: Duration::from_secs(3600),
         group_interval: Duration::from_secs(300),
         alerts: vec![alert],
+        fallback: None,
     };
     let ours = payload(
         &flush,

@@ -71,6 +71,15 @@ pub struct RoutePlan {
     pub group_wait: Duration,
     pub group_interval: Duration,
     pub repeat_interval: Duration,
+    /// The route's `fallback_receiver` (an ocx-sentinel extension), if any.
+    pub fallback: Option<Fallback>,
+}
+
+/// Where a group's notifications also go once its receiver has failed for `after`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fallback {
+    pub receiver: String,
+    pub after: Duration,
 }
 
 struct Group {
@@ -96,6 +105,9 @@ pub struct Flush {
     pub group_interval: Duration,
     /// Firing and resolved alerts, sorted by labels (resolved ones carry `ends_at_ms`).
     pub alerts: Vec<NotifyAlert>,
+    /// The route's fallback receiver (none for a flush to the fallback itself).
+    #[serde(default)]
+    pub fallback: Option<Fallback>,
 }
 
 /// The aggregation groups of every route.
@@ -189,6 +201,7 @@ impl Dispatcher {
                 repeat_interval: g.plan.repeat_interval,
                 group_interval: g.plan.group_interval,
                 alerts,
+                fallback: g.plan.fallback.clone(),
             });
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));
@@ -320,6 +333,7 @@ mod tests {
             group_by,
             group_wait: Duration::from_secs(30),
             group_interval: Duration::from_secs(300),
+            fallback: None,
             repeat_interval: Duration::from_secs(4 * 3600),
         }
     }

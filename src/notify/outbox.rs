@@ -162,6 +162,7 @@ mod tests {
                 repeat_interval: Duration::from_secs(3600),
                 group_interval: Duration::from_secs(300),
                 alerts: vec![alert.clone()],
+                fallback: None,
             },
             integration: 1,
             kind: "webhook".into(),

@@ -121,6 +121,8 @@ enum Delivery {
 
 /// A delivery's end, reported to the loop.
 struct Done {
+    /// When the notification was made (wall ms).
+    started_ms: i64,
     flush: Flush,
     integration: usize,
     firing: BTreeSet<u64>,
@@ -218,6 +220,9 @@ impl Notifier {
         // Per alert: resolved or not, and when that became so (wall ms): where a notification's
         // latency is measured from.
         let mut changed_at: HashMap<u64, (bool, i64)> = HashMap::new();
+        // Per receiver integration and group: since when its deliveries have failed (the
+        // fallback receiver's clock).
+        let mut failing: HashMap<LogKey, i64> = HashMap::new();
         let mut log: HashMap<LogKey, LogEntry> = restored.log.into_iter().collect();
         let mut outbox = Outbox::default();
         self.store_rows(restored.stale);
@@ -256,6 +261,13 @@ impl Notifier {
                         rows.push(delete_outbox(id));
                     }
                     let delivered = done.delivery == Delivery::Delivered;
+                    if delivered {
+                        failing.remove(&key);
+                    } else {
+                        let since = *failing.entry(key.clone()).or_insert(done.started_ms);
+                        let mut ctx = FlushCtx { firing: &firing, changed: &changed_at, log: &log, done_tx: &done_tx, pending: &mut pending, outbox: &mut outbox };
+                        self.fall_back(&done.flush, since, clock(), &mut ctx);
+                    }
                     if delivered {
                         let entry = LogEntry { firing: done.firing, resolved: done.resolved, at_ms: clock() };
                         rows.push(log_row(&key, &entry));
@@ -328,6 +340,28 @@ impl Notifier {
                 }
             }
         }
+    }
+
+    /// After a failed delivery of `flush`, failing since `since`: once that is `fallback_after`
+    /// ago, the same notification goes to the route's fallback receiver (deduplicated by its own
+    /// log entries, so a primary failing at every flush does not repeat it).
+    fn fall_back(&self, flush: &Flush, since: i64, now: i64, ctx: &mut FlushCtx<'_>) {
+        let Some(fb) = &flush.fallback else { return };
+        let after = i64::try_from(fb.after.as_millis()).unwrap_or(i64::MAX);
+        if fb.receiver == flush.receiver || now - since < after {
+            return;
+        }
+        let to = Flush {
+            id: format!("{}\u{1f}fallback", flush.id),
+            receiver: fb.receiver.clone(),
+            fallback: None,
+            ..flush.clone()
+        };
+        if ctx.pending.contains_key(&to.id) {
+            return;
+        }
+        tracing::warn!(receiver = %flush.receiver, fallback = %fb.receiver, group = %flush.group_key, failing_for_s = (now - since) / 1000, "receiver failing: notification sent to the fallback receiver");
+        self.flush(&to, now, ctx);
     }
 
     /// Flushes every group due at `now`.
@@ -452,6 +486,7 @@ impl Notifier {
                 deliver(&integration, &client, &telemetry, &url, &entry, deadline).await
             };
             let _ = tx.send(Done {
+                started_ms: entry.created_ms,
                 flush: entry.flush,
                 integration: entry.integration,
                 firing: entry.firing,
@@ -678,6 +713,7 @@ mod tests {
                 group_by: GroupBy::Labels(vec!["alertname".into()]),
                 group_wait: Duration::ZERO,
                 group_interval: Duration::from_millis(300),
+                fallback: None,
                 repeat_interval: Duration::from_secs(3600),
             }]
         }
@@ -784,7 +820,10 @@ mod tests {
         // Both were triggered by a change (no repeat): both latencies measured, from the change.
         let latency = t.histogram(names::NOTIFICATION_LATENCY, &[("integration", "webhook")]);
         assert_eq!(latency.count(), 2);
-        assert!(latency.sum() < 20.0, "from the change, not from some old start");
+        assert!(
+            latency.sum() < 20.0,
+            "from the change, not from some old start"
+        );
         assert_eq!(
             c(names::NOTIFICATION_REQUESTS, &[("integration", "webhook")]),
             3.0
@@ -844,6 +883,7 @@ mod tests {
             repeat_interval: Duration::from_secs(3600),
             group_interval: Duration::from_millis(300),
             alerts: vec![firing.clone()],
+            fallback: None,
         };
         let entry = OutboxEntry {
             flush: flush.clone(),
@@ -886,6 +926,76 @@ mod tests {
             t.gauge(names::OUTBOX_PENDING, &[("integration", "webhook")])
                 .get(),
             0.0
+        );
+        stop_tx.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    /// `team` fails every request; the plan falls back to `phone` at once.
+    struct FallbackRoute;
+
+    impl Router for FallbackRoute {
+        fn routes(&self, labels: &LabelSet) -> Vec<RoutePlan> {
+            let mut plans = OneRoute.routes(labels);
+            plans[0].fallback = Some(crate::notify::dispatch::Fallback {
+                receiver: "phone".into(),
+                after: Duration::ZERO,
+            });
+            plans
+        }
+    }
+
+    // A receiver that keeps failing hands the group's notification to the route's fallback
+    // receiver, once: the primary's failure at every later flush does not repeat it there.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_receiver_falls_back_once_to_the_fallback_receiver() {
+        let (team, tried) = receiver(usize::MAX).await;
+        let (phone, got) = receiver(0).await;
+        let hook = |url: String| {
+            vec![Integration::Webhook(Webhook {
+                url,
+                auth: WebhookAuth::None,
+                timeout: Duration::from_secs(5),
+                max_alerts: 0,
+                send_resolved: true,
+            })]
+        };
+        let routing = Routing {
+            router: Arc::new(FallbackRoute),
+            muter: Arc::new(NoMute),
+            receivers: [
+                ("team".to_string(), hook(team)),
+                ("phone".to_string(), hook(phone)),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let t = Telemetry::new();
+        let notifier = Arc::new(Notifier::new(
+            routing,
+            reqwest::Client::new(),
+            t.clone(),
+            "http://sentinel".into(),
+            None,
+        ));
+        let (alerts_tx, alerts_rx) = watch::channel(Arc::new(Vec::new()));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(notifier.run(alerts_rx, stop_rx));
+        alerts_tx.send(Arc::new(vec![alert(false)])).unwrap();
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        let bodies = got.lock().unwrap().clone();
+        assert_eq!(bodies.len(), 1, "{bodies:#?}");
+        assert_eq!(bodies[0]["receiver"], "phone");
+        assert_eq!(bodies[0]["status"], "firing");
+        assert!(tried.lock().unwrap().is_empty(), "team never accepted one");
+        assert!(
+            t.counter(
+                names::NOTIFICATIONS_FAILED,
+                &[("integration", "webhook"), ("reason", "server_error")]
+            )
+            .get()
+                >= 3.0,
+            "the primary kept being tried"
         );
         stop_tx.send(true).unwrap();
         task.await.unwrap();

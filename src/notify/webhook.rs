@@ -260,6 +260,7 @@ mod tests {
             repeat_interval: Duration::from_secs(3600),
             group_interval: Duration::from_secs(300),
             alerts,
+            fallback: None,
         }
     }
 

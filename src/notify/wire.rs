@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::amapi::AmApi;
 use super::config::{self, AlertingConfig};
-use super::dispatch::{GroupBy, LabelSet, NotifyAlert, RoutePlan};
+use super::dispatch::{Fallback, GroupBy, LabelSet, NotifyAlert, RoutePlan};
 use super::pipeline::{Integration, Muter, Router};
 use super::webhook::{Webhook, WebhookAuth};
 use crate::config::Secret;
@@ -32,6 +32,10 @@ impl Router for ConfigRouter {
                 group_wait: n.group_wait,
                 group_interval: n.group_interval,
                 repeat_interval: n.repeat_interval,
+                fallback: n.fallback.as_ref().map(|(receiver, after)| Fallback {
+                    receiver: receiver.clone(),
+                    after: *after,
+                }),
             })
             .collect()
     }

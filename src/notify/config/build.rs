@@ -23,6 +23,9 @@ use super::{
 use crate::config::{Secret, parse_duration};
 use crate::notify::matcher::{MatchType, Matcher};
 
+/// `fallback_after` when unset: a receiver failing this long is down, not flaky.
+const DEFAULT_FALLBACK_AFTER: Duration = Duration::from_secs(300);
+
 /// Alertmanager's default email body.
 const DEFAULT_EMAIL_HTML: &str = r#"{{ template "email.default.html" . }}"#;
 
@@ -808,6 +811,12 @@ impl Builder<'_> {
         };
         let mute_time_intervals = names(&r.mute_time_intervals, "mute_time_intervals");
         let active_time_intervals = names(&r.active_time_intervals, "active_time_intervals");
+        let fallback = self.fallback(
+            r,
+            path,
+            receivers,
+            inherited.and_then(|p| p.fallback.clone()),
+        );
         let index = nodes.len();
         let (key, id) = match inherited {
             None => (matchers_string(&matchers), matchers_string(&matchers)),
@@ -835,6 +844,7 @@ impl Builder<'_> {
             repeat_interval,
             mute_time_intervals,
             active_time_intervals,
+            fallback,
             key,
             id,
         });
@@ -849,6 +859,42 @@ impl Builder<'_> {
             );
         }
         index
+    }
+
+    /// `fallback_receiver` (must name a receiver) and `fallback_after` (default 5m; zero: as soon
+    /// as a delivery has failed), both inherited when unset; `fallback_after` alone changes the
+    /// inherited delay.
+    fn fallback(
+        &mut self,
+        r: &RawRoute,
+        path: &str,
+        receivers: &BTreeSet<&str>,
+        inherited: Option<(String, Duration)>,
+    ) -> Option<(String, Duration)> {
+        let after_path = format!("{path}.fallback_after");
+        let after = self.duration(&r.fallback_after, &after_path);
+        let receiver = match &r.fallback_receiver {
+            Some(n) => {
+                if !receivers.contains(n.value.as_str()) {
+                    self.problem(
+                        n,
+                        &format!("{path}.fallback_receiver"),
+                        format!("undefined receiver {:?} used as fallback_receiver", n.value),
+                    );
+                }
+                Some(n.value.clone())
+            }
+            None => inherited.as_ref().map(|(r, _)| r.clone()),
+        };
+        if receiver.is_none()
+            && let Some(a) = &r.fallback_after
+        {
+            self.problem(a, &after_path, "fallback_after without a fallback_receiver");
+        }
+        let after = after
+            .or(inherited.map(|(_, a)| a))
+            .unwrap_or(DEFAULT_FALLBACK_AFTER);
+        receiver.map(|r| (r, after))
     }
 
     /// `group_by` as Alertmanager's `NewRoute` applies it: labels replace the parent's; `...`

@@ -142,6 +142,9 @@ pub(crate) struct RawRoute {
     pub repeat_interval: Option<Spanned<String>>,
     pub mute_time_intervals: Option<Vec<Spanned<String>>>,
     pub active_time_intervals: Option<Vec<Spanned<String>>>,
+    /// ocx-sentinel's extension (Alertmanager has none, and `amtool check-config` rejects it).
+    pub fallback_receiver: Option<Spanned<String>>,
+    pub fallback_after: Option<Spanned<String>>,
     pub routes: Option<Vec<Spanned<RawRoute>>>,
 }
 

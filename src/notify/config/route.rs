@@ -50,6 +50,9 @@ pub struct RouteNode {
     /// This route's own; Alertmanager does not inherit time intervals.
     pub mute_time_intervals: Vec<String>,
     pub active_time_intervals: Vec<String>,
+    /// `fallback_receiver` and `fallback_after` (ocx-sentinel's; inherited like the receiver):
+    /// where the group's notifications also go once its receiver has failed for that long.
+    pub fallback: Option<(String, Duration)>,
     /// Alertmanager's `Route.Key()`: the matchers of every route from the root, `/`-joined, e.g.
     /// `{}/{severity="page"}`. Aggregation groups are keyed by it; two sibling routes with the
     /// same matchers share it (as in Alertmanager).

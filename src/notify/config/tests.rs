@@ -373,3 +373,47 @@ fn load_file_reports_a_missing_file_and_resolves_relative_paths() {
     let c = load("ok_full.yml");
     assert!(c.templates[0].ends_with("testdata/templates/*.tmpl"));
 }
+
+// `fallback_receiver` (ours, not Alertmanager's): inherited with its delay like the receiver,
+// `fallback_after` defaulting to 5m, and checked like a receiver name.
+#[test]
+fn fallback_receivers_are_inherited_checked_and_default_to_five_minutes() {
+    let c = cfg(r#"
+route:
+  receiver: team
+  fallback_receiver: phone
+  routes:
+    - matchers: [severity="page"]
+      fallback_after: 30s
+    - matchers: [severity="info"]
+      receiver: phone
+receivers: [{name: team}, {name: phone}]
+"#);
+    let nodes = c.route.nodes();
+    assert_eq!(
+        nodes[0].fallback,
+        Some(("phone".into(), Duration::from_secs(300)))
+    );
+    assert_eq!(
+        nodes[1].fallback,
+        Some(("phone".into(), Duration::from_secs(30)))
+    );
+    assert_eq!(
+        nodes[2].fallback,
+        Some(("phone".into(), Duration::from_secs(300)))
+    );
+    let e = errors(
+        "route:\n  receiver: team\n  fallback_receiver: nobody\nreceivers: [{name: team}]\n",
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].contains("t.yml:3")
+            && e[0].contains("undefined receiver \"nobody\" used as fallback_receiver"),
+        "{e:?}"
+    );
+    let e = errors("route:\n  receiver: team\n  fallback_after: 1m\nreceivers: [{name: team}]\n");
+    assert!(
+        e[0].contains("fallback_after without a fallback_receiver"),
+        "{e:?}"
+    );
+}
