@@ -96,7 +96,12 @@ pub struct Notifier {
     external_url: String,
     /// The data dir's writer, for the outbox and the notification log; `None` runs from memory.
     store: Option<WriterHandle>,
+    /// Per receiver integration: no request before this (a `Retry-After` it sent), across
+    /// flushes, so a later flush does not knock again early.
+    holds: Holds,
 }
+
+type Holds = Arc<std::sync::Mutex<HashMap<(String, usize), Instant>>>;
 
 impl std::fmt::Debug for Notifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -172,6 +177,7 @@ impl Notifier {
             telemetry,
             external_url,
             store,
+            holds: Holds::default(),
         }
     }
 
@@ -465,11 +471,12 @@ impl Notifier {
         durable: Option<tokio::sync::oneshot::Receiver<bool>>,
         tx: mpsc::UnboundedSender<Done>,
     ) {
-        let (client, telemetry, url, deadline) = (
+        let (client, telemetry, url, deadline, holds) = (
             self.client.clone(),
             self.telemetry.clone(),
             self.external_url.clone(),
             Instant::now() + entry.flush.group_interval,
+            self.holds.clone(),
         );
         tokio::spawn(async move {
             // Written before it is sent: a process killed from here on sends it after restart.
@@ -483,7 +490,13 @@ impl Notifier {
             let delivery = if entry.alerts.is_empty() {
                 Delivery::Delivered
             } else {
-                deliver(&integration, &client, &telemetry, &url, &entry, deadline).await
+                let to = Target {
+                    client: &client,
+                    telemetry: &telemetry,
+                    external_url: &url,
+                    holds: &holds,
+                };
+                deliver(&integration, &to, &entry, deadline).await
             };
             let _ = tx.send(Done {
                 started_ms: entry.created_ms,
@@ -619,19 +632,48 @@ fn print_notification(flush: &Flush, alerts: &[NotifyAlert]) {
     let _ = std::io::stdout().lock().write_all(out.as_bytes());
 }
 
+/// What a delivery uses besides its integration.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    client: &'a reqwest::Client,
+    telemetry: &'a Telemetry,
+    external_url: &'a str,
+    holds: &'a Holds,
+}
+
 /// One integration's delivery of one flush, retried until `deadline`. Counts every attempt.
 async fn deliver(
     integration: &Integration,
-    client: &reqwest::Client,
-    telemetry: &Telemetry,
-    external_url: &str,
+    to: &Target<'_>,
     entry: &OutboxEntry,
     deadline: Instant,
 ) -> Delivery {
+    let Target {
+        client,
+        telemetry,
+        external_url,
+        holds,
+    } = *to;
     let (flush, alerts) = (&entry.flush, entry.alerts.as_slice());
     let kind = integration.kind();
     let mut delay = RETRY_INITIAL;
+    let hold_key = (flush.receiver.clone(), entry.integration);
+    let held = |holds: &Holds| {
+        holds
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&hold_key)
+            .copied()
+    };
     loop {
+        // The receiver asked for a pause (Retry-After): no request before it ends; past this
+        // delivery's deadline, the next flush tries.
+        if let Some(until) = held(holds).filter(|t| *t > Instant::now()) {
+            if until > deadline {
+                return Delivery::Failed;
+            }
+            tokio::time::sleep_until(until).await;
+        }
         telemetry
             .counter(names::NOTIFICATION_REQUESTS, &[("integration", kind)])
             .increment(1);
@@ -678,6 +720,12 @@ async fn deliver(
                         &[("integration", kind), ("reason", reason)],
                     )
                     .increment(1);
+                if let Some(after) = after {
+                    holds
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(hold_key.clone(), Instant::now() + after);
+                }
                 let wait = after.unwrap_or(delay).min(RETRY_MAX);
                 if Instant::now() + wait > deadline {
                     tracing::warn!(receiver = %flush.receiver, integration = kind, %detail, "notification failed; the group's next flush will try again");
@@ -996,6 +1044,77 @@ mod tests {
             .get()
                 >= 3.0,
             "the primary kept being tried"
+        );
+        stop_tx.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    // A 429 with `Retry-After: 2` holds the receiver for 2s, across flushes (here every 300ms):
+    // the second request comes no earlier, and there is no third.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_429_with_retry_after_waits_as_told_across_flushes() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let times = Arc::new(Mutex::new(Vec::new()));
+        let seen = times.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 8192];
+                    loop {
+                        let k = sock.read(&mut chunk).await.unwrap_or(0);
+                        if k == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..k]);
+                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            continue;
+                        };
+                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        if buf.len() < end + 4 + len {
+                            continue;
+                        }
+                        buf.drain(..end + 4 + len);
+                        let n = {
+                            let mut t = seen.lock().unwrap();
+                            t.push(Instant::now());
+                            t.len()
+                        };
+                        let answer = if n == 1 {
+                            "HTTP/1.1 429 Too Many Requests\r\nretry-after: 2\r\ncontent-length: 0\r\n\r\n"
+                        } else {
+                            "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+                        };
+                        let _ = sock.write_all(answer.as_bytes()).await;
+                    }
+                });
+            }
+        });
+        let t = Telemetry::new();
+        let notifier = notifier_to(url, &t);
+        let (alerts_tx, alerts_rx) = watch::channel(Arc::new(Vec::new()));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(notifier.run(alerts_rx, stop_rx));
+        alerts_tx.send(Arc::new(vec![alert(false)])).unwrap();
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        let times = times.lock().unwrap().clone();
+        assert_eq!(times.len(), 2, "one 429, then one delivery");
+        let waited = times[1] - times[0];
+        assert!(
+            waited >= Duration::from_millis(1950) && waited < Duration::from_millis(2800),
+            "waited {waited:?}"
+        );
+        assert_eq!(
+            t.counter(names::NOTIFICATIONS, &[("integration", "webhook")])
+                .get(),
+            1.0
         );
         stop_tx.send(true).unwrap();
         task.await.unwrap();
