@@ -18,8 +18,10 @@ use crate::config::{AccountSettings, AlertingSource, Settings, StreamSettings};
 use crate::config::{Auth, ReconcileSettings, RuleSettings};
 use crate::datadir::{DataDir, DataDirError, Opened, WriterEvent, WriterHandle, start_writer};
 use crate::notify;
-use crate::notify::amapi::{AmApi, NoAlerts};
+use crate::notify::amapi::AmApi;
 use crate::notify::config::AmConfigError;
+use crate::notify::forward::{ForwardError, Forwarder};
+use crate::notify::listing::LiveAlerts;
 use crate::notify::pipeline::{Integration, Notifier};
 use crate::notify::silence::Silences;
 use crate::notify::wire::{self, ConfigMuter, ConfigRouter, Unsupported};
@@ -147,6 +149,8 @@ pub enum AppError {
     Alerting(#[from] AmConfigError),
     #[error(transparent)]
     Unsupported(#[from] Unsupported),
+    #[error(transparent)]
+    Forward(#[from] ForwardError),
 }
 
 /// A running sidecar: its streams, its HTTP listener and its metrics.
@@ -205,10 +209,7 @@ impl Sidecar {
             settings.rules.evaluation_interval,
             &format!("http://{addr}"),
         )?;
-        // Silences and the Alertmanager API exist with or without a notification config, so
-        // `amtool` works against any sidecar; what they mute matters once notifications go out.
-        let am = Arc::new(AmApi::new(Silences::default(), Arc::new(NoAlerts), None));
-        let notifier = match &settings.alerting {
+        let alerting = match &settings.alerting {
             Some(source) => {
                 let (cfg, receivers) = match source {
                     AlertingSource::File(path) => {
@@ -224,21 +225,44 @@ impl Sidecar {
                         (cfg, receivers)
                     }
                 };
-                Some(Arc::new(Notifier {
-                    router: Arc::new(ConfigRouter(cfg.clone())),
-                    muter: Arc::new(ConfigMuter {
-                        config: cfg,
-                        silences: am.clone(),
-                    }),
-                    receivers,
-                    client: reqwest::Client::builder()
-                        .connect_timeout(Duration::from_secs(10))
-                        .build()
-                        .map_err(|e| AppError::Client(e.to_string()))?,
-                    telemetry: telemetry.clone(),
-                    external_url: format!("http://{addr}"),
-                }))
+                Some((cfg, receivers))
             }
+            None => None,
+        };
+        // `/api/v2/status` shows the configuration's text (masked); the file just loaded.
+        let original = match &settings.alerting {
+            Some(AlertingSource::File(path)) => std::fs::read_to_string(path).unwrap_or_default(),
+            Some(AlertingSource::Demo) => DEMO_ALERTING.to_string(),
+            None => String::new(),
+        };
+        let listing = LiveAlerts::new(
+            rules.notifiable(),
+            alerting
+                .as_ref()
+                .map(|(cfg, _)| (cfg.clone(), original.as_str())),
+        );
+        // Silences and the Alertmanager API exist with or without a notification config, so
+        // `amtool` works against any sidecar; what they mute matters once notifications go out.
+        let am = Arc::new(AmApi::new(
+            Silences::default(),
+            Arc::new(listing),
+            settings.api_token.clone(),
+        ));
+        let notifier = match alerting {
+            Some((cfg, receivers)) => Some(Arc::new(Notifier {
+                router: Arc::new(ConfigRouter(cfg.clone())),
+                muter: Arc::new(ConfigMuter {
+                    config: cfg,
+                    silences: am.clone(),
+                }),
+                receivers,
+                client: reqwest::Client::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    .build()
+                    .map_err(|e| AppError::Client(e.to_string()))?,
+                telemetry: telemetry.clone(),
+                external_url: format!("http://{addr}"),
+            })),
             None => None,
         };
         let client = http_client(&settings.stream)?;
@@ -361,6 +385,19 @@ impl Sidecar {
                 RestartPolicy::default(),
                 rx.clone(),
                 move || notifier.clone().run(alerts.clone(), notify_rx.clone()),
+                || {},
+            )));
+        }
+
+        if !settings.forward.alertmanagers.is_empty() {
+            let forwarder = Arc::new(Forwarder::new(&settings.forward, &telemetry)?);
+            let (alerts, forward_rx) = (rules.notifiable(), rx.clone());
+            tasks.push(tokio::spawn(supervise(
+                "forward",
+                &telemetry,
+                RestartPolicy::default(),
+                rx.clone(),
+                move || forwarder.clone().run(alerts.clone(), forward_rx.clone()),
                 || {},
             )));
         }
@@ -549,6 +586,8 @@ pub fn demo_settings(listen: SocketAddr, sim_base: &str) -> Settings {
         }],
         data_dir: None,
         alerting: Some(AlertingSource::Demo),
+        api_token: None,
+        forward: Default::default(),
         rules: RuleSettings {
             source: RuleSource::Embedded(
                 SHIPPED_RULES

@@ -3,6 +3,8 @@
 pub mod amapi;
 pub mod config;
 pub mod dispatch;
+pub mod forward;
+pub mod listing;
 pub mod matcher;
 pub mod pipeline;
 pub mod silence;
