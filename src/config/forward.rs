@@ -135,19 +135,19 @@ impl Builder<'_> {
         }
         for (i, am) in raw.alertmanagers.iter().flatten().enumerate() {
             let p = format!("alertmanagers[{i}]");
-            let targets = self.alertmanager(&p, &am.value);
-            if targets.is_empty() && am.value.static_configs.iter().flatten().count() == 0 {
+            self.alertmanager(&p, &am.value, &mut out.alertmanagers);
+            if am.value.static_configs.iter().flatten().count() == 0 {
                 self.errors.push(format!(
                     "{}: {p}: needs static_configs with targets (service discovery is not supported)",
                     self.at(am)
                 ));
             }
-            out.alertmanagers.extend(targets);
         }
         out
     }
 
-    fn alertmanager(&mut self, p: &str, am: &RawAlertmanager) -> Vec<AlertmanagerTarget> {
+    /// One entry's targets, appended to `out` (the earlier entries' targets).
+    fn alertmanager(&mut self, p: &str, am: &RawAlertmanager, out: &mut Vec<AlertmanagerTarget>) {
         let scheme = match &am.scheme {
             None => "http".to_string(),
             Some(s) if s.value == "http" || s.value == "https" => s.value.clone(),
@@ -178,7 +178,6 @@ impl Builder<'_> {
             .unwrap_or(DEFAULT_TIMEOUT);
         let path = push_path(am.path_prefix.as_ref().map_or("", |s| s.value.as_str()));
         let auth = self.forward_auth(p, am);
-        let mut out = Vec::new();
         for (j, sc) in am.static_configs.iter().flatten().enumerate() {
             for t in sc.targets.iter().flatten() {
                 if !valid_target(&t.value) {
@@ -190,7 +189,12 @@ impl Builder<'_> {
                     continue;
                 }
                 let url = format!("{scheme}://{}{path}", t.value);
-                if out.iter().any(|o: &AlertmanagerTarget| o.url == url) {
+                // Twice would post every alert twice, under one `alertmanager` series.
+                if out.iter().any(|o| o.url == url) {
+                    self.errors.push(format!(
+                        "{}: {p}.static_configs[{j}].targets: {url} is listed twice",
+                        self.at(t)
+                    ));
                     continue;
                 }
                 out.push(AlertmanagerTarget {
@@ -200,7 +204,6 @@ impl Builder<'_> {
                 });
             }
         }
-        out
     }
 
     fn forward_auth(&mut self, p: &str, am: &RawAlertmanager) -> ForwardAuth {

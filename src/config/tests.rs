@@ -169,7 +169,7 @@ fn alertmanagers_become_push_urls_with_their_auth() {
     let pw = dir.join("pw");
     std::fs::write(&pw, "from-file\n").unwrap();
     let yaml = format!(
-        "alertmanagers:\n  - static_configs: [{{targets: ['a:9093', 'b:9093', 'a:9093']}}]\n    path_prefix: am/\n    basic_auth: {{username: u, password_file: {}}}\n  - scheme: https\n    timeout: 3s\n    static_configs: [{{targets: [c]}}]\n    authorization: {{credentials: tok}}\n",
+        "alertmanagers:\n  - static_configs: [{{targets: ['a:9093', 'b:9093']}}]\n    path_prefix: am/\n    basic_auth: {{username: u, password_file: {}}}\n  - scheme: https\n    timeout: 3s\n    static_configs: [{{targets: [c]}}]\n    authorization: {{credentials: tok}}\n",
         pw.display()
     );
     let s = Settings::build(
