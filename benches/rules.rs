@@ -1026,6 +1026,8 @@ fn sidecar_settings(api_base: &str, cfg: &Config, world: &World, rules: RuleSour
         }],
         data_dir: None,
         alerting: None,
+        api_token: None,
+        forward: Default::default(),
         rules: RuleSettings {
             source: rules,
             // The timer must not be what finds a breach: only the change-driven evaluation.

@@ -18,8 +18,11 @@ use crate::config::{AccountSettings, AlertingSource, Settings, StreamSettings};
 use crate::config::{Auth, ReconcileSettings, RuleSettings};
 use crate::datadir::{DataDir, DataDirError, Opened, WriterEvent, WriterHandle, start_writer};
 use crate::notify;
-use crate::notify::amapi::{AmApi, NoAlerts};
+use crate::notify::amapi::AmApi;
+use crate::notify::config::AlertingConfig;
 use crate::notify::config::AmConfigError;
+use crate::notify::forward::{ForwardError, Forwarder};
+use crate::notify::listing::LiveAlerts;
 use crate::notify::pipeline::{Integration, Notifier, Routing};
 use crate::notify::silence::Silences;
 use crate::notify::wire::{self, ConfigMuter, ConfigRouter, Unsupported};
@@ -157,31 +160,47 @@ fn open_data_dir(
     }
 }
 
-/// The notification routing of an alerting source: its configuration file loaded and checked,
-/// its receivers' integrations built; silences from `am` mute.
-fn routing(source: &AlertingSource, am: &Arc<AmApi>) -> Result<Routing, AppError> {
-    let (cfg, receivers) = match source {
+/// An alerting source loaded: its configuration checked, its receivers' integrations built, and
+/// its text (which `/api/v2/status` shows masked).
+struct LoadedAlerting {
+    config: Arc<AlertingConfig>,
+    receivers: HashMap<String, Vec<Integration>>,
+    text: String,
+}
+
+impl LoadedAlerting {
+    /// The notifier's routing; silences from `am` mute.
+    fn routing(&self, am: &Arc<AmApi>) -> Routing {
+        Routing {
+            router: Arc::new(ConfigRouter(self.config.clone())),
+            muter: Arc::new(ConfigMuter {
+                config: self.config.clone(),
+                silences: am.clone(),
+            }),
+            receivers: self.receivers.clone(),
+        }
+    }
+}
+
+fn load_alerting(source: &AlertingSource) -> Result<LoadedAlerting, AppError> {
+    match source {
         AlertingSource::File(path) => {
-            let cfg = Arc::new(notify::config::load_file(path)?);
-            let receivers = wire::integrations(&cfg)?;
-            (cfg, receivers)
+            let config = Arc::new(notify::config::load_file(path)?);
+            let receivers = wire::integrations(&config)?;
+            Ok(LoadedAlerting {
+                config,
+                receivers,
+                text: std::fs::read_to_string(path).unwrap_or_default(),
+            })
         }
-        AlertingSource::Demo => {
-            let cfg = Arc::new(notify::config::parse_str(DEMO_ALERTING, "demo")?);
-            let receivers = [("demo-stdout".to_string(), vec![Integration::Stdout])]
+        AlertingSource::Demo => Ok(LoadedAlerting {
+            config: Arc::new(notify::config::parse_str(DEMO_ALERTING, "demo")?),
+            receivers: [("demo-stdout".to_string(), vec![Integration::Stdout])]
                 .into_iter()
-                .collect();
-            (cfg, receivers)
-        }
-    };
-    Ok(Routing {
-        router: Arc::new(ConfigRouter(cfg.clone())),
-        muter: Arc::new(ConfigMuter {
-            config: cfg,
-            silences: am.clone(),
+                .collect(),
+            text: DEMO_ALERTING.to_string(),
         }),
-        receivers,
-    })
+    }
 }
 
 /// Puts back what the data dir held for the alerting side: alert states into the rule engine,
@@ -260,6 +279,8 @@ pub enum AppError {
     Alerting(#[from] AmConfigError),
     #[error(transparent)]
     Unsupported(#[from] Unsupported),
+    #[error(transparent)]
+    Forward(#[from] ForwardError),
 }
 
 /// A running sidecar: its streams, its HTTP listener and its metrics.
@@ -319,14 +340,28 @@ impl Sidecar {
             &format!("http://{addr}"),
         )?;
         let (mut images, writer, stored) = open_data_dir(&settings, &telemetry)?;
+        let alerting = match &settings.alerting {
+            Some(source) => Some(load_alerting(source)?),
+            None => None,
+        };
+        let listing = Arc::new(LiveAlerts::new(
+            rules.notifiable(),
+            alerting
+                .as_ref()
+                .map(|a| (a.config.clone(), a.text.as_str())),
+        ));
         // Silences and the Alertmanager API exist with or without a notification config, so
         // `amtool` works against any sidecar; what they mute matters once notifications go out.
-        let am = Arc::new(AmApi::new(Silences::default(), Arc::new(NoAlerts), None));
+        let am = Arc::new(AmApi::new(
+            Silences::default(),
+            listing.clone(),
+            settings.api_token.clone(),
+        ));
         let restored = restore_alerting(&stored, writer.as_ref(), &runner, &am, &telemetry);
-        let notifier = match &settings.alerting {
-            Some(source) => {
+        let notifier = match (alerting, &settings.alerting) {
+            (Some(loaded), Some(source)) => {
                 let notifier = Arc::new(Notifier::new(
-                    routing(source, &am)?,
+                    loaded.routing(&am),
                     reqwest::Client::builder()
                         .connect_timeout(Duration::from_secs(10))
                         .build()
@@ -336,21 +371,27 @@ impl Sidecar {
                     writer.clone(),
                 ));
                 // SIGHUP and `/-/reload` reload the alerting file with the rules; a file that no
-                // longer loads keeps the previous routing in force.
-                let (source, am, n) = (source.clone(), am.clone(), notifier.clone());
+                // longer loads keeps the previous routing (and API listing) in force.
+                let (source, am, n, listing) = (
+                    source.clone(),
+                    am.clone(),
+                    notifier.clone(),
+                    listing.clone(),
+                );
                 runner.also_reload(Box::new(move || {
-                    let r = routing(&source, &am).map_err(|e| match e {
+                    let loaded = load_alerting(&source).map_err(|e| match e {
                         // The problems themselves (file:line: what), not just the summary.
                         AppError::Alerting(ref inner) => format!("{e}: {inner}"),
                         other => other.to_string(),
                     })?;
-                    n.reload(r);
+                    listing.reload(loaded.config.clone(), &loaded.text);
+                    n.reload(loaded.routing(&am));
                     tracing::info!("alerting configuration reloaded");
                     Ok(())
                 }));
                 Some(notifier)
             }
-            None => None,
+            _ => None,
         };
         let client = http_client(&settings.stream)?;
         let (shutdown, rx) = watch::channel(false);
@@ -495,6 +536,19 @@ impl Sidecar {
             telemetry.clone(),
             rx.clone(),
         )));
+
+        if !settings.forward.alertmanagers.is_empty() {
+            let forwarder = Arc::new(Forwarder::new(&settings.forward, &telemetry)?);
+            let (alerts, forward_rx) = (rules.notifiable(), rx.clone());
+            tasks.push(tokio::spawn(supervise(
+                "forward",
+                &telemetry,
+                RestartPolicy::default(),
+                rx.clone(),
+                move || forwarder.clone().run(alerts.clone(), forward_rx.clone()),
+                || {},
+            )));
+        }
 
         let streams = Arc::new(statuses);
         let state = AppState {
@@ -680,6 +734,8 @@ pub fn demo_settings(listen: SocketAddr, sim_base: &str) -> Settings {
         }],
         data_dir: None,
         alerting: Some(AlertingSource::Demo),
+        api_token: None,
+        forward: Default::default(),
         rules: RuleSettings {
             source: RuleSource::Embedded(
                 SHIPPED_RULES

@@ -106,8 +106,14 @@ async fn api_alerts(State(s): State<AppState>) -> Response {
 }
 
 /// `POST /-/reload` (or PUT), as Prometheus's: 200 when the rule files loaded, 500 with the
-/// error when not (the previous rules keep running).
-async fn reload(State(s): State<AppState>) -> Response {
+/// error when not (the previous rules keep running). A change: it needs the API's bearer token
+/// when one is configured.
+async fn reload(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(am) = &s.am
+        && !am.authorized(&headers)
+    {
+        return crate::notify::amapi::unauthorized();
+    }
     let Some(r) = &s.rules else {
         return (StatusCode::OK, "no rule engine\n").into_response();
     };

@@ -5,8 +5,10 @@
 //! [`Settings::build`] merges the two and returns every problem at once, each naming its path.
 
 mod duration;
+mod forward;
 
 pub use duration::{DurationError, parse_duration};
+pub use forward::{AlertmanagerTarget, ForwardAuth, ForwardSettings};
 
 use crate::rules::runner::RuleSource;
 
@@ -96,6 +98,13 @@ pub struct RawConfig {
     /// An Alertmanager-format configuration file (routes, receivers, inhibit rules), relative
     /// to this file.
     pub alerting_file: Option<Spanned<String>>,
+    /// A file holding the bearer token that changes over HTTP (silences, `/-/reload`) need.
+    pub api_token_file: Option<Spanned<String>>,
+    /// Real Alertmanagers to post firing alerts to, as Prometheus's `alerting.alertmanagers`.
+    pub alertmanagers: Option<Vec<Spanned<forward::RawAlertmanager>>>,
+    /// How long a forwarded alert waits before it is sent again (Prometheus's
+    /// `--rules.alert.resend-delay`).
+    pub alert_resend_delay: Option<Spanned<String>>,
 }
 
 /// `limits:` (top level, or per account over it): market id, or `default`, to a limit.
@@ -338,6 +347,10 @@ pub struct Settings {
     pub rules: RuleSettings,
     /// Where notifications go (Alertmanager's configuration format); `None` sends none.
     pub alerting: Option<AlertingSource>,
+    /// The bearer token changes over HTTP need (`api_token_file:`); `None` leaves them open.
+    pub api_token: Option<Secret>,
+    /// Real Alertmanagers the firing alerts are posted to (`alertmanagers:`).
+    pub forward: ForwardSettings,
 }
 
 /// Where the notification routing comes from.
@@ -441,6 +454,8 @@ impl Settings {
         let data_dir = b.data_dir(&raw);
         let rules = b.rules(&raw);
         let alerting = b.alerting(&raw);
+        let api_token = b.api_token(&raw);
+        let forward = b.forward(&raw);
         match listen {
             Some(listen) if b.errors.is_empty() => Ok(Settings {
                 listen,
@@ -452,6 +467,8 @@ impl Settings {
                 data_dir,
                 rules,
                 alerting,
+                api_token,
+                forward,
             }),
             _ => Err(ConfigError::Invalid(b.errors)),
         }
@@ -903,6 +920,22 @@ impl Builder<'_> {
             ));
         }
         value.trim_end_matches('/').to_string()
+    }
+
+    /// `api_token_file:`, read now: a missing or empty file stops the start, naming the file
+    /// (never the token).
+    fn api_token(&mut self, raw: &RawConfig) -> Option<Secret> {
+        let f = raw.api_token_file.as_ref()?;
+        let token = self.secret_file(&raw.api_token_file, "api_token_file")?;
+        if token.expose().is_empty() {
+            self.errors.push(format!(
+                "{}: api_token_file: {} is empty",
+                self.at(f),
+                f.value
+            ));
+            return None;
+        }
+        Some(token)
     }
 
     fn secret_file(&mut self, field: &Option<Spanned<String>>, path: &str) -> Option<Secret> {

@@ -128,3 +128,83 @@ fn key_files_are_read_and_trimmed() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_api_token_file_is_read_trimmed_and_an_empty_one_refused() {
+    let dir = std::env::temp_dir().join(format!("ocx-sentinel-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (token, empty) = (dir.join("token"), dir.join("empty"));
+    std::fs::write(&token, "s3cret-token\n").unwrap();
+    std::fs::write(&empty, "\n").unwrap();
+    let build = |path: &std::path::Path| {
+        let yaml = format!("api_token_file: {}\n", path.display());
+        Settings::build(
+            parse_str(&yaml, "f.yml").unwrap(),
+            Overrides::default(),
+            "f.yml",
+        )
+    };
+    let s = build(&token).unwrap();
+    assert_eq!(s.api_token, Some(Secret::new("s3cret-token")));
+    assert!(!format!("{s:?}").contains("s3cret"));
+    let err = build(&empty).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!("f.yml:1:17: api_token_file: {} is empty", empty.display())
+    );
+    assert_eq!(
+        Settings::build(RawConfig::default(), Overrides::default(), "f")
+            .unwrap()
+            .api_token,
+        None,
+        "no file, no token: changes stay open"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn alertmanagers_become_push_urls_with_their_auth() {
+    let dir = std::env::temp_dir().join(format!("ocx-sentinel-am-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pw = dir.join("pw");
+    std::fs::write(&pw, "from-file\n").unwrap();
+    let yaml = format!(
+        "alertmanagers:\n  - static_configs: [{{targets: ['a:9093', 'b:9093']}}]\n    path_prefix: am/\n    basic_auth: {{username: u, password_file: {}}}\n  - scheme: https\n    timeout: 3s\n    static_configs: [{{targets: [c]}}]\n    authorization: {{credentials: tok}}\n",
+        pw.display()
+    );
+    let s = Settings::build(
+        parse_str(&yaml, "f.yml").unwrap(),
+        Overrides::default(),
+        "f.yml",
+    )
+    .unwrap();
+    let f = &s.forward;
+    assert_eq!(f.resend_delay, Duration::from_secs(60));
+    let urls: Vec<&str> = f.alertmanagers.iter().map(|a| a.url.as_str()).collect();
+    assert_eq!(
+        urls,
+        [
+            "http://a:9093/am/api/v2/alerts",
+            "http://b:9093/am/api/v2/alerts",
+            "https://c/api/v2/alerts"
+        ]
+    );
+    assert_eq!(f.alertmanagers[0].timeout, Duration::from_secs(10));
+    assert_eq!(
+        f.alertmanagers[0].auth,
+        ForwardAuth::Basic {
+            username: "u".into(),
+            password: Secret::new("from-file")
+        }
+    );
+    assert_eq!(f.alertmanagers[2].timeout, Duration::from_secs(3));
+    assert_eq!(
+        f.alertmanagers[2].auth,
+        ForwardAuth::Authorization {
+            scheme: "Bearer".into(),
+            credentials: Secret::new("tok")
+        }
+    );
+    assert!(!format!("{s:?}").contains("from-file"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

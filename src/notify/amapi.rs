@@ -228,8 +228,9 @@ impl AmApi {
         (self.clock)()
     }
 
-    /// Whether the request may write: no token configured, or `Authorization: Bearer <token>`.
-    fn authorized(&self, headers: &HeaderMap) -> bool {
+    /// Whether the request may change something: no token configured, or
+    /// `Authorization: Bearer <token>`. The server asks it for `/-/reload` too.
+    pub fn authorized(&self, headers: &HeaderMap) -> bool {
         let Some(token) = &self.token else {
             return true;
         };
@@ -321,7 +322,7 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized => {
                 let mut r = json_ok(
                     StatusCode::UNAUTHORIZED,
-                    &"unauthorized: changing silences needs a valid bearer token",
+                    &"unauthorized: this change needs a valid bearer token (api_token_file)",
                 );
                 r.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
@@ -341,7 +342,8 @@ fn error_coded(status: StatusCode, code: u16, msg: impl Into<String>) -> ApiErro
     ApiError::Coded(status, code, msg.into())
 }
 
-fn unauthorized() -> Response {
+/// The 401 a change without the configured bearer token gets (with `WWW-Authenticate: Bearer`).
+pub fn unauthorized() -> Response {
     ApiError::Unauthorized.into_response()
 }
 

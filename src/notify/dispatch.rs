@@ -124,7 +124,8 @@ impl std::fmt::Debug for Dispatcher {
     }
 }
 
-fn group_labels(by: &GroupBy, labels: &LabelSet) -> LabelSet {
+/// The labels that name an alert's aggregation group under `by`.
+pub fn group_labels(by: &GroupBy, labels: &LabelSet) -> LabelSet {
     match by {
         GroupBy::All => labels.clone(),
         GroupBy::Labels(names) => names

@@ -3,7 +3,9 @@
 pub mod amapi;
 pub mod config;
 pub mod dispatch;
+pub mod forward;
 pub mod keeper;
+pub mod listing;
 pub mod matcher;
 pub mod outbox;
 pub mod pipeline;

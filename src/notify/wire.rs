@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::amapi::AmApi;
-use super::config::{self, AlertingConfig};
+use super::config::{self, AlertingConfig, InhibitRule};
 use super::dispatch::{Fallback, GroupBy, LabelSet, NotifyAlert, RoutePlan};
 use super::pipeline::{Integration, Muter, Router};
 use super::webhook::{Webhook, WebhookAuth};
@@ -83,6 +83,20 @@ impl Muter for ConfigMuter {
                 .any(|s| rule.inhibits(&s.labels, &alert.labels))
         })
     }
+}
+
+/// The firing alerts that inhibit `target` under `rules`, by fingerprint, sorted: the API's
+/// `inhibitedBy`. Alertmanager's inhibitor stops at the first source it finds (which one is
+/// map order); every one is listed here, so the answer does not depend on iteration order.
+pub fn inhibited_by(rules: &[InhibitRule], target: &LabelSet, firing: &[NotifyAlert]) -> Vec<u64> {
+    let mut out: Vec<u64> = firing
+        .iter()
+        .filter(|s| rules.iter().any(|r| r.inhibits(&s.labels, target)))
+        .map(NotifyAlert::fingerprint)
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// Why the configuration cannot be run by this build.

@@ -360,7 +360,7 @@ impl Engine {
 
     /// What the notification side must know: every firing alert, and every resolved one still
     /// retained (15 minutes), as Prometheus sends them to Alertmanager; pending alerts are not
-    /// sent. `startsAt` is when the alert became active, as in Prometheus.
+    /// sent. `startsAt` is when the alert started firing (Prometheus sends `FiredAt`).
     pub fn notifiable(&self) -> Vec<NotifyAlert> {
         let mut out = Vec::new();
         for g in &self.groups {
@@ -386,7 +386,8 @@ impl Engine {
                             .map(|(k, v)| (k.to_string(), v.to_string()))
                             .collect(),
                         annotations: al.annotations.iter().cloned().collect(),
-                        starts_at_ms: al.active_at_ms,
+                        // Prometheus sends `startsAt` as the firing time (`FiredAt`), not `activeAt`.
+                        starts_at_ms: al.fired_at_ms.unwrap_or(al.active_at_ms),
                         ends_at_ms,
                         value: al.value,
                         generator_url: url.clone(),
@@ -580,7 +581,8 @@ groups:
         e.evaluate(3_000, false);
         let n = e.notifiable();
         assert_eq!(n.len(), 1);
-        assert_eq!(n[0].starts_at_ms, 1_000);
+        // Pending at 1s, firing at 3s: `startsAt` is the firing time, as Prometheus sends it.
+        assert_eq!(n[0].starts_at_ms, 3_000);
         assert_eq!(n[0].ends_at_ms, None);
         assert_eq!(n[0].value, 9.0);
         assert_eq!(n[0].labels["severity"], "page");

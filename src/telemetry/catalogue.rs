@@ -130,6 +130,12 @@ pub mod names {
     pub const OUTBOX_PENDING: &str = "ocx_sentinel_outbox_pending";
     pub const OUTBOX_OLDEST: &str = "ocx_sentinel_outbox_oldest_timestamp_seconds";
     pub const SILENCES: &str = "ocx_sentinel_silences";
+    pub const ALERTMANAGER_SENT: &str = "ocx_sentinel_alertmanager_notifications_total";
+    pub const ALERTMANAGER_ERRORS: &str = "ocx_sentinel_alertmanager_notifications_errors_total";
+    pub const ALERTMANAGER_DROPPED: &str = "ocx_sentinel_alertmanager_notifications_dropped_total";
+    pub const ALERTMANAGER_LATENCY: &str =
+        "ocx_sentinel_alertmanager_notifications_latency_seconds";
+    pub const ALERTMANAGER_QUEUE: &str = "ocx_sentinel_alertmanager_notifications_queue_length";
     pub const CONFIG_RELOAD_SUCCESSFUL: &str = "ocx_sentinel_config_last_reload_successful";
     pub const CONFIG_RELOAD_SUCCESS_TIMESTAMP: &str =
         "ocx_sentinel_config_last_reload_success_timestamp_seconds";
@@ -518,7 +524,7 @@ pub const CATALOGUE: &[MetricDef] = &[
         name: TASK_RESTARTS,
         kind: Counter,
         labels: "task",
-        help: "Sidecar tasks restarted after ending other than by shutdown (a panic or a return), by task (stream, reconcile, server, rules, notifier)",
+        help: "Sidecar tasks restarted after ending other than by shutdown (a panic or a return), by task (stream, reconcile, server, rules, notifier, forward)",
     },
     MetricDef {
         name: ALERTS,
@@ -603,6 +609,36 @@ pub const CATALOGUE: &[MetricDef] = &[
         kind: Gauge,
         labels: "state",
         help: "Silences by state (active, pending, expired), as Alertmanager's alertmanager_silences",
+    },
+    MetricDef {
+        name: ALERTMANAGER_SENT,
+        kind: Counter,
+        labels: "alertmanager",
+        help: "Alerts posted to an Alertmanager and accepted (2xx), counted per alert, by alertmanager (its push URL)",
+    },
+    MetricDef {
+        name: ALERTMANAGER_ERRORS,
+        kind: Counter,
+        labels: "alertmanager",
+        help: "Alerts in posts to an Alertmanager that failed (network error, timeout or non-2xx answer), counted per alert",
+    },
+    MetricDef {
+        name: ALERTMANAGER_DROPPED,
+        kind: Counter,
+        labels: "alertmanager",
+        help: "Alerts dropped for an Alertmanager because their post failed or its queue was full (oldest first); the next resend carries firing ones again",
+    },
+    MetricDef {
+        name: ALERTMANAGER_LATENCY,
+        kind: Histogram(REST_BUCKETS),
+        labels: "alertmanager",
+        help: "Time to post one batch of alerts to an Alertmanager and read its answer, accepted posts only, in seconds",
+    },
+    MetricDef {
+        name: ALERTMANAGER_QUEUE,
+        kind: Gauge,
+        labels: "alertmanager",
+        help: "Alerts waiting to be posted to an Alertmanager",
     },
     MetricDef {
         name: CONFIG_RELOAD_SUCCESSFUL,

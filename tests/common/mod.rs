@@ -74,6 +74,8 @@ pub fn settings(api_base: &str, auth: Auth, markets: &[&str]) -> Settings {
         data_dir: None,
         rules: Default::default(),
         alerting: None,
+        api_token: None,
+        forward: Default::default(),
     }
 }
 
@@ -300,4 +302,49 @@ pub fn json_shape(
     let mut out = BTreeMap::new();
     walk(v, "", data, &mut out);
     out
+}
+
+/// Whether the peer program `bin` (a real amtool, Alertmanager, promtool) runs; when it does
+/// not, the calling test is skipped, or fails under `OCX_REQUIRE_PEERS=1` (as CI sets it).
+pub fn peer(bin: &str) -> bool {
+    let required = std::env::var("OCX_REQUIRE_PEERS").is_ok_and(|v| v == "1");
+    match std::process::Command::new(bin).arg("--version").output() {
+        Ok(_) => true,
+        Err(e) => {
+            assert!(
+                !required,
+                "{bin} is required (OCX_REQUIRE_PEERS=1) but cannot run: {e}"
+            );
+            eprintln!("{bin} not installed: test skipped (CI runs it)");
+            false
+        }
+    }
+}
+
+/// Runs amtool against the Alertmanager API at `url`, off the async threads (it blocks until
+/// the server answers).
+pub async fn amtool(url: &str, args: &[&str]) -> std::process::Output {
+    let mut all = vec![format!("--alertmanager.url={url}")];
+    all.extend(args.iter().map(|s| s.to_string()));
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new("amtool")
+            .args(&all)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("amtool runs")
+    })
+    .await
+    .expect("amtool's thread")
+}
+
+/// amtool's stdout, asserting it succeeded.
+pub async fn amtool_ok(url: &str, args: &[&str]) -> String {
+    let out = amtool(url, args).await;
+    assert!(
+        out.status.success(),
+        "amtool {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("amtool prints UTF-8")
 }
