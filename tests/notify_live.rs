@@ -144,6 +144,11 @@ inhibit_rules:
         ),
         Some(3.0)
     );
+    assert_eq!(
+        get(&m, "ocx_sentinel_alerts_inhibited"),
+        Some(1.0),
+        "the breach, held by InventoryHuge"
+    );
     sidecar.shutdown().await;
     let _ = std::fs::remove_dir_all(&d);
 }

@@ -36,6 +36,11 @@ pub trait Router: Send + Sync {
 /// the notifier holds, which inhibition compares against.
 pub trait Muter: Send + Sync {
     fn muted(&self, alert: &NotifyAlert, firing: &[NotifyAlert], now_ms: i64) -> bool;
+
+    /// Whether inhibition alone mutes it (for `ocx_sentinel_alerts_inhibited`).
+    fn inhibited(&self, _alert: &NotifyAlert, _firing: &[NotifyAlert]) -> bool {
+        false
+    }
 }
 
 /// Mutes nothing.
@@ -316,6 +321,8 @@ impl Notifier {
                     }
                     changed_at.retain(|fp, _| seen.contains(fp));
                     let routing = self.routing();
+                    let inhibited = firing.iter().filter(|a| routing.muter.inhibited(a, &firing)).count();
+                    self.telemetry.gauge(names::ALERTS_INHIBITED, &[]).set(inhibited as f64);
                     for a in snapshot.iter() {
                         let plans = routing.router.routes(&a.labels);
                         dispatcher.insert(a, &plans, now);

@@ -75,6 +75,10 @@ impl Muter for ConfigMuter {
         {
             return true;
         }
+        self.inhibited(alert, firing)
+    }
+
+    fn inhibited(&self, alert: &NotifyAlert, firing: &[NotifyAlert]) -> bool {
         // `inhibits` already keeps an alert from muting itself (one matching both sides never
         // mutes another such alert), so every firing alert can be offered as a source.
         self.config.inhibit_rules.iter().any(|rule| {

@@ -130,6 +130,7 @@ pub mod names {
     pub const OUTBOX_PENDING: &str = "ocx_sentinel_outbox_pending";
     pub const OUTBOX_OLDEST: &str = "ocx_sentinel_outbox_oldest_timestamp_seconds";
     pub const SILENCES: &str = "ocx_sentinel_silences";
+    pub const ALERTS_INHIBITED: &str = "ocx_sentinel_alerts_inhibited";
     pub const ALERTMANAGER_SENT: &str = "ocx_sentinel_alertmanager_notifications_total";
     pub const ALERTMANAGER_ERRORS: &str = "ocx_sentinel_alertmanager_notifications_errors_total";
     pub const ALERTMANAGER_DROPPED: &str = "ocx_sentinel_alertmanager_notifications_dropped_total";
@@ -609,6 +610,12 @@ pub const CATALOGUE: &[MetricDef] = &[
         kind: Gauge,
         labels: "state",
         help: "Silences by state (active, pending, expired), as Alertmanager's alertmanager_silences",
+    },
+    MetricDef {
+        name: ALERTS_INHIBITED,
+        kind: Gauge,
+        labels: "",
+        help: "Firing alerts muted by an inhibit rule, as of the latest evaluation that changed the alerts",
     },
     MetricDef {
         name: ALERTMANAGER_SENT,
