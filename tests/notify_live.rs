@@ -265,3 +265,133 @@ async fn the_alerting_file_reloads_with_the_rules_and_a_broken_one_keeps_the_old
     sidecar.shutdown().await;
     let _ = std::fs::remove_dir_all(&d);
 }
+
+// A silence added with the real `amtool` holds the breach's notification back; expired (also
+// with amtool), the group's next flush sends it. A receiver failing three times in a row then
+// gets it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_amtool_silence_suppresses_and_a_thrice_failing_receiver_gets_it_once() {
+    if !peer("amtool") {
+        return;
+    }
+    let d = dir("silence");
+    let (hook, mut bodies, fail) = failing_recorder().await;
+    std::fs::write(d.join("rules.yml"), RULES).unwrap();
+    std::fs::write(d.join("alerting.yml"), routing_to(&hook)).unwrap();
+    let (api_base, exchange) = scripted_exchange().await;
+    let mut s = settings(&api_base, Auth::None, &[]);
+    s.accounts[0].limits.inventory.default = Some(1.0);
+    s.rules = RuleSettings {
+        source: RuleSource::Paths(vec![d.join("rules.yml")]),
+        evaluation_interval: Duration::from_secs(3600),
+    };
+    s.alerting = Some(AlertingSource::File(d.join("alerting.yml")));
+    let sidecar = start_sidecar(s).await;
+    let url = sidecar.base_url();
+    let id = amtool_ok(
+        &url,
+        &[
+            "silence",
+            "add",
+            "market=BTC-PERP",
+            "-c",
+            "hedging",
+            "-a",
+            "ops",
+            "-d",
+            "1h",
+        ],
+    )
+    .await
+    .trim()
+    .to_string();
+    exchange
+        .send(envelope(
+            "snapshot",
+            1,
+            &format!(r#"{{"positions":[{}],"trades":[]}}"#, position("3")),
+        ))
+        .unwrap();
+    let held = drain(&mut bodies, Duration::from_millis(2500)).await;
+    assert!(held.is_empty(), "silenced: {held:#?}");
+
+    // The receiver now fails its next three requests (5xx), then recovers.
+    fail.store(3, std::sync::atomic::Ordering::SeqCst);
+    amtool_ok(&url, &["silence", "expire", &id]).await;
+    let got = drain(&mut bodies, Duration::from_secs(6)).await;
+    assert_eq!(got.len(), 1, "once, after three failures: {got:#?}");
+    assert_eq!(got[0]["status"], "firing");
+    assert_eq!(fail.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let m = scrape(&url).await;
+    assert_eq!(
+        get(
+            &m,
+            r#"ocx_sentinel_notifications_failed_total{integration="webhook",reason="server_error"}"#
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        get(&m, r#"ocx_sentinel_silences{state="expired"}"#),
+        Some(1.0)
+    );
+    sidecar.shutdown().await;
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// A webhook receiver that answers 500 while its counter is above zero (counting it down),
+/// then 200, handing delivered bodies to the test.
+async fn failing_recorder() -> (
+    String,
+    mpsc::UnboundedReceiver<Value>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::unbounded_channel();
+    let fail = std::sync::Arc::new(AtomicUsize::new(0));
+    let f = fail.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let (tx, f) = (tx.clone(), f.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                loop {
+                    let n = sock.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if buf.len() < end + 4 + len {
+                        continue;
+                    }
+                    let body: Value =
+                        serde_json::from_slice(&buf[end + 4..end + 4 + len]).unwrap_or_default();
+                    buf.drain(..end + 4 + len);
+                    let failing = f
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok();
+                    let answer: &[u8] = if failing {
+                        b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n"
+                    } else {
+                        let _ = tx.send(body);
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+                    };
+                    let _ = sock.write_all(answer).await;
+                }
+            });
+        }
+    });
+    (url, rx, fail)
+}
