@@ -3,6 +3,7 @@
 pub mod amapi;
 pub mod config;
 pub mod dispatch;
+pub mod email;
 pub mod matcher;
 pub mod pipeline;
 pub mod silence;

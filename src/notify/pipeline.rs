@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use super::dispatch::{
     Dispatcher, Flush, LabelSet, LogEntry, NotifyAlert, RoutePlan, needs_update,
 };
+use super::email::Email;
 use super::webhook::{Outcome, Webhook, payload};
 use crate::clock::unix_ms;
 use crate::telemetry::{Telemetry, names};
@@ -50,6 +51,7 @@ impl Muter for NoMute {
 #[derive(Debug, Clone)]
 pub enum Integration {
     Webhook(Webhook),
+    Email(Email),
     /// `demo`'s receiver: one line per alert on stdout, so a newcomer sees a notification.
     Stdout,
 }
@@ -59,6 +61,7 @@ impl Integration {
     pub fn kind(&self) -> &'static str {
         match self {
             Integration::Webhook(_) => "webhook",
+            Integration::Email(_) => "email",
             Integration::Stdout => "stdout",
         }
     }
@@ -66,6 +69,7 @@ impl Integration {
     fn send_resolved(&self) -> bool {
         match self {
             Integration::Webhook(w) => w.send_resolved,
+            Integration::Email(e) => e.send_resolved(),
             Integration::Stdout => true,
         }
     }
@@ -337,6 +341,7 @@ async fn deliver(
                 w.send(client, &payload(flush, alerts, external_url, w.max_alerts))
                     .await
             }
+            Integration::Email(e) => e.send(flush, alerts, external_url, telemetry).await,
             Integration::Stdout => {
                 print_notification(flush, alerts);
                 Outcome::Delivered
