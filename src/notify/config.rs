@@ -236,11 +236,14 @@ pub struct EmailConfig {
     pub auth_secret: Option<Secret>,
     pub auth_identity: Option<String>,
     pub require_tls: bool,
+    /// TLS from the first byte (true) or STARTTLS (false); unset, port 465 means implicit TLS.
+    pub force_implicit_tls: Option<bool>,
     /// Default false.
     pub send_resolved: bool,
     /// Header names in canonical MIME form (`X-Team`), unique.
     pub headers: BTreeMap<String, String>,
-    /// Templates, unrendered. `html` defaults to Alertmanager's `email.default.html`.
+    /// Templates, unrendered. `html` defaults to Alertmanager's `email.default.html`, `text` to
+    /// ocx-sentinel's `email.default.text`; empty means no such part.
     pub html: String,
     pub text: String,
     pub tls: TlsConfig,

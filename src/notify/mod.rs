@@ -3,6 +3,7 @@
 pub mod amapi;
 pub mod config;
 pub mod dispatch;
+pub mod email;
 pub mod forward;
 pub mod keeper;
 pub mod listing;

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use super::dispatch::{
     Dispatcher, Flush, LabelSet, LogEntry, NotifyAlert, Reason, RoutePlan, needs_update,
 };
+use super::email::Email;
 use super::outbox::{LogKey, OutboxEntry, Restored, delete_outbox, log_row, outbox_id};
 use super::webhook::{Outcome, Webhook, payload};
 use crate::clock::unix_ms;
@@ -57,6 +58,7 @@ impl Muter for NoMute {
 #[derive(Debug, Clone)]
 pub enum Integration {
     Webhook(Webhook),
+    Email(Email),
     /// `demo`'s receiver: one line per alert on stdout, so a newcomer sees a notification.
     Stdout,
 }
@@ -66,6 +68,7 @@ impl Integration {
     pub fn kind(&self) -> &'static str {
         match self {
             Integration::Webhook(_) => "webhook",
+            Integration::Email(_) => "email",
             Integration::Stdout => "stdout",
         }
     }
@@ -73,6 +76,7 @@ impl Integration {
     fn send_resolved(&self) -> bool {
         match self {
             Integration::Webhook(w) => w.send_resolved,
+            Integration::Email(e) => e.send_resolved(),
             Integration::Stdout => true,
         }
     }
@@ -689,6 +693,7 @@ async fn deliver(
                 w.send(client, &payload(flush, alerts, external_url, w.max_alerts))
                     .await
             }
+            Integration::Email(e) => e.send(flush, alerts, external_url, telemetry).await,
             Integration::Stdout => {
                 print_notification(flush, alerts);
                 Outcome::Delivered

@@ -21,7 +21,7 @@ fn kv(m: &LabelSet) -> Value {
 }
 
 /// Labels (or annotations) every alert has with the same value.
-fn common(alerts: &[NotifyAlert], pick: impl Fn(&NotifyAlert) -> &LabelSet) -> LabelSet {
+pub(crate) fn common(alerts: &[NotifyAlert], pick: impl Fn(&NotifyAlert) -> &LabelSet) -> LabelSet {
     let mut it = alerts.iter();
     let Some(first) = it.next() else {
         return LabelSet::new();

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::amapi::AmApi;
 use super::config::{self, AlertingConfig, InhibitRule};
 use super::dispatch::{Fallback, GroupBy, LabelSet, NotifyAlert, RoutePlan};
+use super::email::{self, Email};
 use super::pipeline::{Integration, Muter, Router};
 use super::webhook::{Webhook, WebhookAuth};
 use crate::config::Secret;
@@ -111,21 +112,26 @@ pub struct Unsupported {
     pub what: String,
 }
 
-/// Each receiver's integrations. Email is parsed and validated, but this build cannot send it
-/// yet: a receiver with `email_configs` is refused rather than silently never notified.
+/// Each receiver's integrations: its webhooks, then its emails (in that order, so a webhook's
+/// index in the notification log does not depend on the emails beside it). Email templates
+/// (the built-in ones and the `templates:` files) are parsed here, so a broken one stops the
+/// start instead of every mail.
 pub fn integrations(
     cfg: &AlertingConfig,
 ) -> Result<HashMap<String, Vec<Integration>>, Unsupported> {
     let mut out = HashMap::new();
-    for r in &cfg.receivers {
-        if !r.emails.is_empty() {
-            return Err(Unsupported {
+    // Read only when some receiver mails: the files are email templates.
+    let templates = match cfg.receivers.iter().find(|r| !r.emails.is_empty()) {
+        Some(r) => Some(
+            email::template_set(&cfg.templates).map_err(|e| Unsupported {
                 receiver: r.name.clone(),
-                what: "email_configs are not implemented in this build yet (webhook_configs are)"
-                    .into(),
-            });
-        }
-        let hooks = r
+                what: e.to_string(),
+            })?,
+        ),
+        None => None,
+    };
+    for r in &cfg.receivers {
+        let mut list: Vec<Integration> = r
             .webhooks
             .iter()
             .map(|w| {
@@ -151,7 +157,17 @@ pub fn integrations(
                 })
             })
             .collect();
-        out.insert(r.name.clone(), hooks);
+        // `templates` is set whenever any receiver has emails.
+        if let Some(set) = &templates {
+            for (i, e) in r.emails.iter().enumerate() {
+                let mail = Email::new(e, set).map_err(|err| Unsupported {
+                    receiver: r.name.clone(),
+                    what: format!("email_configs[{i}]: {err}"),
+                })?;
+                list.push(Integration::Email(mail));
+            }
+        }
+        out.insert(r.name.clone(), list);
     }
     Ok(out)
 }

@@ -297,6 +297,208 @@ pub fn go_time_json(ms: Option<i64>) -> String {
     format!("{}Z", t.replacen(' ', "T", 1))
 }
 
+/// Go's `time.Time.Format(layout)` for a UTC time in Unix milliseconds: the reference time
+/// `Mon Jan 2 15:04:05 MST 2006` spelled in `layout` stands for the time's fields (Go's
+/// `nextStdChunk` rules, fractions to nanoseconds; the zone is UTC, so `MST` is `UTC` and the
+/// offsets are `+0000` or `Z`).
+pub fn go_time_format(ms: i64, layout: &str) -> String {
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    const DAYS: [&str; 7] = [
+        "Sunday",
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+    ];
+    let secs = ms.div_euclid(1000);
+    let nanos = ms.rem_euclid(1000) * 1_000_000;
+    let days = secs.div_euclid(86_400);
+    let tod = secs.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    let (hour, minute, second) = (tod / 3600, (tod / 60) % 60, tod % 60);
+    let weekday = (days + 4).rem_euclid(7) as usize;
+    let yday = days - days_from_civil_utc(year, 1, 1) + 1;
+    let month_name = MONTHS[(month - 1) as usize];
+    let hour12 = if hour % 12 == 0 { 12 } else { hour % 12 };
+    let mut out = String::new();
+    let b = layout.as_bytes();
+    let at = |i: usize, p: &str| layout[i..].starts_with(p);
+    let mut i = 0;
+    while i < b.len() {
+        // Each arm pushes the chunk the reference spelling stands for and says how long it was.
+        let used = match b[i] {
+            b'J' if at(i, "January") => {
+                out.push_str(month_name);
+                7
+            }
+            b'J' if at(i, "Jan") => {
+                out.push_str(&month_name[..3]);
+                3
+            }
+            b'M' if at(i, "Monday") => {
+                out.push_str(DAYS[weekday]);
+                6
+            }
+            b'M' if at(i, "Mon") => {
+                out.push_str(&DAYS[weekday][..3]);
+                3
+            }
+            b'M' if at(i, "MST") => {
+                out.push_str("UTC");
+                3
+            }
+            b'0' if at(i, "002") => {
+                out.push_str(&format!("{yday:03}"));
+                3
+            }
+            b'0' if i + 1 < b.len() && (b'1'..=b'6').contains(&b[i + 1]) => {
+                let v = match b[i + 1] {
+                    b'1' => i64::from(month),
+                    b'2' => i64::from(day),
+                    b'3' => hour12,
+                    b'4' => minute,
+                    b'5' => second,
+                    _ => year.rem_euclid(100),
+                };
+                out.push_str(&format!("{v:02}"));
+                2
+            }
+            b'1' if at(i, "15") => {
+                out.push_str(&format!("{hour:02}"));
+                2
+            }
+            b'1' => {
+                out.push_str(&month.to_string());
+                1
+            }
+            b'2' if at(i, "2006") => {
+                out.push_str(&format!("{year:04}"));
+                4
+            }
+            b'2' => {
+                out.push_str(&day.to_string());
+                1
+            }
+            b'_' if at(i, "_2006") => {
+                // Go reads `_2006` as a literal `_` then the year.
+                out.push('_');
+                1
+            }
+            b'_' if at(i, "__2") => {
+                out.push_str(&format!("{yday:>3}"));
+                3
+            }
+            b'_' if at(i, "_2") => {
+                out.push_str(&format!("{day:>2}"));
+                2
+            }
+            b'3' => {
+                out.push_str(&hour12.to_string());
+                1
+            }
+            b'4' => {
+                out.push_str(&minute.to_string());
+                1
+            }
+            b'5' => {
+                out.push_str(&second.to_string());
+                1
+            }
+            b'P' if at(i, "PM") => {
+                out.push_str(if hour >= 12 { "PM" } else { "AM" });
+                2
+            }
+            b'p' if at(i, "pm") => {
+                out.push_str(if hour >= 12 { "pm" } else { "am" });
+                2
+            }
+            b'-' | b'Z' => {
+                let iso = b[i] == b'Z';
+                let rest = &layout[i + 1..];
+                match ["070000", "07:00:00", "0700", "07:00", "07"]
+                    .iter()
+                    .find(|p| rest.starts_with(**p))
+                {
+                    Some(p) => {
+                        if iso {
+                            out.push('Z');
+                        } else {
+                            // UTC: every offset field is zero, in the spelled shape.
+                            out.push('+');
+                            out.push_str(&p.replace('7', "0"));
+                        }
+                        1 + p.len()
+                    }
+                    None => {
+                        out.push(b[i] as char);
+                        1
+                    }
+                }
+            }
+            c @ (b'.' | b',') if i + 1 < b.len() && matches!(b[i + 1], b'0' | b'9') => {
+                let digit = b[i + 1];
+                let mut j = i + 1;
+                while j < b.len() && b[j] == digit {
+                    j += 1;
+                }
+                if j < b.len() && b[j].is_ascii_digit() {
+                    out.push(c as char);
+                    1
+                } else {
+                    let n = (j - i - 1).min(9);
+                    let frac = format!("{nanos:09}");
+                    let frac = &frac[..n];
+                    if digit == b'0' {
+                        out.push(c as char);
+                        out.push_str(frac);
+                    } else {
+                        let trimmed = frac.trim_end_matches('0');
+                        if !trimmed.is_empty() {
+                            out.push(c as char);
+                            out.push_str(trimmed);
+                        }
+                    }
+                    j - i
+                }
+            }
+            _ => {
+                // A whole character of literal text (the layout may hold any UTF-8).
+                let ch = layout[i..].chars().next().unwrap_or(' ');
+                out.push(ch);
+                ch.len_utf8()
+            }
+        };
+        i += used;
+    }
+    out
+}
+
+/// Days since 1970-01-01 of a civil date (the inverse of [`civil_from_days`]).
+fn days_from_civil_utc(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
 pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -449,5 +651,37 @@ mod tests {
             "2009-11-10 23:00:00.5 +0000 UTC"
         );
         assert_eq!(go_time_utc(-1000), "1969-12-31 23:59:59 +0000 UTC");
+    }
+
+    #[test]
+    fn time_layouts_format_as_go_does() {
+        // 2009-11-10 23:00:00.5 UTC, a Tuesday, day 314 of the year. Right-hand sides are
+        // what Go's time.Time.Format gives for the layout.
+        let t = 1_257_894_000_500;
+        let f = |layout| go_time_format(t, layout);
+        assert_eq!(f("2006-01-02 15:04:05 MST"), "2009-11-10 23:00:00 UTC");
+        assert_eq!(
+            f("Mon, 02 Jan 2006 15:04:05 -0700"),
+            "Tue, 10 Nov 2009 23:00:00 +0000"
+        );
+        assert_eq!(
+            f("2006-01-02T15:04:05.999999999Z07:00"),
+            "2009-11-10T23:00:00.5Z"
+        );
+        assert_eq!(f("3:04PM"), "11:00PM");
+        assert_eq!(f("Jan _2 15:04:05.000"), "Nov 10 23:00:00.500");
+        assert_eq!(f("January Monday 002 __2"), "November Tuesday 314 314");
+        assert_eq!(f("06 1 2 3 4 5 pm"), "09 11 10 11 0 0 pm");
+        assert_eq!(f("_2006 -07:00:00 Z0700 -07"), "_2009 +00:00:00 Z +00");
+        assert_eq!(f("05,000 05.9 05.99 05.0"), "00,500 00.5 00.5 00.5");
+        // A fraction followed by another digit is not one: `.0`, then `01` (the month).
+        assert_eq!(f(".001"), ".011");
+        assert_eq!(f("at 15h — ok"), "at 23h — ok");
+        assert_eq!(go_time_format(0, ".999 Z07:00"), " Z");
+        // Go's zero time, a firing alert's EndsAt, was a Monday.
+        assert_eq!(
+            go_time_format(-62_135_596_800_000, "2006-01-02 Mon"),
+            "0001-01-01 Mon"
+        );
     }
 }

@@ -1,18 +1,24 @@
-//! Alert label and annotation templates: the subset of Go's `text/template` that Prometheus rule
-//! files use, with Prometheus's functions (`humanize`, `printf`, `reReplaceAll`, `query`, …).
+//! Go templates: alert label and annotation templates (the subset of Go's `text/template` that
+//! Prometheus rule files use, with Prometheus's functions `humanize`, `printf`, `reReplaceAll`,
+//! `query`, …) and notification templates (Alertmanager's dialect: `define`/`template`, its data
+//! and functions, and an HTML mode for email bodies; see [`notification`]).
 //!
 //! Parsed once when the rule file loads ([`Template::parse`]; errors are reported with the rule),
 //! rendered at every evaluation ([`Template::expand`]). Output and error text follow Prometheus
 //! (Go 1.19's text/template, as in Prometheus 2.42) byte for byte where promtool could check them:
 //! the four `{{$labels := .Labels}}…` definitions Prometheus prepends are prepended here too, so
 //! error positions (`__alert_X:1:115`) come out the same. No IO and no clock: the evaluation time
-//! and the PromQL `query` function come in with [`TemplateData`].
+//! and the PromQL `query` function come in with [`TemplateData`] (and a notification's `now` with
+//! its data).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use super::gofmt;
+
+pub mod notification;
 
 /// What Prometheus prepends to every alert template so `$labels`, `$value`, … exist.
 const DEFS: &str = "{{$labels := .Labels}}{{$externalLabels := .ExternalLabels}}{{$externalURL := .ExternalURL}}{{$value := .Value}}";
@@ -52,15 +58,36 @@ pub struct TemplateData<'a> {
     pub query: Option<&'a dyn TemplateQuery>,
 }
 
+/// Whose functions a template may call (and how `title` capitalises): Prometheus's, for rule
+/// templates, or Alertmanager's, for notification templates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    Prometheus,
+    Alertmanager,
+}
+
 /// A parsed template.
 #[derive(Debug, Clone)]
 pub struct Template {
+    /// The name an execution error says is running (`__alert_X`, `email.default.html`).
     name: String,
-    /// The full text parsed: `DEFS` followed by the user's text; positions index into it.
-    text: String,
+    /// The name parse and execution positions are given in: the rule's template, or the file or
+    /// field a notification template came from.
+    parse_name: Arc<str>,
+    /// The full text parsed (for a rule template `DEFS` followed by the user's text); positions
+    /// index into it. Shared by every template defined in one file.
+    text: Arc<str>,
     nodes: Vec<Node>,
     /// Set when the user's text has no action at all: rendering is then a copy.
     literal: Option<String>,
+    dialect: Dialect,
+}
+
+/// What [`Template::parse_in`] found: the text's own template and the ones it `define`s (or
+/// `block`s), in order.
+struct Parsed {
+    main: Template,
+    defines: Vec<Template>,
 }
 
 impl Template {
@@ -70,27 +97,58 @@ impl Template {
         let name = format!("__alert_{alert_name}");
         let full = format!("{DEFS}{text}");
         let literal = (!text.contains("{{")).then(|| text.to_string());
-        let tokens = lex(&full);
-        let nodes = Parser {
-            name: &name,
+        let mut parsed = Template::parse_in(&name, &name, full, Dialect::Prometheus)?;
+        parsed.main.literal = literal;
+        Ok(parsed.main)
+    }
+
+    /// Parse `text` in `dialect`: the main template is `name`, positions are in `parse_name`.
+    fn parse_in(
+        name: &str,
+        parse_name: &str,
+        text: String,
+        dialect: Dialect,
+    ) -> Result<Parsed, TemplateError> {
+        let tokens = lex(&text);
+        let mut parser = Parser {
+            name: parse_name,
             tokens: &tokens,
             i: 0,
             max_seen: 0,
             vars: vec!["$".to_string()],
             action_line: 0,
-        }
-        .parse()?;
-        Ok(Template {
+            dialect,
+            defines: Vec::new(),
+        };
+        let nodes = parser.parse()?;
+        let defined = parser.defines;
+        let text: Arc<str> = Arc::from(text);
+        let parse_name: Arc<str> = Arc::from(parse_name);
+        let make = |name: String, nodes: Vec<Node>| Template {
             name,
-            text: full,
+            parse_name: parse_name.clone(),
+            text: text.clone(),
             nodes,
-            literal,
+            literal: None,
+            dialect,
+        };
+        Ok(Parsed {
+            main: make(name.to_string(), nodes),
+            defines: defined.into_iter().map(|(n, body)| make(n, body)).collect(),
         })
     }
 
     /// The user's text, without the prepended definitions.
     pub fn source(&self) -> &str {
         &self.text[DEFS.len()..]
+    }
+
+    /// Whether the template has nothing but whitespace text (Go's `parse.IsEmptyTree`): such a
+    /// definition does not replace an existing one of the same name.
+    fn is_empty(&self) -> bool {
+        self.nodes
+            .iter()
+            .all(|n| matches!(n, Node::Text(t) if t.trim().is_empty()))
     }
 
     /// Render; a failure is Go's error text (`error executing template __alert_X: …`).
@@ -104,20 +162,30 @@ impl Template {
             external_url: Rc::from(data.external_url),
             value: data.value,
         }));
+        self.execute(root, data, Env::default())
+            .map_err(|Fail(msg)| {
+                TemplateError(format!("error executing template {}: {msg}", self.name))
+            })
+    }
+
+    /// Walk the template with `root` as dot and `$`.
+    fn execute<'t>(
+        &'t self,
+        root: Val,
+        data: &TemplateData<'_>,
+        env: Env<'t>,
+    ) -> Result<String, Fail> {
         let mut st = Exec {
             tmpl: self,
             data,
             out: String::new(),
             vars: vec![("$".to_string(), root.clone())],
             at: None,
+            env,
+            depth: 0,
         };
-        match st.walk_list(&root, &self.nodes) {
-            Ok(()) => Ok(st.out),
-            Err(Fail(msg)) => Err(TemplateError(format!(
-                "error executing template {}: {msg}",
-                self.name
-            ))),
-        }
+        st.walk_list(&root, &self.nodes)?;
+        Ok(st.out)
     }
 
     /// Render as Prometheus does for alerts: a failure becomes the output text
@@ -680,6 +748,12 @@ enum Node {
         list: Vec<Node>,
         else_list: Option<Vec<Node>>,
     },
+    /// `{{template "name" pipeline}}` (notification templates only).
+    Template {
+        pos: usize,
+        name: String,
+        pipe: Option<Pipe>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -800,7 +874,9 @@ impl At<'_> {
             At::Cmd(c) => c.pos,
             At::Pipe(p) => p.pos,
             At::Node(Node::Text(_)) => 0,
-            At::Node(Node::Action { pos, .. } | Node::Control { pos, .. }) => *pos,
+            At::Node(
+                Node::Action { pos, .. } | Node::Control { pos, .. } | Node::Template { pos, .. },
+            ) => *pos,
         }
     }
 
@@ -819,6 +895,10 @@ impl At<'_> {
                 };
                 format!("{{{{{k} {}}}}}", pipe.describe())
             }
+            At::Node(Node::Template { name, pipe, .. }) => match pipe {
+                Some(p) => format!("{{{{template {} {}}}}}", gofmt::quote(name), p.describe()),
+                None => format!("{{{{template {}}}}}", gofmt::quote(name)),
+            },
         }
     }
 }
@@ -838,6 +918,12 @@ enum PType {
     Vector,
     /// `*template.sample`.
     Sample,
+    /// `[]string` (a `template.Strings` is assignable).
+    Strings,
+    /// `time.Time`.
+    Time,
+    /// `[]interface {}`.
+    List,
 }
 
 impl PType {
@@ -848,13 +934,21 @@ impl PType {
             PType::Str => "string",
             PType::Vector => "template.queryResult",
             PType::Sample => "*template.sample",
+            PType::Strings => "[]string",
+            PType::Time => "time.Time",
+            PType::List => "[]interface {}",
         }
     }
 
     fn can_be_nil(self) -> bool {
         matches!(
             self,
-            PType::Any | PType::Reflect | PType::Vector | PType::Sample
+            PType::Any
+                | PType::Reflect
+                | PType::Vector
+                | PType::Sample
+                | PType::Strings
+                | PType::List
         )
     }
 }
@@ -918,10 +1012,49 @@ funcs! {
     Value "value" [Sample] None;
     StrValue "strvalue" [Sample] None;
     SortByLabel "sortByLabel" [Str, Vector] None;
+    // Alertmanager's (`template.DefaultFuncs`).
+    TrimSpace "trimSpace" [Str] None;
+    Join "join" [Str, Strings] None;
+    SafeUrl "safeUrl" [Str] None;
+    UrlUnescape "urlUnescape" [Str] None;
+    StringSlice "stringSlice" [] Some(PType::Str);
+    Date "date" [Str, Time] None;
+    Now "now" [] None;
+    Since "since" [Time] None;
+    ToJson "toJson" [Any] None;
+    Base64Encode "base64encode" [Str] None;
+    Base64Decode "base64decode" [Str] None;
+    List "list" [] Some(PType::Any);
+    Append "append" [List] Some(PType::Any);
+    Dict "dict" [] Some(PType::Any);
+}
+
+impl Func {
+    /// Whether a template of `dialect` may call it: Go's builtins and the functions both define
+    /// are everywhere, the rest only where Prometheus or Alertmanager defines them.
+    fn in_dialect(self, dialect: Dialect) -> bool {
+        use Func::*;
+        match self {
+            Humanize | Humanize1024 | HumanizePercentage | HumanizeTimestamp | ToTime
+            | StripPort | StripDomain | ParseDuration | GraphLink | TableLink | ExternalUrl
+            | PathPrefix | Query | First | Label | Value | StrValue | SortByLabel => {
+                dialect == Dialect::Prometheus
+            }
+            TrimSpace | Join | SafeUrl | UrlUnescape | StringSlice | Date | Now | Since
+            | ToJson | Base64Encode | Base64Decode | List | Append | Dict => {
+                dialect == Dialect::Alertmanager
+            }
+            _ => true,
+        }
+    }
 }
 
 /// Functions Go or Prometheus define that this engine does not implement: reported at load.
 const UNSUPPORTED: &[&str] = &["args", "call", "html", "js", "slice"];
+
+/// Alertmanager's functions this engine does not implement (time zones and date parsing, route
+/// labels), beyond [`UNSUPPORTED`].
+const UNSUPPORTED_ALERTMANAGER: &[&str] = &["tz", "toDate", "mustToDate", "routeLabels"];
 
 // ---------------------------------------------------------------------------------------------
 // Parser (Go 1.19 text/template/parse/parse.go semantics).
@@ -933,6 +1066,9 @@ struct Parser<'a> {
     max_seen: usize,
     vars: Vec<String>,
     action_line: usize,
+    dialect: Dialect,
+    /// `define`d and `block`ed templates met so far (Alertmanager's dialect only).
+    defines: Vec<(String, Vec<Node>)>,
 }
 
 type PResult<T> = Result<T, TemplateError>;
@@ -1003,14 +1139,18 @@ impl Parser<'_> {
         self.errorf(format!("unexpected {} in {context}", t.describe()))
     }
 
-    fn parse(mut self) -> PResult<Vec<Node>> {
+    fn parse(&mut self) -> PResult<Vec<Node>> {
         let mut nodes = Vec::new();
         while self.peek().kind != Kind::Eof {
             if self.peek().kind == Kind::LeftDelim {
                 let save = self.i;
                 self.next();
                 if self.next_non_space().kind == Kind::Define {
-                    return Err(self.errorf("{{define}} is not supported"));
+                    if self.dialect == Dialect::Prometheus {
+                        return Err(self.errorf("{{define}} is not supported"));
+                    }
+                    self.definition()?;
+                    continue;
                 }
                 self.i = save;
             }
@@ -1063,6 +1203,10 @@ impl Parser<'_> {
             Kind::If => return self.control(Control::If, true),
             Kind::Range => return self.control(Control::Range, false),
             Kind::With => return self.control(Control::With, false),
+            Kind::Template if self.dialect == Dialect::Alertmanager => {
+                return self.template_control();
+            }
+            Kind::Block if self.dialect == Dialect::Alertmanager => return self.block_control(),
             Kind::Block | Kind::Template => {
                 return Err(self.errorf(format!("{{{{{}}}}} is not supported", t.val)));
             }
@@ -1075,6 +1219,74 @@ impl Parser<'_> {
         let t = self.peek();
         let pipe = self.pipeline("command", Kind::RightDelim)?;
         Ok(Item::Node(Node::Action { pos: t.pos, pipe }))
+    }
+
+    /// `{{define "name"}}…{{end}}` after its `define`: the body, with only `$` declared.
+    fn definition(&mut self) -> PResult<()> {
+        const CONTEXT: &str = "define clause";
+        let t = self.next_non_space();
+        let name = self.template_name(&t, CONTEXT)?;
+        let t = self.next_non_space();
+        if t.kind != Kind::RightDelim {
+            return Err(self.unexpected(&t, CONTEXT));
+        }
+        let body = self.body(CONTEXT)?;
+        self.defines.push((name, body));
+        Ok(())
+    }
+
+    /// A `define` or `block` body up to its `{{end}}`, in a scope of its own.
+    fn body(&mut self, context: &str) -> PResult<Vec<Node>> {
+        let outer = std::mem::replace(&mut self.vars, vec!["$".to_string()]);
+        let (list, stop) = self.item_list()?;
+        self.vars = outer;
+        match stop {
+            Stop::End => Ok(list),
+            Stop::Else { .. } => Err(self.errorf(format!("unexpected {{{{else}}}} in {context}"))),
+        }
+    }
+
+    fn template_name(&mut self, t: &Token, context: &str) -> PResult<String> {
+        match t.kind {
+            Kind::Str | Kind::RawString => match unquote(&t.val) {
+                Some(n) => Ok(n),
+                None => Err(self.errorf("invalid syntax")),
+            },
+            _ => Err(self.unexpected(t, context)),
+        }
+    }
+
+    /// `{{template "name"}}` or `{{template "name" pipeline}}`.
+    fn template_control(&mut self) -> PResult<Item> {
+        const CONTEXT: &str = "template clause";
+        let t = self.next_non_space();
+        let name = self.template_name(&t, CONTEXT)?;
+        let pipe = if self.next_non_space().kind == Kind::RightDelim {
+            None
+        } else {
+            self.backup();
+            Some(self.pipeline(CONTEXT, Kind::RightDelim)?)
+        };
+        Ok(Item::Node(Node::Template {
+            pos: t.pos,
+            name,
+            pipe,
+        }))
+    }
+
+    /// `{{block "name" pipeline}}default{{end}}`: defines `name` and calls it.
+    fn block_control(&mut self) -> PResult<Item> {
+        const CONTEXT: &str = "block clause";
+        let t = self.next_non_space();
+        let name = self.template_name(&t, CONTEXT)?;
+        let pipe = self.pipeline(CONTEXT, Kind::RightDelim)?;
+        let body = self.body(CONTEXT)?;
+        self.defines.push((name.clone(), body));
+        Ok(Item::Node(Node::Template {
+            pos: t.pos,
+            name,
+            pipe: Some(pipe),
+        }))
     }
 
     fn else_control(&mut self) -> PResult<Item> {
@@ -1292,9 +1504,12 @@ impl Parser<'_> {
         let t = self.next_non_space();
         let kind = match t.kind {
             Kind::Error => return Err(self.unexpected(&t, "operand")),
-            Kind::Identifier => match Func::lookup(&t.val) {
+            Kind::Identifier => match Func::lookup(&t.val).filter(|f| f.in_dialect(self.dialect)) {
                 Some(f) => ArgKind::Ident(f),
-                None if UNSUPPORTED.contains(&t.val.as_str()) => {
+                None if UNSUPPORTED.contains(&t.val.as_str())
+                    || (self.dialect == Dialect::Alertmanager
+                        && UNSUPPORTED_ALERTMANAGER.contains(&t.val.as_str())) =>
+                {
                     return Err(self.errorf(format!(
                         "function {} is not supported by ocx-sentinel",
                         gofmt::quote(&t.val)
@@ -1448,6 +1663,32 @@ struct SampleVal {
     value: f64,
 }
 
+/// Alertmanager's `template.Alert`, with the sample value ocx-sentinel adds.
+#[derive(Debug)]
+struct AlertVal {
+    status: Rc<str>,
+    labels: Rc<BTreeMap<String, String>>,
+    annotations: Rc<BTreeMap<String, String>>,
+    starts_at: i64,
+    /// Go's zero time for a firing alert, as Alertmanager's data has it.
+    ends_at: i64,
+    generator_url: Rc<str>,
+    fingerprint: Rc<str>,
+    value: f64,
+}
+
+/// Alertmanager's `*template.Data`: what a notification template renders.
+#[derive(Debug)]
+struct NoteVal {
+    receiver: Rc<str>,
+    status: Rc<str>,
+    alerts: Rc<Vec<Rc<AlertVal>>>,
+    group_labels: Rc<BTreeMap<String, String>>,
+    common_labels: Rc<BTreeMap<String, String>>,
+    common_annotations: Rc<BTreeMap<String, String>>,
+    external_url: Rc<str>,
+}
+
 #[derive(Debug, Clone)]
 enum Val {
     /// Go's invalid `reflect.Value`: an untyped nil, prints `<no value>`.
@@ -1465,6 +1706,29 @@ enum Val {
     Sample(Option<Rc<SampleVal>>),
     /// `*time.Time`, as Unix milliseconds.
     Time(i64),
+    // Alertmanager's notification data and functions.
+    /// `html/template.URL` (from `safeUrl`): a URL the HTML mode does not filter.
+    Url(Rc<str>),
+    /// `template.KV`: a label set with `SortedPairs`, `Names`, `Values` and `Remove`.
+    Kv(Rc<BTreeMap<String, String>>),
+    /// `template.Pairs`, from `SortedPairs`: `Names` and `Values`.
+    Pairs(Rc<Vec<(String, String)>>),
+    /// `template.Pair`: `Name` and `Value`.
+    Pair(Rc<(String, String)>),
+    /// `template.Strings` (with `Join`) when `named`, else `[]string`.
+    Strings(Rc<Vec<String>>, bool),
+    /// `template.Alerts` (with `Firing` and `Resolved`) when `named`, else `[]template.Alert`.
+    Alerts(Rc<Vec<Rc<AlertVal>>>, bool),
+    Alert(Rc<AlertVal>),
+    Note(Rc<NoteVal>),
+    /// `time.Time` in UTC, as Unix milliseconds.
+    GoTime(i64),
+    /// `time.Duration`, in nanoseconds.
+    Duration(i64),
+    /// `[]interface {}` (from `list` and `append`).
+    List(Rc<Vec<Val>>),
+    /// `map[string]interface {}` (from `dict`).
+    Dict(Rc<BTreeMap<String, Val>>),
 }
 
 impl Val {
@@ -1485,6 +1749,20 @@ impl Val {
             Val::Vector(_) => "template.queryResult",
             Val::Sample(_) => "*template.sample",
             Val::Time(_) => "*time.Time",
+            Val::Url(_) => "template.URL",
+            Val::Kv(_) => "template.KV",
+            Val::Pairs(_) => "template.Pairs",
+            Val::Pair(_) => "template.Pair",
+            Val::Strings(_, true) => "template.Strings",
+            Val::Strings(_, false) => "[]string",
+            Val::Alerts(_, true) => "template.Alerts",
+            Val::Alerts(_, false) => "[]template.Alert",
+            Val::Alert(_) => "template.Alert",
+            Val::Note(_) => "*template.Data",
+            Val::GoTime(_) => "time.Time",
+            Val::Duration(_) => "time.Duration",
+            Val::List(_) => "[]interface {}",
+            Val::Dict(_) => "map[string]interface {}",
         }
     }
 
@@ -1501,7 +1779,31 @@ impl Val {
             Val::Vector(v) => !v.is_empty(),
             Val::Sample(s) => s.is_some(),
             Val::Time(_) => true,
+            Val::Url(s) => !s.is_empty(),
+            Val::Kv(m) => !m.is_empty(),
+            Val::Pairs(p) => !p.is_empty(),
+            Val::Strings(v, _) => !v.is_empty(),
+            Val::Alerts(v, _) => !v.is_empty(),
+            Val::List(v) => !v.is_empty(),
+            Val::Dict(m) => !m.is_empty(),
+            Val::Duration(d) => *d != 0,
+            Val::Pair(_) | Val::Alert(_) | Val::Note(_) | Val::GoTime(_) => true,
         }
+    }
+
+    /// A collection's length, as `len` sees it.
+    fn length(&self) -> Option<usize> {
+        Some(match self {
+            Val::Str(s) | Val::Html(s) | Val::Url(s) => s.len(),
+            Val::Map(m) | Val::Kv(m) => m.len(),
+            Val::Vector(v) => v.len(),
+            Val::Pairs(p) => p.len(),
+            Val::Strings(v, _) => v.len(),
+            Val::Alerts(v, _) => v.len(),
+            Val::List(v) => v.len(),
+            Val::Dict(m) => m.len(),
+            _ => return None,
+        })
     }
 
     /// `fmt.Sprint` of the value (as the template prints it).
@@ -1526,9 +1828,68 @@ impl Val {
             }
             Val::Sample(Some(s)) => print_sample(s),
             Val::Sample(None) => "<nil>".into(),
-            Val::Time(ms) => gofmt::go_time_utc(*ms),
+            Val::Time(ms) | Val::GoTime(ms) => gofmt::go_time_utc(*ms),
+            Val::Url(s) => s.to_string(),
+            // KV and Pairs are Stringers: `alertname=X, market=BTC-PERP`.
+            Val::Kv(m) => notification::pairs_string(&notification::sorted_pairs(m)),
+            Val::Pairs(p) => notification::pairs_string(p),
+            Val::Pair(p) => format!("{{{} {}}}", p.0, p.1),
+            Val::Strings(v, _) => format!("[{}]", v.join(" ")),
+            Val::Alerts(v, _) => {
+                let items: Vec<String> = v.iter().map(|a| print_alert(a)).collect();
+                format!("[{}]", items.join(" "))
+            }
+            Val::Alert(a) => print_alert(a),
+            Val::Note(n) => {
+                let alerts: Vec<String> = n.alerts.iter().map(|a| print_alert(a)).collect();
+                format!(
+                    "&{{{} {} [{}] {} {} {} {}}}",
+                    n.receiver,
+                    n.status,
+                    alerts.join(" "),
+                    notification::pairs_string(&notification::sorted_pairs(&n.group_labels)),
+                    notification::pairs_string(&notification::sorted_pairs(&n.common_labels)),
+                    notification::pairs_string(&notification::sorted_pairs(&n.common_annotations)),
+                    n.external_url
+                )
+            }
+            Val::Duration(ns) => gofmt::go_duration(ns / 1_000_000),
+            Val::List(v) => {
+                let items: Vec<String> = v.iter().map(Val::print).collect();
+                format!("[{}]", items.join(" "))
+            }
+            Val::Dict(m) => {
+                let items: Vec<String> = m
+                    .iter()
+                    .map(|(k, v)| format!("{k}:{}", v.print()))
+                    .collect();
+                format!("map[{}]", items.join(" "))
+            }
         }
     }
+
+    /// A time's Unix milliseconds, for the `time.Time` methods.
+    fn time_ms(&self) -> Option<i64> {
+        match self {
+            Val::Time(ms) | Val::GoTime(ms) => Some(*ms),
+            _ => None,
+        }
+    }
+}
+
+/// `fmt.Sprint` of a `template.Alert` struct (its label sets print as their `String()`).
+fn print_alert(a: &AlertVal) -> String {
+    format!(
+        "{{{} {} {} {} {} {} {} {}}}",
+        a.status,
+        notification::pairs_string(&notification::sorted_pairs(&a.labels)),
+        notification::pairs_string(&notification::sorted_pairs(&a.annotations)),
+        gofmt::go_time_utc(a.starts_at),
+        gofmt::go_time_utc(a.ends_at),
+        a.generator_url,
+        a.fingerprint,
+        gofmt::format_v(a.value)
+    )
 }
 
 fn print_map(m: &BTreeMap<String, String>) -> String {
@@ -1551,14 +1912,43 @@ struct Exec<'t, 'd> {
     out: String,
     vars: Vec<(String, Val)>,
     at: Option<At<'t>>,
+    env: Env<'t>,
+    /// Nested `{{template}}` calls.
+    depth: usize,
 }
+
+/// What a notification render adds to an execution; empty for a rule template.
+#[derive(Default, Clone, Copy)]
+struct Env<'t> {
+    /// The rendered text's own definitions, looked up before the set's (they were parsed last).
+    local: Option<&'t HashMap<String, Template>>,
+    /// The named templates `{{template}}` may call.
+    set: Option<&'t HashMap<String, Template>>,
+    /// Escape printed values for HTML, as Go's `html/template` (in part; see `notification`).
+    html: bool,
+    /// What `now` returns.
+    now_ms: i64,
+}
+
+/// How deep `{{template}}` calls may nest. Go allows 100000; each level here costs native stack
+/// on a task's stack, and real notification templates nest a handful deep.
+const MAX_TEMPLATE_DEPTH: usize = 100;
 
 /// A function's own error, reported as "error calling f: …".
 struct CallErr(String);
 
+/// A slice's elements with their indexes, as `range` assigns them.
+fn indexed(items: impl Iterator<Item = Val>) -> Vec<(Val, Val)> {
+    items
+        .enumerate()
+        .map(|(i, v)| (Val::Int(i as i64), v))
+        .collect()
+}
+
 impl<'t> Exec<'t, '_> {
     fn fail(&self, msg: impl std::fmt::Display) -> Fail {
         let name = &self.tmpl.name;
+        let parse_name = &self.tmpl.parse_name;
         match self.at {
             None => Fail(format!("template: {name}: {msg}")),
             Some(at) => {
@@ -1570,7 +1960,7 @@ impl<'t> Exec<'t, '_> {
                 };
                 let line = 1 + before.matches('\n').count();
                 Fail(format!(
-                    "template: {name}:{line}:{col}: executing {} at <{}>: {msg}",
+                    "template: {parse_name}:{line}:{col}: executing {} at <{}>: {msg}",
                     gofmt::quote(name),
                     at.describe()
                 ))
@@ -1593,9 +1983,38 @@ impl<'t> Exec<'t, '_> {
                 let v = self.eval_pipeline(dot, pipe)?;
                 if pipe.decl.is_empty() {
                     self.at = Some(At::Node(node));
-                    let s = v.print();
-                    self.out.push_str(&s);
+                    if self.env.html {
+                        notification::write_html(&mut self.out, &v);
+                    } else {
+                        let s = v.print();
+                        self.out.push_str(&s);
+                    }
                 }
+            }
+            Node::Template { name, pipe, .. } => {
+                let Some(callee) = self.lookup(name) else {
+                    return Err(self.fail(format!("template {} not defined", gofmt::quote(name))));
+                };
+                let dot = match pipe {
+                    Some(p) => self.eval_pipeline(dot, p)?,
+                    None => Val::Invalid,
+                };
+                self.at = Some(At::Node(node));
+                if self.depth + 1 >= MAX_TEMPLATE_DEPTH {
+                    return Err(self.fail(format!(
+                        "exceeded maximum template depth ({MAX_TEMPLATE_DEPTH})"
+                    )));
+                }
+                // A called template sees only `$`, set to its dot.
+                let vars = std::mem::replace(&mut self.vars, vec![("$".to_string(), dot.clone())]);
+                let caller = std::mem::replace(&mut self.tmpl, callee);
+                self.depth += 1;
+                let r = self.walk_list(&dot, &callee.nodes);
+                self.depth -= 1;
+                self.tmpl = caller;
+                self.vars = vars;
+                self.at = Some(At::Node(node));
+                r?;
             }
             Node::Control {
                 kind,
@@ -1611,6 +2030,14 @@ impl<'t> Exec<'t, '_> {
             }
         }
         Ok(())
+    }
+
+    /// A `{{template}}` target: the rendered text's own definitions first, then the set's.
+    fn lookup(&self, name: &str) -> Option<&'t Template> {
+        self.env
+            .local
+            .and_then(|l| l.get(name))
+            .or_else(|| self.env.set.and_then(|s| s.get(name)))
     }
 
     fn walk_control(
@@ -1635,12 +2062,18 @@ impl<'t> Exec<'t, '_> {
         }
         self.at = Some(At::Node(node));
         let items: Vec<(Val, Val)> = match &val {
-            Val::Map(m) => m.iter().map(|(k, v)| (Val::str(k), Val::str(v))).collect(),
+            // Go ranges over a map in key order.
+            Val::Map(m) | Val::Kv(m) => m.iter().map(|(k, v)| (Val::str(k), Val::str(v))).collect(),
             Val::Vector(v) => v
                 .iter()
                 .enumerate()
                 .map(|(i, s)| (Val::Int(i as i64), Val::Sample(Some(s.clone()))))
                 .collect(),
+            Val::Pairs(p) => indexed(p.iter().map(|p| Val::Pair(Rc::new(p.clone())))),
+            Val::Strings(v, _) => indexed(v.iter().map(|s| Val::str(s))),
+            Val::Alerts(v, _) => indexed(v.iter().map(|a| Val::Alert(a.clone()))),
+            Val::List(v) => indexed(v.iter().cloned()),
+            Val::Dict(m) => m.iter().map(|(k, v)| (Val::str(k), v.clone())).collect(),
             Val::Invalid => Vec::new(),
             other => return Err(self.fail(format!("range can't iterate over {}", other.print()))),
         };
@@ -1778,21 +2211,39 @@ impl<'t> Exec<'t, '_> {
 
     fn eval_field_chain(
         &mut self,
-        _dot: &Val,
+        dot: &Val,
         mut receiver: Val,
         idents: &[String],
         args: &'t [Arg],
         final_: Option<Val>,
     ) -> EResult<Val> {
         let n = idents.len();
+        let mut final_ = final_;
         for (i, name) in idents.iter().enumerate() {
-            let has_args = i == n - 1 && (args.len() > 1 || final_.is_some());
-            receiver = self.eval_field(name, has_args, receiver)?;
+            // Only the last name gets the command's arguments (if it is a method, they are its).
+            let (args, fin) = if i == n - 1 {
+                (args, final_.take())
+            } else {
+                (&[][..], None)
+            };
+            receiver = self.eval_field(dot, name, args, fin, receiver)?;
         }
         Ok(receiver)
     }
 
-    fn eval_field(&mut self, name: &str, has_args: bool, receiver: Val) -> EResult<Val> {
+    /// Go's `evalField`: a method of the receiver's type first, then a struct field or map key.
+    fn eval_field(
+        &mut self,
+        dot: &Val,
+        name: &str,
+        args: &'t [Arg],
+        final_: Option<Val>,
+        receiver: Val,
+    ) -> EResult<Val> {
+        if let Some(m) = notification::Method::of(&receiver, name) {
+            return self.call_method(dot, m, &receiver, args, final_);
+        }
+        let has_args = args.len() > 1 || final_.is_some();
         let found = match &receiver {
             Val::Invalid => return Ok(Val::Invalid),
             Val::Data(d) => match name {
@@ -1818,12 +2269,26 @@ impl<'t> Exec<'t, '_> {
                     })
                 }
             }
-            Val::Map(m) => {
+            Val::Map(m) | Val::Kv(m) => {
                 if has_args {
                     return Err(self.fail(format!("{name} is not a method but has arguments")));
                 }
                 return Ok(Val::str(m.get(name).map_or("", String::as_str)));
             }
+            Val::Dict(m) => {
+                if has_args {
+                    return Err(self.fail(format!("{name} is not a method but has arguments")));
+                }
+                // missingkey=zero: the zero `interface{}` is nil.
+                return Ok(m.get(name).cloned().unwrap_or(Val::Invalid));
+            }
+            Val::Pair(p) => match name {
+                "Name" => Some(Val::str(&p.0)),
+                "Value" => Some(Val::str(&p.1)),
+                _ => None,
+            },
+            Val::Alert(a) => notification::alert_field(a, name),
+            Val::Note(n) => notification::note_field(n, name),
             _ => None,
         };
         match found {
@@ -1838,6 +2303,36 @@ impl<'t> Exec<'t, '_> {
         }
     }
 
+    /// Go's `evalCall` for a method: arguments checked and converted as for a function.
+    fn call_method(
+        &mut self,
+        dot: &Val,
+        m: notification::Method,
+        receiver: &Val,
+        args: &'t [Arg],
+        final_: Option<Val>,
+    ) -> EResult<Val> {
+        let args: &'t [Arg] = if args.is_empty() { args } else { &args[1..] };
+        let params = m.params();
+        let num_in = args.len() + usize::from(final_.is_some());
+        if num_in != params.len() {
+            return Err(self.fail(format!(
+                "wrong number of args for {}: want {} got {num_in}",
+                m.name(),
+                params.len()
+            )));
+        }
+        let mut argv = Vec::with_capacity(num_in);
+        for (a, t) in args.iter().zip(params) {
+            argv.push(self.eval_arg(dot, *t, a)?);
+        }
+        if let Some(fv) = final_ {
+            argv.push(self.validate(fv, params[argv.len()])?);
+        }
+        m.call(receiver, &argv)
+            .map_err(|CallErr(e)| self.fail(format!("error calling {}: {e}", m.name())))
+    }
+
     /// Go's `validateType`: may the value be passed as a parameter of type `t`?
     fn validate(&self, v: Val, t: PType) -> EResult<Val> {
         match (&v, t) {
@@ -1845,12 +2340,17 @@ impl<'t> Exec<'t, '_> {
             (Val::Invalid, t) if t.can_be_nil() => Ok(match t {
                 PType::Vector => Val::Vector(Rc::new(Vec::new())),
                 PType::Sample => Val::Sample(None),
+                PType::Strings => Val::Strings(Rc::new(Vec::new()), false),
+                PType::List => Val::List(Rc::new(Vec::new())),
                 _ => Val::Invalid,
             }),
             (Val::Invalid, t) => Err(self.fail(format!("invalid value; expected {}", t.go_name()))),
             (Val::Str(_), PType::Str)
             | (Val::Vector(_), PType::Vector)
-            | (Val::Sample(_), PType::Sample) => Ok(v),
+            | (Val::Sample(_), PType::Sample)
+            | (Val::Strings(..), PType::Strings)
+            | (Val::GoTime(_), PType::Time)
+            | (Val::List(_), PType::List) => Ok(v),
             _ => Err(self.fail(format!(
                 "wrong type for value; expected {}; got {}",
                 t.go_name(),
@@ -1986,12 +2486,10 @@ impl<'t> Exec<'t, '_> {
             Func::Le => Val::Bool(le(&a[0], &a[1])?),
             Func::Gt => Val::Bool(!le(&a[0], &a[1])?),
             Func::Ge => Val::Bool(!lt(&a[0], &a[1])?),
-            Func::Len => Val::Int(match &a[0] {
-                Val::Str(s) | Val::Html(s) => s.len() as i64,
-                Val::Map(m) => m.len() as i64,
-                Val::Vector(v) => v.len() as i64,
-                Val::Invalid => return Err(CallErr("len of nil pointer".into())),
-                other => return Err(CallErr(format!("len of type {}", other.go_type()))),
+            Func::Len => Val::Int(match (&a[0], a[0].length()) {
+                (_, Some(n)) => n as i64,
+                (Val::Invalid, None) => return Err(CallErr("len of nil pointer".into())),
+                (other, None) => return Err(CallErr(format!("len of type {}", other.go_type()))),
             }),
             Func::Index => index(&a[0], &a[1..])?,
             Func::Print => Val::str(&sprint(&a, false)),
@@ -2026,7 +2524,10 @@ impl<'t> Exec<'t, '_> {
                 }
                 Val::Time(float_to_ms(v)?)
             }
-            Func::Title => Val::str(&title(&s(&a[0]))),
+            Func::Title => Val::str(&match self.tmpl.dialect {
+                Dialect::Prometheus => title(&s(&a[0])),
+                Dialect::Alertmanager => notification::title_case(&s(&a[0])),
+            }),
             Func::ToUpper => Val::str(&s(&a[0]).chars().map(simple_upper).collect::<String>()),
             Func::ToLower => Val::str(&s(&a[0]).chars().map(simple_lower).collect::<String>()),
             Func::ReReplaceAll => {
@@ -2119,6 +2620,52 @@ impl<'t> Exec<'t, '_> {
                 });
                 Val::Vector(Rc::new(v))
             }
+            Func::TrimSpace => Val::str(s(&a[0]).trim()),
+            Func::Join => match &a[1] {
+                Val::Strings(v, _) => Val::str(&v.join(&s(&a[0]))),
+                _ => Val::str(""),
+            },
+            Func::SafeUrl => Val::Url(Rc::from(s(&a[0]).as_str())),
+            Func::UrlUnescape => {
+                Val::str(&notification::query_unescape(&s(&a[0])).map_err(CallErr)?)
+            }
+            Func::StringSlice => Val::Strings(Rc::new(a.iter().map(&s).collect()), false),
+            Func::Date => match &a[1] {
+                Val::GoTime(ms) => Val::str(&gofmt::go_time_format(*ms, &s(&a[0]))),
+                _ => Val::Invalid,
+            },
+            Func::Now => Val::GoTime(self.env.now_ms),
+            Func::Since => match &a[0] {
+                Val::GoTime(ms) => Val::Duration((self.env.now_ms - ms).saturating_mul(1_000_000)),
+                _ => Val::Invalid,
+            },
+            Func::ToJson => Val::str(&notification::to_json(&a[0])?),
+            Func::Base64Encode => Val::str(&notification::base64_url_encode(s(&a[0]).as_bytes())),
+            Func::Base64Decode => {
+                Val::str(&notification::base64_url_decode(&s(&a[0])).map_err(CallErr)?)
+            }
+            Func::List => Val::List(Rc::new(a)),
+            Func::Append => {
+                let mut v = match &a[0] {
+                    Val::List(l) => l.as_ref().clone(),
+                    _ => Vec::new(),
+                };
+                v.extend(a[1..].iter().cloned());
+                Val::List(Rc::new(v))
+            }
+            Func::Dict => {
+                if !a.len().is_multiple_of(2) {
+                    return Err(CallErr("dict requires an even number of arguments".into()));
+                }
+                let mut m = BTreeMap::new();
+                for kv in a.chunks(2) {
+                    let Val::Str(k) = &kv[0] else {
+                        return Err(CallErr("dict keys must be strings".into()));
+                    };
+                    m.insert(k.to_string(), kv[1].clone());
+                }
+                Val::Dict(Rc::new(m))
+            }
         })
     }
 }
@@ -2153,9 +2700,10 @@ enum BasicKind {
 fn basic_kind(v: &Val) -> Option<BasicKind> {
     match v {
         Val::Bool(_) => Some(BasicKind::Bool),
-        Val::Int(_) => Some(BasicKind::Int),
+        // A `time.Duration` is an int64 underneath, as Go's reflection sees it.
+        Val::Int(_) | Val::Duration(_) => Some(BasicKind::Int),
         Val::Float(_) => Some(BasicKind::Float),
-        Val::Str(_) | Val::Html(_) => Some(BasicKind::Str),
+        Val::Str(_) | Val::Html(_) | Val::Url(_) => Some(BasicKind::Str),
         _ => None,
     }
 }
@@ -2163,8 +2711,23 @@ fn basic_kind(v: &Val) -> Option<BasicKind> {
 const BAD_COMPARISON_TYPE: &str = "invalid type for comparison";
 const BAD_COMPARISON: &str = "incompatible types for comparison";
 
+/// Maps and slices, which Go cannot compare.
+fn uncomparable(v: &Val) -> bool {
+    matches!(
+        v,
+        Val::Map(_)
+            | Val::Vector(_)
+            | Val::Kv(_)
+            | Val::Pairs(_)
+            | Val::Strings(..)
+            | Val::Alerts(..)
+            | Val::List(_)
+            | Val::Dict(_)
+    )
+}
+
 fn eq(a1: &Val, rest: &[Val]) -> Result<bool, CallErr> {
-    if matches!(a1, Val::Map(_) | Val::Vector(_)) {
+    if uncomparable(a1) {
         return Err(CallErr(format!(
             "uncomparable type {}: {}",
             a1.go_type(),
@@ -2185,9 +2748,12 @@ fn eq(a1: &Val, rest: &[Val]) -> Result<bool, CallErr> {
         } else {
             match (a1, a) {
                 (Val::Bool(x), Val::Bool(y)) => x == y,
-                (Val::Int(x), Val::Int(y)) => x == y,
+                (Val::Int(x) | Val::Duration(x), Val::Int(y) | Val::Duration(y)) => x == y,
                 (Val::Float(x), Val::Float(y)) => x == y,
-                (Val::Str(x) | Val::Html(x), Val::Str(y) | Val::Html(y)) => x == y,
+                (
+                    Val::Str(x) | Val::Html(x) | Val::Url(x),
+                    Val::Str(y) | Val::Html(y) | Val::Url(y),
+                ) => x == y,
                 (Val::Invalid, Val::Invalid) => true,
                 (Val::Invalid, _) | (_, Val::Invalid) => false,
                 (Val::Map(_), _) | (_, Val::Map(_)) => {
@@ -2207,8 +2773,16 @@ fn eq(a1: &Val, rest: &[Val]) -> Result<bool, CallErr> {
                     (None, None) => true,
                     _ => false,
                 },
-                (Val::Time(x), Val::Time(y)) => x == y,
+                (Val::Time(x), Val::Time(y)) | (Val::GoTime(x), Val::GoTime(y)) => x == y,
                 (Val::Data(x), Val::Data(y)) => Rc::ptr_eq(x, y),
+                (Val::Pair(x), Val::Pair(y)) => x == y,
+                (a, _) | (_, a) if uncomparable(a) => {
+                    return Err(CallErr(format!(
+                        "uncomparable type {}: {}",
+                        a.go_type(),
+                        a.print()
+                    )));
+                }
                 _ => false,
             }
         };
@@ -2226,9 +2800,11 @@ fn lt(a1: &Val, a2: &Val) -> Result<bool, CallErr> {
         return Err(CallErr(BAD_COMPARISON.into()));
     }
     Ok(match (a1, a2) {
-        (Val::Int(x), Val::Int(y)) => x < y,
+        (Val::Int(x) | Val::Duration(x), Val::Int(y) | Val::Duration(y)) => x < y,
         (Val::Float(x), Val::Float(y)) => x < y,
-        (Val::Str(x) | Val::Html(x), Val::Str(y) | Val::Html(y)) => x < y,
+        (Val::Str(x) | Val::Html(x) | Val::Url(x), Val::Str(y) | Val::Html(y) | Val::Url(y)) => {
+            x < y
+        }
         _ => return Err(CallErr(BAD_COMPARISON_TYPE.into())),
     })
 }
@@ -2245,9 +2821,13 @@ fn index(item: &Val, idx: &[Val]) -> Result<Val, CallErr> {
     for i in idx {
         item = match (&item, i) {
             (Val::Invalid, _) => return Err(CallErr("index of untyped nil".into())),
-            (Val::Map(m), Val::Str(k)) => Val::str(m.get(k.as_ref()).map_or("", String::as_str)),
-            (Val::Map(_), Val::Invalid) => Val::str(""),
-            (Val::Map(_), other) => {
+            (Val::Map(m) | Val::Kv(m), Val::Str(k)) => {
+                Val::str(m.get(k.as_ref()).map_or("", String::as_str))
+            }
+            (Val::Map(_) | Val::Kv(_), Val::Invalid) => Val::str(""),
+            (Val::Dict(m), Val::Str(k)) => m.get(k.as_ref()).cloned().unwrap_or(Val::Invalid),
+            (Val::Dict(_), Val::Invalid) => Val::Invalid,
+            (Val::Map(_) | Val::Kv(_) | Val::Dict(_), other) => {
                 return Err(CallErr(format!(
                     "value has type {}; should be string",
                     other.go_type()
@@ -2259,7 +2839,27 @@ fn index(item: &Val, idx: &[Val]) -> Result<Val, CallErr> {
                     None => return Err(CallErr(format!("index out of range: {n}"))),
                 }
             }
-            (Val::Vector(_), _) => return Err(CallErr("cannot index slice/array with nil".into())),
+            (Val::Pairs(_) | Val::Strings(..) | Val::Alerts(..) | Val::List(_), Val::Int(n)) => {
+                let n = *n;
+                let at = usize::try_from(n).ok();
+                let got = match &item {
+                    Val::Pairs(p) => at
+                        .and_then(|i| p.get(i))
+                        .map(|p| Val::Pair(Rc::new(p.clone()))),
+                    Val::Strings(v, _) => at.and_then(|i| v.get(i)).map(|s| Val::str(s)),
+                    Val::Alerts(v, _) => at.and_then(|i| v.get(i)).map(|a| Val::Alert(a.clone())),
+                    Val::List(v) => at.and_then(|i| v.get(i)).cloned(),
+                    _ => None,
+                };
+                match got {
+                    Some(v) => v,
+                    None => return Err(CallErr(format!("index out of range: {n}"))),
+                }
+            }
+            (
+                Val::Vector(_) | Val::Pairs(_) | Val::Strings(..) | Val::Alerts(..) | Val::List(_),
+                _,
+            ) => return Err(CallErr("cannot index slice/array with nil".into())),
             (other, _) => {
                 return Err(CallErr(format!(
                     "can't index item of type {}",
@@ -2275,7 +2875,7 @@ fn index(item: &Val, idx: &[Val]) -> Result<Val, CallErr> {
 fn sprint(args: &[Val], ln: bool) -> String {
     let mut out = String::new();
     for (i, a) in args.iter().enumerate() {
-        let is_str = |v: &Val| matches!(v, Val::Str(_) | Val::Html(_));
+        let is_str = |v: &Val| matches!(v, Val::Str(_) | Val::Html(_) | Val::Url(_));
         if i > 0 && (ln || (!is_str(a) && !is_str(&args[i - 1]))) {
             out.push(' ');
         }
@@ -2375,24 +2975,40 @@ fn format_arg(v: &Val, verb: char, spec: &Spec) -> String {
         (Val::Int(i), 'X') => pad(format!("{i:X}"), spec, true),
         (Val::Int(i), 'o') => pad(format!("{i:o}"), spec, true),
         (Val::Int(i), 'b') => pad(format!("{i:b}"), spec, true),
-        (Val::Str(s) | Val::Html(s), 'v' | 's') => {
+        (Val::Str(s) | Val::Html(s) | Val::Url(s), 'v' | 's') => {
             let s: String = match spec.prec {
                 Some(p) => s.chars().take(p).collect(),
                 None => s.to_string(),
             };
             pad(s, spec, false)
         }
-        (Val::Str(s) | Val::Html(s), 'q') => pad(gofmt::quote(s), spec, false),
-        (Val::Str(s) | Val::Html(s), 'x') => {
+        (Val::Str(s) | Val::Html(s) | Val::Url(s), 'q') => pad(gofmt::quote(s), spec, false),
+        (Val::Str(s) | Val::Html(s) | Val::Url(s), 'x') => {
             pad(s.bytes().map(|b| format!("{b:02x}")).collect(), spec, false)
         }
-        (Val::Str(s) | Val::Html(s), 'X') => {
+        (Val::Str(s) | Val::Html(s) | Val::Url(s), 'X') => {
             pad(s.bytes().map(|b| format!("{b:02X}")).collect(), spec, false)
         }
         (Val::Bool(b), 'v' | 't') => pad(b.to_string(), spec, false),
         (Val::Invalid, 'v') => pad("<nil>".into(), spec, false),
+        (Val::Duration(ns), 'd') => pad(ns.to_string(), spec, true),
         (
-            Val::Map(_) | Val::Data(_) | Val::Vector(_) | Val::Sample(_) | Val::Time(_),
+            Val::Map(_)
+            | Val::Data(_)
+            | Val::Vector(_)
+            | Val::Sample(_)
+            | Val::Time(_)
+            | Val::Kv(_)
+            | Val::Pairs(_)
+            | Val::Pair(_)
+            | Val::Strings(..)
+            | Val::Alerts(..)
+            | Val::Alert(_)
+            | Val::Note(_)
+            | Val::GoTime(_)
+            | Val::Duration(_)
+            | Val::List(_)
+            | Val::Dict(_),
             'v' | 's',
         ) => pad(v.print(), spec, false),
         _ => bad_verb(verb, v),
@@ -2473,6 +3089,8 @@ fn to_float(v: &Val) -> Result<f64, CallErr> {
     match v {
         Val::Float(f) => Ok(*f),
         Val::Int(i) => Ok(*i as f64),
+        // prometheus/common's `ConvertToFloat`: a duration is its seconds.
+        Val::Duration(ns) => Ok(*ns as f64 / 1e9),
         Val::Str(s) => gofmt::parse_go_float(s).ok_or_else(|| {
             let why = if s.parse::<f64>().is_ok_and(f64::is_infinite) {
                 "value out of range"

@@ -137,6 +137,8 @@ pub mod names {
     pub const ALERTMANAGER_LATENCY: &str =
         "ocx_sentinel_alertmanager_notifications_latency_seconds";
     pub const ALERTMANAGER_QUEUE: &str = "ocx_sentinel_alertmanager_notifications_queue_length";
+    pub const NOTIFICATION_TEMPLATE_ERRORS: &str =
+        "ocx_sentinel_notification_template_errors_total";
     pub const CONFIG_RELOAD_SUCCESSFUL: &str = "ocx_sentinel_config_last_reload_successful";
     pub const CONFIG_RELOAD_SUCCESS_TIMESTAMP: &str =
         "ocx_sentinel_config_last_reload_success_timestamp_seconds";
@@ -573,13 +575,13 @@ pub const CATALOGUE: &[MetricDef] = &[
         name: NOTIFICATIONS,
         kind: Counter,
         labels: "integration",
-        help: "Notifications delivered (the receiver answered 2xx), by integration (webhook, email, alertmanager)",
+        help: "Notifications delivered (the webhook answered 2xx, the SMTP server accepted the mail), by integration (webhook, email, alertmanager)",
     },
     MetricDef {
         name: NOTIFICATIONS_FAILED,
         kind: Counter,
         labels: "integration, reason",
-        help: "Notification attempts that failed, by integration and reason (network, timeout, rate_limited, server_error, client_error)",
+        help: "Notification attempts that failed, by integration and reason (network, timeout, rate_limited, server_error, client_error; email also transient, rejected, tls, protocol, template, config)",
     },
     MetricDef {
         name: NOTIFICATION_REQUESTS,
@@ -646,6 +648,12 @@ pub const CATALOGUE: &[MetricDef] = &[
         kind: Gauge,
         labels: "alertmanager",
         help: "Alerts waiting to be posted to an Alertmanager",
+    },
+    MetricDef {
+        name: NOTIFICATION_TEMPLATE_ERRORS,
+        kind: Counter,
+        labels: "integration",
+        help: "Notification templates that failed to render (the notification is sent with the error in its text), by integration",
     },
     MetricDef {
         name: CONFIG_RELOAD_SUCCESSFUL,

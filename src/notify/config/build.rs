@@ -29,6 +29,11 @@ const DEFAULT_FALLBACK_AFTER: Duration = Duration::from_secs(300);
 /// Alertmanager's default email body.
 const DEFAULT_EMAIL_HTML: &str = r#"{{ template "email.default.html" . }}"#;
 
+/// ocx-sentinel's default text part (Alertmanager sends none unless `text` is set): plain-text
+/// readers get the alerts too, and a template error has a plain body to be reported in.
+/// `text: ''` turns it off.
+const DEFAULT_EMAIL_TEXT: &str = r#"{{ template "email.default.text" . }}"#;
+
 pub(crate) fn build(
     raw: RawConfig,
     origin: &str,
@@ -642,13 +647,17 @@ impl Builder<'_> {
                 .or_else(|| global.smtp_auth_secret.clone()),
             auth_identity: text(&raw.auth_identity).or_else(|| global.smtp_auth_identity.clone()),
             require_tls: raw.require_tls.unwrap_or(global.smtp_require_tls),
+            force_implicit_tls: raw.force_implicit_tls,
             send_resolved: raw.send_resolved.unwrap_or(false),
             headers,
             html: raw
                 .html
                 .clone()
                 .unwrap_or_else(|| DEFAULT_EMAIL_HTML.into()),
-            text: raw.text.clone().unwrap_or_default(),
+            text: raw
+                .text
+                .clone()
+                .unwrap_or_else(|| DEFAULT_EMAIL_TEXT.into()),
             tls: self.tls(&raw.tls_config),
         })
     }

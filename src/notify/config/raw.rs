@@ -228,6 +228,7 @@ pub(crate) struct RawEmail {
     pub text: Option<String>,
     pub require_tls: Option<bool>,
     pub tls_config: Option<RawTlsConfig>,
+    pub force_implicit_tls: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
