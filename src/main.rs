@@ -148,6 +148,28 @@ fn check(args: CheckArgs) -> Result<()> {
                 }
             }
         }
+        // And the alerting file, as `run` would load it (receivers built, secrets files read).
+        if let Some(ocx_sentinel::config::AlertingSource::File(path)) = &settings.alerting {
+            match ocx_sentinel::notify::config::load_file(path) {
+                Ok(cfg) => match ocx_sentinel::notify::wire::integrations(&cfg) {
+                    Ok(_) => println!(
+                        "alerting ok: {}: {} receiver(s), {} route(s), {} inhibit rule(s)",
+                        path.display(),
+                        cfg.receivers.len(),
+                        cfg.route.nodes().len(),
+                        cfg.inhibit_rules.len()
+                    ),
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("{}: {e}", path.display());
+                    }
+                },
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("{e}");
+                }
+            }
+        }
         println!(
             "config ok: {} account(s), {} stream(s), listen {}",
             settings.accounts.len(),
@@ -177,7 +199,7 @@ fn check(args: CheckArgs) -> Result<()> {
     }
     if failed > 0 {
         anyhow::bail!(
-            "{failed} of {} rule file(s) have errors",
+            "{failed} of {} file(s) have errors",
             files.len().max(failed)
         );
     }

@@ -81,10 +81,7 @@ fn check_accepts_good_rule_files_and_names_file_line_and_column_of_each_error() 
         ),
         "{stderr}"
     );
-    assert!(
-        stderr.contains("1 of 1 rule file(s) have errors"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("1 of 1 file(s) have errors"), "{stderr}");
 }
 
 /// `check --config` checks the rule files the config names (relative to the config file).
