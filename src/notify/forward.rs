@@ -43,7 +43,7 @@ pub enum ForwardError {
     Header { url: String },
 }
 
-/// The forwarding task's state: one [`Target`] per Alertmanager.
+/// The forwarding task's state: one target (queue and sender) per Alertmanager.
 pub struct Forwarder {
     targets: Vec<Target>,
     resend_delay: Duration,

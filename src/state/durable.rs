@@ -12,7 +12,7 @@
 //!
 //! Everything here is pure: no IO, no clock. The data dir (`crate::datadir`) stores the rows.
 //!
-//! The fold does not build rows as it goes: it marks, in a [`Draft`], what changed (markets as
+//! The fold does not build rows as it goes: it marks, in a `Draft`, what changed (markets as
 //! they are first seen, and which rows are stale), and the rows are read from the account when
 //! the journal is taken ([`crate::state::Account::take_journal`]); new trade keys are read from
 //! the dedup memory, which holds them in serial order. A burst of events that touch the same
@@ -107,7 +107,7 @@ pub struct DedupCounts {
 }
 
 /// A newly remembered trade key, as a journal carries it: as the fold saw it, made text (see
-/// [`encode_key`]) by the data dir's writer thread rather than on the stream's, or already text.
+/// `encode_key`) by the data dir's writer thread rather than on the stream's, or already text.
 #[derive(Debug, Clone)]
 pub struct NewKey(KeyForm);
 
@@ -122,7 +122,7 @@ impl NewKey {
         NewKey(KeyForm::Key(key))
     }
 
-    /// The key as stored (see [`encode_key`]).
+    /// The key as stored (see `encode_key`).
     pub fn text(&self) -> Cow<'_, str> {
         match &self.0 {
             KeyForm::Key(_) => {
