@@ -105,6 +105,9 @@ pub enum Opened {
 pub struct DataDir {
     db: Database,
     path: PathBuf,
+    /// Tests set it to make commits fail as a full disk would.
+    #[cfg(test)]
+    fail: Option<Arc<AtomicBool>>,
 }
 
 fn store_err(path: &Path, e: impl std::fmt::Display) -> DataDirError {
@@ -130,7 +133,15 @@ impl DataDir {
                 } else {
                     Opened::Fresh
                 };
-                Ok((DataDir { db, path }, opened))
+                Ok((
+                    DataDir {
+                        db,
+                        path,
+                        #[cfg(test)]
+                        fail: None,
+                    },
+                    opened,
+                ))
             }
             Err(OpenFailure::InUse) => Err(DataDirError::InUse { path }),
             Err(OpenFailure::Unreadable(reason)) => {
@@ -147,7 +158,15 @@ impl DataDir {
                     OpenFailure::InUse => DataDirError::InUse { path: path.clone() },
                     OpenFailure::Unreadable(r) => store_err(&path, r),
                 })?;
-                Ok((DataDir { db, path }, Opened::MovedAside { to, reason }))
+                Ok((
+                    DataDir {
+                        db,
+                        path,
+                        #[cfg(test)]
+                        fail: None,
+                    },
+                    Opened::MovedAside { to, reason },
+                ))
             }
         }
     }
@@ -190,6 +209,12 @@ impl DataDir {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Commits fail while `flag` is set (tests of a full disk).
+    #[cfg(test)]
+    pub(crate) fn fail_when(&mut self, flag: Arc<AtomicBool>) {
+        self.fail = Some(flag);
     }
 
     /// The durable state of one account, and how many rows could not be read (skipped).
@@ -278,6 +303,10 @@ impl DataDir {
         rows: &RowSet,
     ) -> Result<(), DataDirError> {
         let p = &self.path;
+        #[cfg(test)]
+        if self.fail.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) {
+            return Err(store_err(p, "No space left on device (injected by a test)"));
+        }
         let mut tx = self.db.begin_write().map_err(|e| store_err(p, e))?;
         tx.set_durability(redb::Durability::Immediate)
             .map_err(|e| store_err(p, e))?;

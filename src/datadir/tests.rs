@@ -307,3 +307,45 @@ fn alerting_rows_commit_through_the_writer_and_survive_a_reopen() {
     assert!(dd.load_rows("silences").unwrap().is_empty());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// A full disk: the commit fails, the caller hears `false` at once (its values stay live), the
+// failure is reported, and the rows are retried until the disk takes them (1s backoff first).
+#[test]
+fn failed_commits_are_reported_and_retried_until_the_disk_takes_them() {
+    use std::sync::atomic::AtomicBool;
+    let dir = tmp();
+    let (mut dd, _) = DataDir::open(&dir).unwrap();
+    let full = Arc::new(AtomicBool::new(true));
+    dd.fail_when(full.clone());
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let w = start_writer(
+        dd,
+        Arc::new(move |e| {
+            seen.lock().unwrap().push(matches!(e, WriterEvent::Failed { .. }));
+        }),
+    )
+    .unwrap();
+    let (tx, rx) = mpsc::channel();
+    w.put(
+        vec![Row {
+            kind: "outbox",
+            id: "a".into(),
+            value: Some("1".into()),
+        }],
+        Box::new(move |ok| tx.send(ok).unwrap()),
+    );
+    assert!(!rx.recv_timeout(Duration::from_secs(10)).unwrap(), "told at once");
+    assert_eq!(*events.lock().unwrap(), vec![true]);
+    full.store(false, Ordering::SeqCst);
+    let deadline = std::time::Duration::from_secs(10);
+    let start = std::time::SystemTime::now();
+    while !events.lock().unwrap().contains(&false) {
+        assert!(start.elapsed().unwrap() < deadline, "retried once the disk took it");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    w.stop(Duration::from_secs(10));
+    let (dd, _) = DataDir::open(&dir).unwrap();
+    assert_eq!(dd.load_rows("outbox").unwrap(), vec![("a".into(), "1".into())]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

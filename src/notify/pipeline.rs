@@ -1131,4 +1131,61 @@ mod tests {
         stop_tx.send(true).unwrap();
         task.await.unwrap();
     }
+
+    // A full disk: the outbox row cannot be written, the failure is reported (the data dir's
+    // error counter), and the notification goes out from memory all the same, once; when the
+    // disk recovers, the writer's retry commits what was queued.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_disk_is_reported_and_notifications_go_out_from_memory() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let dir = std::env::temp_dir().join(format!(
+            "ocx-notify-full-disk-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        let (mut dd, _) = crate::datadir::DataDir::open(&dir).unwrap();
+        let full = Arc::new(AtomicBool::new(true));
+        dd.fail_when(full.clone());
+        let failures = Arc::new(AtomicUsize::new(0));
+        let seen = failures.clone();
+        let writer = crate::datadir::start_writer(
+            dd,
+            Arc::new(move |e| {
+                if let crate::datadir::WriterEvent::Failed { .. } = e {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                }
+            }),
+        )
+        .unwrap();
+        let (url, got) = receiver(0).await;
+        let t = Telemetry::new();
+        let plain = notifier_to(url, &t);
+        let notifier = Arc::new(Notifier::new(
+            Routing {
+                router: Arc::new(OneRoute),
+                muter: Arc::new(NoMute),
+                receivers: plain.routing().receivers.clone(),
+            },
+            reqwest::Client::new(),
+            t.clone(),
+            "http://sentinel".into(),
+            Some(writer.clone()),
+        ));
+        let (alerts_tx, alerts_rx) = watch::channel(Arc::new(Vec::new()));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(notifier.run(alerts_rx, stop_rx));
+        alerts_tx.send(Arc::new(vec![alert(false)])).unwrap();
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert_eq!(got.lock().unwrap().len(), 1, "sent from memory");
+        assert!(
+            failures.load(Ordering::SeqCst) >= 1,
+            "the failure was reported"
+        );
+        full.store(false, Ordering::SeqCst);
+        stop_tx.send(true).unwrap();
+        task.await.unwrap();
+        writer.stop(Duration::from_secs(5));
+        assert_eq!(got.lock().unwrap().len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
