@@ -118,21 +118,23 @@ impl History {
         sel: &Selector,
         pick: impl Fn(&Labels, &[(i64, f64)]) -> Option<SeriesData>,
     ) -> Vec<SeriesData> {
-        let pick = |l: &Labels| {
-            if !sel.matches(l) {
-                return None;
+        let mut out = Vec::new();
+        self.each(sel, &mut |l, s| out.extend(pick(l, s)));
+        out
+    }
+
+    /// Every selected series with all its samples, in place.
+    fn each(&self, sel: &Selector, f: &mut promql::VisitFn<'_>) {
+        let one = |l: &Labels| {
+            if sel.matches(l)
+                && let Some(s) = self.series.get(l)
+            {
+                f(l, s);
             }
-            pick(l, self.series.get(l)?)
         };
         match &sel.name {
-            Some(name) => self
-                .by_name
-                .get(name)
-                .into_iter()
-                .flatten()
-                .filter_map(pick)
-                .collect(),
-            None => self.series.keys().filter_map(pick).collect(),
+            Some(name) => self.by_name.get(name).into_iter().flatten().for_each(one),
+            None => self.series.keys().for_each(one),
         }
     }
 }
@@ -144,6 +146,29 @@ impl Storage for History {
 
     fn select_latest(&self, sel: &Selector, start_ms: i64, end_ms: i64) -> Vec<SeriesData> {
         self.select_with(sel, |l, s| SeriesData::latest(l, s, start_ms, end_ms))
+    }
+
+    fn visit(&self, sel: &Selector, start_ms: i64, end_ms: i64, f: &mut promql::VisitFn<'_>) {
+        self.each(sel, &mut |l, s| {
+            let w = promql::window_of(s, start_ms, end_ms);
+            if !w.is_empty() {
+                f(l, w);
+            }
+        });
+    }
+
+    fn visit_latest(
+        &self,
+        sel: &Selector,
+        start_ms: i64,
+        end_ms: i64,
+        f: &mut dyn FnMut(&Labels, (i64, f64)),
+    ) {
+        self.each(sel, &mut |l, s| {
+            if let Some(one) = promql::latest_of(s, start_ms, end_ms) {
+                f(l, one);
+            }
+        });
     }
 }
 
@@ -206,6 +231,34 @@ impl Storage for Layered<'_> {
             }
         }
         out
+    }
+
+    // Where the rule outputs hold none of the selected series (a selector of a scraped metric,
+    // nearly always), the base is read in place; otherwise the merged copies.
+    fn visit(&self, sel: &Selector, start_ms: i64, end_ms: i64, f: &mut promql::VisitFn<'_>) {
+        if self.overlay.select(sel, start_ms, end_ms).is_empty() {
+            return self.base.visit(sel, start_ms, end_ms, f);
+        }
+        for s in self.select(sel, start_ms, end_ms) {
+            f(&s.labels, &s.samples);
+        }
+    }
+
+    fn visit_latest(
+        &self,
+        sel: &Selector,
+        start_ms: i64,
+        end_ms: i64,
+        f: &mut dyn FnMut(&Labels, (i64, f64)),
+    ) {
+        if self.overlay.select_latest(sel, start_ms, end_ms).is_empty() {
+            return self.base.visit_latest(sel, start_ms, end_ms, f);
+        }
+        for s in self.select_latest(sel, start_ms, end_ms) {
+            if let Some(&last) = s.samples.last() {
+                f(&s.labels, last);
+            }
+        }
     }
 }
 

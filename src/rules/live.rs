@@ -397,6 +397,17 @@ impl LiveStore {
         sel: &Selector,
         pick: impl Fn(&Labels, &[(i64, f64)]) -> Option<SeriesData>,
     ) -> Vec<SeriesData> {
+        let mut out = Vec::new();
+        self.each(sel, &mut |labels, samples| {
+            if let Some(s) = pick(labels, samples) {
+                out.push(s);
+            }
+        });
+        out
+    }
+
+    /// Every selected series with its whole history, in place.
+    fn each(&self, sel: &Selector, f: &mut promql::VisitFn<'_>) {
         // Series found through the name index need not check the name matcher again.
         let by_name = sel.name.is_some();
         let rest: Vec<_> = sel
@@ -409,31 +420,31 @@ impl LiveStore {
                     && Some(m.value()) == sel.name.as_deref())
             })
             .collect();
-        let pick = |s: &Tracked| {
+        let mut one = |s: &Tracked| {
             if !rest
                 .iter()
                 .all(|m| m.matches(s.labels.get(m.name()).unwrap_or("")))
             {
-                return None;
+                return;
             }
             let (a, b) = s.samples.as_slices();
             if b.is_empty() {
-                pick(&s.labels, a)
+                f(&s.labels, a);
             } else {
+                // Unreachable after `observe` (it keeps each history contiguous).
                 let all: Vec<_> = s.samples.iter().copied().collect();
-                pick(&s.labels, &all)
+                f(&s.labels, &all);
             }
         };
         match &sel.name {
-            Some(name) => self
-                .by_name
-                .get(name)
-                .map(|&id| &self.members[id])
-                .into_iter()
-                .flatten()
-                .filter_map(|&i| pick(&self.series[i]))
-                .collect(),
-            None => self.series.iter().filter_map(pick).collect(),
+            Some(name) => {
+                if let Some(&id) = self.by_name.get(name) {
+                    for &i in &self.members[id] {
+                        one(&self.series[i]);
+                    }
+                }
+            }
+            None => self.series.iter().for_each(one),
         }
     }
 }
@@ -507,6 +518,29 @@ impl Storage for LiveStore {
 
     fn select_latest(&self, sel: &Selector, start_ms: i64, end_ms: i64) -> Vec<SeriesData> {
         self.select_with(sel, |l, s| SeriesData::latest(l, s, start_ms, end_ms))
+    }
+
+    fn visit(&self, sel: &Selector, start_ms: i64, end_ms: i64, f: &mut promql::VisitFn<'_>) {
+        self.each(sel, &mut |l, s| {
+            let w = promql::window_of(s, start_ms, end_ms);
+            if !w.is_empty() {
+                f(l, w);
+            }
+        });
+    }
+
+    fn visit_latest(
+        &self,
+        sel: &Selector,
+        start_ms: i64,
+        end_ms: i64,
+        f: &mut dyn FnMut(&Labels, (i64, f64)),
+    ) {
+        self.each(sel, &mut |l, s| {
+            if let Some(one) = promql::latest_of(s, start_ms, end_ms) {
+                f(l, one);
+            }
+        });
     }
 }
 
