@@ -5,17 +5,17 @@
 //! its own series (`ocx_sentinel_rule_*`, `ocx_sentinel_alerts`) to the same store, so rules can
 //! read those too.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::alert::{ALERTS_FOR_STATE_METRIC, ALERTS_METRIC, Alert, AlertState};
 use super::file::{Rule, RuleFile, RuleGroup};
-use super::group::{self, AlertTransition, EvalContext, GroupState, History, RuleStatus};
+use super::group::{self, AlertTransition, EvalContext, GroupState, History, RulePick, RuleStatus};
 use super::live::{LiveStore, Needs};
 use super::persist::StoredAlert;
 use super::promql::LOOKBACK_DELTA;
 use crate::notify::dispatch::NotifyAlert;
-use crate::telemetry::{Counter, Gauge, Histogram, Telemetry, names};
+use crate::telemetry::{APPLY_FAMILIES, Counter, Gauge, Histogram, Telemetry, names};
 
 /// Samples of the sidecar's own series and of rule outputs are kept this far apart (the newest
 /// always current): evaluations after every event would otherwise store every event.
@@ -29,11 +29,114 @@ pub struct LiveGroup {
     pub interval: Duration,
     /// When the next timer evaluation is due, on the timer clock (see [`Engine::evaluate_at`]).
     next_due_ms: i64,
-    /// Unix ms of the latest evaluation.
+    /// Unix ms of the latest evaluation of the whole group (a change-driven pass that runs
+    /// some of its rules sets each rule's own status instead).
     pub last_eval_ms: Option<i64>,
-    /// How long the latest evaluation took.
+    /// How long the latest evaluation of the whole group took.
     pub last_seconds: f64,
     metrics: GroupMetrics,
+    /// Per rule, what a change-driven pass needs to know about it.
+    watch: Vec<RuleWatch>,
+}
+
+/// What one rule reads and writes, and when it last ran, for change-driven passes.
+#[derive(Debug, Clone, Default)]
+struct RuleWatch {
+    /// The metric names its selectors read that a change can move: the account families and
+    /// rule outputs. Names of other series (stream health, the sidecar's own) are left out:
+    /// they move with time and are read on the group's timer.
+    reads: Vec<String>,
+    /// A selector without a fixed metric name: any change may concern it.
+    reads_any: bool,
+    /// What it writes: its recorded name, or `ALERTS` and `ALERTS_FOR_STATE`.
+    writes: Vec<String>,
+    /// The engine's change sequence number when it was last evaluated (0: never).
+    evaluated_seq: u64,
+}
+
+impl RuleWatch {
+    fn of(rule: &Rule, watched: &HashSet<String>) -> RuleWatch {
+        let mut w = RuleWatch::default();
+        for sel in rule.expr().selectors() {
+            match sel.name {
+                Some(n) if watched.contains(&n) => {
+                    if !w.reads.contains(&n) {
+                        w.reads.push(n);
+                    }
+                }
+                Some(_) => {}
+                None => w.reads_any = true,
+            }
+        }
+        w.writes = match rule {
+            Rule::Recording(r) => vec![r.name.clone()],
+            Rule::Alerting(_) => vec![ALERTS_METRIC.into(), ALERTS_FOR_STATE_METRIC.into()],
+        };
+        w
+    }
+}
+
+/// Picks, rule by rule, what a pass evaluates, and keeps the change bookkeeping: every
+/// evaluated rule takes a fresh sequence number, and outputs that changed are marked with a
+/// later one, so a rule reading them (later in this pass, or in the next change-driven one)
+/// sees that it has not run since.
+struct Changes<'a> {
+    watch: &'a mut [RuleWatch],
+    /// Change-driven: only rules reading something that changed since they last ran.
+    only_changed: bool,
+    live: &'a LiveStore,
+    outputs_changed: &'a mut HashMap<String, u64>,
+    seq: &'a mut u64,
+    /// The latest change to any watched name (for selectors without a fixed name).
+    latest_any: &'a mut u64,
+}
+
+impl Changes<'_> {
+    fn changed_at(&self, name: &str) -> u64 {
+        let out = self.outputs_changed.get(name).copied().unwrap_or(0);
+        out.max(self.live.changed_at(name))
+    }
+}
+
+impl RulePick for Changes<'_> {
+    fn wants(&mut self, i: usize) -> bool {
+        let Some(w) = self.watch.get(i) else {
+            return true;
+        };
+        let since = w.evaluated_seq;
+        let wanted = !self.only_changed
+            || (w.reads_any && *self.latest_any > since)
+            || w.reads.iter().any(|n| self.changed_at(n) > since);
+        if wanted {
+            *self.seq += 1;
+            if let Some(w) = self.watch.get_mut(i) {
+                w.evaluated_seq = *self.seq;
+            }
+        }
+        wanted
+    }
+
+    fn done(&mut self, i: usize, output_changed: bool) {
+        let Some(w) = self.watch.get(i) else { return };
+        if output_changed {
+            *self.seq += 1;
+            *self.latest_any = *self.seq;
+            for name in &w.writes {
+                self.outputs_changed.insert(name.clone(), *self.seq);
+            }
+        }
+    }
+}
+
+/// What a pass evaluates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Every group (tests, the first evaluation).
+    All,
+    /// The groups whose timer has come.
+    Due,
+    /// After a change: the rules reading a series that changed since they last ran.
+    Changed,
 }
 
 impl LiveGroup {
@@ -82,7 +185,10 @@ pub struct RuleFailure {
 pub struct Pass {
     /// The evaluation timestamp (unix ms).
     pub t_ms: i64,
+    /// Groups with at least one rule evaluated.
     pub groups: usize,
+    /// Rules evaluated.
+    pub rules: usize,
     pub transitions: Vec<AlertTransition>,
     /// Rules that failed with an error they did not have at their previous evaluation: what to
     /// log. A rule failing the same way after every event is logged once, not per event (the
@@ -112,6 +218,15 @@ pub struct Engine {
     /// Times evaluations (for the duration series and the API) when the caller gives one;
     /// evaluation itself never reads a clock.
     clock: Option<fn() -> Instant>,
+    /// Numbers observations, rule evaluations and output changes, in the order they happen
+    /// (see [`RuleWatch`]).
+    seq: u64,
+    /// Per rule output name (recorded names, `ALERTS`), the `seq` of its latest change.
+    outputs_changed: HashMap<String, u64>,
+    /// The names a change can move: [`APPLY_FAMILIES`] and the rules' outputs.
+    watched: HashSet<String>,
+    /// How long the latest pass took (of any kind), when there is a clock.
+    last_pass_seconds: f64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -141,6 +256,10 @@ impl Engine {
             history_samples: telemetry.gauge(names::RULE_HISTORY_SAMPLES, &[]),
             alert_series: HashMap::new(),
             clock: None,
+            seq: 0,
+            outputs_changed: HashMap::new(),
+            watched: HashSet::new(),
+            last_pass_seconds: 0.0,
         }
     }
 
@@ -171,6 +290,7 @@ impl Engine {
                         last_seconds: prev.last_seconds,
                         interval,
                         group,
+                        watch: Vec::new(),
                     },
                     None => LiveGroup {
                         state: GroupState::new(&group),
@@ -180,6 +300,7 @@ impl Engine {
                         last_seconds: 0.0,
                         interval,
                         group,
+                        watch: Vec::new(),
                     },
                 };
                 self.groups.push(g);
@@ -198,6 +319,30 @@ impl Engine {
             ] {
                 registry.remove(name, &l);
             }
+        }
+        // What change-driven passes watch; a reloaded rule starts as never evaluated, so the
+        // next change it reads evaluates it.
+        self.watched = APPLY_FAMILIES
+            .iter()
+            .map(|n| n.to_string())
+            .chain([ALERTS_METRIC.into(), ALERTS_FOR_STATE_METRIC.into()])
+            .chain(
+                self.groups
+                    .iter()
+                    .flat_map(|g| &g.group.rules)
+                    .filter_map(|r| match r {
+                        Rule::Recording(r) => Some(r.name.clone()),
+                        Rule::Alerting(_) => None,
+                    }),
+            )
+            .collect();
+        for g in &mut self.groups {
+            g.watch = g
+                .group
+                .rules
+                .iter()
+                .map(|r| RuleWatch::of(r, &self.watched))
+                .collect();
         }
         let needs = Needs::of(self.groups.iter().map(|g| &g.group));
         // Rule outputs are kept as long as a rule reads them back (ranges over ALERTS or a
@@ -235,12 +380,32 @@ impl Engine {
         self.evaluate_at(now_ms, now_ms, due_only)
     }
 
-    /// Evaluate every group at unix time `now_ms` (after a change), or with `due_only` just
-    /// those whose timer has come by `tick_ms`. Timers run on their own monotonic clock
+    /// Evaluate every group at unix time `now_ms`, or with `due_only` just those whose timer
+    /// has come by `tick_ms` (after a change, see [`Engine::evaluate_changes`]). Timers run on their own monotonic clock
     /// (`tick_ms`, the runner's time since start), so a wall clock stepped back an hour cannot
     /// hold them for an hour; sample timestamps come from `now_ms`, never repeating or going
     /// back. Every evaluated group's timer restarts from `tick_ms`.
     pub fn evaluate_at(&mut self, now_ms: i64, tick_ms: i64, due_only: bool) -> Pass {
+        self.run(
+            now_ms,
+            tick_ms,
+            if due_only { Mode::Due } else { Mode::All },
+        )
+    }
+
+    /// The pass after a change (an account's epoch moved), at unix time `now_ms`: only the rules
+    /// that read a series that changed since they last ran (a value, a series appearing or going
+    /// stale) among the account families ([`APPLY_FAMILIES`]) and the rules' own outputs, in
+    /// group and rule order, so a rule reading what an earlier rule of the pass recorded (or
+    /// `ALERTS`, when an alert changed state) runs too. Groups keep their timers (`tick_ms` is
+    /// not used): a group is still evaluated whole every `interval`, which is when rules on
+    /// stream health, clocks (`time()`) and sliding windows move; a change pass only brings a
+    /// rule's next evaluation forward for the data it reads. Timestamps still never repeat.
+    pub fn evaluate_changes(&mut self, now_ms: i64) -> Pass {
+        self.run(now_ms, 0, Mode::Changed)
+    }
+
+    fn run(&mut self, now_ms: i64, tick_ms: i64, mode: Mode) -> Pass {
         let started = self.clock.map(|now| now());
         let t = now_ms.max(self.last_t.saturating_add(1));
         self.last_t = t;
@@ -248,45 +413,64 @@ impl Engine {
             t_ms: t,
             ..Pass::default()
         };
-        if !self
-            .groups
-            .iter()
-            .any(|g| !due_only || g.next_due_ms <= tick_ms)
-        {
+        let due = |g: &LiveGroup| match mode {
+            Mode::All | Mode::Changed => true,
+            Mode::Due => g.next_due_ms <= tick_ms,
+        };
+        if !self.groups.iter().any(due) {
             return pass;
         }
-        self.live.observe(t);
+        self.seq += 1;
+        self.live.observe(t, self.seq);
         let ctx = EvalContext {
             external_labels: &self.external_labels,
             external_url: &self.external_url,
             clock: self.clock,
         };
         let clock = self.clock;
+        let watched = &self.watched;
+        let mut latest_any = self.live.latest_change(|n| watched.contains(n));
+        latest_any = latest_any.max(self.outputs_changed.values().copied().max().unwrap_or(0));
         for g in &mut self.groups {
-            if due_only && g.next_due_ms > tick_ms {
+            if !due(g) {
                 continue;
             }
             let g_started = clock.map(|now| now());
             let before: Vec<Option<String>> = (0..g.group.rules.len())
                 .map(|i| g.state.status(i).and_then(|s| s.last_error.clone()))
                 .collect();
-            let out = group::eval_group(
+            let mut pick = Changes {
+                watch: &mut g.watch,
+                only_changed: mode == Mode::Changed,
+                live: &self.live,
+                outputs_changed: &mut self.outputs_changed,
+                seq: &mut self.seq,
+                latest_any: &mut latest_any,
+            };
+            let out = group::eval_group_picked(
                 &g.group,
                 &mut g.state,
                 &self.live,
                 &mut self.outputs,
                 t,
                 &ctx,
+                &mut pick,
             );
+            if out.evaluated == 0 {
+                continue;
+            }
             let seconds = elapsed(clock, g_started);
-            g.last_eval_ms = Some(t);
-            g.last_seconds = seconds;
-            g.next_due_ms = tick_ms.saturating_add(ms(g.interval));
-            g.metrics.evaluations.increment(g.group.rules.len() as u64);
+            g.metrics.evaluations.increment(out.evaluated as u64);
             g.metrics.failures.increment(out.errors.len() as u64);
-            g.metrics.duration.record(seconds);
-            g.metrics.last.set(t as f64 / 1000.0);
+            if mode != Mode::Changed {
+                g.last_eval_ms = Some(t);
+                g.last_seconds = seconds;
+                g.next_due_ms = tick_ms.saturating_add(ms(g.interval));
+                g.metrics.duration.record(seconds);
+                g.metrics.last.set(t as f64 / 1000.0);
+            }
             pass.groups += 1;
+            pass.rules += out.evaluated;
             let key = group_key(&g.group);
             let name = |i: usize| g.group.rules.get(i).map_or("", Rule::name).to_string();
             for (i, error) in out.errors {
@@ -316,7 +500,13 @@ impl Engine {
             self.publish_alerts();
         }
         pass.seconds = elapsed(self.clock, started);
+        self.last_pass_seconds = pass.seconds;
         pass
+    }
+
+    /// How long the latest pass took, timer or change-driven (0 without a clock).
+    pub fn last_pass_seconds(&self) -> f64 {
+        self.last_pass_seconds
     }
 
     /// `ocx_sentinel_alerts{alertname, alertstate}`: how many alerts each rule holds per state.
@@ -668,6 +858,128 @@ groups:
             fixed.recovered,
             vec![("f.yml;g".to_string(), "r".to_string())]
         );
+    }
+
+    const CHANGE_RULES: &str = r#"
+groups:
+  - name: positions
+    interval: 10s
+    rules:
+      - record: account:position_quantity_abs:sum
+        expr: sum by (account) (abs(ocx_position_quantity))
+      - alert: Fills
+        expr: sum by (account) (increase(ocx_fills_total[5m])) > 100
+  - name: stream
+    interval: 10s
+    rules:
+      - alert: Quiet
+        expr: time() - ocx_stream_last_event_timestamp_seconds > 30
+  - name: derived
+    interval: 10s
+    rules:
+      - alert: Heavy
+        expr: account:position_quantity_abs:sum > 5
+      - record: alerts:count
+        expr: count(ALERTS)
+"#;
+
+    fn change_setup() -> (Telemetry, Engine) {
+        let t = Telemetry::new();
+        let mut e = Engine::new(&t, Duration::from_secs(1), "");
+        e.load(vec![parse_str(CHANGE_RULES, "c.yml").unwrap()], 0);
+        (t, e)
+    }
+
+    fn evals(t: &Telemetry, group: &str) -> f64 {
+        t.counter(
+            names::RULE_EVALUATIONS,
+            &[("rule_group", &format!("c.yml;{group}"))],
+        )
+        .get()
+    }
+
+    #[test]
+    fn a_change_pass_evaluates_only_the_rules_reading_what_changed() {
+        let (t, mut e) = change_setup();
+        let q = t.gauge(
+            names::POSITION_QUANTITY,
+            &[("account", "a"), ("market", "M")],
+        );
+        let last = t.gauge(names::LAST_EVENT, &[("account", "a"), ("stream", "user")]);
+        q.set(1.0);
+        last.set(1.0);
+        assert_eq!(
+            e.evaluate(1_000, true).rules,
+            5,
+            "the first timer runs everything"
+        );
+        let due = e.next_due_ms();
+
+        // A position moves (and the stream's clock with it): the rule recording positions runs,
+        // then the alert reading what it recorded; the fills rule, the stream group and the
+        // `ALERTS` count (no alert changed state) do not.
+        q.set(2.0);
+        last.set(2.0);
+        let p = e.evaluate_changes(2_000);
+        assert_eq!((p.groups, p.rules), (2, 2), "{p:?}");
+        assert_eq!(evals(&t, "positions"), 3.0);
+        assert_eq!(
+            evals(&t, "stream"),
+            1.0,
+            "stream health waits for its timer"
+        );
+        assert_eq!(evals(&t, "derived"), 3.0);
+        assert_eq!(
+            e.next_due_ms(),
+            due,
+            "timers are not moved by change passes"
+        );
+
+        // Over 5: `Heavy` fires, so `ALERTS` changed and the rule counting it runs too.
+        q.set(6.0);
+        let p = e.evaluate_changes(3_000);
+        assert_eq!(p.rules, 3, "{p:?}");
+        assert_eq!(p.transitions.len(), 1);
+        let count = e
+            .outputs
+            .samples(&crate::rules::promql::Labels::new([(
+                "__name__",
+                "alerts:count",
+            )]))
+            .unwrap();
+        assert_eq!(count.last().unwrap().1, 1.0);
+
+        // Nothing moved: nothing runs, and the time still moves forward.
+        let p = e.evaluate_changes(3_000);
+        assert_eq!((p.groups, p.rules), (0, 0));
+        assert!(p.t_ms > 3_000);
+
+        // A fill moves the fills counter: only the rule reading it.
+        t.counter(
+            names::FILLS,
+            &[("account", "a"), ("market", "M"), ("side", "buy")],
+        )
+        .increment(1);
+        let p = e.evaluate_changes(4_000);
+        assert_eq!(p.rules, 1, "{p:?}");
+
+        // The stream group still runs whole on its timer.
+        let p = e.evaluate(11_000, true);
+        assert_eq!(p.groups, 3);
+        assert_eq!(evals(&t, "stream"), 2.0);
+    }
+
+    #[test]
+    fn a_series_appearing_or_leaving_is_a_change() {
+        let (t, mut e) = change_setup();
+        e.evaluate(1_000, true);
+        let l = [("account", "a"), ("market", "N")];
+        t.gauge(names::POSITION_QUANTITY, &l).set(7.0);
+        let p = e.evaluate_changes(2_000);
+        assert_eq!(p.transitions.len(), 1, "Heavy fires: {p:?}");
+        assert!(t.registry().remove(names::POSITION_QUANTITY, &l));
+        let p = e.evaluate_changes(3_000);
+        assert_eq!(p.transitions[0].transition, Transition::Resolved, "{p:?}");
     }
 
     #[test]

@@ -118,21 +118,23 @@ impl History {
         sel: &Selector,
         pick: impl Fn(&Labels, &[(i64, f64)]) -> Option<SeriesData>,
     ) -> Vec<SeriesData> {
-        let pick = |l: &Labels| {
-            if !sel.matches(l) {
-                return None;
+        let mut out = Vec::new();
+        self.each(sel, &mut |l, s| out.extend(pick(l, s)));
+        out
+    }
+
+    /// Every selected series with all its samples, in place.
+    fn each(&self, sel: &Selector, f: &mut promql::VisitFn<'_>) {
+        let one = |l: &Labels| {
+            if sel.matches(l)
+                && let Some(s) = self.series.get(l)
+            {
+                f(l, s);
             }
-            pick(l, self.series.get(l)?)
         };
         match &sel.name {
-            Some(name) => self
-                .by_name
-                .get(name)
-                .into_iter()
-                .flatten()
-                .filter_map(pick)
-                .collect(),
-            None => self.series.keys().filter_map(pick).collect(),
+            Some(name) => self.by_name.get(name).into_iter().flatten().for_each(one),
+            None => self.series.keys().for_each(one),
         }
     }
 }
@@ -144,6 +146,29 @@ impl Storage for History {
 
     fn select_latest(&self, sel: &Selector, start_ms: i64, end_ms: i64) -> Vec<SeriesData> {
         self.select_with(sel, |l, s| SeriesData::latest(l, s, start_ms, end_ms))
+    }
+
+    fn visit(&self, sel: &Selector, start_ms: i64, end_ms: i64, f: &mut promql::VisitFn<'_>) {
+        self.each(sel, &mut |l, s| {
+            let w = promql::window_of(s, start_ms, end_ms);
+            if !w.is_empty() {
+                f(l, w);
+            }
+        });
+    }
+
+    fn visit_latest(
+        &self,
+        sel: &Selector,
+        start_ms: i64,
+        end_ms: i64,
+        f: &mut dyn FnMut(&Labels, (i64, f64)),
+    ) {
+        self.each(sel, &mut |l, s| {
+            if let Some(one) = promql::latest_of(s, start_ms, end_ms) {
+                f(l, one);
+            }
+        });
     }
 }
 
@@ -206,6 +231,34 @@ impl Storage for Layered<'_> {
             }
         }
         out
+    }
+
+    // Where the rule outputs hold none of the selected series (a selector of a scraped metric,
+    // nearly always), the base is read in place; otherwise the merged copies.
+    fn visit(&self, sel: &Selector, start_ms: i64, end_ms: i64, f: &mut promql::VisitFn<'_>) {
+        if self.overlay.select(sel, start_ms, end_ms).is_empty() {
+            return self.base.visit(sel, start_ms, end_ms, f);
+        }
+        for s in self.select(sel, start_ms, end_ms) {
+            f(&s.labels, &s.samples);
+        }
+    }
+
+    fn visit_latest(
+        &self,
+        sel: &Selector,
+        start_ms: i64,
+        end_ms: i64,
+        f: &mut dyn FnMut(&Labels, (i64, f64)),
+    ) {
+        if self.overlay.select_latest(sel, start_ms, end_ms).is_empty() {
+            return self.base.visit_latest(sel, start_ms, end_ms, f);
+        }
+        for s in self.select_latest(sel, start_ms, end_ms) {
+            if let Some(&last) = s.samples.last() {
+                f(&s.labels, last);
+            }
+        }
     }
 }
 
@@ -344,6 +397,29 @@ pub struct GroupEval {
     pub transitions: Vec<AlertTransition>,
     /// (rule index, error) for every rule that failed this time.
     pub errors: Vec<(usize, String)>,
+    /// How many rules were evaluated (all of them, unless a [`RulePick`] left some out).
+    pub evaluated: usize,
+}
+
+/// Which rules of a group an evaluation runs, decided rule by rule in order, so a rule can
+/// depend on what the rules before it in the same evaluation wrote.
+pub trait RulePick {
+    /// Whether rule `i` is evaluated now.
+    fn wants(&mut self, i: usize) -> bool;
+    /// Rule `i` was evaluated; `output_changed`: it wrote a recorded value that differs from
+    /// the series' previous sample, a new series or a staleness marker, or (an alerting rule)
+    /// an alert changed state, which changes its `ALERTS` / `ALERTS_FOR_STATE` series.
+    fn done(&mut self, i: usize, output_changed: bool);
+}
+
+/// Every rule.
+struct EveryRule;
+
+impl RulePick for EveryRule {
+    fn wants(&mut self, _: usize) -> bool {
+        true
+    }
+    fn done(&mut self, _: usize, _: bool) {}
 }
 
 /// The `query` template function: an instant query at the evaluation time.
@@ -394,6 +470,20 @@ pub fn eval_group(
     t_ms: i64,
     ctx: &EvalContext<'_>,
 ) -> GroupEval {
+    eval_group_picked(group, state, base, history, t_ms, ctx, &mut EveryRule)
+}
+
+/// [`eval_group`] for the rules `pick` wants, in order; the others keep their state and their
+/// outputs (which stay readable through the lookback, as between two timer evaluations).
+pub fn eval_group_picked(
+    group: &RuleGroup,
+    state: &mut GroupState,
+    base: &dyn Storage,
+    history: &mut History,
+    t_ms: i64,
+    ctx: &EvalContext<'_>,
+    pick: &mut dyn RulePick,
+) -> GroupEval {
     if state.rules.len() != group.rules.len() {
         *state = GroupState::new(group);
     }
@@ -401,6 +491,11 @@ pub fn eval_group(
     let q_ms = t_ms.saturating_sub(offset_ms);
     let mut out = GroupEval::default();
     for (i, rule) in group.rules.iter().enumerate() {
+        if !pick.wants(i) {
+            continue;
+        }
+        out.evaluated += 1;
+        let transitions_before = out.transitions.len();
         let slot = &mut state.rules[i];
         slot.status.last_eval_ms = Some(t_ms);
         let started = ctx.clock.map(|now| now());
@@ -420,6 +515,9 @@ pub fn eval_group(
                 slot.status.health = Health::Err;
                 slot.status.last_error = Some(e.clone());
                 out.errors.push((i, e));
+                // Nothing written: its series age out through the lookback as in Prometheus,
+                // and rules reading them see what they saw before.
+                pick.done(i, false);
                 continue;
             }
         };
@@ -428,7 +526,12 @@ pub fn eval_group(
         slot.status.samples = samples.len();
         let mut written = HashSet::with_capacity(samples.len());
         let mut append_error = None;
+        let mut changed = out.transitions.len() > transitions_before;
         for (labels, v) in samples {
+            if !changed {
+                let last = history.samples(&labels).and_then(<[_]>::last);
+                changed = last.is_none_or(|&(_, lv)| lv.to_bits() != v.to_bits());
+            }
             match history.append(&labels, q_ms, v) {
                 Ok(()) => {
                     written.insert(labels);
@@ -439,6 +542,7 @@ pub fn eval_group(
         // Series this rule wrote last time and not now are stale from now on. Refusals are
         // expected here (another rule may write the series) and ignored, as Prometheus does.
         for gone in slot.previous.difference(&written) {
+            changed = true;
             let _ = history.append(gone, q_ms, promql::stale_nan());
         }
         slot.previous = written;
@@ -447,6 +551,7 @@ pub fn eval_group(
             slot.status.last_error = Some(e.clone());
             out.errors.push((i, e));
         }
+        pick.done(i, changed);
     }
     out
 }

@@ -124,6 +124,8 @@ struct Tracked {
     reader: Option<Reader>,
     samples: VecDeque<(i64, f64)>,
     keep_ms: i64,
+    /// Index of its metric name in `LiveStore::names`.
+    name: usize,
 }
 
 /// The rule engine's storage over the series store. See the module docs.
@@ -135,7 +137,19 @@ pub struct LiveStore {
     generation: Option<u64>,
     series: Vec<Tracked>,
     index: HashMap<Labels, usize>,
-    by_name: HashMap<String, Vec<usize>>,
+    /// Metric name to its index in `names` and `members`.
+    by_name: HashMap<String, usize>,
+    names: Vec<String>,
+    /// The series of each name, by index into `series`.
+    members: Vec<Vec<usize>>,
+    /// Per metric name, the sequence number of the latest observation at which one of its
+    /// series changed value, appeared or went stale: what change-driven passes ask.
+    changed_at: HashMap<String, u64>,
+    /// Scratch for `observe`: which names changed, by index.
+    dirty: Vec<bool>,
+    /// When history was last pruned: pruning walks every series, so it runs once per
+    /// resolution, not after every event.
+    last_prune_ms: i64,
     /// PromQL series built from one store series, so a resolve after a new series appeared
     /// allocates only for that one.
     built: HashMap<(usize, store::Labels), Vec<(Labels, Reader)>>,
@@ -162,6 +176,11 @@ impl LiveStore {
             series: Vec::new(),
             index: HashMap::new(),
             by_name: HashMap::new(),
+            names: Vec::new(),
+            members: Vec::new(),
+            changed_at: HashMap::new(),
+            dirty: Vec::new(),
+            last_prune_ms: i64::MIN,
             built: HashMap::new(),
             samples: 0,
         }
@@ -187,24 +206,61 @@ impl LiveStore {
     }
 
     /// Sample every tracked series at `t_ms` (which must not go backwards), then drop what no
-    /// rule can read any more.
-    pub fn observe(&mut self, t_ms: i64) {
+    /// rule can read any more. `seq` numbers this observation (it must grow from call to call):
+    /// names with a series whose value differs from its previous sample, that is new, or that
+    /// left the store are marked changed at `seq` (see [`LiveStore::changed_at`]).
+    pub fn observe(&mut self, t_ms: i64, seq: u64) {
         let generation = self.registry.generation();
         if self.generation != Some(generation) {
-            self.resolve(t_ms);
+            self.resolve(t_ms, seq);
             self.generation = Some(generation);
         }
         let mut snap = None;
+        self.dirty.clear();
+        self.dirty.resize(self.names.len(), false);
         for s in &mut self.series {
             let v = match &s.reader {
                 Some(r) => r.read(&mut snap),
                 None => continue,
             };
+            // Bits, so a NaN that stays NaN is no change.
+            if s.samples
+                .back()
+                .is_none_or(|&(_, last)| last.to_bits() != v.to_bits())
+            {
+                self.dirty[s.name] = true;
+            }
             push_thinned(&mut s.samples, t_ms, v, s.resolution_ms);
             // Keep each history one slice, so reading a window never gathers it first.
             s.samples.make_contiguous();
         }
-        self.prune(t_ms);
+        for (i, _) in self.dirty.iter().enumerate().filter(|(_, d)| **d) {
+            match self.changed_at.get_mut(&self.names[i]) {
+                Some(at) => *at = seq,
+                None => {
+                    self.changed_at.insert(self.names[i].clone(), seq);
+                }
+            }
+        }
+        if t_ms.saturating_sub(self.last_prune_ms) >= self.resolution_ms {
+            self.last_prune_ms = t_ms;
+            self.prune(t_ms);
+        }
+    }
+
+    /// The `seq` of the latest observation at which a series of `name` changed (0: never).
+    pub fn changed_at(&self, name: &str) -> u64 {
+        self.changed_at.get(name).copied().unwrap_or(0)
+    }
+
+    /// The latest `seq` at which any series of a name passing `relevant` changed (0: never).
+    pub fn latest_change(&self, relevant: impl Fn(&str) -> bool) -> u64 {
+        self.changed_at
+            .iter()
+            .filter(|(n, _)| relevant(n))
+            .map(|(_, &at)| at)
+            .max()
+            .unwrap_or(0)
     }
 
     fn resolution_for(&self, keep_ms: i64) -> i64 {
@@ -212,7 +268,7 @@ impl LiveStore {
     }
 
     /// Re-read which series exist: new ones are tracked, gone ones get a stale marker at `t_ms`.
-    fn resolve(&mut self, t_ms: i64) {
+    fn resolve(&mut self, t_ms: i64, seq: u64) {
         let mut present: HashMap<Labels, (Reader, i64)> = HashMap::new();
         let mut seen_keys = Vec::new();
         for (i, def) in self.registry.catalogue().iter().enumerate() {
@@ -258,6 +314,8 @@ impl LiveStore {
                 None => {
                     if s.reader.take().is_some() {
                         push_thinned(&mut s.samples, t_ms, promql::stale_nan(), 0);
+                        let name = s.labels.metric_name().unwrap_or("").to_string();
+                        self.changed_at.insert(name, seq);
                     }
                     // No longer read by any rule: drop its history at once.
                     if self
@@ -279,6 +337,7 @@ impl LiveStore {
                 reader: Some(reader),
                 samples: VecDeque::new(),
                 keep_ms: keep,
+                name: 0,
             });
         }
         // Adjacent series of one histogram share a snapshot in `observe`.
@@ -313,12 +372,23 @@ impl LiveStore {
     fn reindex(&mut self) {
         self.index.clear();
         self.by_name.clear();
-        for (i, s) in self.series.iter().enumerate() {
+        self.names.clear();
+        self.members.clear();
+        for (i, s) in self.series.iter_mut().enumerate() {
             self.index.insert(s.labels.clone(), i);
-            self.by_name
-                .entry(s.labels.metric_name().unwrap_or("").to_string())
-                .or_default()
-                .push(i);
+            let name = s.labels.metric_name().unwrap_or("");
+            let id = match self.by_name.get(name) {
+                Some(&id) => id,
+                None => {
+                    let id = self.names.len();
+                    self.by_name.insert(name.to_string(), id);
+                    self.names.push(name.to_string());
+                    self.members.push(Vec::new());
+                    id
+                }
+            };
+            self.members[id].push(i);
+            s.name = id;
         }
     }
 
@@ -327,6 +397,17 @@ impl LiveStore {
         sel: &Selector,
         pick: impl Fn(&Labels, &[(i64, f64)]) -> Option<SeriesData>,
     ) -> Vec<SeriesData> {
+        let mut out = Vec::new();
+        self.each(sel, &mut |labels, samples| {
+            if let Some(s) = pick(labels, samples) {
+                out.push(s);
+            }
+        });
+        out
+    }
+
+    /// Every selected series with its whole history, in place.
+    fn each(&self, sel: &Selector, f: &mut promql::VisitFn<'_>) {
         // Series found through the name index need not check the name matcher again.
         let by_name = sel.name.is_some();
         let rest: Vec<_> = sel
@@ -339,30 +420,31 @@ impl LiveStore {
                     && Some(m.value()) == sel.name.as_deref())
             })
             .collect();
-        let pick = |s: &Tracked| {
+        let mut one = |s: &Tracked| {
             if !rest
                 .iter()
                 .all(|m| m.matches(s.labels.get(m.name()).unwrap_or("")))
             {
-                return None;
+                return;
             }
             let (a, b) = s.samples.as_slices();
             if b.is_empty() {
-                pick(&s.labels, a)
+                f(&s.labels, a);
             } else {
+                // Unreachable after `observe` (it keeps each history contiguous).
                 let all: Vec<_> = s.samples.iter().copied().collect();
-                pick(&s.labels, &all)
+                f(&s.labels, &all);
             }
         };
         match &sel.name {
-            Some(name) => self
-                .by_name
-                .get(name)
-                .into_iter()
-                .flatten()
-                .filter_map(|&i| pick(&self.series[i]))
-                .collect(),
-            None => self.series.iter().filter_map(pick).collect(),
+            Some(name) => {
+                if let Some(&id) = self.by_name.get(name) {
+                    for &i in &self.members[id] {
+                        one(&self.series[i]);
+                    }
+                }
+            }
+            None => self.series.iter().for_each(one),
         }
     }
 }
@@ -437,6 +519,29 @@ impl Storage for LiveStore {
     fn select_latest(&self, sel: &Selector, start_ms: i64, end_ms: i64) -> Vec<SeriesData> {
         self.select_with(sel, |l, s| SeriesData::latest(l, s, start_ms, end_ms))
     }
+
+    fn visit(&self, sel: &Selector, start_ms: i64, end_ms: i64, f: &mut promql::VisitFn<'_>) {
+        self.each(sel, &mut |l, s| {
+            let w = promql::window_of(s, start_ms, end_ms);
+            if !w.is_empty() {
+                f(l, w);
+            }
+        });
+    }
+
+    fn visit_latest(
+        &self,
+        sel: &Selector,
+        start_ms: i64,
+        end_ms: i64,
+        f: &mut dyn FnMut(&Labels, (i64, f64)),
+    ) {
+        self.each(sel, &mut |l, s| {
+            if let Some(one) = promql::latest_of(s, start_ms, end_ms) {
+                f(l, one);
+            }
+        });
+    }
 }
 
 #[cfg(test)]
@@ -504,7 +609,7 @@ groups:
         let mut live = LiveStore::new(t.registry().clone(), Duration::from_secs(1));
         live.set_needs(needs(RULES));
         q.set(-3.0);
-        live.observe(1_000);
+        live.observe(1_000, 1_000);
         assert_eq!(
             instant(&live, "ocx_position_quantity", 1_000),
             vec![(
@@ -513,12 +618,12 @@ groups:
             )]
         );
         q.set(2.0);
-        live.observe(1_200);
+        live.observe(1_200, 1_200);
         assert_eq!(instant(&live, "ocx_position_quantity", 1_200)[0].1, 2.0);
         // Not read by any rule: not tracked.
         t.counter(names::FILLS, &[("account", "a"), ("market", "BTC-PERP")])
             .increment(1);
-        live.observe(1_300);
+        live.observe(1_300, 1_300);
         assert!(instant(&live, "ocx_fills_total", 1_300).is_empty());
     }
 
@@ -529,13 +634,13 @@ groups:
         t.gauge(names::POSITION_QUANTITY, &labels).set(5.0);
         let mut live = LiveStore::new(t.registry().clone(), Duration::from_secs(1));
         live.set_needs(needs(RULES));
-        live.observe(1_000);
+        live.observe(1_000, 1_000);
         assert_eq!(instant(&live, "ocx_position_quantity", 1_000).len(), 1);
         assert!(t.registry().remove(names::POSITION_QUANTITY, &labels));
-        live.observe(2_000);
+        live.observe(2_000, 2_000);
         // Without the marker the 5m lookback would still return 5 for five minutes.
         assert!(instant(&live, "ocx_position_quantity", 2_000).is_empty());
-        live.observe(3_000);
+        live.observe(3_000, 3_000);
         assert_eq!(live.series(), 0, "a gone series without history is dropped");
     }
 
@@ -549,7 +654,7 @@ groups:
         ));
         h.record(0.003);
         h.record(2.0);
-        live.observe(1_000);
+        live.observe(1_000, 1_000);
         let v = instant(
             &live,
             "ocx_stream_event_lag_seconds_count + ocx_stream_event_lag_seconds_sum",
@@ -584,7 +689,7 @@ groups:
             if step % 10 == 0 {
                 c.increment(1);
             }
-            live.observe(at);
+            live.observe(at, step as u64 + 1);
         }
         // 1m range + 5m lookback, at most MAX_SAMPLES_PER_SERIES (one per 3s), not 20 minutes
         // at 10/s.
@@ -614,7 +719,7 @@ groups:
         for step in 0..17_280i64 {
             at = step * 10_000;
             c.increment_by(1.0);
-            live.observe(at);
+            live.observe(at, step as u64 + 1);
         }
         assert!(
             live.samples() <= MAX_SAMPLES_PER_SERIES as usize + 2,

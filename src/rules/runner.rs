@@ -3,6 +3,9 @@
 //! Evaluation is event-driven so an alert is known within milliseconds of the fill behind it,
 //! yet bounded: while events keep arriving, evaluations are spaced so that they take at most
 //! [`MAX_DUTY`] of one core; changes that arrive meanwhile are folded into the next one.
+//! A pass after a change evaluates only the rules that read a series the change moved (the
+//! account's families, and what rules record from them; `Engine::evaluate_changes`); every group
+//! is still evaluated whole on its own timer.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -405,10 +408,16 @@ impl Runner {
         i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX)
     }
 
-    fn evaluate(&self, due_only: bool) -> Pass {
+    /// One pass: after a change (the rules that read what changed), or on the timer (the groups
+    /// due).
+    fn evaluate(&self, after_change: bool) -> Pass {
         let (pass, notifiable) = {
             let mut engine = lock(&self.engine);
-            let pass = engine.evaluate_at(unix_ms(), self.tick_ms(), due_only);
+            let pass = if after_change {
+                engine.evaluate_changes(unix_ms())
+            } else {
+                engine.evaluate_at(unix_ms(), self.tick_ms(), true)
+            };
             let fired_or_resolved = pass
                 .transitions
                 .iter()
@@ -477,12 +486,12 @@ impl Runner {
                         c.borrow_and_update();
                     }
                     let started = Instant::now();
-                    let pass = self.evaluate(false);
+                    let pass = self.evaluate(true);
                     let spent = Duration::from_secs_f64(pass.seconds);
                     not_before = started + spent.mul_f64(1.0 / MAX_DUTY - 1.0) + spent;
                 }
                 () = timer => {
-                    self.evaluate(true);
+                    self.evaluate(false);
                 }
             }
         }

@@ -31,6 +31,32 @@ use crate::model::{Liquidity, ShortStr, Side};
 use crate::state::hash::FastState;
 use crate::state::{Account, Applied, FillKey, FillTotals};
 
+/// Every family the apply path writes (fills, positions, profit and loss, limits, books): the
+/// series an account's epoch can move. The rule engine's change-driven passes evaluate only rules
+/// that read these (or what such rules record), so stream-health and meta rules stay on their
+/// timers. `every_family_written_here_is_listed` keeps it complete.
+pub const APPLY_FAMILIES: &[&str] = &[
+    names::BOOK_BEST_ASK,
+    names::BOOK_BEST_BID,
+    names::BOOK_LEVELS,
+    names::FILLS,
+    names::FILLS_DEDUPLICATED,
+    names::FILL_NOTIONAL,
+    names::FILL_QUANTITY,
+    names::FILL_TIME_CLAMPED,
+    names::INVENTORY_LIMIT,
+    names::LAST_FILL,
+    names::NOTIONAL_LIMIT,
+    names::POSITIONS_OPEN,
+    names::POSITION_ENTRY_PRICE,
+    names::POSITION_NOTIONAL,
+    names::POSITION_QUANTITY,
+    names::POSITION_REALIZED_PNL,
+    names::POSITION_UNREALIZED_PNL,
+    names::REALIZED_LOSS,
+    names::REALIZED_PROFIT,
+];
+
 /// Fill series by `fill_slot(side, liquidity)`.
 const SLOTS: usize = 6;
 
@@ -683,6 +709,34 @@ impl AccountMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `APPLY_FAMILIES` must name every family this file writes, or a rule reading a new one
+    /// would wait for its timer after a change: every `names::X` here must be in the list.
+    #[test]
+    fn every_family_written_here_is_listed() {
+        let src = include_str!("account.rs");
+        let start = src.find("pub const APPLY_FAMILIES").unwrap();
+        let list = &src[start..start + src[start..].find("];").unwrap()];
+        // The code, not this test.
+        let mut rest = &src[..src.find("#[cfg(test)]").unwrap()];
+        let mut seen = 0;
+        while let Some(at) = rest.find("names::") {
+            rest = &rest[at + "names::".len()..];
+            let ident: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            if ident.is_empty() {
+                continue;
+            }
+            seen += 1;
+            assert!(
+                list.contains(&format!("names::{ident},")),
+                "names::{ident} is written here but not in APPLY_FAMILIES"
+            );
+        }
+        assert!(seen > 2 * APPLY_FAMILIES.len(), "the scan found the writes");
+    }
 
     const SIDES: [Side; 2] = [Side::Buy, Side::Sell];
     const LIQUIDITIES: [Liquidity; 3] = [Liquidity::Maker, Liquidity::Taker, Liquidity::Unknown];

@@ -539,7 +539,7 @@ pub const CATALOGUE: &[MetricDef] = &[
         name: RULE_EVALUATIONS,
         kind: Counter,
         labels: "rule_group",
-        help: "Rule evaluations (one per rule per group evaluation), by group (file;name)",
+        help: "Rule evaluations (one per rule evaluated: every rule of a group on its timer, and each rule a pass after a change runs), by group (file;name)",
     },
     MetricDef {
         name: RULE_EVALUATION_FAILURES,
@@ -551,13 +551,13 @@ pub const CATALOGUE: &[MetricDef] = &[
         name: RULE_EVALUATION_DURATION,
         kind: Histogram(EVAL_BUCKETS),
         labels: "rule_group",
-        help: "Time to evaluate every rule of a group once, in seconds",
+        help: "Time to evaluate every rule of a group once (its timer evaluations), in seconds",
     },
     MetricDef {
         name: RULE_GROUP_LAST_EVALUATION,
         kind: Gauge,
         labels: "rule_group",
-        help: "Unix time of the group's latest evaluation, in seconds",
+        help: "Unix time of the group's latest whole evaluation (on its timer), in seconds",
     },
     MetricDef {
         name: RULE_GROUP_RULES,

@@ -11,7 +11,7 @@ mod labels;
 pub mod reconcile;
 pub mod store;
 
-pub use account::{AccountMetrics, Total};
+pub use account::{APPLY_FAMILIES, AccountMetrics, Total};
 pub use catalogue::{
     CATALOGUE, HEARTBEAT_BUCKETS, Kind, LAG_BUCKETS, MetricDef, REST_BUCKETS, names,
 };

@@ -5,7 +5,7 @@ use super::ast::{AggOp, Aggregate, BinOp, Binary, Card, Func, Grouping, Matching
 use super::functions;
 use super::hash::{FastMap, FastSet};
 use super::labels::{Labels, METRIC_NAME};
-use super::storage::{Storage, is_stale};
+use super::storage::{Storage, VisitFn, is_stale};
 use super::{EvalError, LOOKBACK_DELTA_MS, Sample, Value};
 
 pub(crate) struct Evaluator<'a> {
@@ -80,37 +80,42 @@ impl Evaluator<'_> {
         let end = self.t.saturating_sub(sel.offset_ms);
         let start = end.saturating_sub(LOOKBACK_DELTA_MS);
         let mut out = Vec::new();
-        for s in self.storage.select_latest(&sel.selector, start, end) {
-            let i = s.samples.partition_point(|&(t, _)| t <= end);
-            let Some(&(t, value)) = i.checked_sub(1).and_then(|i| s.samples.get(i)) else {
-                continue;
-            };
-            if t < start || is_stale(value) {
-                continue;
-            }
-            out.push(Hit {
-                labels: s.labels,
-                value,
-                t,
+        self.storage
+            .visit_latest(&sel.selector, start, end, &mut |labels, (t, value)| {
+                if t < start || t > end || is_stale(value) {
+                    return;
+                }
+                out.push(Hit {
+                    labels: labels.clone(),
+                    value,
+                    t,
+                });
             });
-        }
         out
     }
 
-    /// Each selected series' samples in `[t - offset - range, t - offset]` (closed, as in
-    /// Prometheus 2.x), stale markers removed; series with no sample left are dropped.
-    pub fn select_range(&self, sel: &Sel) -> Vec<(Labels, Vec<(i64, f64)>)> {
+    /// Calls `f` with each selected series' samples in `[t - offset - range, t - offset]`
+    /// (closed, as in Prometheus 2.x), stale markers removed; series with no sample left are
+    /// skipped. Windows are read in place; only one holding a stale marker is copied.
+    pub fn visit_range(&self, sel: &Sel, f: &mut VisitFn<'_>) {
         let end = self.t.saturating_sub(sel.offset_ms);
         let start = end.saturating_sub(sel.range_ms);
-        let mut out = Vec::new();
-        for mut s in self.storage.select(&sel.selector, start, end) {
-            s.samples
-                .retain(|&(t, v)| t >= start && t <= end && !is_stale(v));
-            if !s.samples.is_empty() {
-                out.push((s.labels, s.samples));
-            }
-        }
-        out
+        let mut scratch = Vec::new();
+        let keep = |&(t, v): &(i64, f64)| t >= start && t <= end && !is_stale(v);
+        self.storage
+            .visit(&sel.selector, start, end, &mut |labels, samples| {
+                if samples.iter().all(keep) {
+                    if !samples.is_empty() {
+                        f(labels, samples);
+                    }
+                    return;
+                }
+                scratch.clear();
+                scratch.extend(samples.iter().copied().filter(keep));
+                if !scratch.is_empty() {
+                    f(labels, &scratch);
+                }
+            });
     }
 
     fn call(&self, f: &Func) -> Result<Value, EvalError> {

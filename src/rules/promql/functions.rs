@@ -118,29 +118,32 @@ fn over_range(ev: &Evaluator<'_>, func: RangeFn, sel: &Sel) -> Result<Vec<Sample
     let end = ev.t.saturating_sub(sel.offset_ms);
     let start = end.saturating_sub(sel.range_ms);
     let mut out = Vec::new();
-    for (labels, samples) in ev.select_range(sel) {
+    ev.visit_range(sel, &mut |labels, samples| {
         let value =
             match func {
-                RangeFn::Rate => extrapolated_rate(&samples, start, end, true, true),
-                RangeFn::Increase => extrapolated_rate(&samples, start, end, true, false),
-                RangeFn::Delta => extrapolated_rate(&samples, start, end, false, false),
-                RangeFn::Changes => Some(changes(&samples)),
-                RangeFn::Resets => Some(resets(&samples)),
+                RangeFn::Rate => extrapolated_rate(samples, start, end, true, true),
+                RangeFn::Increase => extrapolated_rate(samples, start, end, true, false),
+                RangeFn::Delta => extrapolated_rate(samples, start, end, false, false),
+                RangeFn::Changes => Some(changes(samples)),
+                RangeFn::Resets => Some(resets(samples)),
                 RangeFn::MinOverTime => Some(samples.iter().fold(f64::NAN, |acc, &(_, v)| {
                     if v < acc || acc.is_nan() { v } else { acc }
                 })),
                 RangeFn::MaxOverTime => Some(samples.iter().fold(f64::NAN, |acc, &(_, v)| {
                     if v > acc || acc.is_nan() { v } else { acc }
                 })),
-                RangeFn::AvgOverTime => Some(avg_over_time(&samples)),
+                RangeFn::AvgOverTime => Some(avg_over_time(samples)),
                 RangeFn::SumOverTime => Some(samples.iter().map(|&(_, v)| v).sum()),
                 RangeFn::CountOverTime => Some(samples.len() as f64),
                 RangeFn::LastOverTime => samples.last().map(|&(_, v)| v),
             };
         if let Some(value) = value {
-            out.push(Sample { labels, value });
+            out.push(Sample {
+                labels: labels.clone(),
+                value,
+            });
         }
-    }
+    });
     if func == RangeFn::LastOverTime {
         Ok(out)
     } else {

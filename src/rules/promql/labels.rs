@@ -1,7 +1,8 @@
 //! `Labels`: a series' sorted label set (including `__name__`), cheap to clone and to compare.
 
 use std::fmt;
-use std::sync::Arc;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, OnceLock};
 
 /// The label that carries the metric name.
 pub const METRIC_NAME: &str = "__name__";
@@ -11,8 +12,55 @@ pub const METRIC_NAME: &str = "__name__";
 ///
 /// An empty value means "no such label", as in Prometheus: constructors drop empty values. Order,
 /// equality and hashing are by the pairs in name order, which is Prometheus's `labels.Compare`.
-#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Labels(Arc<[(Arc<str>, Arc<str>)]>);
+///
+/// A label set remembers its version without `__name__` once asked for it: functions and
+/// arithmetic drop the name of every series they read, and the live store's series are read by
+/// every evaluation, so each is built once, not once per rule and pass.
+#[derive(Clone)]
+pub struct Labels(Arc<Inner>);
+
+#[derive(Default)]
+struct Inner {
+    pairs: Box<[(Arc<str>, Arc<str>)]>,
+    /// `without_metric_name`, once computed (only for sets that have a name).
+    unnamed: OnceLock<Labels>,
+}
+
+impl Default for Labels {
+    fn default() -> Labels {
+        // One shared empty set: scalars turned vectors and `vector()` make many.
+        static EMPTY: OnceLock<Labels> = OnceLock::new();
+        EMPTY
+            .get_or_init(|| Labels(Arc::new(Inner::default())))
+            .clone()
+    }
+}
+
+impl PartialEq for Labels {
+    fn eq(&self, other: &Labels) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.pairs == other.0.pairs
+    }
+}
+
+impl Eq for Labels {}
+
+impl Hash for Labels {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.pairs.hash(state);
+    }
+}
+
+impl PartialOrd for Labels {
+    fn partial_cmp(&self, other: &Labels) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Labels {
+    fn cmp(&self, other: &Labels) -> std::cmp::Ordering {
+        self.0.pairs.cmp(&other.0.pairs)
+    }
+}
 
 impl Labels {
     /// The empty label set.
@@ -43,52 +91,75 @@ impl Labels {
     /// From pairs that may be unsorted but have unique names and non-empty values.
     fn from_vec(mut v: Vec<(Arc<str>, Arc<str>)>) -> Labels {
         v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        Labels(v.into())
+        Self::from_sorted(v.into())
+    }
+
+    fn from_sorted(pairs: Box<[(Arc<str>, Arc<str>)]>) -> Labels {
+        Labels(Arc::new(Inner {
+            pairs,
+            unnamed: OnceLock::new(),
+        }))
     }
 
     /// The value of `name`, if the set has it.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
+        let pairs = &self.0.pairs;
+        pairs
             .binary_search_by(|(n, _)| (**n).cmp(name))
             .ok()
-            .map(|i| &*self.0[i].1)
+            .map(|i| &*pairs[i].1)
     }
 
     /// The metric name (`__name__`), if any.
     pub fn metric_name(&self) -> Option<&str> {
-        self.get(METRIC_NAME)
+        // `_` sorts before lower-case letters, so the name is nearly always first.
+        match self.0.pairs.first() {
+            Some((n, v)) if &**n == METRIC_NAME => Some(v),
+            _ => self.get(METRIC_NAME),
+        }
     }
 
     /// The pairs in name order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(n, v)| (&**n, &**v))
+        self.0.pairs.iter().map(|(n, v)| (&**n, &**v))
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.0.pairs.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.pairs.is_empty()
     }
 
-    /// The set without `__name__` (itself, uncopied, when it has none).
+    /// The set without `__name__` (itself, uncopied, when it has none); built once per set.
     pub fn without_metric_name(&self) -> Labels {
         if self.metric_name().is_none() {
             return self.clone();
         }
-        self.filter(|n| n != METRIC_NAME)
+        self.0
+            .unnamed
+            .get_or_init(|| self.filter(|n| n != METRIC_NAME))
+            .clone()
     }
 
     /// The pairs whose name passes `keep`, in order.
     pub fn filter(&self, mut keep: impl FnMut(&str) -> bool) -> Labels {
-        Labels(self.0.iter().filter(|(n, _)| keep(n)).cloned().collect())
+        Self::from_sorted(
+            self.0
+                .pairs
+                .iter()
+                .filter(|(n, _)| keep(n))
+                .cloned()
+                .collect(),
+        )
     }
 
     /// The set with `name` set to `value`; an empty `value` removes the label.
     pub fn with(&self, name: &str, value: &str) -> Labels {
         let mut v: Vec<(Arc<str>, Arc<str>)> = self
             .0
+            .pairs
             .iter()
             .filter(|(n, _)| &**n != name)
             .cloned()
@@ -103,14 +174,16 @@ impl Labels {
     pub(crate) fn with_values_from(&self, names: &[String], from: &Labels) -> Labels {
         let mut v: Vec<(Arc<str>, Arc<str>)> = self
             .0
+            .pairs
             .iter()
             .filter(|(n, _)| !names.iter().any(|x| **x == **n))
             .cloned()
             .collect();
         for name in names {
             // Clone the shared string rather than copy it: `from` already holds it.
-            if let Ok(i) = from.0.binary_search_by(|(n, _)| (**n).cmp(name.as_str())) {
-                v.push(from.0[i].clone());
+            let pairs = &from.0.pairs;
+            if let Ok(i) = pairs.binary_search_by(|(n, _)| (**n).cmp(name.as_str())) {
+                v.push(pairs[i].clone());
             }
         }
         Self::from_vec(v)

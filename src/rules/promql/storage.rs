@@ -138,6 +138,9 @@ pub struct SeriesData {
     pub samples: Vec<(i64, f64)>,
 }
 
+/// What [`Storage::visit`] calls for each series: its labels and samples, in place.
+pub type VisitFn<'a> = dyn FnMut(&Labels, &[(i64, f64)]) + 'a;
+
 /// Where samples come from: a promtool test's input series, or the live engine's history.
 pub trait Storage {
     /// Series matching `sel`, each with its samples whose timestamps lie in `[start_ms, end_ms]`
@@ -157,28 +160,65 @@ pub trait Storage {
         out.retain(|s| !s.samples.is_empty());
         out
     }
+
+    /// [`Storage::select`] without copying: `f` gets each series' labels and its samples in
+    /// `[start_ms, end_ms]`, read in place where the store can. Range functions read windows
+    /// this way; the default goes through `select`.
+    fn visit(&self, sel: &Selector, start_ms: i64, end_ms: i64, f: &mut VisitFn<'_>) {
+        for s in self.select(sel, start_ms, end_ms) {
+            f(&s.labels, &s.samples);
+        }
+    }
+
+    /// [`Storage::select_latest`] without copying: `f` gets each series' labels and its latest
+    /// sample in `[start_ms, end_ms]`. Instant selectors read this way.
+    fn visit_latest(
+        &self,
+        sel: &Selector,
+        start_ms: i64,
+        end_ms: i64,
+        f: &mut dyn FnMut(&Labels, (i64, f64)),
+    ) {
+        for s in self.select_latest(sel, start_ms, end_ms) {
+            if let Some(&last) = s.samples.last() {
+                f(&s.labels, last);
+            }
+        }
+    }
+}
+
+/// The samples of `samples` in `[start, end]`, in place.
+pub fn window_of(samples: &[(i64, f64)], start: i64, end: i64) -> &[(i64, f64)] {
+    let lo = samples.partition_point(|&(t, _)| t < start);
+    let hi = samples.partition_point(|&(t, _)| t <= end);
+    samples.get(lo..hi).unwrap_or(&[])
+}
+
+/// The latest sample of `samples` in `[start, end]`.
+pub fn latest_of(samples: &[(i64, f64)], start: i64, end: i64) -> Option<(i64, f64)> {
+    let hi = samples.partition_point(|&(t, _)| t <= end);
+    let &(t, v) = samples.get(hi.checked_sub(1)?)?;
+    (t >= start).then_some((t, v))
 }
 
 impl SeriesData {
     /// The samples of `samples` in `[start, end]` as a series, if any: what
     /// [`Storage::select`] returns for one series.
     pub fn window(labels: &Labels, samples: &[(i64, f64)], start: i64, end: i64) -> Option<Self> {
-        let lo = samples.partition_point(|&(t, _)| t < start);
-        let hi = samples.partition_point(|&(t, _)| t <= end);
-        (lo < hi).then(|| SeriesData {
+        let w = window_of(samples, start, end);
+        (!w.is_empty()).then(|| SeriesData {
             labels: labels.clone(),
-            samples: samples[lo..hi].to_vec(),
+            samples: w.to_vec(),
         })
     }
 
     /// The latest sample of `samples` in `[start, end]` as a one-sample series: what
     /// [`Storage::select_latest`] returns for one series.
     pub fn latest(labels: &Labels, samples: &[(i64, f64)], start: i64, end: i64) -> Option<Self> {
-        let hi = samples.partition_point(|&(t, _)| t <= end);
-        let &(t, v) = samples.get(hi.checked_sub(1)?)?;
-        (t >= start).then(|| SeriesData {
+        let s = latest_of(samples, start, end)?;
+        Some(SeriesData {
             labels: labels.clone(),
-            samples: vec![(t, v)],
+            samples: vec![s],
         })
     }
 }
