@@ -322,7 +322,9 @@ fn failed_commits_are_reported_and_retried_until_the_disk_takes_them() {
     let w = start_writer(
         dd,
         Arc::new(move |e| {
-            seen.lock().unwrap().push(matches!(e, WriterEvent::Failed { .. }));
+            seen.lock()
+                .unwrap()
+                .push(matches!(e, WriterEvent::Failed { .. }));
         }),
     )
     .unwrap();
@@ -335,17 +337,26 @@ fn failed_commits_are_reported_and_retried_until_the_disk_takes_them() {
         }],
         Box::new(move |ok| tx.send(ok).unwrap()),
     );
-    assert!(!rx.recv_timeout(Duration::from_secs(10)).unwrap(), "told at once");
+    assert!(
+        !rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+        "told at once"
+    );
     assert_eq!(*events.lock().unwrap(), vec![true]);
     full.store(false, Ordering::SeqCst);
     let deadline = std::time::Duration::from_secs(10);
     let start = std::time::SystemTime::now();
     while !events.lock().unwrap().contains(&false) {
-        assert!(start.elapsed().unwrap() < deadline, "retried once the disk took it");
+        assert!(
+            start.elapsed().unwrap() < deadline,
+            "retried once the disk took it"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     w.stop(Duration::from_secs(10));
     let (dd, _) = DataDir::open(&dir).unwrap();
-    assert_eq!(dd.load_rows("outbox").unwrap(), vec![("a".into(), "1".into())]);
+    assert_eq!(
+        dd.load_rows("outbox").unwrap(),
+        vec![("a".into(), "1".into())]
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
