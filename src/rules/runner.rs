@@ -424,8 +424,6 @@ impl Runner {
                 .any(|t| matches!(t.transition, Transition::Firing | Transition::Resolved));
             (pass, fired_or_resolved.then(|| engine.notifiable()))
         };
-        log_pass(&pass);
-        self.persist(!pass.transitions.is_empty());
         // Notifications first, so whoever wakes on `alerts_tx` finds them published.
         if let Some(n) = notifiable {
             self.notifiable_tx.send_replace(Arc::new(n));
@@ -437,6 +435,10 @@ impl Runner {
         {
             self.alerts_tx.send_modify(|v| *v = v.wrapping_add(1));
         }
+        // The states are written after the notifier was woken: its outbox row, which a
+        // notification waits for, then usually shares this commit instead of queueing behind it.
+        self.persist(!pass.transitions.is_empty());
+        log_pass(&pass);
         pass
     }
 
