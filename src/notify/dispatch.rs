@@ -154,7 +154,7 @@ impl Dispatcher {
             let labels = group_labels(&plan.group_by, &alert.labels);
             let key = group_key(&plan.route, &labels);
 
-            let group = self.groups.entry(key).or_insert_with(|| {
+            let group = self.groups.entry(key.clone()).or_insert_with(|| {
                 let wait = ms(plan.group_wait);
                 let first = if alert.starts_at_ms.saturating_add(wait) <= now_ms {
                     now_ms
@@ -168,13 +168,16 @@ impl Dispatcher {
                     next_flush_ms: first,
                 }
             });
-            // A resolved alert the group never held has nothing to say to its receivers.
+            // A resolved alert the group never held has nothing to say to its receivers (and a
+            // group made just for it goes again).
             if alert.resolved() && !group.alerts.contains_key(&fp) {
+                if group.alerts.is_empty() {
+                    self.groups.remove(&key);
+                }
                 continue;
             }
             group.alerts.insert(fp, alert.clone());
         }
-        self.groups.retain(|_, g| !g.alerts.is_empty());
     }
 
     /// When the next group is due, if any.

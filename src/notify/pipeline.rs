@@ -235,6 +235,10 @@ impl Notifier {
         // Per alert: resolved or not, and when that became so (wall ms): where a notification's
         // latency is measured from.
         let mut changed_at: HashMap<u64, (bool, i64)> = HashMap::new();
+        // The previous snapshot, by fingerprint: an alert that did not change since is not
+        // routed and inserted again (a no-op for the groups, and the snapshot carries every
+        // resolved alert for 15 minutes, so re-inserting all made each change cost O(alerts)).
+        let mut previous: HashMap<u64, NotifyAlert> = HashMap::new();
         // Per receiver integration and group: since when its deliveries have failed (the
         // fallback receiver's clock).
         let mut failing: HashMap<LogKey, i64> = HashMap::new();
@@ -327,10 +331,16 @@ impl Notifier {
                     let routing = self.routing();
                     let inhibited = firing.iter().filter(|a| routing.muter.inhibited(a, &firing)).count();
                     self.telemetry.gauge(names::ALERTS_INHIBITED, &[]).set(inhibited as f64);
+                    let mut current = HashMap::with_capacity(snapshot.len());
                     for a in snapshot.iter() {
-                        let plans = routing.router.routes(&a.labels);
-                        dispatcher.insert(a, &plans, now);
+                        let fp = a.fingerprint();
+                        if previous.get(&fp) != Some(a) {
+                            let plans = routing.router.routes(&a.labels);
+                            dispatcher.insert(a, &plans, now);
+                        }
+                        current.insert(fp, a.clone());
                     }
+                    previous = current;
                     // Groups due at once (`group_wait: 0s`) go out now, not a timer tick later.
                     if dispatcher.next_due_ms().is_some_and(|due| due <= now) {
                         let mut ctx = FlushCtx { firing: &firing, changed: &changed_at, log: &log, done_tx: &done_tx, pending: &mut pending, outbox: &mut outbox };
