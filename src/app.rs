@@ -185,12 +185,13 @@ impl LoadedAlerting {
 fn load_alerting(source: &AlertingSource) -> Result<LoadedAlerting, AppError> {
     match source {
         AlertingSource::File(path) => {
-            let config = Arc::new(notify::config::load_file(path)?);
+            let (config, text) = notify::config::load_file_with_text(path)?;
+            let config = Arc::new(config);
             let receivers = wire::integrations(&config)?;
             Ok(LoadedAlerting {
                 config,
                 receivers,
-                text: std::fs::read_to_string(path).unwrap_or_default(),
+                text,
             })
         }
         AlertingSource::Demo => Ok(LoadedAlerting {

@@ -299,11 +299,18 @@ impl InhibitRule {
 
 /// Reads and builds `path`; relative `_file` paths and templates are resolved against its directory.
 pub fn load_file(path: &Path) -> Result<AlertingConfig, AmConfigError> {
+    load_file_with_text(path).map(|(cfg, _)| cfg)
+}
+
+/// [`load_file`], also returning the text it was built from (read once: `/api/v2/status` shows
+/// it masked).
+pub fn load_file_with_text(path: &Path) -> Result<(AlertingConfig, String), AmConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| AmConfigError::Read {
         path: path.display().to_string(),
         source,
     })?;
-    parse_str(&text, &path.display().to_string())
+    let cfg = parse_str(&text, &path.display().to_string())?;
+    Ok((cfg, text))
 }
 
 /// Builds a configuration from `text`. `origin` names it in errors; relative `_file` paths and
