@@ -5,7 +5,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::scripted::{envelope, position, recorder, scripted_exchange};
+use common::scripted::{Answer, envelope, position, recorder, scripted_exchange, webhook};
 use common::*;
 use ocx_sentinel::config::{AlertingSource, Auth, RuleSettings};
 use ocx_sentinel::rules::runner::RuleSource;
@@ -346,52 +346,17 @@ async fn failing_recorder() -> (
     std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let (tx, rx) = mpsc::unbounded_channel();
     let fail = std::sync::Arc::new(AtomicUsize::new(0));
     let f = fail.clone();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let (tx, f) = (tx.clone(), f.clone());
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 8192];
-                loop {
-                    let n = sock.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
-                    if buf.len() < end + 4 + len {
-                        continue;
-                    }
-                    let body: Value =
-                        serde_json::from_slice(&buf[end + 4..end + 4 + len]).unwrap_or_default();
-                    buf.drain(..end + 4 + len);
-                    let failing = f
-                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                        .is_ok();
-                    let answer: &[u8] = if failing {
-                        b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n"
-                    } else {
-                        let _ = tx.send(body);
-                        b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
-                    };
-                    let _ = sock.write_all(answer).await;
-                }
-            });
+    let (url, rx) = webhook(move |_, _| {
+        if f.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            Answer::Status("500 Internal Server Error")
+        } else {
+            Answer::Ok
         }
-    });
+    })
+    .await;
     (url, rx, fail)
 }

@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::scripted::{envelope, position};
+use common::scripted::{Answer, envelope, position, read_request, webhook};
 use common::{Killed, free_port};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
@@ -29,14 +29,8 @@ async fn exchange(qty: Arc<Mutex<String>>) -> String {
             seq += 10;
             let q = qty.lock().unwrap().clone();
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let mut req = Vec::new();
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                    let n = sock.read(&mut buf).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    req.extend_from_slice(&buf[..n]);
+                if read_request(&mut sock, &mut Vec::new()).await.is_none() {
+                    return;
                 }
                 let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\r\n";
                 let snap = envelope(
@@ -72,56 +66,20 @@ struct Hook {
 }
 
 async fn hook() -> Hook {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let hang = Arc::new(AtomicBool::new(false));
     let requests = Arc::new(AtomicUsize::new(0));
     let (seen_tx, seen) = mpsc::unbounded_channel();
-    let (acked_tx, acked) = mpsc::unbounded_channel();
     let (h, r) = (hang.clone(), requests.clone());
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let (hang, requests, seen_tx, acked_tx) =
-                (h.clone(), r.clone(), seen_tx.clone(), acked_tx.clone());
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let n = sock.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
-                    if buf.len() < end + 4 + len {
-                        continue;
-                    }
-                    let body: Value =
-                        serde_json::from_slice(&buf[end + 4..end + 4 + len]).unwrap_or_default();
-                    buf.drain(..end + 4 + len);
-                    requests.fetch_add(1, Ordering::SeqCst);
-                    if hang.load(Ordering::SeqCst) {
-                        let _ = seen_tx.send(body);
-                        // Hold the connection, unanswered, until the client goes away.
-                        let _ = sock.read(&mut chunk).await;
-                        return;
-                    }
-                    let _ = acked_tx.send(body);
-                    let _ = sock
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-                        .await;
-                }
-            });
+    let (url, acked) = webhook(move |_, body| {
+        r.fetch_add(1, Ordering::SeqCst);
+        if h.load(Ordering::SeqCst) {
+            let _ = seen_tx.send(body.clone());
+            Answer::Hang
+        } else {
+            Answer::Ok
         }
-    });
+    })
+    .await;
     Hook {
         url,
         hang,

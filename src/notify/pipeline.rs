@@ -791,52 +791,88 @@ mod tests {
 
     /// A webhook that fails its first `fail` requests with 500, then records bodies.
     async fn receiver(fail: usize) -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+        let (url, got, _) = receiver_with(move |n| {
+            if n <= fail {
+                "500 Internal Server Error"
+            } else {
+                "200 OK"
+            }
+        })
+        .await;
+        (url, got)
+    }
+
+    /// A webhook answering request `n` (from 1) with the status line `answer(n)` (plus a
+    /// `retry-after: 2` header on a 429); bodies answered 200 are recorded, and every request's
+    /// arrival time.
+    #[allow(clippy::type_complexity)] // reason: two recordings, read by the tests at once
+    async fn receiver_with(
+        answer: impl Fn(usize) -> &'static str + Send + Sync + 'static,
+    ) -> (
+        String,
+        Arc<Mutex<Vec<serde_json::Value>>>,
+        Arc<Mutex<Vec<Instant>>>,
+    ) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/", listener.local_addr().unwrap());
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let seen = got.clone();
+        let (got, times) = (
+            Arc::new(Mutex::new(Vec::new())),
+            Arc::new(Mutex::new(Vec::new())),
+        );
+        let (seen, at) = (got.clone(), times.clone());
+        let answer = Arc::new(answer);
         tokio::spawn(async move {
-            let mut n = 0;
             while let Ok((mut sock, _)) = listener.accept().await {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 8192];
-                loop {
-                    let k = sock.read(&mut chunk).await.unwrap_or(0);
-                    if k == 0 {
-                        break;
-                    }
-                    buf.extend_from_slice(&chunk[..k]);
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
-                    if buf.len() < end + 4 + len {
-                        continue;
-                    }
-                    n += 1;
-                    let status = if n <= fail {
-                        "500 Internal Server Error"
-                    } else {
-                        if let Ok(v) = serde_json::from_slice(&buf[end + 4..end + 4 + len]) {
+                let (seen, at, answer) = (seen.clone(), at.clone(), answer.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 8192];
+                    loop {
+                        let k = sock.read(&mut chunk).await.unwrap_or(0);
+                        if k == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..k]);
+                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            continue;
+                        };
+                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        if buf.len() < end + 4 + len {
+                            continue;
+                        }
+                        let n = {
+                            let mut t = at.lock().unwrap();
+                            t.push(Instant::now());
+                            t.len()
+                        };
+                        let status = answer(n);
+                        if status.starts_with("200")
+                            && let Ok(v) = serde_json::from_slice(&buf[end + 4..end + 4 + len])
+                        {
                             seen.lock().unwrap().push(v);
                         }
-                        "200 OK"
-                    };
-                    let _ = sock
-                        .write_all(
-                            format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n").as_bytes(),
-                        )
-                        .await;
-                    buf.drain(..end + 4 + len);
-                }
+                        buf.drain(..end + 4 + len);
+                        let extra = if status.starts_with("429") {
+                            "retry-after: 2\r\n"
+                        } else {
+                            ""
+                        };
+                        let _ = sock
+                            .write_all(
+                                format!("HTTP/1.1 {status}\r\n{extra}content-length: 0\r\n\r\n")
+                                    .as_bytes(),
+                            )
+                            .await;
+                    }
+                });
             }
         });
-        (url, got)
+        (url, got, times)
     }
 
     fn alert(resolved: bool) -> NotifyAlert {
@@ -1075,50 +1111,14 @@ mod tests {
     // the second request comes no earlier, and there is no third.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_429_with_retry_after_waits_as_told_across_flushes() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/", listener.local_addr().unwrap());
-        let times = Arc::new(Mutex::new(Vec::new()));
-        let seen = times.clone();
-        tokio::spawn(async move {
-            while let Ok((mut sock, _)) = listener.accept().await {
-                let seen = seen.clone();
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 8192];
-                    loop {
-                        let k = sock.read(&mut chunk).await.unwrap_or(0);
-                        if k == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..k]);
-                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                            continue;
-                        };
-                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                        let len: usize = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .and_then(|v| v.trim().parse().ok())
-                            .unwrap_or(0);
-                        if buf.len() < end + 4 + len {
-                            continue;
-                        }
-                        buf.drain(..end + 4 + len);
-                        let n = {
-                            let mut t = seen.lock().unwrap();
-                            t.push(Instant::now());
-                            t.len()
-                        };
-                        let answer = if n == 1 {
-                            "HTTP/1.1 429 Too Many Requests\r\nretry-after: 2\r\ncontent-length: 0\r\n\r\n"
-                        } else {
-                            "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
-                        };
-                        let _ = sock.write_all(answer.as_bytes()).await;
-                    }
-                });
+        let (url, _, times) = receiver_with(|n| {
+            if n == 1 {
+                "429 Too Many Requests"
+            } else {
+                "200 OK"
             }
-        });
+        })
+        .await;
         let t = Telemetry::new();
         let notifier = notifier_to(url, &t);
         let (alerts_tx, alerts_rx) = watch::channel(Arc::new(Vec::new()));

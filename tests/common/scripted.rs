@@ -72,46 +72,83 @@ pub fn position(qty: &str) -> String {
     )
 }
 
-/// A webhook receiver that answers 200 and hands every body to the test.
-pub async fn recorder() -> (String, mpsc::UnboundedReceiver<serde_json::Value>) {
+/// How a [`webhook`] answers one request.
+pub enum Answer {
+    /// 200, and the body goes to the test.
+    Ok,
+    /// This status line (e.g. `"500 Internal Server Error"`); the body is not handed over.
+    Status(&'static str),
+    /// Never answer; the connection is held until the client goes away.
+    Hang,
+}
+
+/// A webhook receiver on 127.0.0.1: every request's body (JSON, `null` when it is not) and its
+/// number (from 1) go to `answer`, which says what to do with it; bodies answered 200 reach
+/// the returned channel.
+pub async fn webhook(
+    answer: impl Fn(usize, &serde_json::Value) -> Answer + Send + Sync + 'static,
+) -> (String, mpsc::UnboundedReceiver<serde_json::Value>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let (tx, rx) = mpsc::unbounded_channel();
+    let answer = std::sync::Arc::new(answer);
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
-            let tx = tx.clone();
+            let (tx, answer, count) = (tx.clone(), answer.clone(), count.clone());
             tokio::spawn(async move {
                 let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let n = sock.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
+                while let Some(body) = read_request(&mut sock, &mut buf).await {
+                    let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                    let status = match answer(n, &body) {
+                        Answer::Ok => {
+                            let _ = tx.send(body);
+                            "200 OK"
+                        }
+                        Answer::Status(s) => s,
+                        Answer::Hang => {
+                            let _ = sock.read(&mut [0u8; 1]).await;
+                            return;
+                        }
+                    };
+                    let reply = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
+                    if sock.write_all(reply.as_bytes()).await.is_err() {
                         return;
                     }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
-                    if buf.len() < end + 4 + len {
-                        continue;
-                    }
-                    let body = &buf[end + 4..end + 4 + len];
-                    if let Ok(v) = serde_json::from_slice(body) {
-                        let _ = tx.send(v);
-                    }
-                    let _ = sock
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-                        .await;
-                    buf.drain(..end + 4 + len);
                 }
             });
         }
     });
     (url, rx)
+}
+
+/// Reads one HTTP/1.1 request (head and `content-length` body) from `sock`, keeping what
+/// follows in `buf` for the next; `None` once the peer is gone.
+pub async fn read_request(sock: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+    let mut chunk = [0u8; 8192];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                let body = buf[end + 4..end + 4 + len].to_vec();
+                buf.drain(..end + 4 + len);
+                return Some(body);
+            }
+        }
+        match sock.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// A webhook receiver that answers 200 and hands every body to the test.
+pub async fn recorder() -> (String, mpsc::UnboundedReceiver<serde_json::Value>) {
+    webhook(|_, _| Answer::Ok).await
 }
