@@ -148,7 +148,7 @@ struct Done {
 struct FlushCtx<'a> {
     firing: &'a [NotifyAlert],
     /// When each alert (by fingerprint) last changed state as the notifier saw it.
-    changed: &'a HashMap<u64, (bool, i64)>,
+    changed: &'a HashMap<u64, i64>,
     log: &'a HashMap<LogKey, LogEntry>,
     done_tx: &'a mpsc::UnboundedSender<Done>,
     pending: &'a mut HashMap<String, Pending>,
@@ -232,9 +232,9 @@ impl Notifier {
     ) {
         let mut dispatcher = Dispatcher::new();
         let mut reloads = self.reloads.subscribe();
-        // Per alert: resolved or not, and when that became so (wall ms): where a notification's
-        // latency is measured from.
-        let mut changed_at: HashMap<u64, (bool, i64)> = HashMap::new();
+        // Per alert: when it last fired or resolved (wall ms): where a notification's latency is
+        // measured from.
+        let mut changed_at: HashMap<u64, i64> = HashMap::new();
         // The previous snapshot, by fingerprint: an alert that did not change since is not
         // routed and inserted again (a no-op for the groups, and the snapshot carries every
         // resolved alert for 15 minutes, so re-inserting all made each change cost O(alerts)).
@@ -317,28 +317,28 @@ impl Notifier {
                     let now = clock();
                     firing = snapshot.iter().filter(|a| !a.resolved()).cloned().collect();
                     let wall = unix_ms();
-                    let mut seen = BTreeSet::new();
-                    for a in snapshot.iter() {
-                        let fp = a.fingerprint();
-                        seen.insert(fp);
-                        let resolved = a.resolved();
-                        let at = changed_at.entry(fp).or_insert((resolved, wall));
-                        if at.0 != resolved {
-                            *at = (resolved, wall);
-                        }
-                    }
-                    changed_at.retain(|fp, _| seen.contains(fp));
                     let routing = self.routing();
                     let inhibited = firing.iter().filter(|a| routing.muter.inhibited(a, &firing)).count();
                     self.telemetry.gauge(names::ALERTS_INHIBITED, &[]).set(inhibited as f64);
+                    // One fingerprint per alert per snapshot; only what changed since the
+                    // previous one is routed, inserted and (if its resolved state flipped)
+                    // re-timed.
                     let mut current = HashMap::with_capacity(snapshot.len());
                     for a in snapshot.iter() {
                         let fp = a.fingerprint();
-                        if previous.get(&fp) != Some(a) {
+                        let old = previous.remove(&fp);
+                        if old.as_ref() != Some(a) {
+                            if old.is_none_or(|o| o.resolved() != a.resolved()) {
+                                changed_at.insert(fp, wall);
+                            }
                             let plans = routing.router.routes(&a.labels);
                             dispatcher.insert(a, &plans, now);
                         }
                         current.insert(fp, a.clone());
+                    }
+                    // Alerts gone from the snapshot take their change times with them.
+                    for fp in previous.keys() {
+                        changed_at.remove(fp);
                     }
                     previous = current;
                     // Groups due at once (`group_wait: 0s`) go out now, not a timer tick later.
@@ -588,7 +588,7 @@ impl Notifier {
                 .then(|| {
                     alerts
                         .iter()
-                        .filter_map(|a| changed.get(&a.fingerprint()).map(|c| c.1))
+                        .filter_map(|a| changed.get(&a.fingerprint()).copied())
                         .max()
                 })
                 .flatten();
