@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::file::AlertingRule;
+use super::group::Scope;
 use super::promql::{Labels, METRIC_NAME, Sample};
 use super::template::{TemplateData, TemplateQuery};
 
@@ -135,13 +136,16 @@ impl RuleAlerts {
         self.active.insert(alert.labels.clone(), alert);
     }
 
-    /// One evaluation at `t_ms` with the expression's result vector.
+    /// One evaluation at `t_ms` with the expression's result vector. With a `scope`, the
+    /// result covers only the alerts in it: the others keep their state untouched (and their
+    /// `ALERTS` samples), as if this evaluation had not concerned them.
     pub fn eval(
         &mut self,
         rule: &AlertingRule,
         result: &[Sample],
         t_ms: i64,
         ctx: &AlertContext<'_>,
+        scope: Option<&Scope>,
     ) -> Result<AlertOutput, AlertError> {
         // Expand labels and annotations for each result series.
         let mut current: BTreeMap<Labels, Alert> = BTreeMap::new();
@@ -209,6 +213,17 @@ impl RuleAlerts {
         let mut active_pending = 0usize;
         let mut remove = Vec::new();
         for (labels, a) in self.active.iter_mut() {
+            if scope.is_some_and(|s| !s.contains(labels)) {
+                if a.state != AlertState::Inactive {
+                    active_pending += 1;
+                    out.samples.push((alerts_series(rule, a), 1.0));
+                    out.samples.push((
+                        for_state_series(rule, a),
+                        a.active_at_ms.div_euclid(1000) as f64,
+                    ));
+                }
+                continue;
+            }
             if !current.contains_key(labels) {
                 let mut keep_firing = false;
                 if a.state == AlertState::Firing && keep_ms > 0 {

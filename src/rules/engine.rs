@@ -10,10 +10,13 @@ use std::time::{Duration, Instant};
 
 use super::alert::{ALERTS_FOR_STATE_METRIC, ALERTS_METRIC, Alert, AlertState};
 use super::file::{Rule, RuleFile, RuleGroup};
-use super::group::{self, AlertTransition, EvalContext, GroupState, History, RulePick, RuleStatus};
-use super::live::{LiveStore, Needs};
+use super::group::{
+    self, AlertTransition, EvalContext, GroupState, History, RulePick, RuleStatus, Scope, Want,
+};
+use super::live::{ChangeLog, LiveStore, Needs};
 use super::persist::StoredAlert;
 use super::promql::LOOKBACK_DELTA;
+use super::promql::Labels;
 use crate::notify::dispatch::NotifyAlert;
 use crate::telemetry::{APPLY_FAMILIES, Counter, Gauge, Histogram, Telemetry, names};
 
@@ -52,11 +55,32 @@ struct RuleWatch {
     writes: Vec<String>,
     /// The engine's change sequence number when it was last evaluated (0: never).
     evaluated_seq: u64,
+    /// Labels its expression is local in (see `Expr::is_local_in`), if any of [`PARTS`]: a
+    /// change pass then evaluates it over only the values of these labels that changed.
+    part: Option<&'static [&'static str]>,
 }
 
+/// The label sets a change pass may narrow a rule to, tried in order: one market of one
+/// account (what a fill or a position change moves), then one account.
+const PARTS: [&[&str]; 2] = [&["account", "market"], &["account"]];
+
+/// A change pass narrows a rule to what changed only up to this many combinations of values;
+/// beyond, one pass over every series is cheaper than that many narrowed ones.
+const MAX_SCOPE: usize = 16;
+
 impl RuleWatch {
-    fn of(rule: &Rule, watched: &HashSet<String>) -> RuleWatch {
+    fn of(rule: &Rule, limit: usize, watched: &HashSet<String>) -> RuleWatch {
         let mut w = RuleWatch::default();
+        // A group limit counts every output; rule labels may overwrite the part's labels.
+        let label_names: Vec<&str> = match rule {
+            Rule::Recording(r) => r.labels.iter().map(|(k, _)| k).collect(),
+            Rule::Alerting(a) => a.labels.iter().map(|(k, _)| k.as_str()).collect(),
+        };
+        w.part = PARTS.into_iter().find(|part| {
+            limit == 0
+                && !part.iter().any(|l| label_names.contains(l))
+                && rule.expr().is_local_in(part)
+        });
         for sel in rule.expr().selectors() {
             match sel.name {
                 Some(n) if watched.contains(&n) => {
@@ -86,9 +110,21 @@ struct Changes<'a> {
     only_changed: bool,
     live: &'a LiveStore,
     outputs_changed: &'a mut HashMap<String, u64>,
+    /// Per rule output name, which of its series changed lately.
+    output_logs: &'a mut HashMap<String, ChangeLog>,
     seq: &'a mut u64,
     /// The latest change to any watched name (for selectors without a fixed name).
     latest_any: &'a mut u64,
+    /// Rules before this one were evaluated earlier in the same (resumed) timer pass.
+    from: usize,
+    /// Asked before each rule once the pass has evaluated one: `true` stops it there (see
+    /// [`Engine::evaluate_preemptible`]).
+    stop: Option<&'a dyn Fn() -> bool>,
+    /// Whether the pass has evaluated a rule yet: it always evaluates one before it may stop,
+    /// so a resumed pass makes progress whatever the stream does.
+    progressed: &'a mut bool,
+    /// The rule the pass stopped at, if it stopped.
+    stopped_at: Option<usize>,
 }
 
 impl Changes<'_> {
@@ -96,33 +132,101 @@ impl Changes<'_> {
         let out = self.outputs_changed.get(name).copied().unwrap_or(0);
         out.max(self.live.changed_at(name))
     }
+
+    /// What a change pass evaluates of a rule that read `changed` names since `since`: the
+    /// values of its part that changed, or everything when it has no part, never ran, or the
+    /// changes are no longer all known.
+    fn scope(&self, w: &RuleWatch, since: u64, changed: &[&String]) -> Want {
+        let Some(part) = w.part else {
+            return Want::All;
+        };
+        if since == 0 {
+            return Want::All;
+        }
+        let mut values: Vec<Vec<String>> = Vec::new();
+        let mut add = |l: &Labels| {
+            if values.len() <= MAX_SCOPE {
+                let key: Vec<String> = part
+                    .iter()
+                    .map(|p| l.get(p).unwrap_or("").to_string())
+                    .collect();
+                if !values.contains(&key) {
+                    values.push(key);
+                }
+            }
+        };
+        for name in changed {
+            let live_known = self.live.changes_since(name, since, &mut add);
+            let out_known = match self.output_logs.get(name.as_str()) {
+                Some(log) => log.since(since, &mut add),
+                None => self
+                    .outputs_changed
+                    .get(name.as_str())
+                    .is_none_or(|&at| at <= since),
+            };
+            if !(live_known && out_known) {
+                return Want::All;
+            }
+        }
+        if values.is_empty() || values.len() > MAX_SCOPE {
+            return Want::All;
+        }
+        Want::Only(Scope {
+            labels: part.iter().map(|l| l.to_string()).collect(),
+            values,
+        })
+    }
 }
 
 impl RulePick for Changes<'_> {
-    fn wants(&mut self, i: usize) -> bool {
+    fn wants(&mut self, i: usize) -> Want {
+        if i < self.from || self.stopped_at.is_some() {
+            return Want::Skip;
+        }
+        if *self.progressed && self.stop.is_some_and(|stop| stop()) {
+            self.stopped_at = Some(i);
+            return Want::Skip;
+        }
         let Some(w) = self.watch.get(i) else {
-            return true;
+            *self.progressed = true;
+            return Want::All;
         };
         let since = w.evaluated_seq;
-        let wanted = !self.only_changed
-            || (w.reads_any && *self.latest_any > since)
-            || w.reads.iter().any(|n| self.changed_at(n) > since);
-        if wanted {
+        let want = if !self.only_changed || (w.reads_any && *self.latest_any > since) {
+            Want::All
+        } else {
+            let changed: Vec<&String> = w
+                .reads
+                .iter()
+                .filter(|n| self.changed_at(n) > since)
+                .collect();
+            if changed.is_empty() {
+                Want::Skip
+            } else {
+                self.scope(w, since, &changed)
+            }
+        };
+        if want != Want::Skip {
+            *self.progressed = true;
             *self.seq += 1;
             if let Some(w) = self.watch.get_mut(i) {
                 w.evaluated_seq = *self.seq;
             }
         }
-        wanted
+        want
     }
 
-    fn done(&mut self, i: usize, output_changed: bool) {
+    fn done(&mut self, i: usize, changed: &[Labels]) {
         let Some(w) = self.watch.get(i) else { return };
-        if output_changed {
+        if !changed.is_empty() {
             *self.seq += 1;
             *self.latest_any = *self.seq;
             for name in &w.writes {
                 self.outputs_changed.insert(name.clone(), *self.seq);
+                let log = self.output_logs.entry(name.clone()).or_default();
+                for l in changed {
+                    log.push(*self.seq, l.clone());
+                }
             }
         }
     }
@@ -137,6 +241,19 @@ enum Mode {
     Due,
     /// After a change: the rules reading a series that changed since they last ran.
     Changed,
+}
+
+/// Where a timer pass that stopped for a change goes on (see [`Engine::evaluate_preemptible`]).
+#[derive(Debug, Clone, Copy)]
+struct Resume {
+    /// The timer clock the pass started at: the groups due then are the ones it evaluates.
+    tick_ms: i64,
+    mode: Mode,
+    /// The group and rule it stopped at.
+    group: usize,
+    rule: usize,
+    /// Time spent on that group before it stopped, for its duration series.
+    seconds: f64,
 }
 
 impl LiveGroup {
@@ -189,6 +306,9 @@ pub struct Pass {
     pub groups: usize,
     /// Rules evaluated.
     pub rules: usize,
+    /// Of those, rules a change pass evaluated over only the markets (or accounts) that
+    /// changed.
+    pub scoped: usize,
     pub transitions: Vec<AlertTransition>,
     /// Rules that failed with an error they did not have at their previous evaluation: what to
     /// log. A rule failing the same way after every event is logged once, not per event (the
@@ -197,6 +317,8 @@ pub struct Pass {
     /// Rules that evaluated fine again after failing, by (group, rule name).
     pub recovered: Vec<(String, String)>,
     pub seconds: f64,
+    /// A timer pass stopped before its last rule (see [`Engine::evaluate_preemptible`]).
+    pub stopped: bool,
 }
 
 /// The engine of one sidecar. See the module docs.
@@ -223,10 +345,15 @@ pub struct Engine {
     seq: u64,
     /// Per rule output name (recorded names, `ALERTS`), the `seq` of its latest change.
     outputs_changed: HashMap<String, u64>,
+    /// Per rule output name, which of its series changed lately (what a change pass narrows
+    /// the rules reading it to).
+    output_logs: HashMap<String, ChangeLog>,
     /// The names a change can move: [`APPLY_FAMILIES`] and the rules' outputs.
     watched: HashSet<String>,
     /// How long the latest pass took (of any kind), when there is a clock.
     last_pass_seconds: f64,
+    /// A timer pass that stopped early for a change, to finish before the next one starts.
+    resume: Option<Resume>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -258,8 +385,10 @@ impl Engine {
             clock: None,
             seq: 0,
             outputs_changed: HashMap::new(),
+            output_logs: HashMap::new(),
             watched: HashSet::new(),
             last_pass_seconds: 0.0,
+            resume: None,
         }
     }
 
@@ -273,6 +402,9 @@ impl Engine {
     /// same file and name as a loaded one keeps the state of each rule that is still there
     /// (alerts keep their `activeAt`); other groups start fresh and are first evaluated at once.
     pub fn load(&mut self, files: Vec<RuleFile>, now_ms: i64) {
+        // A timer pass that stopped half-way is not finished over different groups: the new
+        // ones are due at once, the kept ones keep their timers.
+        self.resume = None;
         let mut old: HashMap<String, LiveGroup> = std::mem::take(&mut self.groups)
             .into_iter()
             .map(|g| (g.key(), g))
@@ -341,7 +473,7 @@ impl Engine {
                 .group
                 .rules
                 .iter()
-                .map(|r| RuleWatch::of(r, &self.watched))
+                .map(|r| RuleWatch::of(r, g.group.limit, &self.watched))
                 .collect();
         }
         let needs = Needs::of(self.groups.iter().map(|g| &g.group));
@@ -370,9 +502,18 @@ impl Engine {
         &self.groups
     }
 
-    /// When the earliest timer evaluation is due (timer clock), if any group is loaded.
+    /// When the earliest timer evaluation is due (timer clock), if any group is loaded: at once
+    /// when a timer pass stopped for a change has rules left.
     pub fn next_due_ms(&self) -> Option<i64> {
+        if let Some(r) = self.resume {
+            return Some(r.tick_ms);
+        }
         self.groups.iter().map(|g| g.next_due_ms).min()
+    }
+
+    /// Whether a timer pass stopped for a change and has rules left to evaluate.
+    pub fn tick_in_progress(&self) -> bool {
+        self.resume.is_some()
     }
 
     /// [`Engine::evaluate_at`] with one clock for both timestamps and timers.
@@ -390,6 +531,30 @@ impl Engine {
             now_ms,
             tick_ms,
             if due_only { Mode::Due } else { Mode::All },
+            None,
+        )
+    }
+
+    /// [`Engine::evaluate_at`] that may stop between two rules: before each rule after the
+    /// first, `stop` is asked, and when it says yes the pass ends there ([`Pass::stopped`]) so
+    /// the caller can run a change-driven pass first; the next call (whatever its arguments)
+    /// goes on from that rule, at a fresh timestamp, with the groups that were due when the
+    /// pass began. A breach then waits for one rule of a timer pass, not for all of them.
+    /// Each call evaluates at least one rule, so a busy stream slows a timer pass down but
+    /// never starves it (the runner also lets change passes stop one only as often as its duty
+    /// bound allows).
+    pub fn evaluate_preemptible(
+        &mut self,
+        now_ms: i64,
+        tick_ms: i64,
+        due_only: bool,
+        stop: &dyn Fn() -> bool,
+    ) -> Pass {
+        self.run(
+            now_ms,
+            tick_ms,
+            if due_only { Mode::Due } else { Mode::All },
+            Some(stop),
         )
     }
 
@@ -402,10 +567,16 @@ impl Engine {
     /// stream health, clocks (`time()`) and sliding windows move; a change pass only brings a
     /// rule's next evaluation forward for the data it reads. Timestamps still never repeat.
     pub fn evaluate_changes(&mut self, now_ms: i64) -> Pass {
-        self.run(now_ms, 0, Mode::Changed)
+        self.run(now_ms, 0, Mode::Changed, None)
     }
 
-    fn run(&mut self, now_ms: i64, tick_ms: i64, mode: Mode) -> Pass {
+    fn run(
+        &mut self,
+        now_ms: i64,
+        tick_ms: i64,
+        mode: Mode,
+        stop: Option<&dyn Fn() -> bool>,
+    ) -> Pass {
         let started = self.clock.map(|now| now());
         let t = now_ms.max(self.last_t.saturating_add(1));
         self.last_t = t;
@@ -413,13 +584,24 @@ impl Engine {
             t_ms: t,
             ..Pass::default()
         };
-        let due = |g: &LiveGroup| match mode {
-            Mode::All | Mode::Changed => true,
-            Mode::Due => g.next_due_ms <= tick_ms,
+        // A timer pass goes on where the previous one stopped; a change pass runs in between.
+        let resume = match mode {
+            Mode::Changed => None,
+            Mode::All | Mode::Due => self.resume.take(),
         };
-        if !self.groups.iter().any(due) {
+        let (tick_ms, mode) = resume.map_or((tick_ms, mode), |r| (r.tick_ms, r.mode));
+        let from_group = resume.map_or(0, |r| r.group);
+        let due = |gi: usize, g: &LiveGroup| {
+            gi >= from_group
+                && match mode {
+                    Mode::All | Mode::Changed => true,
+                    Mode::Due => g.next_due_ms <= tick_ms,
+                }
+        };
+        if !self.groups.iter().enumerate().any(|(gi, g)| due(gi, g)) {
             return pass;
         }
+        let mut progressed = false;
         self.seq += 1;
         self.live.observe(t, self.seq);
         let ctx = EvalContext {
@@ -431,10 +613,11 @@ impl Engine {
         let watched = &self.watched;
         let mut latest_any = self.live.latest_change(|n| watched.contains(n));
         latest_any = latest_any.max(self.outputs_changed.values().copied().max().unwrap_or(0));
-        for g in &mut self.groups {
-            if !due(g) {
+        for (gi, g) in self.groups.iter_mut().enumerate() {
+            if !due(gi, g) {
                 continue;
             }
+            let resumed_here = resume.filter(|r| r.group == gi);
             let g_started = clock.map(|now| now());
             let before: Vec<Option<String>> = (0..g.group.rules.len())
                 .map(|i| g.state.status(i).and_then(|s| s.last_error.clone()))
@@ -444,8 +627,13 @@ impl Engine {
                 only_changed: mode == Mode::Changed,
                 live: &self.live,
                 outputs_changed: &mut self.outputs_changed,
+                output_logs: &mut self.output_logs,
                 seq: &mut self.seq,
                 latest_any: &mut latest_any,
+                from: resumed_here.map_or(0, |r| r.rule),
+                stop,
+                progressed: &mut progressed,
+                stopped_at: None,
             };
             let out = group::eval_group_picked(
                 &g.group,
@@ -456,13 +644,27 @@ impl Engine {
                 &ctx,
                 &mut pick,
             );
+            let stopped_at = pick.stopped_at;
+            let seconds = elapsed(clock, g_started) + resumed_here.map_or(0.0, |r| r.seconds);
+            if let Some(rule) = stopped_at {
+                self.resume = Some(Resume {
+                    tick_ms,
+                    mode,
+                    group: gi,
+                    rule,
+                    seconds,
+                });
+            }
             if out.evaluated == 0 {
+                if stopped_at.is_some() {
+                    pass.stopped = true;
+                    break;
+                }
                 continue;
             }
-            let seconds = elapsed(clock, g_started);
             g.metrics.evaluations.increment(out.evaluated as u64);
             g.metrics.failures.increment(out.errors.len() as u64);
-            if mode != Mode::Changed {
+            if mode != Mode::Changed && stopped_at.is_none() {
                 g.last_eval_ms = Some(t);
                 g.last_seconds = seconds;
                 g.next_due_ms = tick_ms.saturating_add(ms(g.interval));
@@ -471,6 +673,7 @@ impl Engine {
             }
             pass.groups += 1;
             pass.rules += out.evaluated;
+            pass.scoped += out.scoped;
             let key = group_key(&g.group);
             let name = |i: usize| g.group.rules.get(i).map_or("", Rule::name).to_string();
             for (i, error) in out.errors {
@@ -489,6 +692,10 @@ impl Engine {
                 }
             }
             pass.transitions.extend(out.transitions);
+            if stopped_at.is_some() {
+                pass.stopped = true;
+                break;
+            }
         }
         if t.saturating_sub(self.last_prune_ms) >= ms(HISTORY_RESOLUTION) {
             self.outputs.prune_before(t.saturating_sub(ms(self.keep)));
@@ -1055,5 +1262,232 @@ groups:
             .unwrap();
         let (_, v) = *recorded.last().unwrap();
         assert!((v - 30.0).abs() < 1.5, "increase over 1m: {v}");
+    }
+
+    const THREE_GROUPS: &str = r#"
+groups:
+  - name: first
+    rules:
+      - record: a:pos:abs
+        expr: abs(ocx_position_quantity)
+      - alert: Breached
+        expr: a:pos:abs > on(account, market) group_left ocx_inventory_limit
+  - name: second
+    rules:
+      - record: a:pos:sum
+        expr: sum by (account) (ocx_position_quantity)
+"#;
+
+    /// A timer pass stopped between two rules goes on from that rule at the next call, with the
+    /// groups that were due when it began; the group's timer and duration are set only when its
+    /// last rule ran; a change pass in between sees what changed; and the outcome is the one an
+    /// uninterrupted pass gives.
+    #[test]
+    fn a_timer_pass_stops_for_a_change_and_goes_on_where_it_stopped() {
+        let t = Telemetry::new();
+        let mut e = Engine::new(&t, Duration::from_secs(1), "http://sentinel");
+        e.load(vec![parse_str(THREE_GROUPS, "rules.yml").unwrap()], 0);
+        let l = [("account", "a"), ("market", "BTC-PERP")];
+        t.gauge(names::INVENTORY_LIMIT, &l).set(5.0);
+        let q = t.gauge(names::POSITION_QUANTITY, &l);
+        q.set(1.0);
+        assert_eq!(e.evaluate(1_000, false).rules, 3);
+        assert!(!e.tick_in_progress());
+
+        // The next timer pass is asked to stop before every rule after its first.
+        let p = e.evaluate_preemptible(2_000, 2_000, true, &|| true);
+        assert!(p.stopped);
+        assert_eq!(p.rules, 1, "it evaluates one rule before it may stop");
+        assert!(e.tick_in_progress());
+        assert_eq!(e.next_due_ms(), Some(2_000), "the rest is due at once");
+        let first = &e.groups()[0];
+        assert_eq!(first.last_eval_ms, Some(1_000), "group not finished yet");
+
+        // A breach arrives: the change pass evaluates what reads it, the timer pass waits.
+        q.set(-7.0);
+        let p = e.evaluate_changes(2_100);
+        assert!(!p.stopped);
+        assert_eq!(
+            p.rules, 3,
+            "the position readers and what reads their outputs"
+        );
+        assert_eq!(states(&e), vec![("BTC-PERP".into(), AlertState::Firing)]);
+        assert!(
+            e.tick_in_progress(),
+            "a change pass leaves the timer pass where it was"
+        );
+
+        // The timer pass goes on from the alert rule, one rule per call while asked to stop.
+        let p = e.evaluate_preemptible(2_200, 5_000, true, &|| true);
+        assert_eq!((p.rules, p.stopped), (1, true));
+        assert_eq!(e.groups()[0].last_eval_ms, Some(2_200), "first group done");
+        let p = e.evaluate_preemptible(2_300, 5_000, true, &|| true);
+        assert_eq!((p.rules, p.stopped), (1, false));
+        assert!(!e.tick_in_progress());
+        assert_eq!(e.groups()[1].last_eval_ms, Some(2_300));
+        // Timers restart from the timer clock the pass began at (2 s), not the later calls'.
+        assert_eq!(e.next_due_ms(), Some(3_000));
+        assert_eq!(states(&e), vec![("BTC-PERP".into(), AlertState::Firing)]);
+
+        // Not asked to stop: one call evaluates every due group, as `evaluate_at` does.
+        let p = e.evaluate_preemptible(3_000, 3_000, true, &|| false);
+        assert_eq!((p.rules, p.groups, p.stopped), (3, 2, false));
+        // A reload drops a half-done timer pass (its groups may be gone).
+        e.evaluate_preemptible(4_000, 4_000, true, &|| true);
+        assert!(e.tick_in_progress());
+        e.load(vec![parse_str(THREE_GROUPS, "rules.yml").unwrap()], 3_000);
+        assert!(!e.tick_in_progress());
+    }
+
+    const SCOPED_RULES: &str = r#"
+groups:
+  - name: positions
+    rules:
+      - record: market:position:abs
+        expr: abs(ocx_position_quantity)
+      - alert: Limit
+        expr: market:position:abs > on(account, market) group_left ocx_inventory_limit
+      - alert: LimitDirect
+        expr: abs(ocx_position_quantity) > on(account, market) group_left ocx_inventory_limit
+        labels: {severity: page}
+      - alert: Short
+        expr: ocx_position_quantity < -2 and on(account, market) ocx_inventory_limit > 0
+      - alert: AccountTotal
+        expr: sum by (account) (abs(ocx_position_quantity)) > 12
+      - alert: ManyOpen
+        expr: count(abs(ocx_position_quantity) > 3) > 1
+      - record: market:alerts_firing:count
+        expr: count by (account, market) (ALERTS{alertstate="firing"})
+      - alert: Several
+        expr: market:alerts_firing:count > 1
+"#;
+
+    /// The live outputs of `name`: each series' latest sample, unless it is a stale marker.
+    fn outputs_of(e: &Engine, name: &str, t: i64) -> Vec<(Labels, u64)> {
+        let sel = crate::rules::promql::Selector {
+            name: Some(name.into()),
+            matchers: vec![crate::rules::promql::Matcher::equal("__name__", name)],
+        };
+        let mut out: Vec<(Labels, u64)> =
+            crate::rules::promql::Storage::select(&e.outputs, &sel, t - 300_000, t)
+                .into_iter()
+                .filter_map(|s| {
+                    let &(_, v) = s.samples.last()?;
+                    (!crate::rules::promql::is_stale(v)).then(|| (s.labels, v.to_bits()))
+                })
+                .collect();
+        out.sort();
+        out
+    }
+
+    fn alert_view(e: &Engine) -> Vec<(String, Labels, AlertState, u64, i64)> {
+        let mut v: Vec<_> = e
+            .alerts()
+            .filter(|(_, a)| a.state != AlertState::Inactive)
+            .map(|(r, a)| {
+                (
+                    r.name.clone(),
+                    a.labels.clone(),
+                    a.state,
+                    a.value.to_bits(),
+                    a.active_at_ms,
+                )
+            })
+            .collect();
+        v.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        v
+    }
+
+    /// Change passes that narrow rules to the markets that changed give the alerts and recorded
+    /// series that evaluating every rule over every series gives, through random position
+    /// changes, series appearing and leaving, on two accounts.
+    #[test]
+    fn scoped_change_passes_agree_with_full_evaluations() {
+        let (t1, t2) = (Telemetry::new(), Telemetry::new());
+        let mut scoped = Engine::new(&t1, Duration::from_secs(1), "http://sentinel");
+        let mut full = Engine::new(&t2, Duration::from_secs(1), "http://sentinel");
+        for e in [&mut scoped, &mut full] {
+            e.load(vec![parse_str(SCOPED_RULES, "rules.yml").unwrap()], 0);
+        }
+        let markets = ["BTC-PERP", "ETH-PERP", "SOL-PERP", "XRP-PERP", "DOGE-PERP"];
+        let accounts = ["a", "b"];
+        for tel in [&t1, &t2] {
+            for acc in accounts {
+                for m in markets {
+                    tel.gauge(names::INVENTORY_LIMIT, &[("account", acc), ("market", m)])
+                        .set(5.0);
+                }
+            }
+        }
+        scoped.evaluate(1_000, false);
+        full.evaluate(1_000, false);
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut narrowed = 0;
+        for step in 1..=400i64 {
+            // One to three markets move at a time, as a delta with several position changes.
+            for _ in 0..rng.usize(1..=3) {
+                let l = [
+                    ("account", accounts[rng.usize(..accounts.len())]),
+                    ("market", markets[rng.usize(..markets.len())]),
+                ];
+                let remove = rng.u8(..10) == 0;
+                let v = f64::from(rng.i8(-8..=8));
+                for tel in [&t1, &t2] {
+                    if remove {
+                        tel.registry().remove(names::POSITION_QUANTITY, &l);
+                    } else {
+                        tel.gauge(names::POSITION_QUANTITY, &l).set(v);
+                    }
+                }
+            }
+            let at = 1_000 + step * 10;
+            let p = scoped.evaluate_changes(at);
+            narrowed += p.scoped;
+            full.evaluate(at, false);
+            assert_eq!(alert_view(&scoped), alert_view(&full), "step {step}");
+            for name in ["market:position:abs", "market:alerts_firing:count"] {
+                assert_eq!(
+                    outputs_of(&scoped, name, at),
+                    outputs_of(&full, name, at),
+                    "{name} at step {step}"
+                );
+            }
+        }
+        // Most passes narrowed the per-market and per-account rules.
+        assert!(narrowed > 400 * 3, "only {narrowed} narrowed evaluations");
+    }
+
+    #[test]
+    fn locality_of_the_shipped_shapes() {
+        let local = |e: &str, part: &[&str]| {
+            crate::rules::promql::Expr::parse(e)
+                .unwrap()
+                .is_local_in(part)
+        };
+        let am: &[&str] = &["account", "market"];
+        assert!(local(
+            "abs(ocx_position_quantity) > on(account, market) group_left ocx_inventory_limit",
+            am
+        ));
+        assert!(local("rate(ocx_fills_total[5m]) > 1", am));
+        assert!(local(
+            "histogram_quantile(0.99, sum by (account, market, le) (rate(x_bucket[5m])))",
+            am
+        ));
+        assert!(local("sum by (account) (x) > 1", &["account"]));
+        assert!(
+            !local("sum by (account) (x) > 1", am),
+            "markets summed together"
+        );
+        assert!(!local("sum(x) > 1", &["account"]));
+        assert!(!local("x > on(account) group_left y", am));
+        assert!(local("x > ignoring(side) y", am));
+        assert!(!local("x > ignoring(market) y", am));
+        assert!(!local("x > scalar(y)", am), "scalar() reads every series");
+        assert!(local("x > 2 * 3 + time()", am));
+        assert!(!local("absent(x)", am));
+        assert!(!local("x or vector(1)", am));
+        assert!(local("sum without (side) (x) > 1", am));
+        assert!(!local("sum without (market) (x) > 1", am));
     }
 }

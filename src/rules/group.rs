@@ -399,27 +399,143 @@ pub struct GroupEval {
     pub errors: Vec<(usize, String)>,
     /// How many rules were evaluated (all of them, unless a [`RulePick`] left some out).
     pub evaluated: usize,
+    /// How many of those over only the series of a [`Scope`].
+    pub scoped: usize,
 }
 
 /// Which rules of a group an evaluation runs, decided rule by rule in order, so a rule can
 /// depend on what the rules before it in the same evaluation wrote.
 pub trait RulePick {
-    /// Whether rule `i` is evaluated now.
-    fn wants(&mut self, i: usize) -> bool;
-    /// Rule `i` was evaluated; `output_changed`: it wrote a recorded value that differs from
-    /// the series' previous sample, a new series or a staleness marker, or (an alerting rule)
-    /// an alert changed state, which changes its `ALERTS` / `ALERTS_FOR_STATE` series.
-    fn done(&mut self, i: usize, output_changed: bool);
+    /// Whether rule `i` is evaluated now, and over which series.
+    fn wants(&mut self, i: usize) -> Want;
+    /// Rule `i` was evaluated; `changed` are the output series that changed: a recorded value
+    /// that differs from the series' previous sample, a new series or a staleness marker, or
+    /// (an alerting rule) an `ALERTS` / `ALERTS_FOR_STATE` series of an alert that changed
+    /// state. Empty when nothing changed.
+    fn done(&mut self, i: usize, changed: &[Labels]);
+}
+
+/// What a [`RulePick`] asks of one rule.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Want {
+    Skip,
+    /// Evaluate it over every series.
+    All,
+    /// Evaluate it over only the series with these values of some labels, for a rule whose
+    /// expression is local in them (see `Expr::is_local_in`): its outputs with other values
+    /// are left as they are (alerts keep their state, recorded series are not marked stale).
+    Only(Scope),
+}
+
+/// Some values of some labels: the series a scoped evaluation reads and the outputs it
+/// replaces. A missing label counts as the empty value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    pub labels: Vec<String>,
+    /// One value per label in `labels`, per combination in scope.
+    pub values: Vec<Vec<String>>,
+}
+
+impl Scope {
+    /// Whether a series with `labels` is in scope.
+    pub fn contains(&self, labels: &Labels) -> bool {
+        self.values.iter().any(|vals| {
+            self.labels
+                .iter()
+                .zip(vals)
+                .all(|(l, v)| labels.get(l).unwrap_or("") == v)
+        })
+    }
+
+    /// The values of the scope's labels in `labels`.
+    pub fn key_of(&self, labels: &Labels) -> Vec<String> {
+        self.labels
+            .iter()
+            .map(|l| labels.get(l).unwrap_or("").to_string())
+            .collect()
+    }
+}
+
+/// A storage that shows only the series in a [`Scope`]. With one combination of values it adds
+/// equality matchers, so the store underneath selects only those; with several it filters.
+struct Scoped<'a> {
+    inner: &'a dyn Storage,
+    scope: &'a Scope,
+}
+
+impl Scoped<'_> {
+    fn narrowed(&self, sel: &Selector) -> Option<Selector> {
+        let [one] = self.scope.values.as_slice() else {
+            return None;
+        };
+        let mut sel = sel.clone();
+        for (l, v) in self.scope.labels.iter().zip(one) {
+            sel.matchers.push(promql::Matcher::equal(l, v));
+        }
+        Some(sel)
+    }
+}
+
+impl Storage for Scoped<'_> {
+    fn select(&self, sel: &Selector, start_ms: i64, end_ms: i64) -> Vec<SeriesData> {
+        match self.narrowed(sel) {
+            Some(sel) => self.inner.select(&sel, start_ms, end_ms),
+            None => {
+                let mut out = self.inner.select(sel, start_ms, end_ms);
+                out.retain(|s| self.scope.contains(&s.labels));
+                out
+            }
+        }
+    }
+
+    fn select_latest(&self, sel: &Selector, start_ms: i64, end_ms: i64) -> Vec<SeriesData> {
+        match self.narrowed(sel) {
+            Some(sel) => self.inner.select_latest(&sel, start_ms, end_ms),
+            None => {
+                let mut out = self.inner.select_latest(sel, start_ms, end_ms);
+                out.retain(|s| self.scope.contains(&s.labels));
+                out
+            }
+        }
+    }
+
+    fn visit(&self, sel: &Selector, start_ms: i64, end_ms: i64, f: &mut promql::VisitFn<'_>) {
+        match self.narrowed(sel) {
+            Some(sel) => self.inner.visit(&sel, start_ms, end_ms, f),
+            None => self.inner.visit(sel, start_ms, end_ms, &mut |l, s| {
+                if self.scope.contains(l) {
+                    f(l, s);
+                }
+            }),
+        }
+    }
+
+    fn visit_latest(
+        &self,
+        sel: &Selector,
+        start_ms: i64,
+        end_ms: i64,
+        f: &mut dyn FnMut(&Labels, (i64, f64)),
+    ) {
+        match self.narrowed(sel) {
+            Some(sel) => self.inner.visit_latest(&sel, start_ms, end_ms, f),
+            None => self.inner.visit_latest(sel, start_ms, end_ms, &mut |l, s| {
+                if self.scope.contains(l) {
+                    f(l, s);
+                }
+            }),
+        }
+    }
 }
 
 /// Every rule.
 struct EveryRule;
 
 impl RulePick for EveryRule {
-    fn wants(&mut self, _: usize) -> bool {
-        true
+    fn wants(&mut self, _: usize) -> Want {
+        Want::All
     }
-    fn done(&mut self, _: usize, _: bool) {}
+    fn done(&mut self, _: usize, _: &[Labels]) {}
 }
 
 /// The `query` template function: an instant query at the evaluation time.
@@ -491,10 +607,13 @@ pub fn eval_group_picked(
     let q_ms = t_ms.saturating_sub(offset_ms);
     let mut out = GroupEval::default();
     for (i, rule) in group.rules.iter().enumerate() {
-        if !pick.wants(i) {
-            continue;
-        }
+        let scope = match pick.wants(i) {
+            Want::Skip => continue,
+            Want::All => None,
+            Want::Only(scope) => Some(scope),
+        };
         out.evaluated += 1;
+        out.scoped += usize::from(scope.is_some());
         let transitions_before = out.transitions.len();
         let slot = &mut state.rules[i];
         slot.status.last_eval_ms = Some(t_ms);
@@ -504,7 +623,15 @@ pub fn eval_group_picked(
                 base,
                 overlay: history,
             };
-            eval_rule(group, rule, slot, &storage, t_ms, q_ms, ctx, &mut out)
+            eval_rule(
+                group,
+                rule,
+                slot,
+                (&storage, scope.as_ref()),
+                (t_ms, q_ms),
+                ctx,
+                &mut out,
+            )
         };
         if let (Some(now), Some(started)) = (ctx.clock, started) {
             slot.status.eval_seconds = now().duration_since(started).as_secs_f64();
@@ -517,7 +644,7 @@ pub fn eval_group_picked(
                 out.errors.push((i, e));
                 // Nothing written: its series age out through the lookback as in Prometheus,
                 // and rules reading them see what they saw before.
-                pick.done(i, false);
+                pick.done(i, &[]);
                 continue;
             }
         };
@@ -526,11 +653,11 @@ pub fn eval_group_picked(
         slot.status.samples = samples.len();
         let mut written = HashSet::with_capacity(samples.len());
         let mut append_error = None;
-        let mut changed = out.transitions.len() > transitions_before;
+        let mut changed = Vec::new();
         for (labels, v) in samples {
-            if !changed {
-                let last = history.samples(&labels).and_then(<[_]>::last);
-                changed = last.is_none_or(|&(_, lv)| lv.to_bits() != v.to_bits());
+            let last = history.samples(&labels).and_then(<[_]>::last);
+            if last.is_none_or(|&(_, lv)| lv.to_bits() != v.to_bits()) {
+                changed.push(labels.clone());
             }
             match history.append(&labels, q_ms, v) {
                 Ok(()) => {
@@ -539,35 +666,65 @@ pub fn eval_group_picked(
                 Err(e) => append_error = Some(e.to_string()),
             }
         }
-        // Series this rule wrote last time and not now are stale from now on. Refusals are
-        // expected here (another rule may write the series) and ignored, as Prometheus does.
-        for gone in slot.previous.difference(&written) {
-            changed = true;
-            let _ = history.append(gone, q_ms, promql::stale_nan());
+        // Series this rule wrote last time and not now are stale from now on (of those in
+        // scope: the others were not evaluated). Refusals are expected here (another rule may
+        // write the series) and ignored, as Prometheus does.
+        let mut kept = HashSet::new();
+        for prev in slot.previous.drain() {
+            if written.contains(&prev) {
+                continue;
+            }
+            if scope.as_ref().is_some_and(|s| !s.contains(&prev)) {
+                kept.insert(prev);
+                continue;
+            }
+            let _ = history.append(&prev, q_ms, promql::stale_nan());
+            changed.push(prev);
         }
+        written.extend(kept);
         slot.previous = written;
         if let Some(e) = append_error {
             slot.status.health = Health::Err;
             slot.status.last_error = Some(e.clone());
             out.errors.push((i, e));
         }
-        pick.done(i, changed);
+        // An alert that changed state but writes the same series (a firing alert kept by
+        // `keep_firing_for`) still changed what `ALERTS` readers see over time.
+        if changed.is_empty() && out.transitions.len() > transitions_before {
+            changed.extend(
+                out.transitions[transitions_before..]
+                    .iter()
+                    .map(|t| t.labels.clone()),
+            );
+        }
+        pick.done(i, &changed);
     }
     out
 }
 
-#[allow(clippy::too_many_arguments)] // reason: one rule's evaluation needs all of its group's context
 fn eval_rule(
     group: &RuleGroup,
     rule: &Rule,
     slot: &mut RuleSlot,
-    storage: &Layered<'_>,
-    t_ms: i64,
-    q_ms: i64,
+    // What the rule reads, and the part of it a change pass narrows it to.
+    (storage, scope): (&Layered<'_>, Option<&Scope>),
+    // The evaluation time, and the time queried (less the group's query offset).
+    (t_ms, q_ms): (i64, i64),
     ctx: &EvalContext<'_>,
     out: &mut GroupEval,
 ) -> Result<Vec<(Labels, f64)>, String> {
-    let result = vector(promql::eval(rule.expr(), storage, q_ms).map_err(|e| e.to_string())?);
+    let evaluated = match scope {
+        Some(scope) => promql::eval(
+            rule.expr(),
+            &Scoped {
+                inner: storage,
+                scope,
+            },
+            q_ms,
+        ),
+        None => promql::eval(rule.expr(), storage, q_ms),
+    };
+    let result = vector(evaluated.map_err(|e| e.to_string())?);
     match rule {
         Rule::Recording(r) => {
             let mut seen = HashSet::with_capacity(result.len());
@@ -595,6 +752,7 @@ fn eval_rule(
             Ok(samples)
         }
         Rule::Alerting(a) => {
+            // Templates' `query` sees every series, whatever the scope.
             let query = Query { storage, t_ms };
             let actx = AlertContext {
                 external_labels: ctx.external_labels,
@@ -604,7 +762,7 @@ fn eval_rule(
             };
             let o = slot
                 .alerts
-                .eval(a, &result, t_ms, &actx)
+                .eval(a, &result, t_ms, &actx, scope)
                 .map_err(|e: AlertError| e.to_string())?;
             out.transitions
                 .extend(

@@ -75,6 +75,47 @@ fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// Most changes a [`ChangeLog`] remembers per name: a rule that last ran before the oldest one
+/// is evaluated whole.
+pub const CHANGE_LOG_CAP: usize = 64;
+
+/// Which series of one metric name changed, at which observation: the latest
+/// [`CHANGE_LOG_CAP`] changes. A change pass asks it which markets (or accounts) a rule must
+/// look at again.
+#[derive(Debug, Clone, Default)]
+pub struct ChangeLog {
+    entries: VecDeque<(u64, Labels)>,
+    /// Every change numbered above this is in `entries` (older ones were dropped).
+    complete_after: u64,
+}
+
+impl ChangeLog {
+    /// The series `labels` changed at `seq` (which never decreases from call to call).
+    pub fn push(&mut self, seq: u64, labels: Labels) {
+        if self.entries.len() >= CHANGE_LOG_CAP
+            && let Some((dropped, _)) = self.entries.pop_front()
+        {
+            self.complete_after = self.complete_after.max(dropped);
+        }
+        self.entries.push_back((seq, labels));
+    }
+
+    /// Calls `f` with each series that changed after `since`, newest first; `false` (and
+    /// possibly some calls) when the log no longer reaches back that far.
+    pub fn since(&self, since: u64, f: &mut dyn FnMut(&Labels)) -> bool {
+        if since < self.complete_after {
+            return false;
+        }
+        for (seq, labels) in self.entries.iter().rev() {
+            if *seq <= since {
+                break;
+            }
+            f(labels);
+        }
+        true
+    }
+}
+
 /// How one PromQL series is read from a store handle.
 #[derive(Clone)]
 enum Reader {
@@ -145,8 +186,12 @@ pub struct LiveStore {
     /// Per metric name, the sequence number of the latest observation at which one of its
     /// series changed value, appeared or went stale: what change-driven passes ask.
     changed_at: HashMap<String, u64>,
+    /// Per metric name, which of its series changed lately.
+    logs: HashMap<String, ChangeLog>,
     /// Scratch for `observe`: which names changed, by index.
     dirty: Vec<bool>,
+    /// Scratch for `observe`: the series that changed, with their name's index.
+    changed: Vec<(usize, Labels)>,
     /// When history was last pruned: pruning walks every series, so it runs once per
     /// resolution, not after every event.
     last_prune_ms: i64,
@@ -179,7 +224,9 @@ impl LiveStore {
             names: Vec::new(),
             members: Vec::new(),
             changed_at: HashMap::new(),
+            logs: HashMap::new(),
             dirty: Vec::new(),
+            changed: Vec::new(),
             last_prune_ms: i64::MIN,
             built: HashMap::new(),
             samples: 0,
@@ -229,10 +276,21 @@ impl LiveStore {
                 .is_none_or(|&(_, last)| last.to_bits() != v.to_bits())
             {
                 self.dirty[s.name] = true;
+                self.changed.push((s.name, s.labels.clone()));
             }
             push_thinned(&mut s.samples, t_ms, v, s.resolution_ms);
             // Keep each history one slice, so reading a window never gathers it first.
             s.samples.make_contiguous();
+        }
+        for (i, labels) in self.changed.drain(..) {
+            match self.logs.get_mut(&self.names[i]) {
+                Some(log) => log.push(seq, labels),
+                None => {
+                    let mut log = ChangeLog::default();
+                    log.push(seq, labels);
+                    self.logs.insert(self.names[i].clone(), log);
+                }
+            }
         }
         for (i, _) in self.dirty.iter().enumerate().filter(|(_, d)| **d) {
             match self.changed_at.get_mut(&self.names[i]) {
@@ -251,6 +309,15 @@ impl LiveStore {
     /// The `seq` of the latest observation at which a series of `name` changed (0: never).
     pub fn changed_at(&self, name: &str) -> u64 {
         self.changed_at.get(name).copied().unwrap_or(0)
+    }
+
+    /// Calls `f` with each series of `name` that changed at an observation after `since`;
+    /// `false` when that is no longer known (the rule should then read every series).
+    pub fn changes_since(&self, name: &str, since: u64, f: &mut dyn FnMut(&Labels)) -> bool {
+        match self.logs.get(name) {
+            Some(log) => log.since(since, f),
+            None => self.changed_at(name) <= since,
+        }
     }
 
     /// The latest `seq` at which any series of a name passing `relevant` changed (0: never).
@@ -315,6 +382,10 @@ impl LiveStore {
                     if s.reader.take().is_some() {
                         push_thinned(&mut s.samples, t_ms, promql::stale_nan(), 0);
                         let name = s.labels.metric_name().unwrap_or("").to_string();
+                        self.logs
+                            .entry(name.clone())
+                            .or_default()
+                            .push(seq, s.labels.clone());
                         self.changed_at.insert(name, seq);
                     }
                     // No longer read by any rule: drop its history at once.

@@ -409,14 +409,15 @@ impl Runner {
     }
 
     /// One pass: after a change (the rules that read what changed), or on the timer (the groups
-    /// due).
-    fn evaluate(&self, after_change: bool) -> Pass {
+    /// due, or the rest of a timer pass that stopped for a change), which stops between two
+    /// rules when `stop` says so.
+    fn evaluate(&self, after_change: bool, stop: &dyn Fn() -> bool) -> Pass {
         let (pass, notifiable) = {
             let mut engine = lock(&self.engine);
             let pass = if after_change {
                 engine.evaluate_changes(unix_ms())
             } else {
-                engine.evaluate_at(unix_ms(), self.tick_ms(), true)
+                engine.evaluate_preemptible(unix_ms(), self.tick_ms(), true, stop)
             };
             let fired_or_resolved = pass
                 .transitions
@@ -443,6 +444,11 @@ impl Runner {
     }
 
     /// Run until `shutdown` turns true. `changes` are the accounts' epochs.
+    ///
+    /// A change is evaluated at once when the duty bound allows, even in the middle of a timer
+    /// pass: the timer pass stops before its next rule, the change pass runs, and the timer pass
+    /// goes on. Otherwise a breach arriving during a full timer pass (tens of ms with hundreds
+    /// of markets) waited for all of it.
     pub async fn run(
         self: Arc<Self>,
         mut changes: Vec<watch::Receiver<u64>>,
@@ -463,7 +469,39 @@ impl Runner {
         }
         // Where the next change-driven evaluation may start (the duty-cycle bound).
         let mut not_before = Instant::now();
+        // A change seen (its notification consumed) but not evaluated yet.
+        let mut pending = false;
         loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let in_tick = lock(&self.engine).tick_in_progress();
+            if in_tick {
+                pending |= changes.iter().any(|c| c.has_changed().unwrap_or(false));
+                if !(pending && Instant::now() >= not_before) {
+                    // Go on with the timer pass; it stops again for a change once the duty
+                    // bound allows one.
+                    let stop = || {
+                        Instant::now() >= not_before
+                            && (pending || changes.iter().any(|c| c.has_changed().unwrap_or(false)))
+                    };
+                    self.evaluate(false, &stop);
+                    continue;
+                }
+            }
+            if pending {
+                pending = false;
+                tokio::time::sleep_until(not_before).await;
+                // Everything up to here is covered by this evaluation.
+                for c in &mut changes {
+                    c.borrow_and_update();
+                }
+                let started = Instant::now();
+                let pass = self.evaluate(true, &|| false);
+                let spent = Duration::from_secs_f64(pass.seconds);
+                not_before = started + spent.mul_f64(1.0 / MAX_DUTY - 1.0) + spent;
+                continue;
+            }
             let next_due = lock(&self.engine).next_due_ms();
             let timer = async {
                 match next_due {
@@ -481,19 +519,13 @@ impl Runner {
                     let Some(reply) = req else { continue };
                     let _ = reply.send(self.reload());
                 }
-                () = any_changed(&mut changes) => {
-                    tokio::time::sleep_until(not_before).await;
-                    // Everything up to here is covered by this evaluation.
-                    for c in &mut changes {
-                        c.borrow_and_update();
-                    }
-                    let started = Instant::now();
-                    let pass = self.evaluate(true);
-                    let spent = Duration::from_secs_f64(pass.seconds);
-                    not_before = started + spent.mul_f64(1.0 / MAX_DUTY - 1.0) + spent;
-                }
+                () = any_changed(&mut changes) => pending = true,
                 () = timer => {
-                    self.evaluate(false);
+                    let stop = || {
+                        Instant::now() >= not_before
+                            && changes.iter().any(|c| c.has_changed().unwrap_or(false))
+                    };
+                    self.evaluate(false, &stop);
                 }
             }
         }

@@ -46,16 +46,18 @@ fn id(market: &str) -> Labels {
 fn pending_then_firing_after_for() {
     let r = rule("        for: 1m\n");
     let mut st = RuleAlerts::default();
-    let out = st.eval(&r, &[sample("BTC", 11.0)], 0, &ctx(0)).unwrap();
+    let out = st
+        .eval(&r, &[sample("BTC", 11.0)], 0, &ctx(0), None)
+        .unwrap();
     assert_eq!(out.transitions, [(id("BTC"), Transition::Pending)]);
     assert_eq!(st.state(), AlertState::Pending);
     let out = st
-        .eval(&r, &[sample("BTC", 12.0)], 59 * S, &ctx(0))
+        .eval(&r, &[sample("BTC", 12.0)], 59 * S, &ctx(0), None)
         .unwrap();
     assert!(out.transitions.is_empty());
     assert_eq!(st.active().next().unwrap().value, 12.0);
     let out = st
-        .eval(&r, &[sample("BTC", 13.0)], 60 * S, &ctx(0))
+        .eval(&r, &[sample("BTC", 13.0)], 60 * S, &ctx(0), None)
         .unwrap();
     assert_eq!(out.transitions, [(id("BTC"), Transition::Firing)]);
     let a = st.firing().next().unwrap();
@@ -66,7 +68,9 @@ fn pending_then_firing_after_for() {
 fn for_zero_fires_at_once_with_one_transition() {
     let r = rule("");
     let mut st = RuleAlerts::default();
-    let out = st.eval(&r, &[sample("BTC", 11.0)], 5 * S, &ctx(0)).unwrap();
+    let out = st
+        .eval(&r, &[sample("BTC", 11.0)], 5 * S, &ctx(0), None)
+        .unwrap();
     assert_eq!(out.transitions, [(id("BTC"), Transition::Firing)]);
     assert_eq!(st.firing().count(), 1);
 }
@@ -75,8 +79,9 @@ fn for_zero_fires_at_once_with_one_transition() {
 fn pending_alerts_just_disappear() {
     let r = rule("        for: 5m\n");
     let mut st = RuleAlerts::default();
-    st.eval(&r, &[sample("BTC", 11.0)], 0, &ctx(0)).unwrap();
-    let out = st.eval(&r, &[], 60 * S, &ctx(0)).unwrap();
+    st.eval(&r, &[sample("BTC", 11.0)], 0, &ctx(0), None)
+        .unwrap();
+    let out = st.eval(&r, &[], 60 * S, &ctx(0), None).unwrap();
     assert_eq!(out.transitions, [(id("BTC"), Transition::PendingCleared)]);
     assert_eq!(st.alerts().count(), 0);
     assert!(out.samples.is_empty());
@@ -86,8 +91,9 @@ fn pending_alerts_just_disappear() {
 fn firing_alerts_resolve_and_are_kept_fifteen_minutes() {
     let r = rule("");
     let mut st = RuleAlerts::default();
-    st.eval(&r, &[sample("BTC", 11.0)], 0, &ctx(0)).unwrap();
-    let out = st.eval(&r, &[], 60 * S, &ctx(0)).unwrap();
+    st.eval(&r, &[sample("BTC", 11.0)], 0, &ctx(0), None)
+        .unwrap();
+    let out = st.eval(&r, &[], 60 * S, &ctx(0), None).unwrap();
     assert_eq!(out.transitions, [(id("BTC"), Transition::Resolved)]);
     assert!(
         out.samples.is_empty(),
@@ -99,9 +105,11 @@ fn firing_alerts_resolve_and_are_kept_fifteen_minutes() {
         (AlertState::Inactive, Some(60 * S))
     );
     assert_eq!(st.active().count(), 0);
-    st.eval(&r, &[], 60 * S + 15 * 60 * S, &ctx(0)).unwrap();
+    st.eval(&r, &[], 60 * S + 15 * 60 * S, &ctx(0), None)
+        .unwrap();
     assert_eq!(st.alerts().count(), 1, "kept for exactly 15m");
-    st.eval(&r, &[], 60 * S + 15 * 60 * S + 1, &ctx(0)).unwrap();
+    st.eval(&r, &[], 60 * S + 15 * 60 * S + 1, &ctx(0), None)
+        .unwrap();
     assert_eq!(st.alerts().count(), 0);
 }
 
@@ -109,17 +117,18 @@ fn firing_alerts_resolve_and_are_kept_fifteen_minutes() {
 fn keep_firing_for_holds_a_firing_alert() {
     let r = rule("        keep_firing_for: 2m\n");
     let mut st = RuleAlerts::default();
-    st.eval(&r, &[sample("BTC", 11.0)], 0, &ctx(0)).unwrap();
-    let out = st.eval(&r, &[], 60 * S, &ctx(0)).unwrap();
+    st.eval(&r, &[sample("BTC", 11.0)], 0, &ctx(0), None)
+        .unwrap();
+    let out = st.eval(&r, &[], 60 * S, &ctx(0), None).unwrap();
     assert!(out.transitions.is_empty());
     assert_eq!(out.samples.len(), 2, "still ALERTS while kept firing");
     assert_eq!(
         st.firing().next().unwrap().keep_firing_since_ms,
         Some(60 * S)
     );
-    st.eval(&r, &[], 179 * S, &ctx(0)).unwrap();
+    st.eval(&r, &[], 179 * S, &ctx(0), None).unwrap();
     assert_eq!(st.firing().count(), 1);
-    let out = st.eval(&r, &[], 180 * S, &ctx(0)).unwrap();
+    let out = st.eval(&r, &[], 180 * S, &ctx(0), None).unwrap();
     assert_eq!(out.transitions, [(id("BTC"), Transition::Resolved)]);
 }
 
@@ -127,13 +136,14 @@ fn keep_firing_for_holds_a_firing_alert() {
 fn keep_firing_resets_when_the_series_returns() {
     let r = rule("        keep_firing_for: 2m\n");
     let mut st = RuleAlerts::default();
-    st.eval(&r, &[sample("BTC", 11.0)], 0, &ctx(0)).unwrap();
-    st.eval(&r, &[], 60 * S, &ctx(0)).unwrap();
-    st.eval(&r, &[sample("BTC", 11.0)], 120 * S, &ctx(0))
+    st.eval(&r, &[sample("BTC", 11.0)], 0, &ctx(0), None)
+        .unwrap();
+    st.eval(&r, &[], 60 * S, &ctx(0), None).unwrap();
+    st.eval(&r, &[sample("BTC", 11.0)], 120 * S, &ctx(0), None)
         .unwrap();
     assert_eq!(st.firing().next().unwrap().keep_firing_since_ms, None);
-    st.eval(&r, &[], 180 * S, &ctx(0)).unwrap();
-    st.eval(&r, &[], 299 * S, &ctx(0)).unwrap();
+    st.eval(&r, &[], 180 * S, &ctx(0), None).unwrap();
+    st.eval(&r, &[], 299 * S, &ctx(0), None).unwrap();
     assert_eq!(st.firing().count(), 1, "the 2m count restarted at 180s");
 }
 
@@ -141,12 +151,13 @@ fn keep_firing_resets_when_the_series_returns() {
 fn a_resolved_alert_that_returns_starts_pending_again() {
     let r = rule("        for: 1m\n");
     let mut st = RuleAlerts::default();
-    st.eval(&r, &[sample("BTC", 11.0)], 0, &ctx(0)).unwrap();
-    st.eval(&r, &[sample("BTC", 11.0)], 60 * S, &ctx(0))
+    st.eval(&r, &[sample("BTC", 11.0)], 0, &ctx(0), None)
         .unwrap();
-    st.eval(&r, &[], 120 * S, &ctx(0)).unwrap();
+    st.eval(&r, &[sample("BTC", 11.0)], 60 * S, &ctx(0), None)
+        .unwrap();
+    st.eval(&r, &[], 120 * S, &ctx(0), None).unwrap();
     let out = st
-        .eval(&r, &[sample("BTC", 11.0)], 180 * S, &ctx(0))
+        .eval(&r, &[sample("BTC", 11.0)], 180 * S, &ctx(0), None)
         .unwrap();
     assert_eq!(out.transitions, [(id("BTC"), Transition::Pending)]);
     let a = st.active().next().unwrap();
@@ -159,8 +170,9 @@ fn annotations_follow_the_value_and_label_templates_make_identity() {
         "        labels:\n          band: '{{ if gt $value 100.0 }}high{{ else }}low{{ end }}'\n        annotations:\n          summary: '{{ $labels.market }} at {{ $value }}'\n",
     );
     let mut st = RuleAlerts::default();
-    st.eval(&r, &[sample("BTC", 11.0)], 0, &ctx(0)).unwrap();
-    st.eval(&r, &[sample("BTC", 12.5)], 60 * S, &ctx(0))
+    st.eval(&r, &[sample("BTC", 11.0)], 0, &ctx(0), None)
+        .unwrap();
+    st.eval(&r, &[sample("BTC", 12.5)], 60 * S, &ctx(0), None)
         .unwrap();
     let a = st.firing().next().unwrap();
     assert_eq!(
@@ -169,7 +181,7 @@ fn annotations_follow_the_value_and_label_templates_make_identity() {
     );
     assert_eq!(a.labels.get("band"), Some("low"));
     let out = st
-        .eval(&r, &[sample("BTC", 500.0)], 120 * S, &ctx(0))
+        .eval(&r, &[sample("BTC", 500.0)], 120 * S, &ctx(0), None)
         .unwrap();
     let kinds: Vec<Transition> = out.transitions.iter().map(|t| t.1).collect();
     assert_eq!(kinds, [Transition::Firing, Transition::Resolved]);
@@ -180,7 +192,7 @@ fn alerts_series_carry_state_and_active_since() {
     let r = rule("        for: 1m\n        labels:\n          severity: page\n");
     let mut st = RuleAlerts::default();
     let out = st
-        .eval(&r, &[sample("BTC", 11.0)], 90_500, &ctx(0))
+        .eval(&r, &[sample("BTC", 11.0)], 90_500, &ctx(0), None)
         .unwrap();
     let got: Vec<String> = out
         .samples
@@ -200,14 +212,21 @@ fn alerts_series_carry_state_and_active_since() {
 fn exceeding_the_limit_fails_and_drops_every_alert() {
     let r = rule("");
     let mut st = RuleAlerts::default();
-    st.eval(&r, &[sample("A", 11.0), sample("B", 11.0)], 0, &ctx(2))
-        .unwrap();
+    st.eval(
+        &r,
+        &[sample("A", 11.0), sample("B", 11.0)],
+        0,
+        &ctx(2),
+        None,
+    )
+    .unwrap();
     let err = st
         .eval(
             &r,
             &[sample("A", 11.0), sample("B", 11.0), sample("C", 11.0)],
             60 * S,
             &ctx(2),
+            None,
         )
         .unwrap_err();
     assert_eq!(err.to_string(), "exceeded limit of 2 with 3 alerts");
@@ -223,7 +242,7 @@ fn the_same_labels_after_dropping_the_name_is_an_error() {
         value: 1.0,
     };
     let err = st
-        .eval(&r, &[sample("BTC", 11.0), other], 0, &ctx(0))
+        .eval(&r, &[sample("BTC", 11.0), other], 0, &ctx(0), None)
         .unwrap_err();
     assert_eq!(err, AlertError::DuplicateLabelset);
     assert_eq!(st.alerts().count(), 0, "state untouched");

@@ -195,6 +195,62 @@ impl Node {
     }
 }
 
+impl Node {
+    /// Whether the node is local in the labels `part`: each output sample depends only on
+    /// input series with the same values of those labels (a missing label counts as empty)
+    /// and carries those values itself. Then evaluating over only the series of some values
+    /// of `part` gives exactly the outputs with those values, which is what lets a change pass
+    /// evaluate one market instead of all of them. Conservative: `false` when unsure.
+    pub fn local_in(&self, part: &[&str]) -> bool {
+        let has = |labels: &[String], l: &str| labels.iter().any(|x| x == l);
+        match self {
+            Node::Number(_) | Node::Instant(_) => true,
+            Node::Paren(n) | Node::Neg(n) => n.local_in(part),
+            Node::Binary(b) => match (b.lhs.is_scalar(), b.rhs.is_scalar()) {
+                (true, true) => b.lhs.constant() && b.rhs.constant(),
+                (true, false) => b.lhs.constant() && b.rhs.local_in(part),
+                (false, true) => b.rhs.constant() && b.lhs.local_in(part),
+                (false, false) => {
+                    // Matched series share the values of the labels they are matched on.
+                    let matched = part.iter().all(|l| {
+                        if b.matching.on {
+                            has(&b.matching.labels, l)
+                        } else {
+                            !has(&b.matching.labels, l)
+                        }
+                    });
+                    matched && b.lhs.local_in(part) && b.rhs.local_in(part)
+                }
+            },
+            Node::Aggregate(a) => {
+                let kept = part.iter().all(|l| match &a.grouping {
+                    Grouping::By(by) => has(by, l),
+                    Grouping::Without(without) => !has(without, l),
+                });
+                kept && a.expr.local_in(part)
+            }
+            Node::Call(c) => match &**c {
+                Func::Time => true,
+                Func::Abs(n) | Func::Timestamp(n) => n.local_in(part),
+                Func::ClampMin(v, s) | Func::ClampMax(v, s) => s.constant() && v.local_in(part),
+                Func::HistogramQuantile(phi, v) => {
+                    phi.constant() && !part.contains(&"le") && v.local_in(part)
+                }
+                Func::OverRange(..) => true,
+                // Their output does not carry the input's labels, or depends on all of it.
+                Func::Absent(..) | Func::Vector(_) | Func::Scalar(_) => false,
+            },
+        }
+    }
+
+    /// A scalar that reads no series: the same whatever the series are.
+    fn constant(&self) -> bool {
+        let mut reads = false;
+        self.visit_selectors(&mut |_| reads = true);
+        self.is_scalar() && !reads
+    }
+}
+
 /// Converts a parsed expression, rejecting everything outside the subset. `text` is the source,
 /// used only to locate the offending construct for the error.
 pub(crate) fn convert(e: &pp::Expr, text: &str) -> Result<Node, PromqlError> {

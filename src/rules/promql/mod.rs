@@ -79,6 +79,14 @@ impl Expr {
         Duration::from_millis(u64::try_from(ms).unwrap_or(0))
     }
 
+    /// Whether each output sample depends only on the input series with the same values of
+    /// the labels `part` and carries those values (a missing label is the empty value), so
+    /// that evaluating over only the series with some values of `part` yields exactly the
+    /// outputs with those values. Conservative: `false` when that is not certain.
+    pub fn is_local_in(&self, part: &[&str]) -> bool {
+        !self.is_scalar() && self.root.local_in(part)
+    }
+
     /// Whether the expression yields a scalar (else an instant vector).
     pub fn is_scalar(&self) -> bool {
         self.root.is_scalar()
