@@ -11,9 +11,10 @@
 //! - **TLS handshake deadline**, from the accept.
 //! - **Header-read deadline.** The first request's head must be complete within it from the
 //!   start of the connection (after the handshake); later ones from their first byte.
-//! - **Idle deadline.** A keep-alive connection with no request for that long is closed; so is
-//!   one whose request is in progress but moves no byte for that long (a client that does not
-//!   read its response).
+//! - **Idle deadline.** A keep-alive connection with no request for that long (counted from when
+//!   the last response was ready) is closed, and so is one whose request is in progress but moves
+//!   no byte for that long; a response still being sent after that long is cut off, so a client
+//!   that stops reading frees its slot.
 //!
 //! The deadlines are kept by a watchdog beside each connection, fed by the connection's
 //! reads and writes and by the start and end of each request, because hyper's own
@@ -136,8 +137,9 @@ pub async fn serve(
         rate_limited: telemetry
             .counter(names::HTTP_REQUESTS_REFUSED, &[("reason", "rate_limited")]),
     });
-    shared.open.set(0.0);
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let slots = Arc::new(Semaphore::new(
+        limits.max_connections.clamp(1, Semaphore::MAX_PERMITS),
+    ));
     let mut conns = JoinSet::new();
     let stop_rx = stop.clone();
     let mut stopping = pin!(async move {
@@ -381,6 +383,9 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
     r
 }
 
+/// Beyond any real deadline: what a deadline too far to represent becomes.
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
 /// A connection's progress, as the watchdog needs it; times are offsets from its start.
 struct Activity {
     start: Instant,
@@ -474,7 +479,12 @@ impl Activity {
         } else {
             (p.idle_since, limits.idle_timeout, Closed::IdleTimeout)
         };
-        (self.start + from + limit, why)
+        // A timeout of centuries (the config allows `1000y`) must not overflow the clock.
+        let at = self
+            .start
+            .checked_add(from.saturating_add(limit))
+            .unwrap_or_else(|| Instant::now() + FAR_FUTURE);
+        (at, why)
     }
 }
 

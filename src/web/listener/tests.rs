@@ -329,3 +329,66 @@ async fn basic_auth_headers_and_rate_limit_answer_before_the_router() {
     let _ = r.stop.send(true);
     r.task.await.unwrap();
 }
+
+fn identity_client(with_identity: bool) -> reqwest::Client {
+    let ca = std::fs::read(testdata().join("ca.pem")).unwrap();
+    let mut b = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap());
+    if with_identity {
+        // The fixture's certificate is for clientAuth too, with SANs localhost, 127.0.0.1,
+        // ::1, ops@example.com and spiffe://example.org/ops.
+        let mut pem = std::fs::read(testdata().join("server.pem")).unwrap();
+        pem.extend(std::fs::read(testdata().join("server.key")).unwrap());
+        b = b.identity(reqwest::Identity::from_pem(&pem).unwrap());
+    }
+    b.build().unwrap()
+}
+
+/// Each `client_auth_type`, and `client_allowed_sans` matched exactly against the
+/// certificate's names.
+#[tokio::test]
+async fn client_certificate_policies_and_allowed_sans() {
+    let cases = [
+        (
+            "RequireAndVerifyClientCert",
+            "[spiffe://example.org/ops]",
+            true,
+            false,
+        ),
+        ("RequireAndVerifyClientCert", "[127.0.0.1]", true, false),
+        (
+            "RequireAndVerifyClientCert",
+            "[prometheus, example.org]",
+            false,
+            false,
+        ),
+        ("VerifyClientCertIfGiven", "[]", true, true),
+        ("RequireAnyClientCert", "[]", true, false),
+        ("RequestClientCert", "[]", true, true),
+    ];
+    for (mode, sans, with_cert_ok, without_cert_ok) in cases {
+        let ca = if mode.contains("Verify") {
+            "  client_ca_file: ca.pem\n"
+        } else {
+            ""
+        };
+        let r = start(
+            with(&format!(
+                "{TLS_FILE}  client_auth_type: {mode}\n{ca}  client_allowed_sans: {sans}\n"
+            )),
+            limits(5_000, 5_000),
+        )
+        .await;
+        let url = format!("https://localhost:{}/", r.addr.port());
+        for (with_cert, want) in [(true, with_cert_ok), (false, without_cert_ok)] {
+            let got = identity_client(with_cert).get(&url).send().await;
+            assert_eq!(
+                got.is_ok(),
+                want,
+                "{mode} {sans} with a certificate: {with_cert}: {got:?}"
+            );
+        }
+        let _ = r.stop.send(true);
+        r.task.await.unwrap();
+    }
+}
