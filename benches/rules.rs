@@ -1033,6 +1033,7 @@ fn sidecar_settings(api_base: &str, cfg: &Config, world: &World, rules: RuleSour
         alerting: None,
         api_token: None,
         forward: Default::default(),
+        web: Default::default(),
         rules: RuleSettings {
             source: rules,
             // The timer must not be what finds a breach: only the change-driven evaluation.

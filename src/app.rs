@@ -13,6 +13,8 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::account::{AccountCell, SharedAccount};
+#[cfg(feature = "sim")]
+use crate::config::WebSettings;
 use crate::config::{AccountSettings, AlertingSource, Settings, StreamSettings};
 #[cfg(feature = "sim")]
 use crate::config::{Auth, ReconcileSettings, RuleSettings};
@@ -39,6 +41,7 @@ use crate::state::Account;
 use crate::state::durable::DurableImage;
 use crate::supervise::{RestartPolicy, supervise};
 use crate::telemetry::{Telemetry, names};
+use crate::web::{ListenerLimits, WebState};
 
 /// `demo`'s routing: every alert, grouped by name, to a receiver printing to stdout.
 const DEMO_ALERTING: &str = "route:\n  receiver: demo-stdout\n  group_by: [alertname]\n  group_wait: 2s\n  group_interval: 10s\n  repeat_interval: 1h\nreceivers:\n  - name: demo-stdout\n";
@@ -287,6 +290,8 @@ pub enum AppError {
 /// A running sidecar: its streams, its HTTP listener and its metrics.
 pub struct Sidecar {
     pub addr: SocketAddr,
+    /// `http://addr`, or `https://addr` when the web configuration file turns TLS on.
+    base_url: String,
     pub telemetry: Telemetry,
     pub streams: Arc<Vec<StreamStatus>>,
     pub accounts: Vec<(String, SharedAccount)>,
@@ -333,12 +338,21 @@ impl Sidecar {
             source,
         })?;
         let telemetry = Telemetry::new();
+        let web = Arc::new(match &settings.web.config {
+            Some(f) => WebState::new(Some(f.path.clone()), Some(f.loaded.clone())),
+            None => WebState::new(None, None),
+        });
+        // The sidecar's own URL (alerts' generator links, notifications): https once TLS is on.
+        let base_url = format!(
+            "{}://{addr}",
+            if web.current().tls() { "https" } else { "http" }
+        );
         // Rules first: a broken rule file must stop the start before anything else opens.
         let (runner, rules) = Runner::start(
             &telemetry,
             settings.rules.source.clone(),
             settings.rules.evaluation_interval,
-            &format!("http://{addr}"),
+            &base_url,
         )?;
         let (mut images, writer, stored) = open_data_dir(&settings, &telemetry)?;
         let alerting = match &settings.alerting {
@@ -368,7 +382,7 @@ impl Sidecar {
                         .build()
                         .map_err(|e| AppError::Client(e.to_string()))?,
                     telemetry.clone(),
-                    format!("http://{addr}"),
+                    base_url.clone(),
                     writer.clone(),
                 ));
                 // SIGHUP and `/-/reload` reload the alerting file with the rules; a file that no
@@ -563,17 +577,40 @@ impl Sidecar {
         let listener = listener
             .into_std()
             .map_err(|source| AppError::Listen { addr, source })?;
-        let server_rx = rx.clone();
+        let (server_rx, server_web, limits, t) = (
+            rx.clone(),
+            web.clone(),
+            settings.web.limits,
+            telemetry.clone(),
+        );
         tasks.push(tokio::spawn(supervise(
             "server",
             &telemetry,
             RestartPolicy::default(),
             rx.clone(),
-            move || serve(listener.try_clone(), state.clone(), server_rx.clone()),
+            move || {
+                serve(
+                    listener.try_clone(),
+                    state.clone(),
+                    server_web.clone(),
+                    limits,
+                    t.clone(),
+                    server_rx.clone(),
+                )
+            },
             || {},
         )));
+        if let Some(f) = &settings.web.config {
+            tracing::info!(file = %f.path.display(), config = %f.loaded.describe(), "web config file loaded");
+            tasks.push(tokio::spawn(crate::web::watch_file(
+                web.clone(),
+                telemetry.clone(),
+                rx.clone(),
+            )));
+        }
         Ok(Sidecar {
             addr,
+            base_url,
             telemetry,
             streams,
             accounts,
@@ -584,8 +621,9 @@ impl Sidecar {
         })
     }
 
+    /// Where the sidecar serves: `http://addr`, or `https://addr` with TLS.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.base_url.clone()
     }
 
     /// Stop the streams and the server; tasks that do not finish within the grace are aborted.
@@ -606,11 +644,16 @@ impl Sidecar {
     }
 }
 
-/// Serve the HTTP surface on a duplicate of the bound socket until shutdown.
+/// Serve the HTTP surface on a duplicate of the bound socket until shutdown, through the
+/// hardened listener (`web::listener`: timeouts, connection cap, TLS and basic auth from the
+/// web configuration file).
 async fn serve(
     listener: std::io::Result<std::net::TcpListener>,
     state: AppState,
-    mut rx: watch::Receiver<bool>,
+    web: Arc<WebState>,
+    limits: ListenerLimits,
+    telemetry: Telemetry,
+    rx: watch::Receiver<bool>,
 ) {
     // `into_std` left the socket non-blocking, and a duplicate shares that: what `from_std`
     // needs.
@@ -621,15 +664,7 @@ async fn serve(
             return;
         }
     };
-    let stop = async move {
-        let _ = rx.wait_for(|v| *v).await;
-    };
-    if let Err(e) = axum::serve(listener, server::router(state))
-        .with_graceful_shutdown(stop)
-        .await
-    {
-        tracing::error!(error = %e, "HTTP server failed");
-    }
+    crate::web::serve(listener, server::router(state), web, limits, &telemetry, rx).await;
 }
 
 /// Everything one stream's task is built from, so it can be built again after it died.
@@ -737,6 +772,7 @@ pub fn demo_settings(listen: SocketAddr, sim_base: &str) -> Settings {
         alerting: Some(AlertingSource::Demo),
         api_token: None,
         forward: Default::default(),
+        web: Default::default(),
         rules: RuleSettings {
             source: RuleSource::Embedded(
                 SHIPPED_RULES
@@ -802,6 +838,7 @@ pub async fn start_demo(
     listen: SocketAddr,
     seed: u64,
     data_dir: Option<PathBuf>,
+    web: WebSettings,
 ) -> Result<(RunningSim, Sidecar), AppError> {
     let sim_addr = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut cfg = SimConfig {
@@ -817,6 +854,7 @@ pub async fn start_demo(
         })?;
     let settings = Settings {
         data_dir,
+        web,
         ..demo_settings(listen, &running.base_url())
     };
     let sidecar = Sidecar::start(settings).await?;

@@ -19,3 +19,4 @@ pub mod supervise;
 pub mod telemetry;
 #[cfg(test)]
 mod testdata;
+pub mod web;

@@ -92,6 +92,10 @@ struct RunArgs {
     /// Alertmanager-format file (route, receivers, inhibit_rules): where notifications go.
     #[arg(long, value_name = "FILE")]
     alerting: Option<PathBuf>,
+    /// Prometheus exporter-toolkit web configuration file: TLS and basic auth for every
+    /// endpoint (replaces the config's `web_config_file:`).
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    web_config_file: Option<PathBuf>,
 }
 
 fn init_logging() {
@@ -120,6 +124,7 @@ fn settings_from(args: RunArgs) -> Result<Settings> {
         data_dir: args.data_dir,
         rules: args.rules,
         alerting: args.alerting,
+        web_config_file: args.web_config_file,
         config_path: args.config.clone(),
     };
     Ok(Settings::build(raw, flags, &origin)?)
@@ -169,6 +174,13 @@ fn check(args: CheckArgs) -> Result<()> {
                     eprintln!("{e}");
                 }
             }
+        }
+        if let Some(f) = &settings.web.config {
+            println!(
+                "web config ok: {}: {}",
+                f.path.display(),
+                f.loaded.describe()
+            );
         }
         println!(
             "config ok: {} account(s), {} stream(s), listen {}",
@@ -344,6 +356,7 @@ mod with_sim {
     use anyhow::{Context, Result};
     use clap::Args;
     use ocx_sentinel::app;
+    use ocx_sentinel::config::WebSettings;
     use ocx_sentinel::sim::{self, Faults, SimConfig, TsFormat};
 
     use super::shutdown_signal;
@@ -359,6 +372,9 @@ mod with_sim {
         /// Keep the demo's data dir here (default: a temporary directory removed on exit).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Prometheus exporter-toolkit web configuration file: TLS and basic auth.
+        #[arg(long = "web.config.file", value_name = "FILE")]
+        web_config_file: Option<PathBuf>,
     }
 
     #[derive(Args, Debug)]
@@ -422,7 +438,13 @@ mod with_sim {
             listen,
             seed,
             data_dir,
+            web_config_file,
         } = args;
+        // A bad file stops the demo before anything starts, naming file:line and the field.
+        let web = match &web_config_file {
+            Some(path) => WebSettings::with_file(path)?,
+            None => WebSettings::default(),
+        };
         // A fresh demo each time unless asked to keep one: its fills are simulated.
         let (dir, temporary) = match data_dir {
             Some(d) => (d, false),
@@ -431,7 +453,7 @@ mod with_sim {
                 true,
             ),
         };
-        let (sim, sidecar) = app::start_demo(listen, seed, Some(dir.clone()))
+        let (sim, sidecar) = app::start_demo(listen, seed, Some(dir.clone()), web)
             .await
             .context("starting the demo")?;
         println!("ocx-sentinel demo");

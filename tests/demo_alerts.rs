@@ -11,9 +11,14 @@ use tokio::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_shows_an_alert_go_pending_fire_and_resolve() {
-    let (sim, sidecar) = app::start_demo(SocketAddr::from(([127, 0, 0, 1], 0)), 1, None)
-        .await
-        .unwrap();
+    let (sim, sidecar) = app::start_demo(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        1,
+        None,
+        Default::default(),
+    )
+    .await
+    .unwrap();
     let base = sidecar.base_url();
     let client = reqwest::Client::new();
     let rules: Value = serde_json::from_str(

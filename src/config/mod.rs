@@ -11,11 +11,14 @@ pub use duration::{DurationError, parse_duration};
 pub use forward::{AlertmanagerTarget, ForwardAuth, ForwardSettings};
 
 use crate::rules::runner::RuleSource;
+use crate::web::ListenerLimits;
+use crate::web::config::{WebConfig, WebConfigError};
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -105,6 +108,21 @@ pub struct RawConfig {
     /// How long a forwarded alert waits before it is sent again (Prometheus's
     /// `--rules.alert.resend-delay`).
     pub alert_resend_delay: Option<Spanned<String>>,
+    /// The exporter-toolkit web configuration file (TLS, basic auth), relative to this file;
+    /// `--web.config.file` replaces it.
+    pub web_config_file: Option<Spanned<String>>,
+    /// The HTTP listener's timeouts and connection cap.
+    pub listener: Option<RawListener>,
+}
+
+/// `listener:`: the HTTP listener's limits.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub header_read_timeout: Option<Spanned<String>>,
+    pub idle_timeout: Option<Spanned<String>>,
+    pub tls_handshake_timeout: Option<Spanned<String>>,
+    pub max_connections: Option<Spanned<u64>>,
 }
 
 /// `limits:` (top level, or per account over it): market id, or `default`, to a limit.
@@ -177,6 +195,8 @@ pub struct Overrides {
     pub rules: Vec<PathBuf>,
     /// `--alerting`: the Alertmanager-format file; replaces `alerting_file:`.
     pub alerting: Option<PathBuf>,
+    /// `--web.config.file`: the web configuration file; replaces `web_config_file:`.
+    pub web_config_file: Option<PathBuf>,
     /// The config file's path, which relative `rule_files:` are resolved against (not an
     /// override: where the file came from).
     pub config_path: Option<PathBuf>,
@@ -351,6 +371,42 @@ pub struct Settings {
     pub api_token: Option<Secret>,
     /// Real Alertmanagers the firing alerts are posted to (`alertmanagers:`).
     pub forward: ForwardSettings,
+    /// The HTTP listener: its web configuration file and its limits.
+    pub web: WebSettings,
+}
+
+/// The HTTP listener's security: the web configuration file (TLS, basic auth), loaded and
+/// checked, and the listener's timeouts and connection cap.
+#[derive(Debug, Clone, Default)]
+pub struct WebSettings {
+    /// `--web.config.file` or `web_config_file:`; `None` serves plain HTTP to anyone.
+    pub config: Option<WebConfigFile>,
+    pub limits: ListenerLimits,
+}
+
+/// A web configuration file and what it held at start (re-read when it changes).
+#[derive(Debug, Clone)]
+pub struct WebConfigFile {
+    pub path: PathBuf,
+    pub loaded: Arc<WebConfig>,
+}
+
+impl WebSettings {
+    /// The defaults with the web configuration file at `path` (`demo --web.config.file`);
+    /// errors name file:line:column and the field.
+    pub fn with_file(path: &Path) -> Result<Self, ConfigError> {
+        let loaded = crate::web::config::load_file(path).map_err(|e| match e {
+            WebConfigError::Invalid(lines) => ConfigError::Invalid(lines),
+            read @ WebConfigError::Read { .. } => ConfigError::Invalid(vec![read.to_string()]),
+        })?;
+        Ok(Self {
+            config: Some(WebConfigFile {
+                path: path.to_path_buf(),
+                loaded: Arc::new(loaded),
+            }),
+            limits: ListenerLimits::default(),
+        })
+    }
 }
 
 /// Where the notification routing comes from.
@@ -456,6 +512,7 @@ impl Settings {
         let alerting = b.alerting(&raw);
         let api_token = b.api_token(&raw);
         let forward = b.forward(&raw);
+        let web = b.web(&raw);
         match listen {
             Some(listen) if b.errors.is_empty() => Ok(Settings {
                 listen,
@@ -469,6 +526,7 @@ impl Settings {
                 alerting,
                 api_token,
                 forward,
+                web,
             }),
             _ => Err(ConfigError::Invalid(b.errors)),
         }
@@ -538,6 +596,82 @@ impl Builder<'_> {
             Some(c) => crate::rules::runner::relative_to(c, &f.value),
             None => PathBuf::from(&f.value),
         }))
+    }
+
+    /// `listener:`, and the web configuration file: `--web.config.file`, else
+    /// `web_config_file:` resolved against the config file's directory, read and checked now.
+    fn web(&mut self, raw: &RawConfig) -> WebSettings {
+        let mut limits = ListenerLimits::default();
+        if let Some(l) = &raw.listener {
+            let positive = Duration::from_millis(1);
+            for (field, name, slot) in [
+                (
+                    &l.header_read_timeout,
+                    "header_read_timeout",
+                    &mut limits.header_read_timeout,
+                ),
+                (&l.idle_timeout, "idle_timeout", &mut limits.idle_timeout),
+                (
+                    &l.tls_handshake_timeout,
+                    "tls_handshake_timeout",
+                    &mut limits.tls_handshake_timeout,
+                ),
+            ] {
+                if let Some(d) = self.duration(field, &format!("listener.{name}"), positive) {
+                    *slot = d;
+                }
+            }
+            limits.max_connections = self.at_least(
+                &l.max_connections,
+                "listener.max_connections",
+                1,
+                limits.max_connections,
+            );
+        }
+        let (path, whence) = match (&self.flags.web_config_file, &raw.web_config_file) {
+            (Some(p), _) => (p.clone(), "--web.config.file".to_string()),
+            (None, Some(f)) if f.value.trim().is_empty() => {
+                self.errors.push(format!(
+                    "{}: web_config_file: must name a file (leave the key out to serve plain HTTP without auth)",
+                    self.at(f)
+                ));
+                return WebSettings {
+                    config: None,
+                    limits,
+                };
+            }
+            (None, Some(f)) => (
+                match &self.flags.config_path {
+                    Some(c) => crate::rules::runner::relative_to(c, &f.value),
+                    None => PathBuf::from(&f.value),
+                },
+                format!("{}: web_config_file", self.at(f)),
+            ),
+            (None, None) => {
+                return WebSettings {
+                    config: None,
+                    limits,
+                };
+            }
+        };
+        let config = match crate::web::config::load_file(&path) {
+            Ok(loaded) => Some(WebConfigFile {
+                path,
+                loaded: Arc::new(loaded),
+            }),
+            // The file's own problems name its lines; a file that cannot be read is named by
+            // where it was asked for.
+            Err(WebConfigError::Invalid(lines)) => {
+                self.errors.extend(lines);
+                None
+            }
+            Err(WebConfigError::Read { path, source }) => {
+                self.errors
+                    .push(format!("{whence}: cannot read {path}: {source}"));
+                None
+            }
+        };
+        WebSettings { config, limits }
     }
 
     /// `--rules` (which replaces the file's list), else `rule_files:` resolved against the

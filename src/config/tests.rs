@@ -208,3 +208,64 @@ fn alertmanagers_become_push_urls_with_their_auth() {
     assert!(!format!("{s:?}").contains("from-file"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn web_config_file_is_relative_to_the_config_and_the_flag_replaces_it() {
+    let dir = std::env::temp_dir().join(format!("ocx-sentinel-cfg-web-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let hash = "$2b$04$NWtCYtfSLU2NbwDdNCXGbOkG7VRnIamCk0xHtzqHNgqudt/3tBQVC";
+    std::fs::write(
+        dir.join("web.yml"),
+        format!("basic_auth_users:\n  prometheus: {hash}\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("plain.yml"), "").unwrap();
+    std::fs::write(dir.join("broken.yml"), "basic_auth_users:\n  x: y\n").unwrap();
+    let yaml =
+        "web_config_file: web.yml\nlistener:\n  header_read_timeout: 300ms\n  max_connections: 7\n";
+    let flags = Overrides {
+        config_path: Some(dir.join("sentinel.yml")),
+        ..Overrides::default()
+    };
+    let s = Settings::build(parse_str(yaml, "f.yml").unwrap(), flags.clone(), "f.yml").unwrap();
+    let web = s.web.config.as_ref().expect("a web config");
+    assert_eq!(web.path, dir.join("web.yml"));
+    assert!(web.loaded.basic_auth() && !web.loaded.tls());
+    assert_eq!(s.web.limits.header_read_timeout, Duration::from_millis(300));
+    assert_eq!(s.web.limits.max_connections, 7);
+    assert_eq!(
+        s.web.limits.idle_timeout,
+        crate::web::ListenerLimits::default().idle_timeout
+    );
+    // The flag wins, and is used as given (relative to the working directory).
+    let s = Settings::build(
+        parse_str(yaml, "f.yml").unwrap(),
+        Overrides {
+            web_config_file: Some(dir.join("plain.yml")),
+            ..flags.clone()
+        },
+        "f.yml",
+    )
+    .unwrap();
+    assert!(!s.web.config.unwrap().loaded.basic_auth());
+    // A broken file stops the start with its own file:line.
+    let err = Settings::build(
+        parse_str("web_config_file: broken.yml\n", "f.yml").unwrap(),
+        flags,
+        "f.yml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with(&format!(
+            "{}:2:6: basic_auth_users.x: not a bcrypt hash",
+            dir.join("broken.yml").display()
+        )),
+        "{err}"
+    );
+    // No file: no web config, the default limits.
+    let s = Settings::build(RawConfig::default(), Overrides::default(), "flags").unwrap();
+    assert!(s.web.config.is_none());
+    assert_eq!(s.web.limits, crate::web::ListenerLimits::default());
+    let _ = std::fs::remove_dir_all(&dir);
+}

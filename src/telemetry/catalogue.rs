@@ -142,6 +142,10 @@ pub mod names {
     pub const CONFIG_RELOAD_SUCCESSFUL: &str = "ocx_sentinel_config_last_reload_successful";
     pub const CONFIG_RELOAD_SUCCESS_TIMESTAMP: &str =
         "ocx_sentinel_config_last_reload_success_timestamp_seconds";
+    pub const HTTP_CONNECTIONS: &str = "ocx_sentinel_http_connections";
+    pub const HTTP_CONNECTIONS_CLOSED: &str = "ocx_sentinel_http_connections_closed_total";
+    pub const HTTP_REQUESTS_REFUSED: &str = "ocx_sentinel_http_requests_refused_total";
+    pub const WEB_CONFIG_RELOAD_SUCCESSFUL: &str = "ocx_sentinel_web_config_last_reload_successful";
 }
 
 use Kind::*;
@@ -666,5 +670,29 @@ pub const CATALOGUE: &[MetricDef] = &[
         kind: Gauge,
         labels: "",
         help: "Unix time of the latest successful load of the rule files, in seconds",
+    },
+    MetricDef {
+        name: HTTP_CONNECTIONS,
+        kind: Gauge,
+        labels: "",
+        help: "Connections open on the HTTP listener (at most listener.max_connections; more wait in the kernel's backlog)",
+    },
+    MetricDef {
+        name: HTTP_CONNECTIONS_CLOSED,
+        kind: Counter,
+        labels: "reason",
+        help: "Connections the HTTP listener closed itself, by reason (header_timeout, idle_timeout, tls_handshake_timeout, tls_handshake_failed)",
+    },
+    MetricDef {
+        name: HTTP_REQUESTS_REFUSED,
+        kind: Counter,
+        labels: "reason",
+        help: "Requests refused before reaching an endpoint, by reason (unauthorized: no or wrong basic auth credentials, 401; rate_limited: over the web config's rate_limit, 429)",
+    },
+    MetricDef {
+        name: WEB_CONFIG_RELOAD_SUCCESSFUL,
+        kind: Gauge,
+        labels: "",
+        help: "1 if the web config file loaded when it last changed, 0 if the change failed to load (the last good configuration stays in force); absent without a web config file",
     },
 ];

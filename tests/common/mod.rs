@@ -76,6 +76,7 @@ pub fn settings(api_base: &str, auth: Auth, markets: &[&str]) -> Settings {
         alerting: None,
         api_token: None,
         forward: Default::default(),
+        web: Default::default(),
     }
 }
 
