@@ -769,6 +769,8 @@ struct EngineResult {
     per_event: Stats,
     /// Mean rules evaluated by a pass after one position change.
     per_event_rules: f64,
+    /// Of those, the mean evaluated over only the market that changed.
+    per_event_scoped: f64,
     per_tick: Stats,
     /// Mean CPU time and wait for a CPU per evaluation (µs), per phase.
     per_event_sched: Option<(f64, f64)>,
@@ -828,6 +830,7 @@ fn engine_bench(cfg: &Config) -> EngineResult {
     // Per event: one position change, then every group evaluated at once, 50ms apart.
     let (mut per_event, mut per_event_sched) = (Vec::new(), Vec::new());
     let mut per_event_rules = 0;
+    let mut per_event_scoped = 0;
     let phase = Instant::now();
     for i in 0..cfg.iters {
         if i >= MIN_SAMPLES && phase.elapsed() > cfg.engine_budget {
@@ -839,6 +842,7 @@ fn engine_bench(cfg: &Config) -> EngineResult {
         per_event.push(wall);
         per_event_sched.push(sched);
         per_event_rules += pass.rules;
+        per_event_scoped += pass.scoped;
         check(&pass);
     }
 
@@ -889,6 +893,7 @@ fn engine_bench(cfg: &Config) -> EngineResult {
         });
     EngineResult {
         per_event_rules: per_event_rules as f64 / per_event.len() as f64,
+        per_event_scoped: per_event_scoped as f64 / per_event.len() as f64,
         per_event: stats(&per_event),
         per_tick: stats(&per_tick),
         per_event_sched: sched_means(&per_event_sched),
@@ -1312,8 +1317,8 @@ fn main() {
     if let Some(e) = &engine {
         row(
             &format!(
-                "engine: pass after a position change ({:.0} rules)",
-                e.per_event_rules
+                "engine: pass after a position change ({:.0} rules, {:.0} one market)",
+                e.per_event_rules, e.per_event_scoped
             ),
             &e.per_event,
             e.per_event_sched,

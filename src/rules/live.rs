@@ -183,6 +183,10 @@ pub struct LiveStore {
     names: Vec<String>,
     /// The series of each name, by index into `series`.
     members: Vec<Vec<usize>>,
+    /// Per name (by index), label, and value: the series with that value, by index into
+    /// `series`. An equality matcher then reads its few series instead of the whole family: a
+    /// change pass narrowed to one market selects that market's series of each family.
+    postings: Vec<HashMap<String, HashMap<String, Vec<usize>>>>,
     /// Per metric name, the sequence number of the latest observation at which one of its
     /// series changed value, appeared or went stale: what change-driven passes ask.
     changed_at: HashMap<String, u64>,
@@ -223,6 +227,7 @@ impl LiveStore {
             by_name: HashMap::new(),
             names: Vec::new(),
             members: Vec::new(),
+            postings: Vec::new(),
             changed_at: HashMap::new(),
             logs: HashMap::new(),
             dirty: Vec::new(),
@@ -445,6 +450,7 @@ impl LiveStore {
         self.by_name.clear();
         self.names.clear();
         self.members.clear();
+        self.postings.clear();
         for (i, s) in self.series.iter_mut().enumerate() {
             self.index.insert(s.labels.clone(), i);
             let name = s.labels.metric_name().unwrap_or("");
@@ -455,10 +461,21 @@ impl LiveStore {
                     self.by_name.insert(name.to_string(), id);
                     self.names.push(name.to_string());
                     self.members.push(Vec::new());
+                    self.postings.push(HashMap::new());
                     id
                 }
             };
             self.members[id].push(i);
+            for (label, value) in s.labels.iter() {
+                if label != METRIC_NAME {
+                    self.postings[id]
+                        .entry(label.to_string())
+                        .or_default()
+                        .entry(value.to_string())
+                        .or_default()
+                        .push(i);
+                }
+            }
             s.name = id;
         }
     }
@@ -509,10 +526,27 @@ impl LiveStore {
         };
         match &sel.name {
             Some(name) => {
-                if let Some(&id) = self.by_name.get(name) {
-                    for &i in &self.members[id] {
-                        one(&self.series[i]);
+                let Some(&id) = self.by_name.get(name) else {
+                    return;
+                };
+                // The fewest series an equality matcher leaves (a missing label is the empty
+                // value, which the postings do not list, so those matchers scan).
+                let mut candidates = &self.members[id];
+                for m in &rest {
+                    if m.kind() != promql::MatchKind::Equal || m.value().is_empty() {
+                        continue;
                     }
+                    let found = self.postings[id]
+                        .get(m.name())
+                        .and_then(|values| values.get(m.value()));
+                    match found {
+                        Some(list) if list.len() < candidates.len() => candidates = list,
+                        Some(_) => {}
+                        None => return,
+                    }
+                }
+                for &i in candidates {
+                    one(&self.series[i]);
                 }
             }
             None => self.series.iter().for_each(one),
