@@ -354,6 +354,9 @@ pub struct Engine {
     last_pass_seconds: f64,
     /// A timer pass that stopped early for a change, to finish before the next one starts.
     resume: Option<Resume>,
+    /// Whether the latest pass was a change pass (which read the store): a timer pass
+    /// resuming right after it need not read it again.
+    observed_since_stop: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -389,6 +392,7 @@ impl Engine {
             watched: HashSet::new(),
             last_pass_seconds: 0.0,
             resume: None,
+            observed_since_stop: false,
         }
     }
 
@@ -603,7 +607,12 @@ impl Engine {
         }
         let mut progressed = false;
         self.seq += 1;
-        self.live.observe(t, self.seq);
+        // A timer pass going on after a change pass reads what that pass read a moment ago:
+        // reading every series again (the bulk of a pass's fixed cost) would buy nothing.
+        if resume.is_none() || !self.observed_since_stop {
+            self.live.observe(t, self.seq);
+        }
+        self.observed_since_stop = mode == Mode::Changed;
         let ctx = EvalContext {
             external_labels: &self.external_labels,
             external_url: &self.external_url,
