@@ -336,7 +336,7 @@ async fn main() {
         println!(
             "| {} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms |",
             if dd {
-                "on (outbox fsync'd before send)"
+                "on (outbox row written as the request goes out)"
             } else {
                 "off"
             },
