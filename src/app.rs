@@ -821,14 +821,26 @@ fn demo_limits() -> crate::config::Limits {
 /// (2m average over half the limit, `for: 30s`) goes pending within seconds and fires at ~33s.
 #[cfg(feature = "sim")]
 fn demo_excursion(cfg: &SimConfig) -> crate::sim::Excursion {
-    let steps = |d: Duration| (d.as_millis() / cfg.tick.as_millis().max(1)) as u64;
+    demo_excursion_on(cfg, "SOL-PERP", 8, Duration::from_secs(2))
+}
+
+/// The demo's excursion shape (held 40s, flat 20s more, every 2 minutes) on `market`, to
+/// `steps` quantity steps, first `after` the start; `simulate --excursion` runs one.
+#[cfg(feature = "sim")]
+pub fn demo_excursion_on(
+    cfg: &SimConfig,
+    market: &str,
+    steps: i64,
+    after: Duration,
+) -> crate::sim::Excursion {
+    let ticks = |d: Duration| (d.as_millis() / cfg.tick.as_millis().max(1)) as u64;
     crate::sim::Excursion {
-        market: "SOL-PERP".into(),
-        steps: 8,
-        first_step: u64::from(cfg.warmup_steps) + steps(Duration::from_secs(2)),
-        hold: steps(Duration::from_secs(40)),
-        quiet: steps(Duration::from_secs(20)),
-        period: steps(Duration::from_secs(120)),
+        market: market.into(),
+        steps,
+        first_step: u64::from(cfg.warmup_steps) + ticks(after),
+        hold: ticks(Duration::from_secs(40)),
+        quiet: ticks(Duration::from_secs(20)),
+        period: ticks(Duration::from_secs(120)),
     }
 }
 

@@ -431,6 +431,27 @@ mod with_sim {
         /// Fault: answer only the pull endpoints with this HTTP status.
         #[arg(long)]
         rest_status: Option<u16>,
+        /// Scripted inventory excursion, the demo's shape: AFTER seconds after the start the
+        /// position on MARKET jumps to STEPS quantity steps, is held 40s, closed, and the market
+        /// stays flat 20s more; again every 2 minutes.
+        #[arg(long, value_name = "MARKET:STEPS:AFTER", value_parser = parse_excursion)]
+        excursion: Option<(String, i64, u64)>,
+    }
+
+    fn parse_excursion(s: &str) -> Result<(String, i64, u64), String> {
+        let usage = || format!("{s:?}: expected MARKET:STEPS:AFTER_SECS, e.g. SOL-PERP:200:60");
+        let mut parts = s.split(':');
+        let (Some(market), Some(steps), Some(after), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(usage());
+        };
+        let steps: i64 = steps.parse().map_err(|_| usage())?;
+        let after: u64 = after.parse().map_err(|_| usage())?;
+        if market.is_empty() || steps <= 0 {
+            return Err(usage());
+        }
+        Ok((market.to_string(), steps, after))
     }
 
     pub async fn demo(args: DemoArgs) -> Result<()> {
@@ -505,6 +526,17 @@ mod with_sim {
         };
         if !a.markets.is_empty() {
             cfg.markets = a.markets;
+        }
+        if let Some((market, steps, after)) = a.excursion {
+            if !cfg.markets.contains(&market) {
+                anyhow::bail!("--excursion: the simulator has no market {market:?}");
+            }
+            cfg.excursion = Some(app::demo_excursion_on(
+                &cfg,
+                &market,
+                steps,
+                Duration::from_secs(after),
+            ));
         }
         let sim = sim::start(cfg, a.listen)
             .await

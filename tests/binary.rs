@@ -1,4 +1,4 @@
-//! The real binary as a process: `demo` scraped within 2 seconds, linted by promtool, stopped by SIGTERM; a wrong key logged as 401, never echoed.
+//! The real binary as a process: `demo` scraped within 2 seconds, linted by promtool, stopped by SIGTERM; a wrong key logged as 401, never echoed; `simulate --excursion` jumping a position on schedule.
 #![cfg(feature = "sim")] // runs the built-in simulator
 #![allow(clippy::disallowed_methods)] // timing a real child process by the wall clock is the point here
 
@@ -328,4 +328,65 @@ async fn rule_files_stop_a_bad_start_and_reload_on_sighup() {
         "{log}"
     );
     let _ = std::fs::remove_dir_all(&work);
+}
+
+// `simulate --excursion MARKET:STEPS:AFTER` (the end-to-end script's scripted breach): the
+// position jumps to exactly STEPS quantity steps, visible on the pull endpoint; a malformed value
+// or an unknown market stops the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulate_runs_a_scripted_excursion_and_rejects_a_bad_one() {
+    for (bad, says) in [
+        ("SOL-PERP:0:1", "expected MARKET:STEPS:AFTER_SECS"),
+        ("SOL-PERP:20", "expected MARKET:STEPS:AFTER_SECS"),
+        ("DOGE-PERP:20:1", "no market \"DOGE-PERP\""),
+    ] {
+        let port = free_port();
+        let out = Command::new(BIN)
+            .args(["simulate", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--excursion", bad])
+            .output()
+            .expect("simulate runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad}: started");
+        assert!(stderr.contains(says), "{bad}: {stderr}");
+    }
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .args(["simulate", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--excursion", "SOL-PERP:200:1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("simulate starts");
+    let url = format!("http://127.0.0.1:{port}/perps/positions");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = String::new();
+    let jumped = loop {
+        if let Some(body) = fetch(&url).await {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let sol = v
+                .as_array()
+                .or_else(|| v["positions"].as_array())
+                .or_else(|| v["data"].as_array())
+                .into_iter()
+                .flatten()
+                .find(|p| p["marketId"] == "SOL-PERP")
+                .and_then(|p| p["quantity"].as_str().map(str::to_owned));
+            if sol.as_deref().and_then(|q| q.parse::<f64>().ok()) == Some(20.0) {
+                break true;
+            }
+            last = body;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (status, _) = terminate(&mut child);
+    assert!(
+        jumped,
+        "SOL-PERP never held 20 contracts within 10s; last /perps/positions: {last}; stderr: {}",
+        stderr_of(&mut child)
+    );
+    assert!(status.success());
 }
