@@ -441,10 +441,17 @@ async fn run_reads_the_listener_limits_the_api_token_and_a_changing_web_config_f
         metrics.contains("ocx_sentinel_web_config_last_reload_successful 0"),
         "{metrics}"
     );
-    assert!(
-        metrics.contains("ocx_sentinel_http_connections_closed_total{reason=\"header_timeout\"} 1"),
-        "{metrics}"
-    );
+    // At least the half request's (its EOF is asserted above). Not exactly one: with a 300ms
+    // deadline on a loaded 2-core machine (seen in CI: 2), another connection of this test that
+    // sent nothing for 300ms after its accept is closed by the same deadline, as it should be.
+    let header_timeouts: f64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("ocx_sentinel_http_connections_closed_total{reason=\"header_timeout\"} ")
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(header_timeouts >= 1.0, "{metrics}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
