@@ -336,7 +336,7 @@ async fn main() {
         println!(
             "| {} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms |",
             if dd {
-                "on (outbox row written as the request goes out)"
+                "on (outbox fsync'd before send)"
             } else {
                 "off"
             },

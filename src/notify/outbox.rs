@@ -1,4 +1,4 @@
-//! The notifier's rows in the data dir: the outbox (every notification from when it is sent until its receiver acknowledges it) and the notification log (what each receiver integration last got for each group), with their ids, encodings and what a restart reads back.
+//! The notifier's rows in the data dir: the outbox (every notification before it is sent, until its receiver acknowledges it) and the notification log (what each receiver integration last got for each group), with their ids, encodings and what a restart reads back.
 //!
 //! One outbox row per (group, receiver integration): a newer notification of the same group
 //! replaces an older one not yet acknowledged, since it carries the group's current state (as

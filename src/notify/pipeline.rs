@@ -500,36 +500,25 @@ impl Notifier {
             self.holds.clone(),
         );
         tokio::spawn(async move {
-            // The outbox row is committed while the notification is already on its way, not
-            // before: at-least-once needs the row only for a process killed after it is
-            // durable and before the receiver's answer (it is then sent again after the
-            // restart), and a process killed before the commit has no row either way, with or
-            // without the send started. Waiting for the fsync first (3-4 ms here) bought no
-            // delivery, only latency. The row's deletion on the answer queues behind its
-            // insertion on the one writer, so it never overtakes it.
-            let written = async {
-                if let Some(rx) = durable
-                    && !rx.await.unwrap_or(false)
-                {
-                    tracing::warn!(receiver = %entry.flush.receiver, "notification could not be written to the outbox (see the data dir errors); sent from memory");
-                }
-            };
+            // Written before it is sent: a process killed from here on sends it after restart.
+            if let Some(rx) = durable
+                && !rx.await.unwrap_or(false)
+            {
+                tracing::warn!(receiver = %entry.flush.receiver, "notification could not be written to the outbox (see the data dir errors); sending it from memory");
+            }
             // Only resolved alerts left for an integration that does not send them: the log
             // still records the resolution (Alertmanager does the same), nothing is sent.
-            let sent = async {
-                if entry.alerts.is_empty() {
-                    Delivery::Delivered
-                } else {
-                    let to = Target {
-                        client: &client,
-                        telemetry: &telemetry,
-                        external_url: &url,
-                        holds: &holds,
-                    };
-                    deliver(&integration, &to, &entry, deadline).await
-                }
+            let delivery = if entry.alerts.is_empty() {
+                Delivery::Delivered
+            } else {
+                let to = Target {
+                    client: &client,
+                    telemetry: &telemetry,
+                    external_url: &url,
+                    holds: &holds,
+                };
+                deliver(&integration, &to, &entry, deadline).await
             };
-            let ((), delivery) = tokio::join!(written, sent);
             let _ = tx.send(Done {
                 started_ms: entry.created_ms,
                 flush: entry.flush,

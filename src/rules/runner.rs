@@ -425,6 +425,13 @@ impl Runner {
                 .any(|t| matches!(t.transition, Transition::Firing | Transition::Resolved));
             (pass, fired_or_resolved.then(|| engine.notifiable()))
         };
+        // The states are queued on the writer before the notifier hears of them: its outbox row,
+        // which a notification waits for before it is sent, then commits with them or after
+        // them (one writer, in order). A receiver told "firing" can count on the restarted
+        // process knowing the alert, so it is told "resolved" too; queued after the outbox row,
+        // a kill between the two commits left the firing alert unknown after the restart (seen
+        // once in CI: the redelivered firing notification, never its resolve).
+        self.persist(!pass.transitions.is_empty());
         // Notifications first, so whoever wakes on `alerts_tx` finds them published.
         if let Some(n) = notifiable {
             self.notifiable_tx.send_replace(Arc::new(n));
@@ -436,9 +443,6 @@ impl Runner {
         {
             self.alerts_tx.send_modify(|v| *v = v.wrapping_add(1));
         }
-        // The states are written after the notifier was woken: its outbox row, which a
-        // notification waits for, then usually shares this commit instead of queueing behind it.
-        self.persist(!pass.transitions.is_empty());
         log_pass(&pass);
         pass
     }
