@@ -64,8 +64,8 @@ struct RuleWatch {
 /// account (what a fill or a position change moves), then one account.
 const PARTS: [&[&str]; 2] = [&["account", "market"], &["account"]];
 
-/// A change pass narrows a rule to what changed only up to this many combinations of values;
-/// beyond, one pass over every series is cheaper than that many narrowed ones.
+/// A change pass narrows a rule to what changed only up to this many values of each label;
+/// beyond, one pass over every series is cheaper.
 const MAX_SCOPE: usize = 16;
 
 impl RuleWatch {
@@ -143,15 +143,13 @@ impl Changes<'_> {
         if since == 0 {
             return Want::All;
         }
-        let mut values: Vec<Vec<String>> = Vec::new();
+        // Per label of the part, the values that changed.
+        let mut values: Vec<Vec<String>> = vec![Vec::new(); part.len()];
         let mut add = |l: &Labels| {
-            if values.len() <= MAX_SCOPE {
-                let key: Vec<String> = part
-                    .iter()
-                    .map(|p| l.get(p).unwrap_or("").to_string())
-                    .collect();
-                if !values.contains(&key) {
-                    values.push(key);
+            for (label, seen) in part.iter().zip(values.iter_mut()) {
+                let v = l.get(label).unwrap_or("");
+                if seen.len() <= MAX_SCOPE && !seen.iter().any(|s| s == v) {
+                    seen.push(v.to_string());
                 }
             }
         };
@@ -168,13 +166,12 @@ impl Changes<'_> {
                 return Want::All;
             }
         }
-        if values.is_empty() || values.len() > MAX_SCOPE {
+        if values.iter().any(|v| v.is_empty() || v.len() > MAX_SCOPE) {
             return Want::All;
         }
-        Want::Only(Scope {
-            labels: part.iter().map(|l| l.to_string()).collect(),
-            values,
-        })
+        Want::Only(Scope::new(
+            part.iter().copied().zip(values.iter().map(Vec::as_slice)),
+        ))
     }
 }
 
@@ -206,7 +203,7 @@ impl RulePick for Changes<'_> {
                 self.scope(w, since, &changed)
             }
         };
-        if want != Want::Skip {
+        if !matches!(want, Want::Skip) {
             *self.progressed = true;
             *self.seq += 1;
             if let Some(w) = self.watch.get_mut(i) {

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use super::alert::{AlertContext, AlertError, RuleAlerts, Transition};
 use super::file::{Rule, RuleGroup};
 use super::promql::{
-    self, Expr, Labels, METRIC_NAME, Sample, Selector, SeriesData, Storage, Value,
+    self, Expr, InPlace, Labels, METRIC_NAME, Sample, Selector, SeriesData, Storage, Value,
 };
 use super::template::{QuerySample, TemplateQuery};
 
@@ -112,18 +112,7 @@ impl History {
     }
 }
 
-impl History {
-    fn select_with(
-        &self,
-        sel: &Selector,
-        pick: impl Fn(&Labels, &[(i64, f64)]) -> Option<SeriesData>,
-    ) -> Vec<SeriesData> {
-        let mut out = Vec::new();
-        self.each(sel, &mut |l, s| out.extend(pick(l, s)));
-        out
-    }
-
-    /// Every selected series with all its samples, in place.
+impl InPlace for History {
     fn each(&self, sel: &Selector, f: &mut promql::VisitFn<'_>) {
         let one = |l: &Labels| {
             if sel.matches(l)
@@ -136,39 +125,6 @@ impl History {
             Some(name) => self.by_name.get(name).into_iter().flatten().for_each(one),
             None => self.series.keys().for_each(one),
         }
-    }
-}
-
-impl Storage for History {
-    fn select(&self, sel: &Selector, start_ms: i64, end_ms: i64) -> Vec<SeriesData> {
-        self.select_with(sel, |l, s| SeriesData::window(l, s, start_ms, end_ms))
-    }
-
-    fn select_latest(&self, sel: &Selector, start_ms: i64, end_ms: i64) -> Vec<SeriesData> {
-        self.select_with(sel, |l, s| SeriesData::latest(l, s, start_ms, end_ms))
-    }
-
-    fn visit(&self, sel: &Selector, start_ms: i64, end_ms: i64, f: &mut promql::VisitFn<'_>) {
-        self.each(sel, &mut |l, s| {
-            let w = promql::window_of(s, start_ms, end_ms);
-            if !w.is_empty() {
-                f(l, w);
-            }
-        });
-    }
-
-    fn visit_latest(
-        &self,
-        sel: &Selector,
-        start_ms: i64,
-        end_ms: i64,
-        f: &mut dyn FnMut(&Labels, (i64, f64)),
-    ) {
-        self.each(sel, &mut |l, s| {
-            if let Some(one) = promql::latest_of(s, start_ms, end_ms) {
-                f(l, one);
-            }
-        });
     }
 }
 
@@ -416,7 +372,7 @@ pub trait RulePick {
 }
 
 /// What a [`RulePick`] asks of one rule.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Want {
     Skip,
     /// Evaluate it over every series.
@@ -428,86 +384,62 @@ pub enum Want {
 }
 
 /// Some values of some labels: the series a scoped evaluation reads and the outputs it
-/// replaces. A missing label counts as the empty value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// replaces. A series is in scope when each of the labels has one of its values (a missing
+/// label is the empty value). With several values per label that is every combination of them,
+/// possibly more than changed: a rule local in those labels evaluates the extra ones just as
+/// correctly, and one set of matchers then serves both the selection and the test.
+#[derive(Debug, Clone)]
 pub struct Scope {
-    pub labels: Vec<String>,
-    /// One value per label in `labels`, per combination in scope.
-    pub values: Vec<Vec<String>>,
+    /// One per label: `label="v"`, or `label=~"v1|v2"` for several values.
+    matchers: Vec<promql::Matcher>,
 }
 
 impl Scope {
-    /// Whether a series with `labels` is in scope.
-    pub fn contains(&self, labels: &Labels) -> bool {
-        self.values.iter().any(|vals| {
-            self.labels
-                .iter()
-                .zip(vals)
-                .all(|(l, v)| labels.get(l).unwrap_or("") == v)
-        })
+    /// The scope of `values` per label.
+    pub fn new<'a>(values: impl IntoIterator<Item = (&'a str, &'a [String])>) -> Scope {
+        Scope {
+            matchers: values
+                .into_iter()
+                .map(|(label, vals)| promql::Matcher::one_of(label, vals))
+                .collect(),
+        }
     }
 
-    /// The values of the scope's labels in `labels`.
-    pub fn key_of(&self, labels: &Labels) -> Vec<String> {
-        self.labels
+    /// Whether a series with `labels` is in scope.
+    pub fn contains(&self, labels: &Labels) -> bool {
+        self.matchers
             .iter()
-            .map(|l| labels.get(l).unwrap_or("").to_string())
-            .collect()
+            .all(|m| m.matches(labels.get(m.name()).unwrap_or("")))
+    }
+
+    /// `sel` narrowed to the scope.
+    fn narrow(&self, sel: &Selector) -> Selector {
+        let mut sel = sel.clone();
+        sel.matchers.extend(self.matchers.iter().cloned());
+        sel
     }
 }
 
-/// A storage that shows only the series in a [`Scope`]. With one combination of values it adds
-/// equality matchers, so the store underneath selects only those; with several it filters.
+/// A storage that shows only the series in a [`Scope`], by adding its matchers to every
+/// selector: the store underneath answers an equality matcher from its index.
 struct Scoped<'a> {
     inner: &'a dyn Storage,
     scope: &'a Scope,
 }
 
-impl Scoped<'_> {
-    fn narrowed(&self, sel: &Selector) -> Option<Selector> {
-        let [one] = self.scope.values.as_slice() else {
-            return None;
-        };
-        let mut sel = sel.clone();
-        for (l, v) in self.scope.labels.iter().zip(one) {
-            sel.matchers.push(promql::Matcher::equal(l, v));
-        }
-        Some(sel)
-    }
-}
-
 impl Storage for Scoped<'_> {
     fn select(&self, sel: &Selector, start_ms: i64, end_ms: i64) -> Vec<SeriesData> {
-        match self.narrowed(sel) {
-            Some(sel) => self.inner.select(&sel, start_ms, end_ms),
-            None => {
-                let mut out = self.inner.select(sel, start_ms, end_ms);
-                out.retain(|s| self.scope.contains(&s.labels));
-                out
-            }
-        }
+        self.inner.select(&self.scope.narrow(sel), start_ms, end_ms)
     }
 
     fn select_latest(&self, sel: &Selector, start_ms: i64, end_ms: i64) -> Vec<SeriesData> {
-        match self.narrowed(sel) {
-            Some(sel) => self.inner.select_latest(&sel, start_ms, end_ms),
-            None => {
-                let mut out = self.inner.select_latest(sel, start_ms, end_ms);
-                out.retain(|s| self.scope.contains(&s.labels));
-                out
-            }
-        }
+        self.inner
+            .select_latest(&self.scope.narrow(sel), start_ms, end_ms)
     }
 
     fn visit(&self, sel: &Selector, start_ms: i64, end_ms: i64, f: &mut promql::VisitFn<'_>) {
-        match self.narrowed(sel) {
-            Some(sel) => self.inner.visit(&sel, start_ms, end_ms, f),
-            None => self.inner.visit(sel, start_ms, end_ms, &mut |l, s| {
-                if self.scope.contains(l) {
-                    f(l, s);
-                }
-            }),
-        }
+        self.inner
+            .visit(&self.scope.narrow(sel), start_ms, end_ms, f);
     }
 
     fn visit_latest(
@@ -517,14 +449,8 @@ impl Storage for Scoped<'_> {
         end_ms: i64,
         f: &mut dyn FnMut(&Labels, (i64, f64)),
     ) {
-        match self.narrowed(sel) {
-            Some(sel) => self.inner.visit_latest(&sel, start_ms, end_ms, f),
-            None => self.inner.visit_latest(sel, start_ms, end_ms, &mut |l, s| {
-                if self.scope.contains(l) {
-                    f(l, s);
-                }
-            }),
-        }
+        self.inner
+            .visit_latest(&self.scope.narrow(sel), start_ms, end_ms, f);
     }
 }
 

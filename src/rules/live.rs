@@ -12,9 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use super::file::RuleGroup;
-use super::promql::{
-    self, Expr, LOOKBACK_DELTA, Labels, METRIC_NAME, Selector, SeriesData, Storage,
-};
+use super::promql::{self, Expr, InPlace, LOOKBACK_DELTA, Labels, METRIC_NAME, Selector};
 use crate::telemetry::Kind;
 use crate::telemetry::store::{self, Counter, Gauge, Handle, Histogram, Registry};
 
@@ -479,35 +477,14 @@ impl LiveStore {
             s.name = id;
         }
     }
+}
 
-    fn select_with(
-        &self,
-        sel: &Selector,
-        pick: impl Fn(&Labels, &[(i64, f64)]) -> Option<SeriesData>,
-    ) -> Vec<SeriesData> {
-        let mut out = Vec::new();
-        self.each(sel, &mut |labels, samples| {
-            if let Some(s) = pick(labels, samples) {
-                out.push(s);
-            }
-        });
-        out
-    }
-
+impl InPlace for LiveStore {
     /// Every selected series with its whole history, in place.
     fn each(&self, sel: &Selector, f: &mut promql::VisitFn<'_>) {
-        // Series found through the name index need not check the name matcher again.
-        let by_name = sel.name.is_some();
-        let rest: Vec<_> = sel
-            .matchers
-            .iter()
-            .filter(|m| {
-                !(by_name
-                    && m.name() == METRIC_NAME
-                    && m.kind() == promql::MatchKind::Equal
-                    && Some(m.value()) == sel.name.as_deref())
-            })
-            .collect();
+        // Series found through the name index need not check the name matcher again (without
+        // a name, `beyond_name` keeps every matcher).
+        let rest = sel.beyond_name();
         let mut one = |s: &Tracked| {
             if !rest
                 .iter()
@@ -613,39 +590,6 @@ fn build(name: &str, series: &store::Series) -> Vec<(Labels, Reader)> {
             out.push((named("_count", None), Reader::Count(h.clone())));
             out
         }
-    }
-}
-
-impl Storage for LiveStore {
-    fn select(&self, sel: &Selector, start_ms: i64, end_ms: i64) -> Vec<SeriesData> {
-        self.select_with(sel, |l, s| SeriesData::window(l, s, start_ms, end_ms))
-    }
-
-    fn select_latest(&self, sel: &Selector, start_ms: i64, end_ms: i64) -> Vec<SeriesData> {
-        self.select_with(sel, |l, s| SeriesData::latest(l, s, start_ms, end_ms))
-    }
-
-    fn visit(&self, sel: &Selector, start_ms: i64, end_ms: i64, f: &mut promql::VisitFn<'_>) {
-        self.each(sel, &mut |l, s| {
-            let w = promql::window_of(s, start_ms, end_ms);
-            if !w.is_empty() {
-                f(l, w);
-            }
-        });
-    }
-
-    fn visit_latest(
-        &self,
-        sel: &Selector,
-        start_ms: i64,
-        end_ms: i64,
-        f: &mut dyn FnMut(&Labels, (i64, f64)),
-    ) {
-        self.each(sel, &mut |l, s| {
-            if let Some(one) = promql::latest_of(s, start_ms, end_ms) {
-                f(l, one);
-            }
-        });
     }
 }
 

@@ -29,8 +29,8 @@ use std::time::Duration;
 
 pub use labels::{Labels, METRIC_NAME};
 pub use storage::{
-    MatchKind, Matcher, MemStorage, STALE_NAN_BITS, Selector, SeriesData, Storage, VisitFn,
-    is_stale, latest_of, stale_nan, window_of,
+    InPlace, MatchKind, Matcher, MemStorage, STALE_NAN_BITS, Selector, SeriesData, Storage,
+    VisitFn, is_stale, latest_of, stale_nan, window_of,
 };
 
 /// How far back an instant selector looks for a series' latest sample.

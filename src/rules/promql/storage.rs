@@ -50,6 +50,26 @@ impl Matcher {
         }
     }
 
+    /// `name="v"` for one value, `name=~"v1|v2|..."` (each value literal, anchored as every
+    /// PromQL regex) for several.
+    pub fn one_of(name: &str, values: &[String]) -> Matcher {
+        match values {
+            [one] => Matcher::equal(name, one),
+            _ => {
+                let alternatives: Vec<String> = values.iter().map(|v| regex::escape(v)).collect();
+                let re = format!("^(?:{})$", alternatives.join("|"));
+                Matcher {
+                    // UNWRAP: escaped literals joined by `|` always form a valid regex.
+                    inner: ParsedMatcher::new(
+                        MatchOp::Re(regex::Regex::new(&re).unwrap()),
+                        name,
+                        &alternatives.join("|"),
+                    ),
+                }
+            }
+        }
+    }
+
     /// Whether a series whose label has `value` passes; a missing label is the empty string.
     pub fn matches(&self, value: &str) -> bool {
         self.inner.is_match(value)
@@ -97,6 +117,19 @@ pub struct Selector {
 }
 
 impl Selector {
+    /// The matchers a store that found its candidates by `name` still has to check: all but
+    /// the `__name__` equality the name stands for.
+    pub fn beyond_name(&self) -> Vec<&Matcher> {
+        self.matchers
+            .iter()
+            .filter(|m| {
+                !(m.name() == METRIC_NAME
+                    && m.kind() == MatchKind::Equal
+                    && self.name.as_deref() == Some(m.value()))
+            })
+            .collect()
+    }
+
     /// Whether the series with `labels` is selected.
     pub fn matches(&self, labels: &Labels) -> bool {
         self.matchers
@@ -187,6 +220,54 @@ pub trait Storage {
     }
 }
 
+/// A store that holds each series' samples as one slice and can hand the selected ones over in
+/// place: every [`Storage`] method follows from that one, so such a store implements only this.
+pub trait InPlace {
+    /// Calls `f` with each series `sel` selects and all its samples, sorted by time.
+    fn each(&self, sel: &Selector, f: &mut VisitFn<'_>);
+}
+
+impl<T: InPlace> Storage for T {
+    fn select(&self, sel: &Selector, start_ms: i64, end_ms: i64) -> Vec<SeriesData> {
+        let mut out = Vec::new();
+        self.each(sel, &mut |l, s| {
+            out.extend(SeriesData::window(l, s, start_ms, end_ms));
+        });
+        out
+    }
+
+    fn select_latest(&self, sel: &Selector, start_ms: i64, end_ms: i64) -> Vec<SeriesData> {
+        let mut out = Vec::new();
+        self.each(sel, &mut |l, s| {
+            out.extend(SeriesData::latest(l, s, start_ms, end_ms));
+        });
+        out
+    }
+
+    fn visit(&self, sel: &Selector, start_ms: i64, end_ms: i64, f: &mut VisitFn<'_>) {
+        self.each(sel, &mut |l, s| {
+            let w = window_of(s, start_ms, end_ms);
+            if !w.is_empty() {
+                f(l, w);
+            }
+        });
+    }
+
+    fn visit_latest(
+        &self,
+        sel: &Selector,
+        start_ms: i64,
+        end_ms: i64,
+        f: &mut dyn FnMut(&Labels, (i64, f64)),
+    ) {
+        self.each(sel, &mut |l, s| {
+            if let Some(one) = latest_of(s, start_ms, end_ms) {
+                f(l, one);
+            }
+        });
+    }
+}
+
 /// The samples of `samples` in `[start, end]`, in place.
 pub fn window_of(samples: &[(i64, f64)], start: i64, end: i64) -> &[(i64, f64)] {
     let lo = samples.partition_point(|&(t, _)| t < start);
@@ -272,35 +353,25 @@ impl MemStorage {
     }
 }
 
-impl Storage for MemStorage {
-    fn select(&self, sel: &Selector, start_ms: i64, end_ms: i64) -> Vec<SeriesData> {
-        let window = |s: &SeriesData| SeriesData::window(&s.labels, &s.samples, start_ms, end_ms);
-        let candidates: Box<dyn Iterator<Item = &SeriesData>> = match &sel.name {
-            Some(name) => Box::new(
-                self.by_name
-                    .get(name)
-                    .into_iter()
-                    .flatten()
-                    .map(|&i| &self.series[i]),
-            ),
-            None => Box::new(self.series.iter()),
+impl InPlace for MemStorage {
+    fn each(&self, sel: &Selector, f: &mut VisitFn<'_>) {
+        let rest = sel.beyond_name();
+        let mut one = |s: &SeriesData| {
+            if rest
+                .iter()
+                .all(|m| m.matches(s.labels.get(m.name()).unwrap_or("")))
+            {
+                f(&s.labels, &s.samples);
+            }
         };
-        // The name index already applied the `__name__` equality matcher.
-        let rest: Vec<&Matcher> = sel
-            .matchers
-            .iter()
-            .filter(|m| {
-                !(m.name() == METRIC_NAME
-                    && m.kind() == MatchKind::Equal
-                    && sel.name.as_deref() == Some(m.value()))
-            })
-            .collect();
-        candidates
-            .filter(|s| {
-                rest.iter()
-                    .all(|m| m.matches(s.labels.get(m.name()).unwrap_or("")))
-            })
-            .filter_map(window)
-            .collect()
+        match &sel.name {
+            Some(name) => self
+                .by_name
+                .get(name)
+                .into_iter()
+                .flatten()
+                .for_each(|&i| one(&self.series[i])),
+            None => self.series.iter().for_each(one),
+        }
     }
 }
