@@ -75,90 +75,14 @@ impl Drop for Dir {
     }
 }
 
-/// A test CA and a server certificate it signed for 127.0.0.1, in `dir` (`ca.pem`, `cert.pem`,
-/// `key.pem`; rustls refuses a CA certificate as the server's own, so a self-signed one will
-/// not do), or None when openssl is missing (skipped, or a failure when required).
+/// The server's certificate and key from [`common::test_certificates`] (its CA is `ca.pem`
+/// in `dir`), or None when openssl is missing (skipped, or a failure when required).
 fn certificate(dir: &Path) -> Option<Certs> {
-    let openssl = |args: &[&str]| {
-        Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    let ok = openssl(
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &[
-                "-days",
-                "2",
-                "-subj",
-                "/CN=ocx test CA",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-            ],
-        ]
-        .concat(),
-    ) && openssl(
-        &[
-            &["req"][..],
-            &ec,
-            &[
-                "-subj",
-                "/CN=127.0.0.1",
-                "-keyout",
-                "key.pem",
-                "-out",
-                "server.csr",
-            ],
-        ]
-        .concat(),
-    ) && openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "server.ext",
-        "-out",
-        "cert.pem",
-    ]);
-    if ok {
-        return Some(Certs {
-            cert: dir.join("cert.pem"),
-            key: dir.join("key.pem"),
-        });
-    }
-    assert!(
-        !required(),
-        "openssl is required (OCX_REQUIRE_PEERS=1) for the test certificates"
-    );
-    eprintln!("openssl not available: test skipped");
-    None
+    common::test_certificates(dir)?;
+    Some(Certs {
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
+    })
 }
 
 struct Certs {

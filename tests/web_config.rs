@@ -34,102 +34,6 @@ fn users(list: &[(&str, &str)]) -> String {
     s
 }
 
-/// A test CA, a server certificate it signed for 127.0.0.1 and localhost, and a client
-/// certificate it signed (`ca.pem`, `server.pem`/`server.key`, `client.pem`/`client.key` in
-/// `dir`), or None when openssl is missing (skipped, or a failure when required).
-fn certificates(dir: &Path) -> Option<()> {
-    if !peer("openssl") {
-        return None;
-    }
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl runs");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("client.ext"),
-        "subjectAltName=DNS:prometheus\nbasicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
-    )
-    .unwrap();
-    openssl(
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &[
-                "-days",
-                "2",
-                "-subj",
-                "/CN=ocx test CA",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-            ],
-        ]
-        .concat(),
-    );
-    for who in ["server", "client"] {
-        let (key, csr, pem, ext) = (
-            format!("{who}.key"),
-            format!("{who}.csr"),
-            format!("{who}.pem"),
-            format!("{who}.ext"),
-        );
-        openssl(
-            &[
-                &["req"][..],
-                &ec,
-                &[
-                    "-subj",
-                    &format!("/CN={who}"),
-                    "-keyout",
-                    &key,
-                    "-out",
-                    &csr,
-                ],
-            ]
-            .concat(),
-        );
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            &ext,
-            "-out",
-            &pem,
-        ]);
-    }
-    Some(())
-}
-
 /// `demo` on a free port with `args` (and its output in files in `dir`), once it listens.
 async fn demo(dir: &Path, args: &[&str]) -> (Killed, u16) {
     let port = free_port();
@@ -287,7 +191,7 @@ fn ca_client(dir: &Path, identity: bool) -> reqwest::Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_works_with_the_ca_refuses_plain_http_and_enforces_client_certificates() {
     let dir = work_dir("tls");
-    if certificates(&dir).is_none() {
+    if common::test_certificates(&dir).is_none() {
         return;
     }
     // Relative names: relative to the web config file, wherever the process runs.
@@ -474,7 +378,7 @@ async fn prometheus_scrapes_with_basic_auth_and_over_https_with_the_ca() {
         return;
     }
     let dir = work_dir("prom");
-    if certificates(&dir).is_none() {
+    if common::test_certificates(&dir).is_none() {
         return;
     }
     std::fs::write(dir.join("auth.yml"), users(&[("prometheus", "scrape-me")])).unwrap();

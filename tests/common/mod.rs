@@ -349,3 +349,100 @@ pub async fn amtool_ok(url: &str, args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).expect("amtool prints UTF-8")
 }
+
+/// A test CA, a server certificate it signed for 127.0.0.1 and localhost, and a client
+/// certificate it signed (`ca.pem`, `server.pem`/`server.key`, `client.pem`/`client.key` in
+/// `dir`; rustls refuses a CA certificate as the server's own, so a self-signed one will not
+/// do), or None when openssl is missing (skipped, or a failure when required).
+pub fn test_certificates(dir: &std::path::Path) -> Option<()> {
+    if !peer("openssl") {
+        return None;
+    }
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("client.ext"),
+        "subjectAltName=DNS:prometheus\nbasicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-days",
+                "2",
+                "-subj",
+                "/CN=ocx test CA",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+            ],
+        ]
+        .concat(),
+    );
+    for who in ["server", "client"] {
+        let (key, csr, pem, ext) = (
+            format!("{who}.key"),
+            format!("{who}.csr"),
+            format!("{who}.pem"),
+            format!("{who}.ext"),
+        );
+        openssl(
+            &[
+                &["req"][..],
+                &ec,
+                &[
+                    "-subj",
+                    &format!("/CN={who}"),
+                    "-keyout",
+                    &key,
+                    "-out",
+                    &csr,
+                ],
+            ]
+            .concat(),
+        );
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+            "-out",
+            &pem,
+        ]);
+    }
+    Some(())
+}
