@@ -53,8 +53,10 @@ impl History {
     }
 
     /// Append one sample. A repeat of the last sample (same time, same bits) is accepted and
-    /// ignored; a different value at the same time, or an older time, is refused.
-    pub fn append(&mut self, labels: &Labels, t_ms: i64, v: f64) -> Result<(), AppendError> {
+    /// ignored; a different value at the same time, or an older time, is refused. `Ok(true)`
+    /// when the series is new or its value differs from its latest sample's: what readers see
+    /// changed.
+    pub fn append(&mut self, labels: &Labels, t_ms: i64, v: f64) -> Result<bool, AppendError> {
         let samples = match self.series.get_mut(labels) {
             Some(s) => s,
             None => {
@@ -63,8 +65,11 @@ impl History {
                 self.series.entry(labels.clone()).or_default()
             }
         };
+        let changed = samples
+            .last()
+            .is_none_or(|&(_, lv)| lv.to_bits() != v.to_bits());
         match samples.last() {
-            Some(&(lt, lv)) if lt == t_ms && lv.to_bits() == v.to_bits() => Ok(()),
+            Some(&(lt, lv)) if lt == t_ms && lv.to_bits() == v.to_bits() => Ok(false),
             Some(&(lt, _)) if lt == t_ms => Err(AppendError::Duplicate),
             Some(&(lt, _)) if lt > t_ms => Err(AppendError::OutOfOrder),
             Some(&(lt, _))
@@ -73,11 +78,11 @@ impl History {
                 if let Some(last) = samples.last_mut() {
                     *last = (t_ms, v);
                 }
-                Ok(())
+                Ok(changed)
             }
             _ => {
                 samples.push((t_ms, v));
-                Ok(())
+                Ok(changed)
             }
         }
     }
@@ -581,12 +586,11 @@ pub fn eval_group_picked(
         let mut append_error = None;
         let mut changed = Vec::new();
         for (labels, v) in samples {
-            let last = history.samples(&labels).and_then(<[_]>::last);
-            if last.is_none_or(|&(_, lv)| lv.to_bits() != v.to_bits()) {
-                changed.push(labels.clone());
-            }
             match history.append(&labels, q_ms, v) {
-                Ok(()) => {
+                Ok(moved) => {
+                    if moved {
+                        changed.push(labels.clone());
+                    }
                     written.insert(labels);
                 }
                 Err(e) => append_error = Some(e.to_string()),
