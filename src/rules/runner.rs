@@ -481,15 +481,11 @@ impl Runner {
             }
             let in_tick = lock(&self.engine).tick_in_progress();
             if in_tick {
-                pending |= changes.iter().any(|c| c.has_changed().unwrap_or(false));
+                pending |= any_unseen(&changes);
                 if !(pending && Instant::now() >= not_before) {
                     // Go on with the timer pass; it stops again for a change once the duty
                     // bound allows one.
-                    let stop = || {
-                        Instant::now() >= not_before
-                            && (pending || changes.iter().any(|c| c.has_changed().unwrap_or(false)))
-                    };
-                    self.evaluate(false, &stop);
+                    self.evaluate(false, &|| change_due(&changes, pending, not_before));
                     continue;
                 }
             }
@@ -525,15 +521,22 @@ impl Runner {
                 }
                 () = any_changed(&mut changes) => pending = true,
                 () = timer => {
-                    let stop = || {
-                        Instant::now() >= not_before
-                            && changes.iter().any(|c| c.has_changed().unwrap_or(false))
-                    };
-                    self.evaluate(false, &stop);
+                    self.evaluate(false, &|| change_due(&changes, false, not_before));
                 }
             }
         }
     }
+}
+
+/// Whether any account's epoch moved since it was last seen.
+fn any_unseen(changes: &[watch::Receiver<u64>]) -> bool {
+    changes.iter().any(|c| c.has_changed().unwrap_or(false))
+}
+
+/// Whether a change (seen before, `pending`, or not yet) waits for a pass that the duty bound
+/// allows now: a timer pass stops for it.
+fn change_due(changes: &[watch::Receiver<u64>], pending: bool, not_before: Instant) -> bool {
+    Instant::now() >= not_before && (pending || any_unseen(changes))
 }
 
 /// Resolves when any receiver sees a new value; receivers whose account is gone are dropped.
