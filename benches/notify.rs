@@ -13,6 +13,11 @@
 //! runs one mode (default both). The table gives p50/p90/p99/max of the firing notifications.
 #![allow(clippy::disallowed_methods)] // a benchmark times with the wall clock
 
+// The integration tests' HTTP request reader, so the receiver parses requests as they do.
+#[path = "../tests/common/scripted.rs"]
+#[allow(dead_code)] // the bench uses only the request reader
+mod scripted;
+
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -107,39 +112,22 @@ async fn webhook() -> (String, mpsc::UnboundedReceiver<(Instant, String, String)
 async fn serve_hook(mut sock: TcpStream, tx: mpsc::UnboundedSender<(Instant, String, String)>) {
     let _ = sock.set_nodelay(true);
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 16384];
-    loop {
-        match sock.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            if buf.len() < end + 4 + len {
-                break;
-            }
-            let at = Instant::now();
-            let body: Value =
-                serde_json::from_slice(&buf[end + 4..end + 4 + len]).unwrap_or_default();
-            buf.drain(..end + 4 + len);
-            let status = body["status"].as_str().unwrap_or("").to_string();
-            let market = body["groupLabels"]["market"]
-                .as_str()
-                .unwrap_or("")
-                .to_string();
-            let _ = tx.send((at, status, market));
-            if sock
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-                .await
-                .is_err()
-            {
-                return;
-            }
+    while let Some(body) = scripted::read_request(&mut sock, &mut buf).await {
+        // Timed as the body completes.
+        let at = Instant::now();
+        let body: Value = serde_json::from_slice(&body).unwrap_or_default();
+        let status = body["status"].as_str().unwrap_or("").to_string();
+        let market = body["groupLabels"]["market"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let _ = tx.send((at, status, market));
+        if sock
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            .await
+            .is_err()
+        {
+            return;
         }
     }
 }
