@@ -124,7 +124,11 @@ fn write_config(dir: &Path, api_base: &str, hook: &str, port: u16) -> PathBuf {
     config
 }
 
+/// Starts the sidecar; its log goes to `dir/sidecar-N.log` (N counts the starts), which a
+/// failing wait prints.
 fn start(config: &Path, dir: &Path) -> Killed {
+    let n = logs(dir).len();
+    let log = std::fs::File::create(dir.join(format!("sidecar-{n}.log"))).unwrap();
     Killed(
         Command::new(BIN)
             .args(["run", "--config"])
@@ -133,17 +137,74 @@ fn start(config: &Path, dir: &Path) -> Killed {
             .arg(dir.join("data"))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("sidecar starts"),
     )
 }
 
-async fn next(rx: &mut mpsc::UnboundedReceiver<Value>, within: Duration, what: &str) -> Value {
+/// The sidecar logs in `dir`, in start order.
+fn logs(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    found.sort();
+    found
+}
+
+/// The last lines of every sidecar log in `dir`, for a failure message.
+fn log_tails(dir: &Path) -> String {
+    let mut out = String::new();
+    for path in logs(dir) {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        out.push_str(&format!("--- {}\n", path.display()));
+        for line in &lines[lines.len().saturating_sub(25)..] {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+async fn next(
+    rx: &mut mpsc::UnboundedReceiver<Value>,
+    within: Duration,
+    what: &str,
+    dir: &Path,
+) -> Value {
     tokio::time::timeout(within, rx.recv())
         .await
-        .unwrap_or_else(|_| panic!("no {what} within {within:?}"))
+        .unwrap_or_else(|_| panic!("no {what} within {within:?}\n{}", log_tails(dir)))
         .unwrap()
+}
+
+/// Waits until the sidecar on `port` has committed `n` notification log entries: from then on
+/// a restart knows those deliveries (a kill before that commit sends them again, by design).
+async fn logged(port: u16, n: f64, dir: &Path) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = match reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        let writes = text
+            .lines()
+            .find_map(|l| l.strip_prefix("ocx_sentinel_notification_log_writes_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if writes >= n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{n} notification log entries not committed within 20s (at {writes})\n{}",
+            log_tails(dir)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn quiet(rx: &mut mpsc::UnboundedReceiver<Value>, for_: Duration) -> Vec<Value> {
@@ -171,7 +232,13 @@ async fn a_notification_unacknowledged_at_sigkill_is_delivered_once_after_the_re
 
     let first = start(&config, &dir);
     // The breach fires at once; its notification reaches the receiver, which never answers.
-    let sent = next(&mut hook.seen, Duration::from_secs(20), "notification").await;
+    let sent = next(
+        &mut hook.seen,
+        Duration::from_secs(20),
+        "notification",
+        &dir,
+    )
+    .await;
     assert_eq!(sent["status"], "firing");
     kill(first);
 
@@ -182,7 +249,7 @@ async fn a_notification_unacknowledged_at_sigkill_is_delivered_once_after_the_re
     *qty.lock().unwrap() = "0.5".to_string();
     hook.hang.store(false, Ordering::SeqCst);
     let second = start(&config, &dir);
-    let delivered = next(&mut hook.acked, Duration::from_secs(20), "redelivery").await;
+    let delivered = next(&mut hook.acked, Duration::from_secs(20), "redelivery", &dir).await;
     assert_eq!(delivered["status"], "firing");
     assert_eq!(delivered["groupKey"], sent["groupKey"]);
     assert_eq!(
@@ -193,6 +260,7 @@ async fn a_notification_unacknowledged_at_sigkill_is_delivered_once_after_the_re
         &mut hook.acked,
         Duration::from_secs(20),
         "resolved notification",
+        &dir,
     )
     .await;
     assert_eq!(resolved["status"], "resolved", "{resolved:#?}");
@@ -209,18 +277,21 @@ async fn a_delivered_notification_is_not_resent_and_a_resolve_after_restart_is_n
     let qty = Arc::new(Mutex::new("3".to_string()));
     let api = exchange(qty.clone()).await;
     let mut hook = hook().await;
-    let config = write_config(&dir, &api, &hook.url, free_port());
+    let port = free_port();
+    let config = write_config(&dir, &api, &hook.url, port);
 
     let first = start(&config, &dir);
     let fired = next(
         &mut hook.acked,
         Duration::from_secs(20),
         "firing notification",
+        &dir,
     )
     .await;
     assert_eq!(fired["status"], "firing");
-    // The log entry is committed right after the acknowledgement.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The log entry is committed right after the acknowledgement; killed before that commit,
+    // the sidecar would send it again (at least once, as Alertmanager).
+    logged(port, 1.0, &dir).await;
     kill(first);
 
     // Still breached after the restart: already notified within repeat_interval, so nothing.
@@ -237,6 +308,7 @@ async fn a_delivered_notification_is_not_resent_and_a_resolve_after_restart_is_n
         &mut hook.acked,
         Duration::from_secs(20),
         "resolved notification",
+        &dir,
     )
     .await;
     assert_eq!(resolved["status"], "resolved", "{resolved:#?}");

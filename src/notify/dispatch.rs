@@ -148,7 +148,18 @@ impl Dispatcher {
     /// Put `alert` into the group of each route it matched (`plans`), at `now_ms`. A new group
     /// waits `group_wait` before its first flush; an alert that is already older than that when
     /// its group is created is flushed at once (it was delayed, not new).
-    pub fn insert(&mut self, alert: &NotifyAlert, plans: &[RoutePlan], now_ms: i64) {
+    ///
+    /// A resolved alert a group does not hold is dropped unless `notified(group_key, fingerprint)`
+    /// says a receiver was told it was firing (the notification log knows it, but this
+    /// dispatcher does not: after a restart or a reload): that one is held, so its resolve goes
+    /// out.
+    pub fn insert(
+        &mut self,
+        alert: &NotifyAlert,
+        plans: &[RoutePlan],
+        now_ms: i64,
+        notified: &dyn Fn(&str, u64) -> bool,
+    ) {
         let fp = alert.fingerprint();
         for plan in plans {
             let labels = group_labels(&plan.group_by, &alert.labels);
@@ -168,9 +179,9 @@ impl Dispatcher {
                     next_flush_ms: first,
                 }
             });
-            // A resolved alert the group never held has nothing to say to its receivers (and a
-            // group made just for it goes again).
-            if alert.resolved() && !group.alerts.contains_key(&fp) {
+            // A resolved alert the group never held, and no receiver heard of, has nothing to
+            // say to its receivers (and a group made just for it goes again).
+            if alert.resolved() && !group.alerts.contains_key(&fp) && !notified(&key, fp) {
                 if group.alerts.is_empty() {
                     self.groups.remove(&key);
                 }
@@ -359,13 +370,20 @@ mod tests {
     fn alerts_group_by_labels_and_wait_group_wait_then_group_interval() {
         let mut d = Dispatcher::new();
         let p = [plan(GroupBy::Labels(vec!["alertname".into()]))];
-        d.insert(&alert(&[("alertname", "Inv"), ("market", "BTC")], 0), &p, 0);
-        d.insert(
+        insert(
+            &mut d,
+            &alert(&[("alertname", "Inv"), ("market", "BTC")], 0),
+            &p,
+            0,
+        );
+        insert(
+            &mut d,
             &alert(&[("alertname", "Inv"), ("market", "ETH")], 10 * S),
             &p,
             10 * S,
         );
-        d.insert(
+        insert(
+            &mut d,
             &alert(&[("alertname", "Lag"), ("market", "BTC")], 10 * S),
             &p,
             10 * S,
@@ -387,11 +405,11 @@ mod tests {
         let mut d = Dispatcher::new();
         let p = [plan(GroupBy::All)];
         let mut a = alert(&[("alertname", "Inv"), ("market", "BTC")], 0);
-        d.insert(&a, &p, 0);
+        insert(&mut d, &a, &p, 0);
         let f = d.due(30 * S);
         d.delivered(&f[0]);
         a.ends_at_ms = Some(40 * S);
-        d.insert(&a, &p, 40 * S);
+        insert(&mut d, &a, &p, 40 * S);
         let f = d.due(330 * S);
         assert_eq!(names(&f[0]), ["BTC (resolved)"]);
         d.delivered(&f[0]);
@@ -404,12 +422,12 @@ mod tests {
         let mut d = Dispatcher::new();
         let p = [plan(GroupBy::All)];
         let mut a = alert(&[("alertname", "Inv"), ("market", "BTC")], 0);
-        d.insert(&a, &p, 0);
+        insert(&mut d, &a, &p, 0);
         a.ends_at_ms = Some(10 * S);
-        d.insert(&a, &p, 10 * S);
+        insert(&mut d, &a, &p, 10 * S);
         let f = d.due(30 * S);
         let again = alert(&[("alertname", "Inv"), ("market", "BTC")], 31 * S);
-        d.insert(&again, &p, 31 * S);
+        insert(&mut d, &again, &p, 31 * S);
         d.delivered(&f[0]);
         assert_eq!(d.alert_count(), 1);
     }
@@ -419,15 +437,48 @@ mod tests {
         let mut d = Dispatcher::new();
         let mut a = alert(&[("alertname", "Inv")], 0);
         a.ends_at_ms = Some(1);
-        d.insert(&a, &[plan(GroupBy::All)], 5);
+        insert(&mut d, &a, &[plan(GroupBy::All)], 5);
         assert_eq!(d.next_due_ms(), None);
+    }
+
+    /// Inserts as the notifier does when its log knows of nothing.
+    fn insert(d: &mut Dispatcher, a: &NotifyAlert, p: &[RoutePlan], now: i64) {
+        d.insert(a, p, now, &|_, _| false);
+    }
+
+    #[test]
+    fn a_resolved_alert_the_log_says_was_notified_is_held_for_its_resolve() {
+        // After a restart (or a reload) the new group never held the alert, but a receiver was
+        // told it fired: its resolve is flushed like any other.
+        let mut d = Dispatcher::new();
+        let mut a = alert(&[("alertname", "Inv"), ("market", "BTC")], 0);
+        a.ends_at_ms = Some(50 * S);
+        let fp = a.fingerprint();
+        let asked = std::cell::RefCell::new(Vec::new());
+        d.insert(&a, &[plan(GroupBy::All)], 60 * S, &|key, f| {
+            asked.borrow_mut().push(key.to_string());
+            f == fp
+        });
+        let f = d.due(60 * S);
+        assert_eq!(
+            f.len(),
+            1,
+            "flushed at once: the alert is older than group_wait"
+        );
+        assert_eq!(names(&f[0]), ["BTC (resolved)"]);
+        assert_eq!(
+            asked.into_inner(),
+            [f[0].group_key.clone()],
+            "asked about its own group"
+        );
     }
 
     #[test]
     fn a_late_alert_in_a_new_group_is_flushed_at_once() {
         let mut d = Dispatcher::new();
         // Restored after a restart: it started long before its group exists.
-        d.insert(
+        insert(
+            &mut d,
             &alert(&[("alertname", "Inv")], 0),
             &[plan(GroupBy::All)],
             600 * S,

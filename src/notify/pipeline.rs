@@ -155,11 +155,34 @@ struct FlushCtx<'a> {
     outbox: &'a mut Outbox,
 }
 
-/// The outbox as the loop tracks it: every row written and not yet deleted, by id, with its
-/// integration kind and creation time (for the pending and oldest series).
+/// The outbox as the loop tracks it: every row written and not yet deleted, by id.
 #[derive(Default)]
 struct Outbox {
-    rows: HashMap<String, (&'static str, i64)>,
+    rows: HashMap<String, OutboxRow>,
+}
+
+/// What the loop keeps of an outbox row: its integration kind and creation time (for the
+/// pending and oldest series), and its group and firing alerts (a receiver is being told those
+/// fire, so their resolves must not be dropped).
+struct OutboxRow {
+    kind: &'static str,
+    created_ms: i64,
+    group_key: String,
+    firing: BTreeSet<u64>,
+}
+
+impl Outbox {
+    fn add(&mut self, entry: &OutboxEntry, kind: &'static str) {
+        self.rows.insert(
+            entry.id(),
+            OutboxRow {
+                kind,
+                created_ms: entry.created_ms,
+                group_key: entry.flush.group_key.clone(),
+                firing: entry.firing.clone(),
+            },
+        );
+    }
 }
 
 /// Per group key: integrations of the current flush still in flight, and whether all so far
@@ -258,6 +281,13 @@ impl Notifier {
             self.resend(entry, &done_tx, &mut pending, &mut outbox);
         }
         self.outbox_series(&outbox);
+        // The snapshot held at the start is routed too: the restored firing alerts get their
+        // groups (so their repeats go out, and their resolves are known), and a notification
+        // the previous process sent without a log entry goes out again.
+        // Its alerts changed before this start, not now (unless the value is a change made
+        // since the receiver was made): no latency is measured from them.
+        let mut initial = !alerts.has_changed().unwrap_or(false);
+        alerts.mark_changed();
         loop {
             let next = dispatcher.next_due_ms();
             let timer = async {
@@ -294,7 +324,12 @@ impl Notifier {
                     }
                     // The log entry and the outbox deletion in one commit: a restart finds
                     // either the notification still to send or its record, never both or none.
-                    self.store_rows(rows);
+                    if delivered {
+                        let written = self.telemetry.counter(names::NOTIFICATION_LOG_WRITES, &[]);
+                        self.store_rows_then(rows, Box::new(move |ok| if ok { written.increment(1) }));
+                    } else {
+                        self.store_rows(rows);
+                    }
                     self.outbox_series(&outbox);
                     let finished = match pending.get_mut(&done.flush.id) {
                         Some(p) => {
@@ -324,18 +359,21 @@ impl Notifier {
                     // previous one is routed, inserted and (if its resolved state flipped)
                     // re-timed.
                     let mut current = HashMap::with_capacity(snapshot.len());
+                    let notified = |key: &str, fp: u64| notified(&log, &outbox, key, fp);
                     for a in snapshot.iter() {
                         let fp = a.fingerprint();
                         let old = previous.remove(&fp);
                         if old.as_ref() != Some(a) {
-                            if old.is_none_or(|o| o.resolved() != a.resolved()) {
+                            // What the start found did not change now: no latency from it.
+                            if !initial && old.is_none_or(|o| o.resolved() != a.resolved()) {
                                 changed_at.insert(fp, wall);
                             }
                             let plans = routing.router.routes(&a.labels);
-                            dispatcher.insert(a, &plans, now);
+                            dispatcher.insert(a, &plans, now, &notified);
                         }
                         current.insert(fp, a.clone());
                     }
+                    initial = false;
                     // Alerts gone from the snapshot take their change times with them.
                     for fp in previous.keys() {
                         changed_at.remove(fp);
@@ -355,8 +393,9 @@ impl Notifier {
                     let snapshot = alerts.borrow().clone();
                     let now = clock();
                     let routing = self.routing();
+                    let notified = |key: &str, fp: u64| notified(&log, &outbox, key, fp);
                     for a in snapshot.iter() {
-                        dispatcher.insert(a, &routing.router.routes(&a.labels), now);
+                        dispatcher.insert(a, &routing.router.routes(&a.labels), now, &notified);
                     }
                     self.outbox_series(&outbox);
                 }
@@ -411,8 +450,13 @@ impl Notifier {
     /// Writes `rows` to the data dir, if there is one (fire and forget: the writer retries a
     /// failed commit, and the values stay live here).
     fn store_rows(&self, rows: Vec<Row>) {
+        self.store_rows_then(rows, Box::new(|_| {}));
+    }
+
+    /// Queues `rows`; `then` runs once they are committed (`true`) or the attempt failed.
+    fn store_rows_then(&self, rows: Vec<Row>, then: crate::datadir::Then) {
         if let (Some(w), false) = (&self.store, rows.is_empty()) {
-            w.put(rows, Box::new(|_| {}));
+            w.put(rows, then);
         }
     }
 
@@ -442,13 +486,13 @@ impl Notifier {
             let n = outbox
                 .rows
                 .values()
-                .filter(|(k, _)| *k == integration)
+                .filter(|r| r.kind == integration)
                 .count();
             self.telemetry
                 .gauge(names::OUTBOX_PENDING, &[("integration", integration)])
                 .set(n as f64);
         }
-        let oldest = outbox.rows.values().map(|(_, t)| *t).min();
+        let oldest = outbox.rows.values().map(|r| r.created_ms).min();
         self.telemetry
             .gauge(names::OUTBOX_OLDEST, &[])
             .set(oldest.map_or(0.0, |t| t as f64 / 1000.0));
@@ -475,9 +519,7 @@ impl Notifier {
             return;
         };
         tracing::info!(receiver = %entry.flush.receiver, integration = %entry.kind, group = %entry.flush.group_key, "sending a notification left in the outbox by the previous process");
-        outbox
-            .rows
-            .insert(entry.id(), (integration.kind(), entry.created_ms));
+        outbox.add(&entry, integration.kind());
         pending
             .entry(entry.flush.id.clone())
             .or_insert(Pending { left: 0, ok: true })
@@ -574,6 +616,7 @@ impl Notifier {
                 flush.repeat_interval,
                 now,
             );
+            tracing::debug!(group = %flush.group_key, receiver = %flush.receiver, integration = i, firing = fired.len(), resolved = resolved.len(), ?reason, "group flushed");
             if !reason.notify() {
                 continue;
             }
@@ -605,9 +648,7 @@ impl Notifier {
             let durable = if entry.alerts.is_empty() {
                 None
             } else {
-                outbox
-                    .rows
-                    .insert(entry.id(), (integration.kind(), entry.created_ms));
+                outbox.add(&entry, integration.kind());
                 self.write_outbox(&entry)
             };
             self.spawn_delivery(integration.clone(), entry, durable, done_tx.clone());
@@ -624,6 +665,17 @@ impl Notifier {
         }
         true
     }
+}
+
+/// Whether a receiver of group `key` was told alert `fp` was firing (the log says so) or is
+/// being told (a notification in the outbox, such as one the previous process left).
+fn notified(log: &HashMap<LogKey, LogEntry>, outbox: &Outbox, key: &str, fp: u64) -> bool {
+    log.iter()
+        .any(|((group, _, _), entry)| group == key && entry.firing.contains(&fp))
+        || outbox
+            .rows
+            .values()
+            .any(|row| row.group_key == key && row.firing.contains(&fp))
 }
 
 /// `[notification to demo-stdout] FIRING OcxInventoryLimitBreached {account="demo", ...} value=1.2: summary`
@@ -1035,6 +1087,46 @@ mod tests {
         );
         stop_tx.send(true).unwrap();
         task.await.unwrap();
+    }
+
+    // After a restart the notifier starts from the alerts the engine restored, which need not
+    // change again: a firing one whose repeat_interval elapsed is repeated, and a resolved one
+    // the log says was notified firing has its resolve sent (though no group held it).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_alerts_held_at_start_are_routed_so_repeats_and_resolves_go_out() {
+        let key = ("{}:{alertname=\"Inv\"}".to_string(), "team".to_string(), 0);
+        for (resolved, logged_ago_ms, expect) in
+            [(false, 2 * 3600 * 1000, "firing"), (true, 1000, "resolved")]
+        {
+            let (url, got) = receiver(0).await;
+            let t = Telemetry::new();
+            let notifier = notifier_to(url, &t);
+            let held = alert(resolved);
+            let log = LogEntry {
+                firing: BTreeSet::from([held.fingerprint()]),
+                resolved: BTreeSet::new(),
+                at_ms: unix_ms() - logged_ago_ms,
+            };
+            let restored = Restored {
+                log: vec![(key.clone(), log)],
+                ..Restored::default()
+            };
+            // The snapshot is the channel's first value: no change is ever sent.
+            let (_alerts_tx, alerts_rx) = watch::channel(Arc::new(vec![held]));
+            let (stop_tx, stop_rx) = watch::channel(false);
+            let task = tokio::spawn(notifier.run_restored(alerts_rx, stop_rx, restored));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while got.lock().unwrap().is_empty() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            let bodies = got.lock().unwrap().clone();
+            assert_eq!(bodies.len(), 1, "{expect}: {bodies:#?}");
+            assert_eq!(bodies[0]["status"], expect);
+            assert_eq!(bodies[0]["groupKey"], key.0);
+            stop_tx.send(true).unwrap();
+            task.await.unwrap();
+        }
     }
 
     /// `team` fails every request; the plan falls back to `phone` at once.

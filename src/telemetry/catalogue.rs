@@ -127,6 +127,7 @@ pub mod names {
     pub const NOTIFICATIONS_FAILED: &str = "ocx_sentinel_notifications_failed_total";
     pub const NOTIFICATION_REQUESTS: &str = "ocx_sentinel_notification_requests_total";
     pub const NOTIFICATION_LATENCY: &str = "ocx_sentinel_notification_latency_seconds";
+    pub const NOTIFICATION_LOG_WRITES: &str = "ocx_sentinel_notification_log_writes_total";
     pub const OUTBOX_PENDING: &str = "ocx_sentinel_outbox_pending";
     pub const OUTBOX_OLDEST: &str = "ocx_sentinel_outbox_oldest_timestamp_seconds";
     pub const SILENCES: &str = "ocx_sentinel_silences";
@@ -598,6 +599,12 @@ pub const CATALOGUE: &[MetricDef] = &[
         kind: Histogram(REST_BUCKETS),
         labels: "integration",
         help: "Time from the alert change that triggered a notification (the evaluation right after the event) to the receiver's acknowledgement, retries and restarts included; repeats are not measured; in seconds",
+    },
+    MetricDef {
+        name: NOTIFICATION_LOG_WRITES,
+        kind: Counter,
+        labels: "",
+        help: "Notification log entries committed to the data dir: a delivery counted here is not sent again after a restart (a kill between the acknowledgement and this commit sends it again)",
     },
     MetricDef {
         name: OUTBOX_PENDING,
