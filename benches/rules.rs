@@ -1039,6 +1039,7 @@ fn sidecar_settings(api_base: &str, cfg: &Config, world: &World, rules: RuleSour
         api_token: None,
         forward: Default::default(),
         web: Default::default(),
+        tracing: None,
         rules: RuleSettings {
             source: rules,
             // The timer must not be what finds a breach: only the change-driven evaluation.

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use tokio::sync::watch;
 
 use crate::datadir::{Job, Pending, WriterHandle};
-use crate::model::{EventKind, Payload, Trade};
+use crate::model::{EventKind, Fill, Payload, Trade};
 use crate::state::durable::TakenJournal;
 use crate::state::{Account, Applied, Scope};
 use crate::telemetry::{AccountMetrics, Counter};
@@ -53,6 +53,13 @@ pub struct AccountCell {
     writer: Option<WriterHandle>,
     /// This cell, for telling the writer where to take the journal from.
     me: Weak<AccountCell>,
+}
+
+impl AccountCell {
+    /// The account's name (the `account` label).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
 }
 
 impl std::fmt::Debug for AccountCell {
@@ -138,11 +145,34 @@ impl AccountCell {
         engine_ts_ms: Option<i64>,
         now_unix_ms: i64,
     ) -> Outcome {
+        self.apply_event_traced(kind, scope, payload, engine_ts_ms, now_unix_ms, None)
+    }
+
+    /// [`AccountCell::apply_event`], also copying each new fill, with its index in
+    /// `payload.trades`, into `new_fills` (for the fills' spans; only a traced event asks).
+    pub fn apply_event_traced(
+        &self,
+        kind: EventKind,
+        scope: Scope<'_>,
+        payload: &Payload,
+        engine_ts_ms: Option<i64>,
+        now_unix_ms: i64,
+        new_fills: Option<&mut Vec<(usize, Fill)>>,
+    ) -> Outcome {
         let mut inner = self.lock();
         let mut applied = std::mem::take(&mut inner.applied);
         inner
             .state
             .apply_event_into(kind, scope, payload, &mut applied);
+        if let Some(out) = new_fills {
+            out.extend(
+                applied
+                    .fill_trades
+                    .iter()
+                    .zip(&applied.fills)
+                    .map(|(i, f)| (*i as usize, f.clone())),
+            );
+        }
         if kind == EventKind::Snapshot && scope == Scope::User {
             // Where the sidecar starts watching: REST trades older than this predate it. The
             // snapshot's own trades set it when they carry times (in the fold).

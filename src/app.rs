@@ -41,6 +41,7 @@ use crate::state::Account;
 use crate::state::durable::DurableImage;
 use crate::supervise::{RestartPolicy, supervise};
 use crate::telemetry::{Telemetry, names};
+use crate::traces::Traces;
 use crate::web::{ListenerLimits, WebState};
 
 /// `demo`'s routing: every alert, grouped by name, to a receiver printing to stdout.
@@ -285,6 +286,8 @@ pub enum AppError {
     Unsupported(#[from] Unsupported),
     #[error(transparent)]
     Forward(#[from] ForwardError),
+    #[error(transparent)]
+    Traces(#[from] crate::traces::TraceError),
 }
 
 /// A running sidecar: its streams, its HTTP listener and its metrics.
@@ -300,6 +303,9 @@ pub struct Sidecar {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     writer: Option<WriterHandle>,
+    /// The span export task and its own stop signal: it stops after everything else, so the
+    /// spans of the last events still go out.
+    trace_export: Option<(watch::Sender<bool>, JoinHandle<()>)>,
 }
 
 impl std::fmt::Debug for Sidecar {
@@ -338,6 +344,21 @@ impl Sidecar {
             source,
         })?;
         let telemetry = Telemetry::new();
+        let (traces, trace_export) = match &settings.tracing {
+            Some(t) => {
+                let (stop, stop_rx) = watch::channel(false);
+                let client = reqwest::Client::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    .user_agent(concat!("ocx-sentinel/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .map_err(|e| AppError::Client(e.to_string()))?;
+                let names: Vec<String> = settings.accounts.iter().map(|a| a.name.clone()).collect();
+                let (traces, task) = Traces::start(t, &names, &telemetry, client, stop_rx)?;
+                tracing::info!(endpoint = %t.endpoint, protocol = t.protocol.as_str(), sampling = ?t.sampling, "exporting traces over OTLP");
+                (traces, Some((stop, task)))
+            }
+            None => (Traces::off(), None),
+        };
         let web = Arc::new(match &settings.web.config {
             Some(f) => WebState::new(Some(f.path.clone()), Some(f.loaded.clone())),
             None => WebState::new(None, None),
@@ -463,6 +484,7 @@ impl Sidecar {
                     telemetry: telemetry.clone(),
                     ready,
                     resync: is_user.then(|| resync.clone()),
+                    traces: traces.clone(),
                 };
                 tasks.push(tokio::spawn(supervised_stream(
                     spec,
@@ -618,6 +640,7 @@ impl Sidecar {
             shutdown,
             tasks,
             writer,
+            trace_export,
         })
     }
 
@@ -640,6 +663,18 @@ impl Sidecar {
         // sidecar (or a test's next one) can open it at once.
         if let Some(w) = self.writer {
             let _ = tokio::task::spawn_blocking(move || w.stop(WRITER_STOP_GRACE)).await;
+        }
+        // Last: the spans of everything above. The task bounds its final export itself; this
+        // deadline is for a task that is somehow stuck.
+        if let Some((stop, task)) = self.trace_export {
+            let _ = stop.send(true);
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
         }
     }
 }
@@ -679,6 +714,7 @@ struct StreamSpec {
     ready: Arc<AtomicBool>,
     /// The user stream's notification to the reconciler.
     resync: Option<Arc<Notify>>,
+    traces: Traces,
 }
 
 impl StreamSpec {
@@ -716,6 +752,7 @@ impl StreamSpec {
             resync: self.resync.clone(),
             retry_capped: self.telemetry.counter(names::RETRY_CAPPED, &self.labels()),
             jitter: fastrand::f64,
+            traces: self.traces.clone(),
         }
     }
 
@@ -773,6 +810,7 @@ pub fn demo_settings(listen: SocketAddr, sim_base: &str) -> Settings {
         api_token: None,
         forward: Default::default(),
         web: Default::default(),
+        tracing: None,
         rules: RuleSettings {
             source: RuleSource::Embedded(
                 SHIPPED_RULES
@@ -912,6 +950,7 @@ mod tests {
             telemetry: telemetry.clone(),
             ready: Arc::new(AtomicBool::new(false)),
             resync: None,
+            traces: Traces::off(),
         };
         let up = telemetry.gauge(names::STREAM_UP, &spec.labels());
         let restarts = telemetry.counter(names::TASK_RESTARTS, &[("task", "stream")]);

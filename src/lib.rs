@@ -19,4 +19,5 @@ pub mod supervise;
 pub mod telemetry;
 #[cfg(test)]
 mod testdata;
+pub mod traces;
 pub mod web;

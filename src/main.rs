@@ -126,6 +126,7 @@ fn settings_from(args: RunArgs) -> Result<Settings> {
         alerting: args.alerting,
         web_config_file: args.web_config_file,
         config_path: args.config.clone(),
+        otel_env: config::otel_env(std::env::vars()),
     };
     Ok(Settings::build(raw, flags, &origin)?)
 }

@@ -158,6 +158,7 @@ async fn reconnect_gaps(
             .counter(names::RETRY_CAPPED, &[("account", "t"), ("stream", "user")]),
         // No jitter: every delay is the backoff's ceiling.
         jitter: || 1.0,
+        traces: ocx_sentinel::traces::Traces::off(),
     };
     let (stop, rx) = watch::channel(false);
     let run = tokio::spawn(source::run(task, rx));

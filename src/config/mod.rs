@@ -6,9 +6,11 @@
 
 mod duration;
 mod forward;
+mod tracing;
 
 pub use duration::{DurationError, parse_duration};
 pub use forward::{AlertmanagerTarget, ForwardAuth, ForwardSettings};
+pub use tracing::{OtlpProtocol, RawTracing, Sampling, TraceSettings, otel_env, parse_pairs};
 
 use crate::rules::runner::RuleSource;
 use crate::web::ListenerLimits;
@@ -113,6 +115,8 @@ pub struct RawConfig {
     pub web_config_file: Option<Spanned<String>>,
     /// The HTTP listener's timeouts and connection cap.
     pub listener: Option<RawListener>,
+    /// Traces over OTLP.
+    pub tracing: Option<RawTracing>,
 }
 
 /// `listener:`: the HTTP listener's limits.
@@ -200,6 +204,8 @@ pub struct Overrides {
     /// The config file's path, which relative `rule_files:` are resolved against (not an
     /// override: where the file came from).
     pub config_path: Option<PathBuf>,
+    /// The `OTEL_*` environment variables ([`otel_env`]): tracing's defaults under the file.
+    pub otel_env: BTreeMap<String, String>,
 }
 
 /// How the API key travels.
@@ -373,6 +379,8 @@ pub struct Settings {
     pub forward: ForwardSettings,
     /// The HTTP listener: its web configuration file and its limits.
     pub web: WebSettings,
+    /// Traces over OTLP; `None` exports none.
+    pub tracing: Option<TraceSettings>,
 }
 
 /// The HTTP listener's security: the web configuration file (TLS, basic auth), loaded and
@@ -513,6 +521,7 @@ impl Settings {
         let api_token = b.api_token(&raw);
         let forward = b.forward(&raw);
         let web = b.web(&raw);
+        let tracing = b.tracing(raw.tracing.as_ref());
         match listen {
             Some(listen) if b.errors.is_empty() => Ok(Settings {
                 listen,
@@ -527,6 +536,7 @@ impl Settings {
                 api_token,
                 forward,
                 web,
+                tracing,
             }),
             _ => Err(ConfigError::Invalid(b.errors)),
         }

@@ -269,3 +269,158 @@ fn web_config_file_is_relative_to_the_config_and_the_flag_replaces_it() {
     assert_eq!(s.web.limits, crate::web::ListenerLimits::default());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The `OTEL_*` variables as a process would have them.
+fn otel(vars: &[(&str, &str)]) -> Overrides {
+    Overrides {
+        otel_env: otel_env(vars.iter().map(|(k, v)| (k.to_string(), v.to_string()))),
+        ..Overrides::default()
+    }
+}
+
+fn tracing_of(yaml: &str, flags: Overrides) -> Result<Option<TraceSettings>, String> {
+    let raw = parse_str(yaml, "t.yml").map_err(|e| e.to_string())?;
+    Settings::build(raw, flags, "t.yml")
+        .map(|s| s.tracing)
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn tracing_is_off_without_an_endpoint_whatever_else_the_environment_says() {
+    assert_eq!(tracing_of("{}", Overrides::default()).unwrap(), None);
+    // Variables meant for another program (or a bad one) do not stop this one while off.
+    let flags = otel(&[
+        ("OTEL_TRACES_SAMPLER", "nonsense"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("PATH", "/bin"),
+    ]);
+    assert_eq!(tracing_of("{}", flags).unwrap(), None);
+    // An endpoint, but switched off.
+    for off in [
+        ("OTEL_SDK_DISABLED", "true"),
+        ("OTEL_TRACES_EXPORTER", "none"),
+    ] {
+        let flags = otel(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"), off]);
+        assert_eq!(tracing_of("{}", flags).unwrap(), None, "{off:?}");
+    }
+}
+
+#[test]
+fn the_environment_fills_in_what_the_file_leaves_out_as_the_specification_reads_it() {
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/"),
+        (
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "api-key=s%3Dcret,x-tenant=acme",
+        ),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+        ("OTEL_SERVICE_NAME", "mm-eu"),
+        (
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "deployment.environment=prod,team=mm",
+        ),
+        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "100"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "250"),
+    ];
+    let t = tracing_of("{}", otel(&env)).unwrap().unwrap();
+    // The generic endpoint gets the signal's path for HTTP (the default protocol).
+    assert_eq!(t.endpoint, "http://collector:4318/v1/traces");
+    assert_eq!(t.protocol, OtlpProtocol::HttpProtobuf);
+    assert_eq!(
+        t.headers,
+        [
+            ("api-key".to_string(), Secret::new("s=cret")),
+            ("x-tenant".to_string(), Secret::new("acme"))
+        ]
+    );
+    assert_eq!(t.timeout, Duration::from_millis(2500));
+    assert_eq!(t.service_name, "mm-eu");
+    assert_eq!(t.resource.len(), 2);
+    assert_eq!(t.sampling, Sampling::ParentBasedRatio(0.25));
+    assert_eq!(t.max_queue_size, 100);
+    assert_eq!(t.max_export_batch_size, 100, "never larger than the queue");
+    assert_eq!(t.schedule_delay, Duration::from_millis(250));
+
+    // The signal's own endpoint is used as given; gRPC takes the generic one as given.
+    let t = tracing_of(
+        "{}",
+        otel(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://traces:9999/custom",
+            ),
+        ]),
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(t.endpoint, "http://traces:9999/custom");
+    let t = tracing_of(
+        "{}",
+        otel(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ]),
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        (t.endpoint.as_str(), t.protocol),
+        ("http://collector:4317", OtlpProtocol::Grpc)
+    );
+
+    // The file wins over the environment, key by key.
+    let yaml = "tracing:\n  otlp:\n    endpoint: http://file:4317\n    protocol: grpc\n    headers: {x-file: one}\n  sampling_ratio: 0.5\n  service_name: from-file\n";
+    let t = tracing_of(yaml, otel(&env)).unwrap().unwrap();
+    assert_eq!(t.endpoint, "http://file:4317");
+    assert_eq!(t.protocol, OtlpProtocol::Grpc);
+    assert_eq!(t.headers, [("x-file".to_string(), Secret::new("one"))]);
+    assert_eq!(t.sampling, Sampling::ParentBasedRatio(0.5));
+    assert_eq!(t.service_name, "from-file");
+    assert_eq!(t.timeout, Duration::from_millis(2500), "not in the file");
+}
+
+#[test]
+fn bad_tracing_variables_name_the_variable_and_never_quote_a_header_value() {
+    let err = tracing_of(
+        "{}",
+        otel(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "authorization=Bearer%ZZtopsecret",
+            ),
+            ("OTEL_TRACES_SAMPLER", "sometimes"),
+            ("OTEL_TRACES_EXPORTER", "otlp"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "-1"),
+        ]),
+    )
+    .unwrap_err();
+    assert!(
+        err.contains(
+            "environment: OTEL_EXPORTER_OTLP_HEADERS: entry 1 (authorization) has a bad %-escape"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("environment: OTEL_TRACES_SAMPLER: \"sometimes\" is not supported"),
+        "{err}"
+    );
+    assert!(
+        err.contains("environment: OTEL_BSP_MAX_QUEUE_SIZE"),
+        "{err}"
+    );
+    assert!(!err.contains("topsecret"), "{err}");
+    // The debug form of the settings hides header values too.
+    let t = tracing_of(
+        "{}",
+        otel(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "authorization=topsecret"),
+        ]),
+    )
+    .unwrap();
+    assert!(!format!("{t:?}").contains("topsecret"));
+}

@@ -22,7 +22,9 @@ use tracing::{error, info, warn};
 use crate::account::SharedAccount;
 use crate::config::{Auth, KeyHeader, StreamSettings};
 use crate::telemetry::{Counter, ReconnectReason, StreamMetrics};
+use crate::traces::Traces;
 use backoff::Backoff;
+use opentelemetry::trace::{SpanContext, SpanKind};
 use session::{Now, Session, StreamKind, Verdict};
 use sse::SseDecoder;
 
@@ -49,6 +51,8 @@ pub struct StreamTask {
     /// A uniform random number in `[0, 1]` for the backoff's jitter: `fastrand::f64` in
     /// production, a constant in tests that need exact delays.
     pub jitter: fn() -> f64,
+    /// Spans for connection attempts and events (a no-op when tracing is off).
+    pub traces: Traces,
 }
 
 /// Build the stream URL for an account's API base.
@@ -133,6 +137,8 @@ struct Ended {
     retry_after: Option<Duration>,
     retry_floor: Option<Duration>,
     unauthorized: bool,
+    /// The attempt's span, when sampled: the next attempt links to it.
+    span: Option<SpanContext>,
 }
 
 fn now(start: Instant) -> Now {
@@ -187,15 +193,19 @@ pub async fn run(mut task: StreamTask, mut shutdown: watch::Receiver<bool>) {
     let start = Instant::now();
     let mut backoff = Backoff::new(task.settings.backoff_initial, task.settings.backoff_max);
     let mut attempt: u64 = 0;
+    // For the connection span: the previous attempt's span (linked) and the backoff waited.
+    let mut previous: Option<SpanContext> = None;
+    let mut waited = Duration::ZERO;
     loop {
         if *shutdown.borrow() {
             break;
         }
         attempt += 1;
         let ended = tokio::select! {
-            e = connect_once(&mut task, start) => e,
+            e = connect_once(&mut task, start, Attempt { n: attempt, waited, previous: previous.take() }) => e,
             _ = shutdown.changed() => break,
         };
+        previous = ended.span.clone();
         task.metrics.up.set(0.0);
         task.ready.store(false, Ordering::Relaxed);
         if *shutdown.borrow() {
@@ -238,6 +248,7 @@ pub async fn run(mut task: StreamTask, mut shutdown: watch::Receiver<bool>) {
             delay_ms = delay.as_millis() as u64,
             "stream disconnected, reconnecting"
         );
+        waited = delay;
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = shutdown.changed() => break,
@@ -247,14 +258,40 @@ pub async fn run(mut task: StreamTask, mut shutdown: watch::Receiver<bool>) {
     task.ready.store(false, Ordering::Relaxed);
 }
 
-async fn connect_once(task: &mut StreamTask, start: Instant) -> Ended {
+/// Which connection attempt this is, for its span.
+struct Attempt {
+    n: u64,
+    /// The backoff waited before it.
+    waited: Duration,
+    /// The previous attempt's span, linked from this one's.
+    previous: Option<SpanContext>,
+}
+
+async fn connect_once(task: &mut StreamTask, start: Instant, attempt: Attempt) -> Ended {
     let mut ended = Ended {
         reason: ReconnectReason::Io,
         live_since: None,
         retry_after: None,
         retry_floor: None,
         unauthorized: false,
+        span: None,
     };
+    let links: Vec<SpanContext> = attempt.previous.into_iter().collect();
+    let mut span = task
+        .traces
+        .span("stream.connect", SpanKind::Client, None, &links);
+    if span.is_recording() {
+        // The URL carries the stream's parameters only: credentials travel in headers.
+        span.set("url.full", task.url.clone());
+        span.set("ocx.stream", task.kind.label());
+        if let Some(m) = task.kind.market() {
+            span.set("ocx.market", m.to_string());
+        }
+        span.set("ocx.account", task.account.name().to_string());
+        span.set("ocx.connect.attempt", attempt.n as i64);
+        span.set("ocx.connect.backoff_ms", attempt.waited.as_millis() as i64);
+    }
+    ended.span = span.context();
     let req = task
         .client
         .get(&task.url)
@@ -267,7 +304,10 @@ async fn connect_once(task: &mut StreamTask, start: Instant) -> Ended {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             // reqwest's error names the URL (no secrets in it) and the cause.
-            warn!(url = %task.url, error = %error_chain(&e), "stream connection failed");
+            let cause = error_chain(&e);
+            warn!(url = %task.url, error = %cause, "stream connection failed");
+            span.set("ocx.connect.outcome", "io");
+            span.error(cause);
             return ended;
         }
         Err(_) => {
@@ -277,11 +317,16 @@ async fn connect_once(task: &mut StreamTask, start: Instant) -> Ended {
                 "no response headers within stream.response_timeout"
             );
             ended.reason = ReconnectReason::ResponseTimeout;
+            span.set("ocx.connect.outcome", "response_timeout");
+            span.error("no response headers within stream.response_timeout");
             return ended;
         }
     };
     let status = resp.status();
+    span.set("http.response.status_code", i64::from(status.as_u16()));
     if status != StatusCode::OK {
+        span.set("ocx.connect.outcome", "http_status");
+        span.error(format!("HTTP {status}"));
         ended.reason = ReconnectReason::HttpStatus;
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             ended.unauthorized = true;
@@ -309,11 +354,15 @@ async fn connect_once(task: &mut StreamTask, start: Instant) -> Ended {
         return ended;
     }
     task.metrics.connects.increment(1);
+    span.set("ocx.connect.outcome", "connected");
+    // The span is the attempt, not the connection's life (hours): it ends with the headers.
+    span.end();
     info!(stream = task.kind.label(), url = %task.url, "stream connected");
 
     let mut body = resp.bytes_stream();
     let mut decoder = SseDecoder::new(task.settings.max_event_bytes);
-    let mut session = Session::new(task.kind.clone());
+    let mut session =
+        Session::new(task.kind.clone()).traced(task.traces.clone(), task.account.name());
     let mut items = Vec::new();
     let timeout = task.settings.heartbeat_timeout;
     let watchdog = tokio::time::sleep(timeout);

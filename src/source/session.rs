@@ -4,14 +4,19 @@
 //! arrived; the session folds snapshots and deltas into the shared account, records the stream's
 //! metrics, and answers whether the connection must be dropped and re-synced.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{SpanContext, SpanKind};
+
 use crate::account::SharedAccount;
-use crate::model::EventKind;
+use crate::model::{EventKind, Fill, Trade};
 use crate::source::sse::{SseEvent, SseItem};
 use crate::source::wire::{self, WireError};
 use crate::state::Scope;
 use crate::telemetry::{DecodeKind, EventType, ReconnectReason, StreamMetrics};
+use crate::traces::{TraceSpan, Traces};
 
 /// Which endpoint a connection reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +80,11 @@ pub struct Session {
     last_heartbeat: Option<Duration>,
     /// The server's `retry:` field: a floor under our own backoff.
     pub retry_floor: Option<Duration>,
+    /// Spans for the events (off unless [`Session::traced`]).
+    traces: Traces,
+    account: Arc<str>,
+    /// A traced event's new fills, reused between events.
+    fills: Vec<(usize, Fill)>,
 }
 
 impl Session {
@@ -84,7 +94,18 @@ impl Session {
             last_seq: None,
             last_heartbeat: None,
             retry_floor: None,
+            traces: Traces::off(),
+            account: Arc::from(""),
+            fills: Vec::new(),
         }
+    }
+
+    /// Records a `stream.event` span per event (with `state.apply` and `ocx.fill` children)
+    /// when tracing is on and the sampler keeps it.
+    pub fn traced(mut self, traces: Traces, account: &str) -> Self {
+        self.traces = traces;
+        self.account = Arc::from(account);
+        self
     }
 
     /// True once this connection applied a snapshot (it is live and in sync).
@@ -132,17 +153,47 @@ impl Session {
         account: &SharedAccount,
         m: &mut StreamMetrics,
     ) -> Verdict {
+        let mut span = self
+            .traces
+            .span("stream.event", SpanKind::Consumer, None, &[]);
+        if span.is_recording() {
+            span.set("ocx.stream", self.kind.label());
+            if let Some(market) = self.kind.market() {
+                span.set("ocx.market", market.to_string());
+            }
+            span.set("ocx.account", self.account.to_string());
+        }
+        let verdict = self.on_event_in(ev, now, account, m, &mut span);
+        if let Verdict::Reconnect(reason) = verdict {
+            span.set("ocx.reconnect.reason", reason.as_str());
+        }
+        if let Some(cx) = span.context() {
+            self.traces.note_event(cx);
+        }
+        verdict
+    }
+
+    fn on_event_in(
+        &mut self,
+        ev: SseEvent,
+        now: Now,
+        account: &SharedAccount,
+        m: &mut StreamMetrics,
+        span: &mut TraceSpan,
+    ) -> Verdict {
         let named = match ev.event.as_str() {
             "snapshot" => Some(EventKind::Snapshot),
             "delta" | "update" => Some(EventKind::Delta),
             "error" => {
                 m.event(EventType::Error);
-                return self.on_error_event(&ev.data, m);
+                span.set("ocx.event.type", "error");
+                return self.on_error_event(&ev.data, m, span);
             }
             // Unnamed events carry their kind in the envelope's eventType.
             "message" | "" => None,
             _ => {
                 m.event(EventType::Unknown);
+                span.set("ocx.event.type", "unknown");
                 return Verdict::Continue;
             }
         };
@@ -153,12 +204,14 @@ impl Session {
                 Some(k) => k,
                 None => {
                     m.event(EventType::Unknown);
+                    span.set("ocx.event.type", "unknown");
                     return Verdict::Continue;
                 }
             },
             (None, Err(_)) => {
                 m.event(EventType::Unknown);
-                return self.decode_failed(parsed.err(), false, m);
+                span.set("ocx.event.type", "unknown");
+                return self.decode_failed(parsed.err(), false, m, span);
             }
         };
         let is_snapshot = kind == EventKind::Snapshot;
@@ -169,34 +222,102 @@ impl Session {
         });
         let env = match parsed {
             Ok(env) => env,
-            Err(e) => return self.decode_failed(Some(e), is_snapshot, m),
+            Err(e) => return self.decode_failed(Some(e), is_snapshot, m, span),
         };
+        let traced = span.is_recording();
+        if traced {
+            span.set(
+                "ocx.event.type",
+                if is_snapshot { "snapshot" } else { "delta" },
+            );
+            span.set("ocx.event.seq", env.seq as i64);
+            if let Some(id) = &env.event_id {
+                span.set("ocx.event.id", id.clone());
+            }
+            if let Some(engine) = env.engine_ts_ms {
+                span.set("ocx.event.lag_ms", now.unix_ms - engine);
+            }
+            span.set("ocx.event.trades", env.payload.trades.len() as i64);
+            let positions = env
+                .payload
+                .positions
+                .as_ref()
+                .map_or(0, |p| p.upserts.len() + p.removed_ids.len());
+            span.set("ocx.event.position_changes", positions as i64);
+        }
         for _ in 0..env.skipped_items {
             m.decode_error(DecodeKind::Schema);
+        }
+        if env.skipped_items > 0 {
+            span.event(
+                "decode_error",
+                vec![
+                    KeyValue::new("ocx.decode.kind", "schema"),
+                    KeyValue::new("ocx.decode.skipped_items", i64::from(env.skipped_items)),
+                ],
+            );
         }
         if !is_snapshot {
             let Some(last) = self.last_seq else {
                 // A delta before any snapshot has no baseline to apply to.
                 m.duplicate_events.increment(1);
+                span.event(
+                    "duplicate",
+                    vec![KeyValue::new("ocx.event.seq", env.seq as i64)],
+                );
                 return Verdict::Continue;
             };
             if env.seq <= last {
                 m.duplicate_events.increment(1);
+                span.event(
+                    "duplicate",
+                    vec![
+                        KeyValue::new("ocx.event.seq", env.seq as i64),
+                        KeyValue::new("ocx.event.last_seq", last as i64),
+                    ],
+                );
                 return Verdict::Continue;
             }
             if env.seq > last + 1 {
                 m.sequence_gaps.increment(1);
                 m.missed_events.increment(env.seq - last - 1);
+                span.event(
+                    "sequence_gap",
+                    vec![
+                        KeyValue::new("ocx.gap.expected_seq", (last + 1) as i64),
+                        KeyValue::new("ocx.gap.received_seq", env.seq as i64),
+                        KeyValue::new("ocx.gap.missed", (env.seq - last - 1) as i64),
+                    ],
+                );
+                span.error("sequence gap: re-syncing");
                 return Verdict::Reconnect(ReconnectReason::Gap);
             }
         }
-        account.apply_event(
+        let parent = span.context();
+        let mut apply = match &parent {
+            Some(p) => self
+                .traces
+                .span("state.apply", SpanKind::Internal, Some(p), &[]),
+            None => TraceSpan::none(),
+        };
+        self.fills.clear();
+        let outcome = account.apply_event_traced(
             kind,
             self.kind.scope(),
             &env.payload,
             env.engine_ts_ms,
             now.unix_ms,
+            traced.then_some(&mut self.fills),
         );
+        if apply.is_recording() {
+            apply.set("ocx.fills.new", outcome.fills as i64);
+        }
+        apply.end();
+        if let Some(p) = &parent {
+            for (i, fill) in std::mem::take(&mut self.fills) {
+                self.fill_span(p, &fill, env.payload.trades.get(i), now.unix_ms);
+            }
+        }
         self.last_seq = Some(env.seq);
         m.up.set(1.0);
         m.last_sequence.set(env.seq as f64);
@@ -214,11 +335,21 @@ impl Session {
         e: Option<WireError>,
         snapshot: bool,
         m: &mut StreamMetrics,
+        span: &mut TraceSpan,
     ) -> Verdict {
-        m.decode_error(match e {
+        let kind = match e {
             Some(WireError::Schema(_)) => DecodeKind::Schema,
             _ => DecodeKind::Json,
-        });
+        };
+        m.decode_error(kind);
+        if span.is_recording() {
+            let mut attrs = vec![KeyValue::new("ocx.decode.kind", kind.as_str())];
+            if let Some(e) = &e {
+                attrs.push(KeyValue::new("exception.message", e.to_string()));
+            }
+            span.event("decode_error", attrs);
+            span.error("malformed event");
+        }
         if snapshot {
             Verdict::Reconnect(ReconnectReason::Decode)
         } else {
@@ -226,7 +357,7 @@ impl Session {
         }
     }
 
-    fn on_error_event(&self, data: &str, m: &mut StreamMetrics) -> Verdict {
+    fn on_error_event(&self, data: &str, m: &mut StreamMetrics, span: &mut TraceSpan) -> Verdict {
         match wire::parse_error_event(data) {
             Ok(err) => {
                 m.stream_error(&err.code, err.retryable);
@@ -236,13 +367,43 @@ impl Session {
                     retryable = err.retryable,
                     "stream sent an error event"
                 );
+                span.event(
+                    "error_event",
+                    vec![
+                        KeyValue::new("ocx.error.code", err.code.to_string()),
+                        KeyValue::new("ocx.error.retryable", err.retryable),
+                    ],
+                );
+                span.error(format!("error event {}", err.code));
                 if err.retryable {
                     Verdict::Reconnect(ReconnectReason::ErrorEvent)
                 } else {
                     Verdict::Continue
                 }
             }
-            Err(e) => self.decode_failed(Some(e), false, m),
+            Err(e) => self.decode_failed(Some(e), false, m, span),
+        }
+    }
+
+    /// One `ocx.fill` span, a child of its event's.
+    fn fill_span(&self, parent: &SpanContext, fill: &Fill, trade: Option<&Trade>, now_ms: i64) {
+        let mut s = self
+            .traces
+            .span("ocx.fill", SpanKind::Internal, Some(parent), &[]);
+        if !s.is_recording() {
+            return;
+        }
+        s.set("ocx.market", fill.market.as_str().to_string());
+        s.set("ocx.fill.side", fill.side.as_str());
+        s.set("ocx.fill.liquidity", fill.liquidity.as_str());
+        // Exact decimals, as the exchange sent them (a float would round them).
+        s.set("ocx.fill.price", fill.price.to_string());
+        s.set("ocx.fill.quantity", fill.quantity.to_string());
+        if let Some(id) = trade.and_then(|t| t.id.as_ref()) {
+            s.set("ocx.trade.id", id.as_str().to_string());
+        }
+        if let Some(created) = fill.created_at_ms {
+            s.set("ocx.fill.latency_ms", now_ms - created);
         }
     }
 }

@@ -72,6 +72,9 @@ pub enum Scope<'a> {
 pub struct Applied {
     /// Fills newly counted by this event (after dedup), in wire order.
     pub fills: Vec<Fill>,
+    /// For each of `fills`, its index in the trades applied (the trade's id is there, for the
+    /// fill's span).
+    pub fill_trades: Vec<u32>,
     /// Trades in a snapshot already counted before this event.
     pub dedup_snapshot_replay: u64,
     /// Trades in a delta already counted, or repeated within this one event.
@@ -88,6 +91,7 @@ impl Applied {
     /// Empties it, keeping the vectors' capacity (see [`Account::apply_event_into`]).
     pub fn clear(&mut self) {
         self.fills.clear();
+        self.fill_trades.clear();
         self.dedup_snapshot_replay = 0;
         self.dedup_duplicate = 0;
         self.position_markets.clear();
@@ -411,7 +415,7 @@ impl Account {
             }
         }
         let start = self.dedup.event_start();
-        for t in trades {
+        for (i, t) in trades.iter().enumerate() {
             let key = StoredKey::from(TradeKey::of(t));
             let serial = self.dedup.event_start();
             match self.dedup.observe(key.clone(), start) {
@@ -420,6 +424,7 @@ impl Account {
                     let (fill, market) = self.count_fill(t);
                     self.stream_trades.push(key, market, t.created_at_ms);
                     applied.fills.push(fill);
+                    applied.fill_trades.push(i as u32);
                 }
                 Seen::Earlier if kind == Kind::Snapshot => applied.dedup_snapshot_replay += 1,
                 Seen::Earlier | Seen::ThisEvent => applied.dedup_duplicate += 1,
@@ -541,7 +546,7 @@ impl Account {
     pub fn apply_recovered(&mut self, trades: &[Trade]) -> Applied {
         let mut applied = Applied::default();
         let start = self.dedup.event_start();
-        for t in trades {
+        for (i, t) in trades.iter().enumerate() {
             let key = StoredKey::from(TradeKey::of(t));
             let serial = self.dedup.event_start();
             // A REST listing repeats known trades by design: journal only the new ones.
@@ -549,6 +554,7 @@ impl Account {
                 self.journal_key(serial, &key);
                 let (fill, _) = self.count_fill(t);
                 applied.fills.push(fill);
+                applied.fill_trades.push(i as u32);
             }
         }
         self.note_dedup(0, 0);

@@ -147,6 +147,9 @@ pub mod names {
     pub const HTTP_CONNECTIONS_CLOSED: &str = "ocx_sentinel_http_connections_closed_total";
     pub const HTTP_REQUESTS_REFUSED: &str = "ocx_sentinel_http_requests_refused_total";
     pub const WEB_CONFIG_RELOAD_SUCCESSFUL: &str = "ocx_sentinel_web_config_last_reload_successful";
+    pub const TRACE_SPANS_EXPORTED: &str = "ocx_trace_spans_exported_total";
+    pub const TRACE_SPANS_DROPPED: &str = "ocx_trace_spans_dropped_total";
+    pub const TRACE_EXPORT_DURATION: &str = "ocx_trace_export_duration_seconds";
 }
 
 use Kind::*;
@@ -701,5 +704,23 @@ pub const CATALOGUE: &[MetricDef] = &[
         kind: Gauge,
         labels: "",
         help: "1 if the web config file loaded when it last changed, 0 if the change failed to load (the last good configuration stays in force); absent without a web config file",
+    },
+    MetricDef {
+        name: TRACE_SPANS_EXPORTED,
+        kind: Counter,
+        labels: "",
+        help: "Sampled spans the OTLP collector accepted (only with tracing on)",
+    },
+    MetricDef {
+        name: TRACE_SPANS_DROPPED,
+        kind: Counter,
+        labels: "reason",
+        help: "Sampled spans lost, by reason: queue_full (the export queue was full: the collector is slow or down) or export_failed (the collector refused the batch or did not answer within tracing.otlp.timeout)",
+    },
+    MetricDef {
+        name: TRACE_EXPORT_DURATION,
+        kind: Histogram(REST_BUCKETS),
+        labels: "",
+        help: "Time to export one batch of spans to the OTLP collector, failed exports included, in seconds",
     },
 ];

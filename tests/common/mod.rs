@@ -77,6 +77,7 @@ pub fn settings(api_base: &str, auth: Auth, markets: &[&str]) -> Settings {
         api_token: None,
         forward: Default::default(),
         web: Default::default(),
+        tracing: None,
     }
 }
 
