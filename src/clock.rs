@@ -1,4 +1,4 @@
-//! The wall clock in unix milliseconds: read only at the IO edges (stream receipt times, rule evaluation timestamps, silence and notification times), never inside the pure core.
+//! The wall clock in unix milliseconds: read only at the IO edges (stream receipt times, rule evaluation timestamps, silence and notification times, exemplar times), never inside the pure core.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -16,7 +16,7 @@ pub use catalogue::{
     CATALOGUE, HEARTBEAT_BUCKETS, Kind, LAG_BUCKETS, MetricDef, REST_BUCKETS, names,
 };
 pub use labels::LabelFolder;
-pub use store::{Counter, Format, Gauge, Histogram, Registry};
+pub use store::{Counter, Format, Gauge, Histogram, Registry, TraceIds};
 
 use std::collections::HashMap;
 

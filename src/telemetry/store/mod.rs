@@ -1,12 +1,15 @@
 //! The series store: every counter, gauge and histogram by metric name and label set, written by the handles and read by `/metrics` and the rule engine alike.
 //!
 //! Registration takes a lock (it allocates the label set and may insert a series); the handles it
-//! returns are `Arc`s to atomics, so the per-event path never locks. Readers see the very values
+//! returns are `Arc`s to atomics, so the per-event path never locks (only recording an exemplar,
+//! for a sampled trace, takes its slot's lock: see `exemplar.rs`). Readers see the very values
 //! `/metrics` shows: `select` resolves a family to its series once, and [`Registry::generation`]
 //! says when the set of series changed and a selector should resolve again.
 
+mod exemplar;
 mod render;
 
+pub use exemplar::TraceIds;
 pub use render::Format;
 pub(crate) use render::write_go_float;
 
@@ -16,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::catalogue::{Kind, MetricDef};
+use exemplar::{Exemplar, ExemplarSlot};
 
 /// Why a series could not be registered. Names and label names are constants in this crate, so
 /// each of these is a programming error, caught by the tests.
@@ -102,17 +106,6 @@ fn add_f64(cell: &AtomicU64, d: f64) {
     });
 }
 
-/// Where a later issue attaches an exemplar (a trace id beside a counter's total or a
-/// histogram's bucket, rendered after the sample in OpenMetrics only). It holds and renders
-/// nothing today; the renderer already calls it at the right place.
-#[derive(Debug, Default)]
-pub(crate) struct ExemplarSlot;
-
-impl ExemplarSlot {
-    /// Append ` # {labels} value` when an exemplar is held; nothing today.
-    fn write_openmetrics(&self, _out: &mut String) {}
-}
-
 /// A monotonically increasing total. Integer counts and exact decimal amounts (converted to
 /// f64) are both native: there is no separate float kind to re-type at render time.
 #[derive(Clone, Default)]
@@ -127,6 +120,26 @@ struct CounterCell {
 impl Counter {
     pub fn increment(&self, n: u64) {
         add_f64(&self.0.bits, n as f64);
+    }
+
+    /// `increment(n)`, and `n` becomes the series' exemplar (replacing any earlier one) with
+    /// `ids` and the wall-clock time now, as client_golang's `AddWithExemplar`. For sampled
+    /// traces only: this path takes a lock and reads the clock, `increment` does neither.
+    pub fn increment_with_exemplar(&self, n: u64, ids: TraceIds) {
+        self.increment_with_exemplar_at(n, ids, crate::clock::unix_ms());
+    }
+
+    /// `increment_with_exemplar` at a given time (tests pin it to render exact text).
+    pub(crate) fn increment_with_exemplar_at(&self, n: u64, ids: TraceIds, unix_ms: i64) {
+        // The count first: the exemplar's lock then publishes it, so a render that reads the
+        // exemplar before the total (as `render` does) never shows an exemplar beside a total
+        // that lacks its increment.
+        self.increment(n);
+        self.0.exemplar.set(Exemplar {
+            ids,
+            value: n as f64,
+            unix_ms,
+        });
     }
 
     /// Add a float amount; a negative or NaN amount is ignored, as a counter never goes down.
@@ -191,7 +204,7 @@ struct HistogramCell {
     /// so a reader never sees `_count` disagree with the `+Inf` bucket.
     counts: Box<[AtomicU64]>,
     sum: AtomicU64,
-    /// One per bucket, `+Inf` last (see [`ExemplarSlot`]).
+    /// One per bucket, `+Inf` last: the bucket's latest exemplar (see [`ExemplarSlot`]).
     exemplars: Box<[ExemplarSlot]>,
 }
 
@@ -220,12 +233,40 @@ impl Histogram {
             bounds,
             counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
             sum: AtomicU64::new(0),
-            exemplars: (0..=bounds.len()).map(|_| ExemplarSlot).collect(),
+            exemplars: (0..=bounds.len())
+                .map(|_| ExemplarSlot::default())
+                .collect(),
         }))
     }
 
     /// Count `v` into the first bucket whose bound is at least `v` (`+Inf` for NaN).
     pub fn record(&self, v: f64) {
+        self.observe(v);
+    }
+
+    /// `record(v)`, and `v` becomes the exemplar of the bucket it was counted in (replacing
+    /// that bucket's earlier one) with `ids` and the wall-clock time now. For sampled traces
+    /// only: this path takes a lock and reads the clock, `record` does neither.
+    pub fn record_with_exemplar(&self, v: f64, ids: TraceIds) {
+        self.record_with_exemplar_at(v, ids, crate::clock::unix_ms());
+    }
+
+    /// `record_with_exemplar` at a given time (tests pin it to render exact text).
+    pub(crate) fn record_with_exemplar_at(&self, v: f64, ids: TraceIds, unix_ms: i64) {
+        // Counted first, as in `Counter::increment_with_exemplar_at`.
+        let i = self.observe(v);
+        if let Some(slot) = self.0.exemplars.get(i) {
+            slot.set(Exemplar {
+                ids,
+                value: v,
+                unix_ms,
+            });
+        }
+    }
+
+    /// `record`: returns the bucket `v` was counted in.
+    #[inline]
+    fn observe(&self, v: f64) -> usize {
         let c = &self.0;
         let i = c
             .bounds
@@ -236,6 +277,7 @@ impl Histogram {
             n.fetch_add(1, Ordering::Relaxed);
         }
         add_f64(&c.sum, v);
+        i
     }
 
     pub fn count(&self) -> u64 {

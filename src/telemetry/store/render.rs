@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 
+use super::exemplar::{Exemplar, SPAN_ID_LABEL, TRACE_ID_LABEL};
 use super::{Handle, Labels, Series};
 use crate::telemetry::catalogue::{Kind, MetricDef};
 
@@ -10,7 +11,7 @@ use crate::telemetry::catalogue::{Kind, MetricDef};
 pub enum Format {
     /// The Prometheus text format 0.0.4: the default, and what `promtool check metrics` lints.
     Prometheus,
-    /// OpenMetrics 1.0 text, which Prometheus asks for first (and where exemplars will live).
+    /// OpenMetrics 1.0 text, which Prometheus asks for first; the only one with exemplars.
     OpenMetrics,
 }
 
@@ -86,6 +87,9 @@ pub(super) fn family(out: &mut String, format: Format, def: &MetricDef, series: 
         match handle {
             Handle::Counter(c) => {
                 let om = format == Format::OpenMetrics;
+                // The exemplar before the total: its lock orders the read after the increment
+                // it belongs to (see `Counter::increment_with_exemplar_at`).
+                let exemplar = if om { c.exemplar().get() } else { None };
                 out.push_str(def.name);
                 if om && !def.name.ends_with("_total") {
                     out.push_str("_total");
@@ -93,8 +97,8 @@ pub(super) fn family(out: &mut String, format: Format, def: &MetricDef, series: 
                 write_labels(out, labels, None, format);
                 out.push(' ');
                 write_value(out, c.get());
-                if om {
-                    c.exemplar().write_openmetrics(out);
+                if let Some(e) = &exemplar {
+                    write_exemplar(out, e);
                 }
                 out.push('\n');
             }
@@ -106,13 +110,19 @@ pub(super) fn family(out: &mut String, format: Format, def: &MetricDef, series: 
                 out.push('\n');
             }
             Handle::Histogram(h) => {
+                // The exemplars before the counts, as for a counter: a bucket never shows an
+                // exemplar its count does not include.
+                let exemplars: Vec<Option<Exemplar>> = match format {
+                    Format::OpenMetrics => h.exemplars().iter().map(|s| s.get()).collect(),
+                    Format::Prometheus => Vec::new(),
+                };
                 let snap = h.snapshot();
-                for ((bound, n), exemplar) in snap.buckets.iter().zip(h.exemplars()) {
+                for (i, (bound, n)) in snap.buckets.iter().enumerate() {
                     let _ = write!(out, "{}_bucket", def.name);
                     write_labels(out, labels, Some(*bound), format);
                     let _ = write!(out, " {n}");
-                    if format == Format::OpenMetrics {
-                        exemplar.write_openmetrics(out);
+                    if let Some(Some(e)) = exemplars.get(i) {
+                        write_exemplar(out, e);
                     }
                     out.push('\n');
                 }
@@ -133,6 +143,24 @@ pub(super) fn finish(out: &mut String, format: Format) {
     if format == Format::OpenMetrics {
         out.push_str("# EOF\n");
     }
+}
+
+/// OpenMetrics' ` # {trace_id="…",span_id="…"} value timestamp` after a sample: the ids in
+/// lowercase hex at their full widths, the value as a sample's, the time in unix seconds with
+/// exactly three decimals. Prometheus reads it as `int64(float64(text) * 1000)`, which gives the
+/// very millisecond back for times between 2004-11 and 2038-01 (the product lands in
+/// [2^40, 2^41), where its rounding error stays below half a unit); outside that window it can
+/// come out 1ms early, which only writing a later time than the true one would avoid.
+fn write_exemplar(out: &mut String, e: &Exemplar) {
+    let _ = write!(
+        out,
+        " # {{{TRACE_ID_LABEL}=\"{:032x}\",{SPAN_ID_LABEL}=\"{:016x}\"}} ",
+        e.ids.trace_id, e.ids.span_id
+    );
+    write_value(out, e.value);
+    let sign = if e.unix_ms < 0 { "-" } else { "" };
+    let ms = e.unix_ms.unsigned_abs();
+    let _ = write!(out, " {sign}{}.{:03}", ms / 1000, ms % 1000);
 }
 
 /// `{k="v",...}` with `le` last for a bucket; nothing for an empty set.

@@ -1,4 +1,4 @@
-//! Store tests: exact 0.0.4 and OpenMetrics text, registration, generation, removal, reads, negotiation, and promtool on every kind.
+//! Store tests: exact 0.0.4 and OpenMetrics text (exemplars included), registration, generation, removal, reads, negotiation, and promtool on every kind.
 
 use std::process::{Command, Stdio};
 
@@ -144,6 +144,149 @@ fn an_empty_registry_renders_nothing_but_openmetrics_eof() {
     let r = Registry::new(CATALOGUE_T);
     assert_eq!(r.render(Format::Prometheus), "");
     assert_eq!(r.render(Format::OpenMetrics), "# EOF\n");
+}
+
+/// The W3C trace-context example ids (a span id with a leading zero), and tiny ones that need
+/// every digit of padding.
+const W3C: TraceIds = TraceIds {
+    trace_id: 0x0af7_6519_16cd_43dd_8448_eb21_1c80_319c,
+    span_id: 0x00f0_67aa_0ba9_02b7,
+};
+const TINY: TraceIds = TraceIds {
+    trace_id: 1,
+    span_id: 2,
+};
+const MAX: TraceIds = TraceIds {
+    trace_id: u128::MAX,
+    span_id: u64::MAX,
+};
+
+/// A counter and a histogram with exemplars beside ones without, replaced and not.
+fn with_exemplars() -> Registry {
+    let r = Registry::new(CATALOGUE_T);
+    let ok = r.counter("t_requests_total", &[("path", "/a"), ("code", "200")]);
+    ok.increment(2);
+    ok.increment_with_exemplar_at(3, TINY, 1_732_589_990_000);
+    ok.increment(4); // a plain increment leaves the exemplar alone
+    ok.increment_with_exemplar_at(1, W3C, 1_732_590_000_123); // the latest wins
+    r.counter("t_requests_total", &[("path", "/a"), ("code", "500")])
+        .increment(1);
+    let h = r.histogram("t_latency_seconds", &[("op", "read")]);
+    h.record(0.1);
+    h.record_with_exemplar_at(0.2, TINY, 1_732_590_000_001);
+    h.record_with_exemplar_at(0.25, W3C, 1_732_590_000_005); // same bucket: replaces
+    h.record(0.5); // le="1.0" is counted but holds no exemplar
+    h.record(5.0);
+    h.record_with_exemplar_at(3e6, MAX, 1_732_590_001_200); // +Inf
+    r
+}
+
+#[test]
+fn openmetrics_carries_counter_and_bucket_exemplars_the_latest_winning() {
+    let want = r#"# TYPE t_requests counter
+# HELP t_requests Requests handled
+t_requests_total{code="200",path="/a"} 10 # {trace_id="0af7651916cd43dd8448eb211c80319c",span_id="00f067aa0ba902b7"} 1 1732590000.123
+t_requests_total{code="500",path="/a"} 1
+# TYPE t_latency_seconds histogram
+# HELP t_latency_seconds Latency\nin seconds
+t_latency_seconds_bucket{op="read",le="0.25"} 3 # {trace_id="0af7651916cd43dd8448eb211c80319c",span_id="00f067aa0ba902b7"} 0.25 1732590000.005
+t_latency_seconds_bucket{op="read",le="1.0"} 4
+t_latency_seconds_bucket{op="read",le="1e+06"} 5
+t_latency_seconds_bucket{op="read",le="+Inf"} 6 # {trace_id="ffffffffffffffffffffffffffffffff",span_id="ffffffffffffffff"} 3000000 1732590001.200
+t_latency_seconds_sum{op="read"} 3000006.05
+t_latency_seconds_count{op="read"} 6
+# EOF
+"#;
+    assert_eq!(with_exemplars().render(Format::OpenMetrics), want);
+}
+
+#[test]
+fn prometheus_text_never_carries_exemplars() {
+    let want = r#"# HELP t_requests_total Requests handled
+# TYPE t_requests_total counter
+t_requests_total{code="200",path="/a"} 10
+t_requests_total{code="500",path="/a"} 1
+# HELP t_latency_seconds Latency\nin seconds
+# TYPE t_latency_seconds histogram
+t_latency_seconds_bucket{op="read",le="0.25"} 3
+t_latency_seconds_bucket{op="read",le="1"} 4
+t_latency_seconds_bucket{op="read",le="1e+06"} 5
+t_latency_seconds_bucket{op="read",le="+Inf"} 6
+t_latency_seconds_sum{op="read"} 3000006.05
+t_latency_seconds_count{op="read"} 6
+"#;
+    let r = with_exemplars();
+    assert_eq!(r.render(Format::Prometheus), want);
+    promtool_check(&r.render(Format::Prometheus));
+}
+
+#[test]
+fn exemplar_values_and_times_render_like_samples() {
+    let r = Registry::new(CATALOGUE_T);
+    let h = r.histogram("t_latency_seconds", &[]);
+    // NaN is counted into +Inf, and its exemplar goes there too.
+    h.record_with_exemplar_at(f64::NAN, TINY, 0);
+    h.record_with_exemplar_at(1e-7, TINY, -1_500);
+    let text = r.render(Format::OpenMetrics);
+    let tiny = r#"{trace_id="00000000000000000000000000000001",span_id="0000000000000002"}"#;
+    assert!(
+        text.contains(&format!(
+            "t_latency_seconds_bucket{{le=\"+Inf\"}} 2 # {tiny} NaN 0.000\n"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "t_latency_seconds_bucket{{le=\"0.25\"}} 1 # {tiny} 1e-07 -1.500\n"
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_exemplar_paths_count_as_the_plain_ones_and_stamp_the_wall_clock() {
+    let r = Registry::new(CATALOGUE_T);
+    let (plain, traced) = (
+        r.histogram("t_latency_seconds", &[("op", "plain")]),
+        r.histogram("t_latency_seconds", &[("op", "traced")]),
+    );
+    let (c_plain, c_traced) = (
+        r.counter("t_requests_total", &[("path", "plain")]),
+        r.counter("t_requests_total", &[("path", "traced")]),
+    );
+    let before = crate::clock::unix_ms();
+    for v in [0.1, 0.25, 7.0, 2e6, f64::NAN] {
+        plain.record(v);
+        traced.record_with_exemplar(v, W3C);
+    }
+    c_plain.increment(5);
+    c_traced.increment_with_exemplar(5, W3C);
+    let after = crate::clock::unix_ms();
+    // NaN sums are never equal: compare the buckets and the count.
+    assert_eq!(plain.snapshot().buckets, traced.snapshot().buckets);
+    assert_eq!(c_plain.get(), c_traced.get());
+    let e = c_traced.exemplar().get().unwrap();
+    assert_eq!((e.ids, e.value), (W3C, 5.0));
+    assert!((before..=after).contains(&e.unix_ms), "{e:?}");
+    let held: Vec<Option<f64>> = traced
+        .exemplars()
+        .iter()
+        .map(|s| s.get().map(|e| e.value))
+        .collect();
+    assert_eq!(held[..3], [Some(0.25), None, Some(7.0)]); // 0.1 then 0.25; none; 7
+    assert!(held[3].unwrap().is_nan(), "{held:?}"); // 2e6 then NaN: both +Inf, NaN later
+    assert!(plain.exemplars().iter().all(|s| s.get().is_none()));
+    assert!(c_plain.exemplar().get().is_none());
+}
+
+#[test]
+fn an_exemplar_slot_costs_no_allocation_until_used() {
+    // A lock word and a pointer: every counter and histogram bucket carries one.
+    assert!(
+        std::mem::size_of::<exemplar::ExemplarSlot>() <= 16,
+        "{}",
+        std::mem::size_of::<exemplar::ExemplarSlot>()
+    );
 }
 
 #[test]
