@@ -29,7 +29,7 @@ use crate::datadir::{Job, Pending, WriterHandle};
 use crate::model::{EventKind, Fill, Payload, Trade};
 use crate::state::durable::TakenJournal;
 use crate::state::{Account, Applied, Scope};
-use crate::telemetry::{AccountMetrics, Counter};
+use crate::telemetry::{AccountMetrics, Counter, TraceIds};
 
 /// Shared handle to one account.
 pub type SharedAccount = Arc<AccountCell>;
@@ -148,8 +148,9 @@ impl AccountCell {
         self.apply_event_traced(kind, scope, payload, engine_ts_ms, now_unix_ms, None)
     }
 
-    /// [`AccountCell::apply_event`], also copying each new fill, with its index in
-    /// `payload.trades`, into `new_fills` (for the fills' spans; only a traced event asks).
+    /// [`AccountCell::apply_event`] for a sampled event (`traced`: its span's ids, and where to
+    /// copy each new fill with its index in `payload.trades`, for the fills' spans): its trace
+    /// also becomes the exemplar of the fills' `ocx_fills_total` series.
     pub fn apply_event_traced(
         &self,
         kind: EventKind,
@@ -157,14 +158,14 @@ impl AccountCell {
         payload: &Payload,
         engine_ts_ms: Option<i64>,
         now_unix_ms: i64,
-        new_fills: Option<&mut Vec<(usize, Fill)>>,
+        traced: Option<(TraceIds, &mut Vec<(usize, Fill)>)>,
     ) -> Outcome {
         let mut inner = self.lock();
         let mut applied = std::mem::take(&mut inner.applied);
         inner
             .state
             .apply_event_into(kind, scope, payload, &mut applied);
-        if let Some(out) = new_fills {
+        if let Some((ids, out)) = traced {
             out.extend(
                 applied
                     .fill_trades
@@ -172,6 +173,7 @@ impl AccountCell {
                     .zip(&applied.fills)
                     .map(|(i, f)| (*i as usize, f.clone())),
             );
+            inner.metrics.fill_exemplars(applied.fills.iter(), ids);
         }
         if kind == EventKind::Snapshot && scope == Scope::User {
             // Where the sidecar starts watching: REST trades older than this predate it. The

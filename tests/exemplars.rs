@@ -1,6 +1,9 @@
 //! Exemplars against a real Prometheus: a registry served by the sidecar's own `/metrics` router and listener, scraped every second by `prometheus --enable-feature=exemplar-storage`, must come back from `/api/v1/query_exemplars` with the trace and span ids, values and timestamps served, for a counter and for histogram buckets (`+Inf` included); the latest exemplar wins, and one served unchanged is stored once. Without prometheus the test is skipped with a message, unless `OCX_REQUIRE_PEERS=1` makes that a failure.
 
 mod common;
+#[cfg(feature = "sim")]
+#[path = "common/otlp.rs"]
+mod otlp;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -351,4 +354,113 @@ async fn prometheus_stores_the_counter_and_bucket_exemplars_served() {
     let _ = stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), served).await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The whole path: the sidecar with tracing on, against the simulator, scraped by a real
+/// Prometheus; the exemplars Prometheus stores for `ocx_fills_total` name spans of events the
+/// collector received (the trace of the fill behind a panel's spike).
+#[cfg(feature = "sim")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scraping_a_traced_sidecar_stores_its_fills_trace_ids() {
+    use ocx_sentinel::config::{Auth, OtlpProtocol, Sampling, TraceSettings};
+    use ocx_sentinel::sim::Faults;
+
+    if !peer("prometheus") {
+        return;
+    }
+    let dir = work_dir();
+    let received = otlp::Received::default();
+    let endpoint = otlp::grpc_collector(received.clone()).await;
+    let sim = common::start_sim(common::still_sim(5, Faults::default())).await;
+    let mut s = common::settings(&sim.base_url(), Auth::None, &[]);
+    s.tracing = Some(TraceSettings {
+        endpoint,
+        protocol: OtlpProtocol::Grpc,
+        headers: Vec::new(),
+        timeout: Duration::from_secs(2),
+        sampling: Sampling::AlwaysOn,
+        service_name: "ocx-sentinel".into(),
+        resource: Vec::new(),
+        max_queue_size: 4096,
+        max_export_batch_size: 256,
+        schedule_delay: Duration::from_millis(100),
+    });
+    let sidecar = common::start_sidecar(s).await;
+    let prom_port = free_port();
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: sentinel\n    static_configs: [{{targets: ['{}']}}]\n",
+            sidecar.addr
+        ),
+    )
+    .unwrap();
+    let _prometheus = Killed(
+        Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .arg("--enable-feature=exemplar-storage")
+            .stdout(Stdio::null())
+            .stderr(File::create(dir.join("prometheus.log")).unwrap())
+            .spawn()
+            .expect("prometheus starts"),
+    );
+    let prom = format!("http://127.0.0.1:{prom_port}");
+    // Fills keep coming while Prometheus starts and scrapes.
+    let stepping = {
+        let handle = sim.handle.clone();
+        tokio::spawn(async move {
+            loop {
+                for _ in 0..3 {
+                    handle.step();
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
+    let stored = wait_until(
+        &prom,
+        "ocx_fills_total",
+        &dir,
+        "the fills' exemplars",
+        |s| s.iter().any(|(_, e)| !e.is_empty()),
+    )
+    .await;
+    stepping.abort();
+    sidecar.shutdown().await;
+    let events: Vec<(String, String)> = received
+        .named("stream.event")
+        .iter()
+        .map(|s| (hex(&s.trace_id), hex(&s.span_id)))
+        .collect();
+    let mut checked = 0;
+    for (series, exemplars) in &stored {
+        assert_eq!(series["__name__"], "ocx_fills_total", "{series}");
+        for (labels, value, _) in exemplars {
+            let ids = (
+                labels["trace_id"].as_str().unwrap().to_string(),
+                labels["span_id"].as_str().unwrap().to_string(),
+            );
+            assert!(
+                events.contains(&ids),
+                "{ids:?} is no event span the collector got"
+            );
+            assert_eq!(value, "1");
+            checked += 1;
+        }
+    }
+    assert!(checked > 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[cfg(feature = "sim")]
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -2,143 +2,18 @@
 #![cfg(feature = "sim")]
 
 mod common;
+#[path = "common/otlp.rs"]
+mod otlp;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{ACC, scrape, settings, start_sidecar, start_sim, steps, still_sim, sum};
 use ocx_sentinel::config::{Auth, OtlpProtocol, Sampling, TraceSettings};
 use ocx_sentinel::sim::Faults;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::KeyValue;
-use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use prost::Message;
-use tokio::net::TcpListener;
+use otlp::{Received, attrs, grpc_collector, http_collector};
 use tokio::time::Instant;
-
-/// A span with its resource's attributes.
-type WithResource = (BTreeMap<String, String>, Span);
-
-/// Every span a collector received.
-#[derive(Clone, Default)]
-struct Received(Arc<Mutex<Vec<WithResource>>>);
-
-impl Received {
-    fn take(&self, req: ExportTraceServiceRequest) {
-        let mut all = self.0.lock().unwrap();
-        for rs in req.resource_spans {
-            let resource = rs
-                .resource
-                .map(|r| attrs(&r.attributes))
-                .unwrap_or_default();
-            for ss in rs.scope_spans {
-                for span in ss.spans {
-                    all.push((resource.clone(), span));
-                }
-            }
-        }
-    }
-
-    fn spans(&self) -> Vec<WithResource> {
-        self.0.lock().unwrap().clone()
-    }
-
-    fn named(&self, name: &str) -> Vec<Span> {
-        self.spans()
-            .into_iter()
-            .map(|(_, s)| s)
-            .filter(|s| s.name == name)
-            .collect()
-    }
-}
-
-/// Attribute values as text (ints and bools printed), by key.
-fn attrs(kvs: &[KeyValue]) -> BTreeMap<String, String> {
-    kvs.iter()
-        .map(|kv| {
-            let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-                Some(Any::StringValue(s)) => s.clone(),
-                Some(Any::IntValue(i)) => i.to_string(),
-                Some(Any::BoolValue(b)) => b.to_string(),
-                Some(Any::DoubleValue(d)) => d.to_string(),
-                Some(Any::ArrayValue(a)) => format!("{:?}", a.values),
-                other => format!("{other:?}"),
-            };
-            (kv.key.clone(), v)
-        })
-        .collect()
-}
-
-struct Grpc(Received);
-
-#[tonic::async_trait]
-impl TraceService for Grpc {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        self.0.take(request.into_inner());
-        Ok(tonic::Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
-    }
-}
-
-/// A gRPC collector on loopback; returns its endpoint.
-async fn grpc_collector(received: Received) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(Grpc(received)))
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-    );
-    format!("http://{addr}")
-}
-
-/// An OTLP/HTTP collector on loopback (`POST /v1/traces`, protobuf); returns its traces URL.
-async fn http_collector(received: Received) -> String {
-    use axum::body::Bytes;
-    use axum::http::{HeaderMap, StatusCode};
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = axum::Router::new().route(
-        "/v1/traces",
-        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-            let received = received.clone();
-            async move {
-                if headers
-                    .get("content-type")
-                    .is_none_or(|v| v != "application/x-protobuf")
-                {
-                    return (StatusCode::UNSUPPORTED_MEDIA_TYPE, Vec::new());
-                }
-                match ExportTraceServiceRequest::decode(body) {
-                    Ok(req) => {
-                        received.take(req);
-                        (
-                            StatusCode::OK,
-                            ExportTraceServiceResponse {
-                                partial_success: None,
-                            }
-                            .encode_to_vec(),
-                        )
-                    }
-                    Err(_) => (StatusCode::BAD_REQUEST, Vec::new()),
-                }
-            }
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}/v1/traces")
-}
 
 fn trace_settings(endpoint: String, protocol: OtlpProtocol) -> TraceSettings {
     TraceSettings {
@@ -164,8 +39,8 @@ async fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
 }
 
 /// Runs the sidecar with tracing to `endpoint` against a still simulator moved `n` steps, until
-/// fills' spans arrived.
-async fn traced_run(received: &Received, endpoint: String, protocol: OtlpProtocol) {
+/// fills' spans arrived; returns its last OpenMetrics scrape.
+async fn traced_run(received: &Received, endpoint: String, protocol: OtlpProtocol) -> String {
     let sim = start_sim(still_sim(7, Faults::default())).await;
     let mut s = settings(&sim.base_url(), Auth::None, &["BTC-PERP"]);
     s.tracing = Some(trace_settings(endpoint, protocol));
@@ -195,7 +70,50 @@ async fn traced_run(received: &Received, endpoint: String, protocol: OtlpProtoco
             })
     })
     .await;
+    let openmetrics = reqwest::Client::new()
+        .get(format!("{base}/metrics"))
+        .header("accept", "application/openmetrics-text;version=1.0.0")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     sidecar.shutdown().await;
+    openmetrics
+}
+
+/// The `(trace_id, span_id)` of the exemplar on each line of `family` that carries one.
+fn exemplars(text: &str, family: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter(|l| l.starts_with(family))
+        .filter_map(|l| l.split_once(" # {").map(|(_, e)| e.to_string()))
+        .map(|e| {
+            let id = |k: &str| {
+                let at = e.find(&format!("{k}=\"")).unwrap() + k.len() + 2;
+                e[at..at + e[at..].find('"').unwrap()].to_string()
+            };
+            (id("trace_id"), id("span_id"))
+        })
+        .collect()
+}
+
+/// Each exemplar of `family` names a `stream.event` span the collector received (after the
+/// shutdown's last export, every sampled span is there).
+fn exemplars_name_event_spans(received: &Received, text: &str, family: &str) {
+    let found = exemplars(text, family);
+    assert!(!found.is_empty(), "no exemplar on {family}:\n{text}");
+    let events: Vec<(String, String)> = received
+        .named("stream.event")
+        .iter()
+        .map(|s| (hex(&s.trace_id), hex(&s.span_id)))
+        .collect();
+    for ids in &found {
+        assert!(
+            events.contains(ids),
+            "{family}'s exemplar {ids:?} is no event span"
+        );
+    }
 }
 
 fn hex(b: &[u8]) -> String {
@@ -298,15 +216,20 @@ fn check_spans(received: &Received) {
 async fn spans_reach_a_grpc_collector_with_their_attributes_and_parents() {
     let received = Received::default();
     let endpoint = grpc_collector(received.clone()).await;
-    traced_run(&received, endpoint, OtlpProtocol::Grpc).await;
+    let text = traced_run(&received, endpoint, OtlpProtocol::Grpc).await;
     check_spans(&received);
+    // Grafana's jump from a panel to the trace: the fills' counter and the lag histogram carry
+    // the ids of a sampled event's span.
+    exemplars_name_event_spans(&received, &text, "ocx_fills_total{");
+    exemplars_name_event_spans(&received, &text, "ocx_stream_event_lag_seconds_bucket{");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_reach_an_http_protobuf_collector_with_their_attributes_and_parents() {
     let received = Received::default();
     let endpoint = http_collector(received.clone()).await;
-    traced_run(&received, endpoint, OtlpProtocol::HttpProtobuf).await;
+    let text = traced_run(&received, endpoint, OtlpProtocol::HttpProtobuf).await;
+    exemplars_name_event_spans(&received, &text, "ocx_fills_total{");
     check_spans(&received);
 }
 

@@ -16,7 +16,7 @@ use crate::source::sse::{SseEvent, SseItem};
 use crate::source::wire::{self, WireError};
 use crate::state::Scope;
 use crate::telemetry::{DecodeKind, EventType, ReconnectReason, StreamMetrics};
-use crate::traces::{TraceSpan, Traces};
+use crate::traces::{TraceSpan, Traces, trace_ids};
 
 /// Which endpoint a connection reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -301,13 +301,14 @@ impl Session {
             None => TraceSpan::none(),
         };
         self.fills.clear();
+        let ids = parent.as_ref().and_then(trace_ids);
         let outcome = account.apply_event_traced(
             kind,
             self.kind.scope(),
             &env.payload,
             env.engine_ts_ms,
             now.unix_ms,
-            traced.then_some(&mut self.fills),
+            ids.map(|ids| (ids, &mut self.fills)),
         );
         if apply.is_recording() {
             apply.set("ocx.fills.new", outcome.fills as i64);
@@ -323,7 +324,7 @@ impl Session {
         m.last_sequence.set(env.seq as f64);
         m.set_last_event(now.unix_secs());
         if let Some(engine) = env.engine_ts_ms {
-            m.observe_lag(now.unix_ms, engine);
+            m.observe_lag(now.unix_ms, engine, ids);
         }
         Verdict::Continue
     }

@@ -25,9 +25,9 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 
 use super::labels::OTHER;
-use super::{Counter, Gauge, LabelFolder, Telemetry, names};
+use super::{Counter, Gauge, LabelFolder, Telemetry, TraceIds, names};
 use crate::config::{LimitMap, Limits};
-use crate::model::{Liquidity, ShortStr, Side};
+use crate::model::{Fill, Liquidity, ShortStr, Side};
 use crate::state::hash::FastState;
 use crate::state::{Account, Applied, FillKey, FillTotals};
 
@@ -525,6 +525,19 @@ impl AccountMetrics {
             h.dirty_fills |= 1 << slot;
         }
         h.dirty_realized |= realized;
+    }
+
+    /// Makes a sampled event's trace the exemplar of `ocx_fills_total` for each of its new
+    /// fills' series (the totals themselves are set when published).
+    pub fn fill_exemplars<'a>(&mut self, fills: impl Iterator<Item = &'a Fill>, ids: TraceIds) {
+        for fill in fills {
+            let label = self.label(&fill.market);
+            let (t, account) = (self.telemetry.clone(), self.account.clone());
+            self.labels[label]
+                .fill_handles(&t, &account, fill_slot(fill.side, fill.liquidity))
+                .count
+                .attach_exemplar(1.0, ids);
+        }
     }
 
     /// Notes which counters the event changed; their totals are read when published.

@@ -325,13 +325,16 @@ impl StreamMetrics {
     }
 
     /// Record receipt lag against the engine timestamp; a negative lag means the clocks disagree.
-    pub fn observe_lag(&self, received_ms: i64, engine_ms: i64) {
+    /// `ids`: the event's sampled trace, which becomes the bucket's exemplar.
+    pub fn observe_lag(&self, received_ms: i64, engine_ms: i64, ids: Option<TraceIds>) {
         let lag = (received_ms - engine_ms) as f64 / 1000.0;
         if lag < 0.0 {
             self.clock_skew_events.increment(1);
-            self.event_lag.record(0.0);
-        } else {
-            self.event_lag.record(lag);
+        }
+        let lag = lag.max(0.0);
+        match ids {
+            Some(ids) => self.event_lag.record_with_exemplar(lag, ids),
+            None => self.event_lag.record(lag),
         }
     }
 }

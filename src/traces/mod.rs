@@ -246,6 +246,14 @@ impl TraceLink {
     }
 }
 
+/// The ids of a sampled span, as the metric store keeps an exemplar's.
+pub fn trace_ids(cx: &SpanContext) -> Option<crate::telemetry::TraceIds> {
+    TraceLink::of(cx).map(|l| crate::telemetry::TraceIds {
+        trace_id: l.trace_id,
+        span_id: l.span_id,
+    })
+}
+
 /// The W3C `traceparent` header value for `cx`.
 pub fn traceparent(cx: &SpanContext) -> String {
     format!(

@@ -129,6 +129,18 @@ impl Counter {
         self.increment_with_exemplar_at(n, ids, crate::clock::unix_ms());
     }
 
+    /// Makes `value` (with `ids`, at the wall-clock time now) the series' exemplar without
+    /// counting: for a total set with [`Counter::absolute`] once its change is durable, whose
+    /// exemplar is known when the change is made. The exemplar may then show a commit (a few
+    /// milliseconds) before the total that includes it.
+    pub fn attach_exemplar(&self, value: f64, ids: TraceIds) {
+        self.0.exemplar.set(Exemplar {
+            ids,
+            value,
+            unix_ms: crate::clock::unix_ms(),
+        });
+    }
+
     /// `increment_with_exemplar` at a given time (tests pin it to render exact text).
     pub(crate) fn increment_with_exemplar_at(&self, n: u64, ids: TraceIds, unix_ms: i64) {
         // The count first: the exemplar's lock then publishes it, so a render that reads the
