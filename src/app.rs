@@ -375,6 +375,7 @@ impl Sidecar {
             settings.rules.evaluation_interval,
             &base_url,
         )?;
+        runner.trace_with(traces.clone());
         let (mut images, writer, stored) = open_data_dir(&settings, &telemetry)?;
         let alerting = match &settings.alerting {
             Some(source) => Some(load_alerting(source)?),
@@ -396,16 +397,19 @@ impl Sidecar {
         let restored = restore_alerting(&stored, writer.as_ref(), &runner, &am, &telemetry);
         let notifier = match (alerting, &settings.alerting) {
             (Some(loaded), Some(source)) => {
-                let notifier = Arc::new(Notifier::new(
-                    loaded.routing(&am),
-                    reqwest::Client::builder()
-                        .connect_timeout(Duration::from_secs(10))
-                        .build()
-                        .map_err(|e| AppError::Client(e.to_string()))?,
-                    telemetry.clone(),
-                    base_url.clone(),
-                    writer.clone(),
-                ));
+                let notifier = Arc::new(
+                    Notifier::new(
+                        loaded.routing(&am),
+                        reqwest::Client::builder()
+                            .connect_timeout(Duration::from_secs(10))
+                            .build()
+                            .map_err(|e| AppError::Client(e.to_string()))?,
+                        telemetry.clone(),
+                        base_url.clone(),
+                        writer.clone(),
+                    )
+                    .traced(traces.clone()),
+                );
                 // SIGHUP and `/-/reload` reload the alerting file with the rules; a file that no
                 // longer loads keeps the previous routing (and API listing) in force.
                 let (source, am, n, listing) = (

@@ -255,6 +255,7 @@ fn start(yaml: &str, dir: &Path) -> Running {
         ends_at_ms: None,
         value: 7.5,
         generator_url: "http://sentinel:9477/".into(),
+        trigger: None,
     };
     let (alerts, alerts_rx) = watch::channel(Arc::new(Vec::new()));
     let (stop, stop_rx) = watch::channel(false);

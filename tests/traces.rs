@@ -273,3 +273,159 @@ async fn a_collector_that_refuses_connections_costs_counted_spans_not_events() {
         sidecar.shutdown().await;
     }
 }
+
+/// A webhook receiver that keeps each request's `traceparent` header and body.
+async fn tracing_webhook() -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<(Option<String>, serde_json::Value)>,
+) {
+    use axum::http::HeaderMap;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let tx = tx.clone();
+            async move {
+                let tp = headers
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                let _ = tx.send((tp, serde_json::from_slice(&body).unwrap_or_default()));
+                ""
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, rx)
+}
+
+// The path from a fill to a page: the delta that breaches the limit is traced; the rule pass it
+// triggers is its child, with the alert's transition under it; the notification's span links to
+// the delta's span, and the webhook gets that notification span as its `traceparent`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_links_to_the_event_that_fired_its_alert_and_sends_traceparent() {
+    use common::scripted::{envelope, position, scripted_exchange};
+    use ocx_sentinel::config::{AlertingSource, RuleSettings};
+    use ocx_sentinel::rules::runner::RuleSource;
+
+    let received = Received::default();
+    let endpoint = grpc_collector(received.clone()).await;
+    let (hook, mut requests) = tracing_webhook().await;
+    let dir = std::env::temp_dir().join(format!(
+        "ocx-traces-notify-{}-{}",
+        std::process::id(),
+        common::free_port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("rules.yml"),
+        "groups:\n  - name: limits\n    rules:\n      - alert: InventoryLimitBreached\n        expr: abs(ocx_position_quantity) > on(account, market) group_left ocx_inventory_limit\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("alerting.yml"),
+        format!(
+            "route:\n  receiver: team\n  group_wait: 0s\n  group_interval: 1s\nreceivers:\n  - name: team\n    webhook_configs:\n      - url: '{hook}'\n"
+        ),
+    )
+    .unwrap();
+    let (api_base, exchange) = scripted_exchange().await;
+    let mut s = settings(&api_base, Auth::None, &[]);
+    s.accounts[0].limits.inventory.default = Some(1.0);
+    s.rules = RuleSettings {
+        source: RuleSource::Paths(vec![dir.join("rules.yml")]),
+        evaluation_interval: Duration::from_secs(3600),
+    };
+    s.alerting = Some(AlertingSource::File(dir.join("alerting.yml")));
+    s.tracing = Some(trace_settings(endpoint, OtlpProtocol::Grpc));
+    let sidecar = start_sidecar(s).await;
+    exchange
+        .send(envelope(
+            "snapshot",
+            1,
+            &format!(r#"{{"positions":[{}],"trades":[]}}"#, position("0.5")),
+        ))
+        .unwrap();
+    exchange
+        .send(envelope(
+            "delta",
+            2,
+            &format!(
+                r#"{{"positions":{{"upserts":[{}],"removedIds":[]}}}}"#,
+                position("3")
+            ),
+        ))
+        .unwrap();
+    let (traceparent, body) = tokio::time::timeout(Duration::from_secs(20), requests.recv())
+        .await
+        .expect("a notification within 20s")
+        .unwrap();
+    assert_eq!(body["status"], "firing");
+    sidecar.shutdown().await;
+
+    // traceparent: 00-<trace id>-<span id>-01, the notify.send span of that request.
+    let traceparent = traceparent.expect("a traceparent header");
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(
+        (parts.len(), parts[0], parts[3]),
+        (4, "00", "01"),
+        "{traceparent}"
+    );
+    let send = received
+        .named("notify.send")
+        .into_iter()
+        .find(|s| hex(&s.span_id) == parts[2])
+        .expect("the notify.send span the traceparent names");
+    assert_eq!(hex(&send.trace_id), parts[1]);
+    let a = attrs(&send.attributes);
+    assert_eq!(a["ocx.notify.receiver"], "team");
+    assert_eq!(a["ocx.notify.integration"], "webhook");
+    assert_eq!(a["ocx.notify.outcome"], "delivered");
+    assert_eq!(a["ocx.notify.attempt"], "1");
+
+    // Its link: the delta's event span.
+    let delta = received
+        .named("stream.event")
+        .into_iter()
+        .find(|s| {
+            let a = attrs(&s.attributes);
+            a.get("ocx.event.seq").map(String::as_str) == Some("2")
+                && a.get("ocx.event.type").map(String::as_str) == Some("delta")
+        })
+        .expect("the delta's span");
+    let linked: Vec<String> = received
+        .spans()
+        .into_iter()
+        .filter(|(_, s)| send.links.iter().any(|l| l.span_id == s.span_id))
+        .map(|(_, s)| format!("{} {:?}", s.name, attrs(&s.attributes)))
+        .collect();
+    assert_eq!(send.links.len(), 1, "{:?} {linked:?}", send.links);
+    assert_eq!(send.links[0].span_id, delta.span_id, "linked to {linked:?}");
+    assert_eq!(
+        (&send.links[0].trace_id, &send.links[0].span_id),
+        (&delta.trace_id, &delta.span_id)
+    );
+
+    // The rule pass the delta triggered, and the transition under it.
+    let pass = received
+        .named("rules.evaluate")
+        .into_iter()
+        .find(|s| s.parent_span_id == delta.span_id)
+        .expect("a rules.evaluate child of the delta");
+    assert_eq!(pass.trace_id, delta.trace_id);
+    let transition = received
+        .named("alert.transition")
+        .into_iter()
+        .find(|s| s.parent_span_id == pass.span_id)
+        .expect("an alert.transition child of the pass");
+    let t = attrs(&transition.attributes);
+    assert_eq!(t["ocx.alert.name"], "InventoryLimitBreached");
+    assert_eq!(t["ocx.alert.state"], "firing");
+    assert!(
+        t["ocx.alert.labels"].contains("market=\"BTC-PERP\""),
+        "{t:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -102,6 +102,7 @@ async fn our_webhook_payload_is_alertmanagers() {
         ends_at_ms: None,
         value: 7.5,
         generator_url: "http://sentinel:9477/".into(),
+        trigger: None,
     };
     let flush = Flush {
         id: r#"{}:{alertname="OcxInventoryLimitBreached"}"#.into(),

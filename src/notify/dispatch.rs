@@ -24,6 +24,11 @@ pub struct NotifyAlert {
     #[serde(with = "float_text")]
     pub value: f64,
     pub generator_url: String,
+    /// The span of the event that made it fire (or resolve), when that event was traced: each
+    /// notification about it links there. Kept in the outbox, so a notification sent after a
+    /// restart still links.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<crate::traces::TraceLink>,
 }
 
 impl NotifyAlert {
@@ -337,6 +342,7 @@ mod tests {
             ends_at_ms: None,
             value: 1.0,
             generator_url: String::new(),
+            trigger: None,
         }
     }
 

@@ -401,6 +401,7 @@ mod tests {
             ends_at_ms: resolved_at,
             value: 1.0,
             generator_url: String::new(),
+            trigger: None,
         }
     }
 

@@ -357,6 +357,7 @@ mod tests {
             ends_at_ms: resolved.then_some(NOW - 1_000),
             value: 1.0,
             generator_url: "http://sidecar/graph".into(),
+            trigger: None,
         }
     }
 

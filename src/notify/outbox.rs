@@ -151,6 +151,7 @@ mod tests {
             ends_at_ms: None,
             value: f64::INFINITY,
             generator_url: "http://x/graph".into(),
+            trigger: None,
         };
         OutboxEntry {
             flush: Flush {

@@ -21,6 +21,8 @@ use super::webhook::{Outcome, Webhook, payload};
 use crate::clock::unix_ms;
 use crate::datadir::{Row, WriterHandle};
 use crate::telemetry::{Telemetry, names};
+use crate::traces::Traces;
+use opentelemetry::trace::{SpanContext, SpanKind};
 
 /// Which routes an alert takes.
 pub trait Router: Send + Sync {
@@ -108,6 +110,8 @@ pub struct Notifier {
     /// Per receiver integration: no request before this (a `Retry-After` it sent), across
     /// flushes, so a later flush does not knock again early.
     holds: Holds,
+    /// A `notify.send` span per delivery attempt (off unless [`Notifier::traced`]).
+    traces: Traces,
 }
 
 type Holds = Arc<std::sync::Mutex<HashMap<(String, usize), Instant>>>;
@@ -210,7 +214,15 @@ impl Notifier {
             external_url,
             store,
             holds: Holds::default(),
+            traces: Traces::off(),
         }
+    }
+
+    /// Records a `notify.send` span for each delivery attempt, linked to the spans of the
+    /// events that made its alerts fire or resolve, and sends its `traceparent` to webhooks.
+    pub fn traced(mut self, traces: Traces) -> Notifier {
+        self.traces = traces;
+        self
     }
 
     /// The routing in force.
@@ -534,12 +546,13 @@ impl Notifier {
         durable: Option<tokio::sync::oneshot::Receiver<bool>>,
         tx: mpsc::UnboundedSender<Done>,
     ) {
-        let (client, telemetry, url, deadline, holds) = (
+        let (client, telemetry, url, deadline, holds, traces) = (
             self.client.clone(),
             self.telemetry.clone(),
             self.external_url.clone(),
             Instant::now() + entry.flush.group_interval,
             self.holds.clone(),
+            self.traces.clone(),
         );
         tokio::spawn(async move {
             // Written before it is sent: a process killed from here on sends it after restart.
@@ -558,6 +571,7 @@ impl Notifier {
                     telemetry: &telemetry,
                     external_url: &url,
                     holds: &holds,
+                    traces: &traces,
                 };
                 deliver(&integration, &to, &entry, deadline).await
             };
@@ -712,6 +726,7 @@ struct Target<'a> {
     telemetry: &'a Telemetry,
     external_url: &'a str,
     holds: &'a Holds,
+    traces: &'a Traces,
 }
 
 /// One integration's delivery of one flush, retried until `deadline`. Counts every attempt.
@@ -726,7 +741,19 @@ async fn deliver(
         telemetry,
         external_url,
         holds,
+        traces,
     } = *to;
+    // The events behind the alerts: each attempt's span links to them.
+    let mut links: Vec<SpanContext> = Vec::new();
+    if traces.is_on() {
+        for link in entry.alerts.iter().filter_map(|a| a.trigger) {
+            let cx = link.context();
+            if !links.contains(&cx) {
+                links.push(cx);
+            }
+        }
+    }
+    let mut attempt: i64 = 0;
     let (flush, alerts) = (&entry.flush, entry.alerts.as_slice());
     let kind = integration.kind();
     let mut delay = RETRY_INITIAL;
@@ -750,10 +777,26 @@ async fn deliver(
         telemetry
             .counter(names::NOTIFICATION_REQUESTS, &[("integration", kind)])
             .increment(1);
+        attempt += 1;
+        let mut span = traces.span("notify.send", SpanKind::Client, None, &links);
+        if span.is_recording() {
+            let firing = alerts.iter().filter(|a| !a.resolved()).count();
+            span.set("ocx.notify.receiver", flush.receiver.clone());
+            span.set("ocx.notify.integration", kind);
+            span.set("ocx.notify.group_key", flush.group_key.clone());
+            span.set("ocx.notify.attempt", attempt);
+            span.set("ocx.notify.alerts_firing", firing as i64);
+            span.set("ocx.notify.alerts_resolved", (alerts.len() - firing) as i64);
+        }
+        let traceparent = span.context().map(|cx| crate::traces::traceparent(&cx));
         let outcome = match integration {
             Integration::Webhook(w) => {
-                w.send(client, &payload(flush, alerts, external_url, w.max_alerts))
-                    .await
+                w.send_traced(
+                    client,
+                    &payload(flush, alerts, external_url, w.max_alerts),
+                    traceparent.as_deref(),
+                )
+                .await
             }
             Integration::Email(e) => e.send(flush, alerts, external_url, telemetry).await,
             Integration::Stdout => {
@@ -761,6 +804,20 @@ async fn deliver(
                 Outcome::Delivered
             }
         };
+        match &outcome {
+            Outcome::Delivered => span.set("ocx.notify.outcome", "delivered"),
+            Outcome::GiveUp { reason, detail } => {
+                span.set("ocx.notify.outcome", "refused");
+                span.set("ocx.notify.reason", *reason);
+                span.error(detail.clone());
+            }
+            Outcome::Retry { reason, detail, .. } => {
+                span.set("ocx.notify.outcome", "failed");
+                span.set("ocx.notify.reason", *reason);
+                span.error(detail.clone());
+            }
+        }
+        span.end();
         match outcome {
             Outcome::Delivered => {
                 telemetry
@@ -938,6 +995,7 @@ mod tests {
             ends_at_ms: resolved.then(unix_ms),
             value: 7.0,
             generator_url: String::new(),
+            trigger: None,
         }
     }
 

@@ -173,6 +173,17 @@ impl Webhook {
     /// POST `body` once. Errors never include the credentials (they travel in headers marked
     /// sensitive).
     pub async fn send(&self, client: &reqwest::Client, body: &Value) -> Outcome {
+        self.send_traced(client, body, None).await
+    }
+
+    /// [`Webhook::send`] with a W3C `traceparent` header: a receiver that traces joins the
+    /// sidecar's `notify.send` span.
+    pub async fn send_traced(
+        &self,
+        client: &reqwest::Client,
+        body: &Value,
+        traceparent: Option<&str>,
+    ) -> Outcome {
         let mut req = client
             .post(&self.url)
             .timeout(self.timeout)
@@ -182,6 +193,9 @@ impl Webhook {
                 concat!("ocx-sentinel/", env!("CARGO_PKG_VERSION")),
             )
             .body(body.to_string());
+        if let Some(tp) = traceparent {
+            req = req.header("traceparent", tp);
+        }
         match &self.auth {
             WebhookAuth::None => {}
             WebhookAuth::Bearer(token) => {
@@ -242,6 +256,7 @@ mod tests {
             ends_at_ms: resolved.then_some(1_764_092_973_000),
             value: 7.5,
             generator_url: "http://sentinel/".into(),
+            trigger: None,
         }
     }
 

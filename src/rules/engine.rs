@@ -794,6 +794,7 @@ impl Engine {
                         ends_at_ms,
                         value: al.value,
                         generator_url: url.clone(),
+                        trigger: None,
                     });
                 }
             }

@@ -23,6 +23,9 @@ use crate::clock::unix_ms;
 use crate::datadir::{Row, WriterHandle};
 use crate::notify::dispatch::NotifyAlert;
 use crate::telemetry::{Gauge, Telemetry, names};
+use crate::traces::{TraceLink, TraceSpan, Traces};
+use opentelemetry::trace::{SpanContext, SpanKind};
+use std::collections::HashMap;
 
 /// The largest share of one core that evaluations after changes may take under a sustained
 /// stream of events; isolated events are evaluated at once.
@@ -226,6 +229,11 @@ pub struct Runner {
     also: Mutex<Option<ReloadHook>>,
     /// Alerts restored from the data dir: the first evaluation waits for the accounts.
     restored: std::sync::atomic::AtomicUsize,
+    /// Spans for change passes and alert transitions (off unless [`Runner::trace_with`]).
+    traces: std::sync::OnceLock<Traces>,
+    /// Per alert (fingerprint): the span of the traced event that made it fire or resolve, put
+    /// on its notifiable entry so notifications link to it.
+    triggers: Mutex<HashMap<u64, TraceLink>>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -263,6 +271,8 @@ impl Runner {
             persist: Mutex::new(None),
             also: Mutex::new(None),
             restored: std::sync::atomic::AtomicUsize::new(0),
+            traces: std::sync::OnceLock::new(),
+            triggers: Mutex::new(HashMap::new()),
         };
         runner.reload_ok.set(1.0);
         runner.reload_ts.set(unix_ms() as f64 / 1000.0);
@@ -273,6 +283,35 @@ impl Runner {
             notifiable,
         };
         Ok((Arc::new(runner), handle))
+    }
+
+    /// Records a `rules.evaluate` span for each pass that follows a traced event, with an
+    /// `alert.transition` child per alert that changed state. Set once, before `run`.
+    pub fn trace_with(&self, traces: Traces) {
+        let _ = self.traces.set(traces);
+    }
+
+    fn traces(&self) -> Option<&Traces> {
+        self.traces.get().filter(|t| t.is_on())
+    }
+
+    /// The engine's notifiable alerts, each with the span that made it fire or resolve; the
+    /// links of alerts no longer listed are forgotten.
+    fn notifiable_of(&self, engine: &Engine) -> Vec<NotifyAlert> {
+        let mut out = engine.notifiable();
+        if self.traces().is_some() {
+            let mut triggers = lock(&self.triggers);
+            if !triggers.is_empty() {
+                let mut seen = std::collections::HashSet::with_capacity(out.len());
+                for a in &mut out {
+                    let fp = a.fingerprint();
+                    a.trigger = triggers.get(&fp).copied();
+                    seen.insert(fp);
+                }
+                triggers.retain(|fp, _| seen.contains(fp));
+            }
+        }
+        out
     }
 
     /// Also reload `hook` with the rules (see [`ReloadHook`]).
@@ -356,7 +395,7 @@ impl Runner {
             let mut engine = lock(&self.engine);
             let n = engine.restore(&stored);
             self.notifiable_tx
-                .send_replace(Arc::new(engine.notifiable()));
+                .send_replace(Arc::new(self.notifiable_of(&engine)));
             n
         };
         if n > 0 {
@@ -412,6 +451,12 @@ impl Runner {
     /// due, or the rest of a timer pass that stopped for a change), which stops between two
     /// rules when `stop` says so.
     fn evaluate(&self, after_change: bool, stop: &dyn Fn() -> bool) -> Pass {
+        // A change pass after a traced event is that event's child; timer passes are not
+        // traced (no event behind them). The event is the latest one applied by the end of the
+        // pass: the pass reads the series as it goes, so an event applied while it ran is what
+        // its transitions saw (taken at the start, a breach that arrived meanwhile was pinned on
+        // the event before).
+        let started = (after_change && self.traces().is_some()).then(std::time::SystemTime::now);
         let (pass, notifiable) = {
             let mut engine = lock(&self.engine);
             let pass = if after_change {
@@ -423,7 +468,19 @@ impl Runner {
                 .transitions
                 .iter()
                 .any(|t| matches!(t.transition, Transition::Firing | Transition::Resolved));
-            (pass, fired_or_resolved.then(|| engine.notifiable()))
+            if let (Some(start), Some(t)) = (started, self.traces())
+                && let Some(event) = t.recent()
+            {
+                let mut span = t.span_since(
+                    "rules.evaluate",
+                    SpanKind::Internal,
+                    Some(&event),
+                    &[],
+                    Some(start),
+                );
+                self.trace_pass(&mut span, &event, &pass);
+            }
+            (pass, fired_or_resolved.then(|| self.notifiable_of(&engine)))
         };
         // The states are queued on the writer before the notifier hears of them: its outbox row,
         // which a notification waits for before it is sent, then commits with them or after
@@ -445,6 +502,42 @@ impl Runner {
         }
         log_pass(&pass);
         pass
+    }
+
+    /// The pass's attributes, an `alert.transition` span per transition, and the event as the
+    /// trigger of every alert that fired or resolved in it.
+    fn trace_pass(&self, span: &mut TraceSpan, event: &SpanContext, pass: &Pass) {
+        span.set("ocx.rules.evaluated", pass.rules as i64);
+        span.set("ocx.rules.scoped", pass.scoped as i64);
+        span.set("ocx.alerts.transitions", pass.transitions.len() as i64);
+        if !pass.failures.is_empty() {
+            span.error(format!("{} rules failed", pass.failures.len()));
+        }
+        let (Some(traces), Some(parent)) = (self.traces(), span.context()) else {
+            return;
+        };
+        let link = TraceLink::of(event);
+        let mut triggers = lock(&self.triggers);
+        for t in &pass.transitions {
+            let mut s = traces.span("alert.transition", SpanKind::Internal, Some(&parent), &[]);
+            let state = match t.transition {
+                Transition::Pending => "pending",
+                Transition::Firing => "firing",
+                Transition::Resolved => "resolved",
+                Transition::PendingCleared => "inactive",
+            };
+            s.set("ocx.alert.name", t.rule.clone());
+            s.set("ocx.alert.state", state);
+            s.set("ocx.alert.labels", t.labels.to_string());
+            if let (Transition::Firing | Transition::Resolved, Some(link)) = (t.transition, link) {
+                let labels: crate::notify::dispatch::LabelSet = t
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                triggers.insert(crate::notify::dispatch::fingerprint(&labels), link);
+            }
+        }
     }
 
     /// Run until `shutdown` turns true. `changes` are the accounts' epochs.

@@ -167,9 +167,6 @@ impl Session {
         if let Verdict::Reconnect(reason) = verdict {
             span.set("ocx.reconnect.reason", reason.as_str());
         }
-        if let Some(cx) = span.context() {
-            self.traces.note_event(cx);
-        }
         verdict
     }
 
@@ -294,6 +291,9 @@ impl Session {
             }
         }
         let parent = span.context();
+        // Before the apply: the apply wakes the rule engine (the epoch), whose pass must find
+        // this event (or that it was not sampled), not the one before.
+        self.traces.note_event(parent.clone());
         let mut apply = match &parent {
             Some(p) => self
                 .traces

@@ -617,6 +617,8 @@ fn recovered_trades_count_once_and_a_later_snapshot_replays_them() {
         a,
         Applied {
             fills: vec![Fill::from(&t("t2"))],
+            // t2 is the second trade listed.
+            fill_trades: vec![1],
             ..Applied::default()
         }
     );

@@ -40,7 +40,7 @@ pub struct Traces(Option<Arc<Inner>>);
 
 struct Inner {
     tracer: SdkTracer,
-    /// The latest sampled event's span: the rule pass that follows is its child.
+    /// The latest applied event's span, if sampled: the rule pass that follows is its child.
     recent: std::sync::Mutex<Option<SpanContext>>,
     // Held so the processor lives as long as any tracer handle.
     _provider: SdkTracerProvider,
@@ -107,21 +107,22 @@ impl Traces {
         self.0.is_some()
     }
 
-    /// Remembers `cx`, a sampled event's span, for [`Traces::take_recent`].
-    pub fn note_event(&self, cx: SpanContext) {
+    /// Remembers the span of the event about to be applied (`None`: not sampled), for
+    /// [`Traces::recent`].
+    pub fn note_event(&self, cx: Option<SpanContext>) {
         if let Some(inner) = &self.0
             && let Ok(mut r) = inner.recent.lock()
         {
-            *r = Some(cx);
+            *r = cx;
         }
     }
 
-    /// The latest sampled event's span since the previous call, if any: what a rule pass
-    /// evaluating its change is a child of.
-    pub fn take_recent(&self) -> Option<SpanContext> {
+    /// The span of the latest event applied, when it was sampled: what a rule pass that
+    /// evaluated its change is a child of. Not consumed: two passes may see the same event.
+    pub fn recent(&self) -> Option<SpanContext> {
         self.0
             .as_ref()
-            .and_then(|inner| inner.recent.lock().ok().and_then(|mut r| r.take()))
+            .and_then(|inner| inner.recent.lock().ok().and_then(|r| r.clone()))
     }
 
     /// Starts span `name`, a child of `parent` (a root when `None`), linked to `links`. With
@@ -134,6 +135,19 @@ impl Traces {
         parent: Option<&SpanContext>,
         links: &[SpanContext],
     ) -> TraceSpan {
+        self.span_since(name, kind, parent, links, None)
+    }
+
+    /// [`Traces::span`] that started at `start` (now when `None`): for work whose parent is
+    /// known only once it is done.
+    pub fn span_since(
+        &self,
+        name: &'static str,
+        kind: SpanKind,
+        parent: Option<&SpanContext>,
+        links: &[SpanContext],
+        start: Option<std::time::SystemTime>,
+    ) -> TraceSpan {
         let Some(inner) = &self.0 else {
             return TraceSpan(None);
         };
@@ -145,6 +159,9 @@ impl Traces {
             .tracer
             .span_builder(Cow::Borrowed(name))
             .with_kind(kind);
+        if let Some(t) = start {
+            builder = builder.with_start_time(t);
+        }
         if !links.is_empty() {
             builder = builder.with_links(
                 links

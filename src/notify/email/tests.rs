@@ -66,6 +66,7 @@ fn alerts() -> Vec<NotifyAlert> {
             ends_at_ms: None,
             value: 7.5,
             generator_url: "http://sentinel:9477/".into(),
+            trigger: None,
         },
         NotifyAlert {
             labels: labels(&[
@@ -78,6 +79,7 @@ fn alerts() -> Vec<NotifyAlert> {
             ends_at_ms: Some(STARTS + 60_000),
             value: 1.25,
             generator_url: String::new(),
+            trigger: None,
         },
     ]
 }
