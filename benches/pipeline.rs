@@ -8,18 +8,25 @@
 //!   3. the wire parser alone (`wire::parse_envelope` on each `data`);
 //!   4. parse + fold into the account state, without metrics;
 //!   5. the full pipeline: SSE decode, envelope parse, sequence check, fold, metric updates;
-//!   6. the same with the data dir on.
+//!   6. the same with the data dir on;
+//!   7. the full pipeline with tracing on, to an in-process OTLP/gRPC collector on loopback:
+//!      every trace sampled, and 1% sampled.
 //!
 //! Stages 1-5 run interleaved, best of `ROUNDS` (default 5) rounds each, so a drifting machine
 //! load does not favour one stage. It prints events/s for each and the ratio of the pipeline to
 //! the ceiling. `PIPELINE_ONLY=1` runs stage 5 alone, for `perf record`; `STAGE=json`,
 //! `STAGE=sse`, `STAGE=parse`, `STAGE=fold` or `STAGE=persist` runs stage 1, 2, 3, 4 or 6 alone.
+//!
+//! The traced rows count the stream thread's CPU time, as the others do; the span export (its
+//! batching and protobuf encoding) and the collector run on a Tokio worker thread beside it, as
+//! they do in the sidecar, and the spans exported and dropped are printed.
 
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ocx_sentinel::account::AccountCell;
+use ocx_sentinel::config::{OtlpProtocol, Sampling, TraceSettings};
 use ocx_sentinel::datadir::{DataDir, start_writer};
 use ocx_sentinel::model::EventKind;
 use ocx_sentinel::source::session::{Now, Session, StreamKind};
@@ -27,6 +34,37 @@ use ocx_sentinel::source::sse::{SseDecoder, SseItem};
 use ocx_sentinel::source::wire;
 use ocx_sentinel::state::{Account, Scope};
 use ocx_sentinel::telemetry::Telemetry;
+use ocx_sentinel::traces::Traces;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A collector that counts the spans it receives.
+struct Counting(Arc<AtomicU64>);
+
+#[tonic::async_trait]
+impl TraceService for Counting {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let n: usize = request
+            .into_inner()
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        self.0.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
 
 const DELTAS: u64 = 100_000;
 const MARKETS: usize = 20;
@@ -196,7 +234,26 @@ fn main() {
     // The pipeline, with the data dir off (`persist = false`) or on: fills and counters are then
     // journaled to a redb file by the group-commit writer thread, and the run ends when the last
     // commit is durable.
-    let pipeline = |persist: bool| {
+    // Tracing: a Tokio runtime with one worker holds the collector and the export task.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let received = Arc::new(AtomicU64::new(0));
+    let endpoint = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(Counting(received.clone())))
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        format!("http://{addr}")
+    });
+    // Spans dropped (queue full or export failed) over the traced runs, by sampling.
+    let dropped: std::cell::RefCell<Vec<(f64, f64, f64)>> = Default::default();
+    let pipeline = |persist: bool, ratio: Option<f64>| {
         let dir = std::env::temp_dir().join(format!("ocx-bench-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let t = Telemetry::new();
@@ -212,7 +269,35 @@ fn main() {
             writer.clone(),
         );
         let mut m = t.stream("bench", "user", None);
+        let traced = ratio.map(|r| {
+            let _in = rt.enter();
+            let (stop, stop_rx) = tokio::sync::watch::channel(false);
+            let settings = TraceSettings {
+                endpoint: endpoint.clone(),
+                protocol: OtlpProtocol::Grpc,
+                headers: Vec::new(),
+                timeout: Duration::from_secs(10),
+                sampling: Sampling::ParentBasedRatio(r),
+                service_name: "ocx-sentinel".into(),
+                resource: Vec::new(),
+                max_queue_size: 2048,
+                max_export_batch_size: 512,
+                schedule_delay: Duration::from_millis(200),
+            };
+            let (traces, task) = Traces::start(
+                &settings,
+                &["bench".into()],
+                &t,
+                reqwest::Client::new(),
+                stop_rx,
+            )
+            .expect("tracer starts");
+            (traces, stop, task)
+        });
         let mut s = Session::new(StreamKind::User);
+        if let Some((traces, _, _)) = &traced {
+            s = s.traced(traces.clone(), "bench");
+        }
         let mut dec = SseDecoder::default();
         let mut items = Vec::new();
         let now = Now {
@@ -232,12 +317,32 @@ fn main() {
         if let Some(w) = writer {
             w.stop(Duration::from_secs(60));
         }
+        if let (Some((_, stop, task)), Some(r)) = (traced, ratio) {
+            let _ = stop.send(true);
+            let _ = rt.block_on(task);
+            let c = |reason: &str| {
+                t.counter(
+                    ocx_sentinel::telemetry::names::TRACE_SPANS_DROPPED,
+                    &[("reason", reason)],
+                )
+                .get()
+            };
+            let exported = t
+                .counter(ocx_sentinel::telemetry::names::TRACE_SPANS_EXPORTED, &[])
+                .get();
+            dropped
+                .borrow_mut()
+                .push((r, exported, c("queue_full") + c("export_failed")));
+        }
         black_box(t.render().len());
         let _ = std::fs::remove_dir_all(&dir);
         n
     };
-    let mut full = || pipeline(false);
-    let mut persist = || pipeline(true);
+    let mut full = || pipeline(false, None);
+    let mut persist = || pipeline(true, None);
+    let mut untraced_run = || pipeline(false, None);
+    let mut traced_all = || pipeline(false, Some(1.0));
+    let mut traced_1pc = || pipeline(false, Some(0.01));
 
     // PIPELINE_ONLY=1 runs the full pipeline alone (data dir off), for profiling it
     // (`perf record`); STAGE=json, sse, parse, fold or persist runs that stage alone.
@@ -249,6 +354,10 @@ fn main() {
         Some("persist") => Some((
             "pipeline, data dir on",
             &mut persist as &mut dyn FnMut() -> u64,
+        )),
+        Some("traced") => Some((
+            "pipeline, every trace sampled",
+            &mut traced_all as &mut dyn FnMut() -> u64,
         )),
         _ if std::env::var("PIPELINE_ONLY").is_ok_and(|v| v == "1") => {
             Some(("pipeline", &mut full as &mut dyn FnMut() -> u64))
@@ -280,6 +389,9 @@ fn main() {
         persist.1, events,
         "every event went through the persisted pipeline"
     );
+    // Tracing off again, interleaved with the traced runs, for the overhead figures.
+    let [untraced, all, one] =
+        best_interleaved(3, [&mut untraced_run, &mut traced_all, &mut traced_1pc]);
 
     let rate = |d: Duration| events as f64 / d.as_secs_f64();
     let per_event = |d: Duration| d.as_secs_f64() * 1e6 / events as f64;
@@ -306,6 +418,9 @@ fn main() {
         ("parse + fold (state, no metrics)", fold),
         ("decode + parse + seq + fold + metrics", full),
         ("the same, data dir on (redb, group commit)", persist),
+        ("pipeline, tracing off (again, beside the next)", untraced),
+        ("pipeline, tracing on, every trace sampled", all),
+        ("pipeline, tracing on, 1% sampled", one),
     ] {
         println!(
             "| {name:<44} | {:>10.0} | {:>8.2} | {:>13.2} |",
@@ -325,4 +440,17 @@ fn main() {
         rate(persist.0.wall) / rate(json.0.wall),
         (persist.0.wall.as_secs_f64() / full.0.wall.as_secs_f64() - 1.0) * 100.0
     );
+    println!(
+        "tracing, every trace sampled: {:.0}% of the untraced throughput ({:.0}% by wall time); 1% sampled: {:.0}% ({:.0}% by wall time)",
+        rate(all.0.best()) / rate(untraced.0.best()) * 100.0,
+        rate(all.0.wall) / rate(untraced.0.wall) * 100.0,
+        rate(one.0.best()) / rate(untraced.0.best()) * 100.0,
+        rate(one.0.wall) / rate(untraced.0.wall) * 100.0,
+    );
+    for (ratio, exported, lost) in dropped.borrow().iter().rev().take(2) {
+        println!(
+            "  sampling {ratio}: spans exported {exported:.0}, dropped {lost:.0} (queue of 2048; the collector received {} in all runs)",
+            received.load(Ordering::Relaxed)
+        );
+    }
 }

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use ocx_sentinel::app::Sidecar;
 use ocx_sentinel::config::{self, Overrides, RawConfig, Secret, Settings};
 use ocx_sentinel::rules;
+use ocx_sentinel::traces::log::{LogFormat, TraceAware};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser, Debug)]
@@ -20,6 +21,16 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as `text` or `json` (one object a line); with tracing on, a line written
+    /// inside a sampled span carries its `trace_id` and `span_id`.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormatArg::Text)]
+    log_format: LogFormatArg,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum LogFormatArg {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -98,12 +109,17 @@ struct RunArgs {
     web_config_file: Option<PathBuf>,
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormatArg) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let format = match format {
+        LogFormatArg::Text => LogFormat::Text,
+        LogFormatArg::Json => LogFormat::Json,
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(format == LogFormat::Text && std::io::stderr().is_terminal())
+        .event_format(TraceAware(format))
         .init();
 }
 
@@ -304,7 +320,7 @@ fn main() -> ExitCode {
     #[cfg(not(feature = "sim"))]
     refuse_simulator_commands();
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

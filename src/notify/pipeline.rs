@@ -817,6 +817,7 @@ async fn deliver(
                 span.error(detail.clone());
             }
         }
+        let cx = span.context();
         span.end();
         match outcome {
             Outcome::Delivered => {
@@ -837,7 +838,9 @@ async fn deliver(
                         &[("integration", kind), ("reason", reason)],
                     )
                     .increment(1);
-                tracing::error!(receiver = %flush.receiver, integration = kind, %detail, "notification refused; not retried");
+                crate::traces::log::in_span(cx.as_ref(), || {
+                    tracing::error!(receiver = %flush.receiver, integration = kind, %detail, "notification refused; not retried");
+                });
                 return Delivery::Refused;
             }
             Outcome::Retry {
@@ -859,10 +862,14 @@ async fn deliver(
                 }
                 let wait = after.unwrap_or(delay).min(RETRY_MAX);
                 if Instant::now() + wait > deadline {
-                    tracing::warn!(receiver = %flush.receiver, integration = kind, %detail, "notification failed; the group's next flush will try again");
+                    crate::traces::log::in_span(cx.as_ref(), || {
+                        tracing::warn!(receiver = %flush.receiver, integration = kind, %detail, "notification failed; the group's next flush will try again");
+                    });
                     return Delivery::Failed;
                 }
-                tracing::debug!(receiver = %flush.receiver, integration = kind, %detail, retry_in = ?wait, "notification failed; retrying");
+                crate::traces::log::in_span(cx.as_ref(), || {
+                    tracing::debug!(receiver = %flush.receiver, integration = kind, %detail, retry_in = ?wait, "notification failed; retrying");
+                });
                 tokio::time::sleep(wait).await;
                 delay = (delay * 2).min(RETRY_MAX);
             }

@@ -23,6 +23,7 @@ use crate::clock::unix_ms;
 use crate::datadir::{Row, WriterHandle};
 use crate::notify::dispatch::NotifyAlert;
 use crate::telemetry::{Gauge, Telemetry, names};
+use crate::traces::log::in_span;
 use crate::traces::{TraceLink, TraceSpan, Traces};
 use opentelemetry::trace::{SpanContext, SpanKind};
 use std::collections::HashMap;
@@ -457,6 +458,7 @@ impl Runner {
         // its transitions saw (taken at the start, a breach that arrived meanwhile was pinned on
         // the event before).
         let started = (after_change && self.traces().is_some()).then(std::time::SystemTime::now);
+        let mut pass_span: Option<SpanContext> = None;
         let (pass, notifiable) = {
             let mut engine = lock(&self.engine);
             let pass = if after_change {
@@ -479,6 +481,7 @@ impl Runner {
                     Some(start),
                 );
                 self.trace_pass(&mut span, &event, &pass);
+                pass_span = span.context();
             }
             (pass, fired_or_resolved.then(|| self.notifiable_of(&engine)))
         };
@@ -500,7 +503,8 @@ impl Runner {
         {
             self.alerts_tx.send_modify(|v| *v = v.wrapping_add(1));
         }
-        log_pass(&pass);
+        // The pass's log lines (alerts firing, rules failing) carry its span's ids.
+        in_span(pass_span.as_ref(), || log_pass(&pass));
         pass
     }
 

@@ -23,6 +23,7 @@ use crate::account::SharedAccount;
 use crate::config::{Auth, KeyHeader, StreamSettings};
 use crate::telemetry::{Counter, ReconnectReason, StreamMetrics};
 use crate::traces::Traces;
+use crate::traces::log::in_span;
 use backoff::Backoff;
 use opentelemetry::trace::{SpanContext, SpanKind};
 use session::{Now, Session, StreamKind, Verdict};
@@ -305,7 +306,9 @@ async fn connect_once(task: &mut StreamTask, start: Instant, attempt: Attempt) -
         Ok(Err(e)) => {
             // reqwest's error names the URL (no secrets in it) and the cause.
             let cause = error_chain(&e);
-            warn!(url = %task.url, error = %cause, "stream connection failed");
+            in_span(ended.span.as_ref(), || {
+                warn!(url = %task.url, error = %cause, "stream connection failed");
+            });
             span.set("ocx.connect.outcome", "io");
             span.error(cause);
             return ended;
@@ -344,12 +347,14 @@ async fn connect_once(task: &mut StreamTask, start: Instant, attempt: Attempt) -
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| parse_retry_after(v, SystemTime::now()));
             }
-            warn!(
-                status = status.as_u16(),
-                url = %task.url,
-                retry_after_ms = ended.retry_after.map(|d| d.as_millis() as u64),
-                "stream answered HTTP {status}"
-            );
+            in_span(ended.span.as_ref(), || {
+                warn!(
+                    status = status.as_u16(),
+                    url = %task.url,
+                    retry_after_ms = ended.retry_after.map(|d| d.as_millis() as u64),
+                    "stream answered HTTP {status}"
+                );
+            });
         }
         return ended;
     }

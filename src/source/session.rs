@@ -16,6 +16,7 @@ use crate::source::sse::{SseEvent, SseItem};
 use crate::source::wire::{self, WireError};
 use crate::state::Scope;
 use crate::telemetry::{DecodeKind, EventType, ReconnectReason, StreamMetrics};
+use crate::traces::log::in_span;
 use crate::traces::{TraceSpan, Traces, trace_ids};
 
 /// Which endpoint a connection reads.
@@ -163,7 +164,11 @@ impl Session {
             }
             span.set("ocx.account", self.account.to_string());
         }
-        let verdict = self.on_event_in(ev, now, account, m, &mut span);
+        // Log lines written while the event is handled carry its span's ids.
+        let cx = span.context();
+        let verdict = in_span(cx.as_ref(), || {
+            self.on_event_in(ev, now, account, m, &mut span)
+        });
         if let Verdict::Reconnect(reason) = verdict {
             span.set("ocx.reconnect.reason", reason.as_str());
         }

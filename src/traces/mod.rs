@@ -7,6 +7,7 @@
 
 pub mod export;
 pub mod http;
+pub mod log;
 
 use std::borrow::Cow;
 use std::sync::Arc;
