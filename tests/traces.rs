@@ -233,21 +233,42 @@ async fn spans_reach_an_http_protobuf_collector_with_their_attributes_and_parent
     check_spans(&received);
 }
 
-// A collector that refuses every connection: the events are applied as without tracing (the
-// sidecar's totals match the simulator's), and the lost spans are counted.
+/// A collector that accepts connections and never answers; returns its address.
+async fn silent_collector() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            held.push(sock);
+        }
+    });
+    addr.to_string()
+}
+
+// A collector that refuses every connection, or accepts and never answers: the events are
+// applied as without tracing (the sidecar's totals match the simulator's), the lost spans are
+// counted, and the shutdown is not held by the last export.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_collector_that_refuses_connections_costs_counted_spans_not_events() {
-    let closed = common::free_port();
-    for protocol in [OtlpProtocol::Grpc, OtlpProtocol::HttpProtobuf] {
+async fn a_collector_that_refuses_or_never_answers_costs_counted_spans_not_events() {
+    let closed = format!("127.0.0.1:{}", common::free_port());
+    let silent = silent_collector().await;
+    for (protocol, addr) in [
+        (OtlpProtocol::Grpc, &closed),
+        (OtlpProtocol::HttpProtobuf, &closed),
+        (OtlpProtocol::Grpc, &silent),
+        (OtlpProtocol::HttpProtobuf, &silent),
+    ] {
         let sim = start_sim(still_sim(11, Faults::default())).await;
         let mut s = settings(&sim.base_url(), Auth::None, &[]);
         let endpoint = match protocol {
-            OtlpProtocol::Grpc => format!("http://127.0.0.1:{closed}"),
-            OtlpProtocol::HttpProtobuf => format!("http://127.0.0.1:{closed}/v1/traces"),
+            OtlpProtocol::Grpc => format!("http://{addr}"),
+            OtlpProtocol::HttpProtobuf => format!("http://{addr}/v1/traces"),
         };
         s.tracing = Some(TraceSettings {
             max_queue_size: 64,
             max_export_batch_size: 16,
+            timeout: Duration::from_millis(300),
             ..trace_settings(endpoint, protocol)
         });
         let sidecar = start_sidecar(s).await;
@@ -270,7 +291,10 @@ async fn a_collector_that_refuses_connections_costs_counted_spans_not_events() {
         .await;
         let m = scrape(&base).await;
         assert_eq!(sum(&m, "ocx_trace_spans_exported_total", &[]), 0.0);
-        sidecar.shutdown().await;
+        // The last export is bounded (2s), so is the shutdown.
+        tokio::time::timeout(Duration::from_secs(10), sidecar.shutdown())
+            .await
+            .unwrap_or_else(|_| panic!("shutdown held by the collector at {addr}"));
     }
 }
 

@@ -413,6 +413,20 @@ fn bad_tracing_variables_name_the_variable_and_never_quote_a_header_value() {
         "{err}"
     );
     assert!(!err.contains("topsecret"), "{err}");
+    // Credentials in the endpoint: refused without quoting it.
+    let err = tracing_of(
+        "{}",
+        otel(&[(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "https://user:topsecret@c:4318",
+        )]),
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("credentials in the URL are not allowed"),
+        "{err}"
+    );
+    assert!(!err.contains("topsecret"), "{err}");
     // The debug form of the settings hides header values too.
     let t = tracing_of(
         "{}",

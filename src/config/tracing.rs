@@ -175,6 +175,16 @@ impl Builder<'_> {
             self.errors.push(format!(
                 "{whence}: {endpoint:?} is not an http:// or https:// URL"
             ));
+        } else if endpoint.split_once("://").is_some_and(|(_, rest)| {
+            rest.split(['/', '?'])
+                .next()
+                .is_some_and(|a| a.contains('@'))
+        }) {
+            // The endpoint is logged at start; credentials belong in headers, which never are.
+            // The URL is not quoted here for the same reason.
+            self.errors.push(format!(
+                "{whence}: credentials in the URL are not allowed: put them in tracing.otlp.headers (or header_files)"
+            ));
         }
         // A bad protocol is reported; the rest is still checked, so every problem shows at once.
         let protocol_ok = protocol.is_some();
