@@ -252,8 +252,13 @@ fn main() {
         format!("http://{addr}")
     });
     // Spans dropped (queue full or export failed) over the traced runs, by sampling.
-    let dropped: std::cell::RefCell<Vec<(f64, f64, f64)>> = Default::default();
-    let pipeline = |persist: bool, ratio: Option<f64>| {
+    let dropped: std::cell::RefCell<Vec<(String, f64, f64)>> = Default::default();
+    // A collector nobody listens on: the exporter fails at once and backs off.
+    let down = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let pipeline = |persist: bool, ratio: Option<f64>, to: &str| {
         let dir = std::env::temp_dir().join(format!("ocx-bench-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let t = Telemetry::new();
@@ -273,7 +278,7 @@ fn main() {
             let _in = rt.enter();
             let (stop, stop_rx) = tokio::sync::watch::channel(false);
             let settings = TraceSettings {
-                endpoint: endpoint.clone(),
+                endpoint: to.to_string(),
                 protocol: OtlpProtocol::Grpc,
                 headers: Vec::new(),
                 timeout: Duration::from_secs(10),
@@ -330,19 +335,29 @@ fn main() {
             let exported = t
                 .counter(ocx_sentinel::telemetry::names::TRACE_SPANS_EXPORTED, &[])
                 .get();
-            dropped
-                .borrow_mut()
-                .push((r, exported, c("queue_full") + c("export_failed")));
+            dropped.borrow_mut().push((
+                format!(
+                    "sampling {r}, {}",
+                    if to == down {
+                        "collector down"
+                    } else {
+                        "collector up"
+                    }
+                ),
+                exported,
+                c("queue_full") + c("export_failed"),
+            ));
         }
         black_box(t.render().len());
         let _ = std::fs::remove_dir_all(&dir);
         n
     };
-    let mut full = || pipeline(false, None);
-    let mut persist = || pipeline(true, None);
-    let mut untraced_run = || pipeline(false, None);
-    let mut traced_all = || pipeline(false, Some(1.0));
-    let mut traced_1pc = || pipeline(false, Some(0.01));
+    let mut full = || pipeline(false, None, &endpoint);
+    let mut persist = || pipeline(true, None, &endpoint);
+    let mut untraced_run = || pipeline(false, None, &endpoint);
+    let mut traced_all = || pipeline(false, Some(1.0), &endpoint);
+    let mut traced_1pc = || pipeline(false, Some(0.01), &endpoint);
+    let mut traced_down = || pipeline(false, Some(1.0), &down);
 
     // PIPELINE_ONLY=1 runs the full pipeline alone (data dir off), for profiling it
     // (`perf record`); STAGE=json, sse, parse, fold or persist runs that stage alone.
@@ -390,8 +405,15 @@ fn main() {
         "every event went through the persisted pipeline"
     );
     // Tracing off again, interleaved with the traced runs, for the overhead figures.
-    let [untraced, all, one] =
-        best_interleaved(3, [&mut untraced_run, &mut traced_all, &mut traced_1pc]);
+    let [untraced, all, one, all_down] = best_interleaved(
+        3,
+        [
+            &mut untraced_run,
+            &mut traced_all,
+            &mut traced_1pc,
+            &mut traced_down,
+        ],
+    );
 
     let rate = |d: Duration| events as f64 / d.as_secs_f64();
     let per_event = |d: Duration| d.as_secs_f64() * 1e6 / events as f64;
@@ -421,6 +443,7 @@ fn main() {
         ("pipeline, tracing off (again, beside the next)", untraced),
         ("pipeline, tracing on, every trace sampled", all),
         ("pipeline, tracing on, 1% sampled", one),
+        ("pipeline, every trace sampled, collector down", all_down),
     ] {
         println!(
             "| {name:<44} | {:>10.0} | {:>8.2} | {:>13.2} |",
@@ -447,10 +470,11 @@ fn main() {
         rate(one.0.best()) / rate(untraced.0.best()) * 100.0,
         rate(one.0.wall) / rate(untraced.0.wall) * 100.0,
     );
-    for (ratio, exported, lost) in dropped.borrow().iter().rev().take(2) {
-        println!(
-            "  sampling {ratio}: spans exported {exported:.0}, dropped {lost:.0} (queue of 2048; the collector received {} in all runs)",
-            received.load(Ordering::Relaxed)
-        );
+    for (what, exported, lost) in dropped.borrow().iter().rev().take(3) {
+        println!("  {what}: spans exported {exported:.0}, dropped {lost:.0} (queue of 2048)");
     }
+    println!(
+        "  the collector received {} spans in all runs",
+        received.load(Ordering::Relaxed)
+    );
 }

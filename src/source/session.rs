@@ -7,8 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use opentelemetry::KeyValue;
 use opentelemetry::trace::{SpanContext, SpanKind};
+use opentelemetry::{KeyValue, StringValue};
 
 use crate::account::SharedAccount;
 use crate::model::{EventKind, Fill, Trade};
@@ -83,7 +83,9 @@ pub struct Session {
     pub retry_floor: Option<Duration>,
     /// Spans for the events (off unless [`Session::traced`]).
     traces: Traces,
-    account: Arc<str>,
+    /// The account and market attributes, made once (a clone is a reference count).
+    account: StringValue,
+    market: Option<StringValue>,
     /// A traced event's new fills, reused between events.
     fills: Vec<(usize, Fill)>,
 }
@@ -96,7 +98,8 @@ impl Session {
             last_heartbeat: None,
             retry_floor: None,
             traces: Traces::off(),
-            account: Arc::from(""),
+            account: StringValue::from(""),
+            market: None,
             fills: Vec::new(),
         }
     }
@@ -105,7 +108,11 @@ impl Session {
     /// when tracing is on and the sampler keeps it.
     pub fn traced(mut self, traces: Traces, account: &str) -> Self {
         self.traces = traces;
-        self.account = Arc::from(account);
+        self.account = StringValue::from(Arc::<str>::from(account));
+        self.market = self
+            .kind
+            .market()
+            .map(|m| StringValue::from(Arc::<str>::from(m)));
         self
     }
 
@@ -159,10 +166,10 @@ impl Session {
             .span("stream.event", SpanKind::Consumer, None, &[]);
         if span.is_recording() {
             span.set("ocx.stream", self.kind.label());
-            if let Some(market) = self.kind.market() {
-                span.set("ocx.market", market.to_string());
+            if let Some(market) = &self.market {
+                span.set("ocx.market", market.clone());
             }
-            span.set("ocx.account", self.account.to_string());
+            span.set("ocx.account", self.account.clone());
         }
         // Log lines written while the event is handled carry its span's ids.
         let cx = span.context();

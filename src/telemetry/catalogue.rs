@@ -715,7 +715,7 @@ pub const CATALOGUE: &[MetricDef] = &[
         name: TRACE_SPANS_DROPPED,
         kind: Counter,
         labels: "reason",
-        help: "Sampled spans lost, by reason: queue_full (the export queue was full: the collector is slow or down) or export_failed (the collector refused the batch or did not answer within tracing.otlp.timeout)",
+        help: "Sampled spans lost, by reason: queue_full (the export queue was full: the collector is slow or down), export_failed (the collector refused the batch or did not answer within tracing.otlp.timeout) or shutdown (still queued when the last export's 2s ran out)",
     },
     MetricDef {
         name: TRACE_EXPORT_DURATION,

@@ -36,11 +36,37 @@ impl std::fmt::Debug for QueueProcessor {
 }
 
 impl QueueProcessor {
-    /// The processor and the receiving end for [`run`]; `capacity` spans may wait.
-    pub fn new(capacity: usize, telemetry: &Telemetry) -> (Self, mpsc::Receiver<SpanData>) {
+    /// The processor, a [`Gate`] on its queue, and the receiving end for [`run`]; `capacity`
+    /// spans may wait.
+    pub fn new(capacity: usize, telemetry: &Telemetry) -> (Self, Gate, mpsc::Receiver<SpanData>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let full = telemetry.counter(names::TRACE_SPANS_DROPPED, &[("reason", "queue_full")]);
-        (Self { tx, full }, rx)
+        let gate = Gate {
+            tx: tx.clone(),
+            full: full.clone(),
+        };
+        (Self { tx, full }, gate, rx)
+    }
+}
+
+/// Whether the queue is full, for shedding spans before they are built: a span that would only
+/// be dropped at the queue costs the stream task its attributes, clock reads and allocations
+/// for nothing.
+#[derive(Clone)]
+pub struct Gate {
+    tx: mpsc::Sender<SpanData>,
+    full: Counter,
+}
+
+impl Gate {
+    /// True (and the span counted as dropped) when a span started now would find the queue
+    /// full.
+    pub fn shed(&self) -> bool {
+        let full = self.tx.capacity() == 0;
+        if full {
+            self.full.increment(1);
+        }
+        full
     }
 }
 
@@ -125,14 +151,24 @@ pub async fn run<E: SpanExporter>(
                 },
             }
         }
-        let ok = export(
-            &exporter,
-            &mut batch,
-            batching.timeout,
-            &series,
-            failures == 0,
-        )
-        .await;
+        // Already stopping: the batch goes with the shutdown's export, below.
+        if *shutdown.borrow() {
+            break;
+        }
+        // An export in flight when the shutdown comes is abandoned (its spans counted): with
+        // the 10s default timeout, waiting for it would hold the exit past its 2s.
+        let spans = std::mem::take(&mut batch);
+        let n = spans.len() as u64;
+        let ok = tokio::select! {
+            biased;
+            ok = export(&exporter, spans, batching.timeout, &series, failures == 0) => ok,
+            _ = shutdown.wait_for(|s| *s) => {
+                telemetry
+                    .counter(names::TRACE_SPANS_DROPPED, &[("reason", "shutdown")])
+                    .increment(n);
+                break;
+            }
+        };
         if ok {
             failures = 0;
         } else {
@@ -144,16 +180,37 @@ pub async fn run<E: SpanExporter>(
             }
         }
     }
-    // What is queued gets one export, bounded: a collector that is down must not hold the
-    // process's exit.
-    while let Ok(s) = rx.try_recv() {
-        batch.push(s);
-        if batch.len() >= max {
-            export(&exporter, &mut batch, SHUTDOWN_EXPORT, &series, false).await;
+    // What is queued gets exported within one deadline for all of it: a collector that is down
+    // must not hold the process's exit (batch by batch, each with its own deadline, a full
+    // queue took four of them). What the deadline leaves is counted, not sent.
+    rx.close();
+    let deadline = Instant::now() + SHUTDOWN_EXPORT;
+    let unsent = telemetry.counter(names::TRACE_SPANS_DROPPED, &[("reason", "shutdown")]);
+    loop {
+        while batch.len() < max
+            && let Ok(s) = rx.try_recv()
+        {
+            batch.push(s);
+        }
+        if batch.is_empty() {
+            break;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let n = batch.len() as u64;
+        let spans = std::mem::take(&mut batch);
+        if left.is_zero() || !export(&exporter, spans, left, &series, false).await {
+            // A failed export counted its own spans as export_failed.
+            if left.is_zero() {
+                unsent.increment(n);
+            }
+            let mut rest = 0;
+            while rx.try_recv().is_ok() {
+                rest += 1;
+            }
+            unsent.increment(rest);
+            break;
         }
     }
-    export(&exporter, &mut batch, SHUTDOWN_EXPORT, &series, false).await;
-    rx.close();
 }
 
 /// The wait after `failures` failed exports in a row: `delay` doubled per failure, at most
@@ -164,19 +221,18 @@ fn backoff(delay: Duration, failures: u32) -> Duration {
         .min(MAX_BACKOFF)
 }
 
-/// Exports and empties `batch`; true when the collector took it. `warn` logs a failure (the first
-/// of a run of failures; later ones are only counted).
+/// Exports `spans`; true when the collector took them. `warn` logs a failure (the first of a run
+/// of failures; later ones are only counted).
 async fn export<E: SpanExporter>(
     exporter: &E,
-    batch: &mut Vec<SpanData>,
+    spans: Vec<SpanData>,
     timeout: Duration,
     series: &Series,
     warn: bool,
 ) -> bool {
-    if batch.is_empty() {
+    if spans.is_empty() {
         return true;
     }
-    let spans = std::mem::take(batch);
     let n = spans.len() as u64;
     let started = Instant::now();
     let result = tokio::time::timeout(timeout, exporter.export(spans)).await;
@@ -200,6 +256,73 @@ async fn export<E: SpanExporter>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry::trace::{Tracer, TracerProvider};
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+
+    /// A collector that takes the connection and never answers.
+    #[derive(Debug)]
+    struct Silent;
+
+    impl SpanExporter for Silent {
+        fn export(
+            &self,
+            _batch: Vec<SpanData>,
+        ) -> impl std::future::Future<Output = OTelSdkResult> + Send {
+            std::future::pending()
+        }
+    }
+
+    // A collector that never answers: every export ends at its deadline, the spans are counted
+    // as lost, and the shutdown's last export is bounded for all that is queued (not per batch).
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_collector_costs_counted_spans_and_a_bounded_shutdown() {
+        let t = Telemetry::new();
+        let (processor, gate, rx) = QueueProcessor::new(100, &t);
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(processor)
+            .build();
+        let tracer = provider.tracer("test");
+        // 130 spans into a queue of 100: 30 find it full.
+        for _ in 0..130 {
+            drop(tracer.start("s"));
+        }
+        assert!(
+            gate.shed(),
+            "the gate sees the full queue (and counts one more)"
+        );
+        let (stop, stop_rx) = watch::channel(false);
+        let batching = Batching {
+            max_batch: 10,
+            delay: Duration::from_millis(100),
+            timeout: Duration::from_secs(1),
+        };
+        let task = tokio::spawn(run(rx, Silent, batching, t.clone(), stop_rx));
+        // One export runs into its deadline; then the backoff.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let started = Instant::now();
+        stop.send(true).unwrap();
+        task.await.unwrap();
+        assert!(
+            started.elapsed() <= SHUTDOWN_EXPORT + Duration::from_millis(50),
+            "the shutdown took {:?}",
+            started.elapsed()
+        );
+        let c = |reason: &str| {
+            t.counter(names::TRACE_SPANS_DROPPED, &[("reason", reason)])
+                .get()
+        };
+        assert_eq!(c("queue_full"), 31.0);
+        // The first batch timed out at 1s; the second was in flight at the shutdown (abandoned);
+        // the shutdown's export of the next one ran into its 2s; the rest were never sent.
+        assert_eq!(c("export_failed"), 20.0);
+        assert_eq!(c("shutdown"), 80.0);
+        assert_eq!(
+            c("queue_full") - 1.0 + c("export_failed") + c("shutdown"),
+            130.0,
+            "every span is accounted for"
+        );
+        assert_eq!(t.counter(names::TRACE_SPANS_EXPORTED, &[]).get(), 0.0);
+    }
 
     #[test]
     fn the_backoff_doubles_from_the_delay_and_is_capped() {

@@ -43,6 +43,11 @@ struct Inner {
     tracer: SdkTracer,
     /// The latest applied event's span, if sampled: the rule pass that follows is its child.
     recent: std::sync::Mutex<Option<SpanContext>>,
+    /// With every trace sampled, a span that would find the queue full is not started at all
+    /// (and counted as dropped): under overload, tracing then costs the stream almost nothing.
+    /// With a ratio the sampler decides first, so spans are built and dropped at the queue
+    /// (counting one the sampler would have dropped anyway would overstate the loss).
+    shed: Option<export::Gate>,
     // Held so the processor lives as long as any tracer handle.
     _provider: SdkTracerProvider,
 }
@@ -76,7 +81,12 @@ impl Traces {
         let mut exporter = build_exporter(settings, client)?;
         let resource = resource(settings, accounts);
         opentelemetry_sdk::trace::SpanExporter::set_resource(&mut exporter, &resource);
-        let (processor, rx) = export::QueueProcessor::new(settings.max_queue_size, telemetry);
+        let (processor, gate, rx) = export::QueueProcessor::new(settings.max_queue_size, telemetry);
+        let shed = matches!(
+            settings.sampling,
+            Sampling::AlwaysOn | Sampling::ParentBasedAlwaysOn
+        )
+        .then_some(gate);
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
             .with_sampler(sampler(settings.sampling))
@@ -98,6 +108,7 @@ impl Traces {
             Traces(Some(Arc::new(Inner {
                 tracer,
                 recent: std::sync::Mutex::new(None),
+                shed,
                 _provider: provider,
             }))),
             task,
@@ -152,6 +163,9 @@ impl Traces {
         let Some(inner) = &self.0 else {
             return TraceSpan(None);
         };
+        if inner.shed.as_ref().is_some_and(export::Gate::shed) {
+            return TraceSpan(None);
+        }
         let cx = match parent {
             Some(p) if p.is_valid() => Context::new().with_remote_span_context(p.clone()),
             _ => Context::new(),
