@@ -43,11 +43,12 @@ struct Inner {
     tracer: SdkTracer,
     /// The latest applied event's span, if sampled: the rule pass that follows is its child.
     recent: std::sync::Mutex<Option<SpanContext>>,
-    /// With every trace sampled, a span that would find the queue full is not started at all
-    /// (and counted as dropped): under overload, tracing then costs the stream almost nothing.
-    /// With a ratio the sampler decides first, so spans are built and dropped at the queue
-    /// (counting one the sampler would have dropped anyway would overstate the loss).
-    shed: Option<export::Gate>,
+    /// Which new traces are recorded, decided here before the SDK is asked for anything (see
+    /// [`Head`]); `None` leaves it to the SDK's sampler (the `*_always_off` samplers).
+    head: Option<Head>,
+    /// A span of a recorded trace that would find the queue full is not started at all (and
+    /// counted as dropped): under overload, tracing costs the stream almost nothing.
+    gate: export::Gate,
     // Held so the processor lives as long as any tracer handle.
     _provider: SdkTracerProvider,
 }
@@ -82,14 +83,14 @@ impl Traces {
         let resource = resource(settings, accounts);
         opentelemetry_sdk::trace::SpanExporter::set_resource(&mut exporter, &resource);
         let (processor, gate, rx) = export::QueueProcessor::new(settings.max_queue_size, telemetry);
-        let shed = matches!(
-            settings.sampling,
-            Sampling::AlwaysOn | Sampling::ParentBasedAlwaysOn
-        )
-        .then_some(gate);
+        let head = Head::of(settings.sampling);
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
-            .with_sampler(sampler(settings.sampling))
+            .with_sampler(match head {
+                // The decision is made before the SDK sees the span: it records what it gets.
+                Some(_) => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+                None => sampler(settings.sampling),
+            })
             .with_resource(resource)
             .build();
         let tracer = provider.tracer("ocx-sentinel");
@@ -108,7 +109,8 @@ impl Traces {
             Traces(Some(Arc::new(Inner {
                 tracer,
                 recent: std::sync::Mutex::new(None),
-                shed,
+                head,
+                gate,
                 _provider: provider,
             }))),
             task,
@@ -163,8 +165,15 @@ impl Traces {
         let Some(inner) = &self.0 else {
             return TraceSpan(None);
         };
-        if inner.shed.as_ref().is_some_and(export::Gate::shed) {
-            return TraceSpan(None);
+        if let Some(head) = inner.head {
+            // Only a new trace is drawn for: a child's parent was recorded (the contexts handed
+            // around are sampled ones), so the child is too.
+            if parent.is_none() && !head.records() {
+                return TraceSpan(None);
+            }
+            if inner.gate.shed() {
+                return TraceSpan(None);
+            }
         }
         let cx = match parent {
             Some(p) if p.is_valid() => Context::new().with_remote_span_context(p.clone()),
@@ -294,6 +303,28 @@ pub fn traceparent(cx: &SpanContext) -> String {
         cx.span_id(),
         cx.trace_flags().to_u8()
     )
+}
+
+/// The sampling decision for a new trace, made with one random draw before the SDK builds a span:
+/// an unsampled span from the SDK still costs ids, a sampler call and an allocation, which at 1%
+/// was most of tracing's cost per event. The ratio samplers' draw is random rather than read
+/// from the trace id: the sidecar's traces start here (no upstream service shares their ids), so
+/// the two decide alike.
+#[derive(Debug, Clone, Copy)]
+struct Head(f64);
+
+impl Head {
+    fn of(s: Sampling) -> Option<Head> {
+        match s {
+            Sampling::AlwaysOn | Sampling::ParentBasedAlwaysOn => Some(Head(1.0)),
+            Sampling::Ratio(r) | Sampling::ParentBasedRatio(r) => Some(Head(r)),
+            Sampling::AlwaysOff | Sampling::ParentBasedAlwaysOff => None,
+        }
+    }
+
+    fn records(self) -> bool {
+        self.0 >= 1.0 || fastrand::f64() < self.0
+    }
 }
 
 fn sampler(s: Sampling) -> Sampler {
@@ -433,6 +464,63 @@ mod tests {
         assert_eq!(
             traceparent(&cx),
             "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        );
+    }
+
+    fn settings(sampling: Sampling) -> TraceSettings {
+        TraceSettings {
+            endpoint: "http://127.0.0.1:1".into(),
+            protocol: OtlpProtocol::Grpc,
+            headers: Vec::new(),
+            timeout: std::time::Duration::from_secs(1),
+            sampling,
+            service_name: "t".into(),
+            resource: Vec::new(),
+            max_queue_size: 10_000,
+            max_export_batch_size: 512,
+            schedule_delay: std::time::Duration::from_secs(60),
+        }
+    }
+
+    // The ratio picks new traces; a child of a recorded span is recorded; always_off records
+    // nothing.
+    #[tokio::test]
+    async fn the_ratio_decides_new_traces_and_children_follow_their_parent() {
+        let t = Telemetry::new();
+        let (_stop, rx) = watch::channel(false);
+        let client = reqwest::Client::new();
+        let (half, _task) = Traces::start(
+            &settings(Sampling::ParentBasedRatio(0.5)),
+            &["a".into()],
+            &t,
+            client.clone(),
+            rx.clone(),
+        )
+        .unwrap();
+        let mut recorded = 0;
+        for _ in 0..2000 {
+            let root = half.span("stream.event", SpanKind::Consumer, None, &[]);
+            if let Some(cx) = root.context() {
+                recorded += 1;
+                let child = half.span("state.apply", SpanKind::Internal, Some(&cx), &[]);
+                assert!(child.is_recording(), "a recorded trace's child is recorded");
+            }
+        }
+        assert!(
+            (850..=1150).contains(&recorded),
+            "{recorded} of 2000 at 0.5"
+        );
+        let (off, _task) = Traces::start(
+            &settings(Sampling::ParentBasedAlwaysOff),
+            &["a".into()],
+            &t,
+            client,
+            rx,
+        )
+        .unwrap();
+        assert!(
+            !off.span("stream.event", SpanKind::Consumer, None, &[])
+                .is_recording()
         );
     }
 
