@@ -387,6 +387,16 @@ async fn a_notification_links_to_the_event_that_fired_its_alert_and_sends_tracep
         .expect("a notification within 20s")
         .unwrap();
     assert_eq!(body["status"], "firing");
+    // The receiver saw the request before the sidecar read the answer: the attempt's span ends
+    // (and is queued) once the sidecar counts the delivery.
+    let base = format!("http://{}", sidecar.addr);
+    common::wait_for(
+        &base,
+        Duration::from_secs(20),
+        "the delivery counted",
+        |m| sum(m, "ocx_sentinel_notifications_total", &[]) >= 1.0,
+    )
+    .await;
     sidecar.shutdown().await;
 
     // traceparent: 00-<trace id>-<span id>-01, the notify.send span of that request.
@@ -452,4 +462,105 @@ async fn a_notification_links_to_the_event_that_fired_its_alert_and_sends_tracep
         "{t:?}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// What goes wrong on the stream shows on its spans: a malformed delta is a `decode_error` event
+// on its event's span; a gap is a `sequence_gap` event (expected, received, missed) and ends the
+// connection; the reconnect's `stream.connect` span links to the previous connection's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gaps_decode_errors_and_reconnects_show_on_the_spans() {
+    let received = Received::default();
+    let endpoint = grpc_collector(received.clone()).await;
+    let sim = start_sim(still_sim(
+        3,
+        Faults {
+            skip_seq_every: Some(4),
+            malformed_every: Some(3),
+            ..Faults::default()
+        },
+    ))
+    .await;
+    let mut s = settings(&sim.base_url(), Auth::None, &[]);
+    s.tracing = Some(trace_settings(endpoint, OtlpProtocol::Grpc));
+    let sidecar = start_sidecar(s).await;
+    let base = format!("http://{}", sidecar.addr);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        steps(&sim, 5).await;
+        let m = scrape(&base).await;
+        if sum(&m, "ocx_stream_connects_total", &["stream=\"user\""]) >= 2.0
+            && sum(&m, "ocx_stream_decode_errors_total", &["kind=\"json\""]) >= 1.0
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a gap, a reconnect and a malformed delta within 20s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sidecar.shutdown().await;
+
+    let connects: Vec<Span> = received
+        .named("stream.connect")
+        .into_iter()
+        .filter(|s| attrs(&s.attributes)["ocx.stream"] == "user")
+        .collect();
+    let attempt = |n: &str| {
+        connects
+            .iter()
+            .find(|s| attrs(&s.attributes)["ocx.connect.attempt"] == n)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no attempt {n}: {:?}",
+                    connects
+                        .iter()
+                        .map(|s| attrs(&s.attributes))
+                        .collect::<Vec<_>>()
+                )
+            })
+    };
+    let (first, second) = (attempt("1"), attempt("2"));
+    assert!(attrs(&second.attributes).contains_key("ocx.connect.backoff_ms"));
+    assert_eq!(second.links.len(), 1);
+    assert_eq!(
+        second.links[0].span_id, first.span_id,
+        "linked to the previous attempt"
+    );
+    assert!(first.links.is_empty());
+
+    let events = received.named("stream.event");
+    let with_event = |name: &str| {
+        events
+            .iter()
+            .find(|s| s.events.iter().any(|e| e.name == name))
+            .unwrap_or_else(|| panic!("no stream.event with a {name} event"))
+    };
+    let bad = with_event("decode_error");
+    let e = bad
+        .events
+        .iter()
+        .find(|e| e.name == "decode_error")
+        .unwrap();
+    assert_eq!(attrs(&e.attributes)["ocx.decode.kind"], "json");
+    assert_eq!(
+        bad.status.as_ref().map(|s| s.code),
+        Some(2),
+        "STATUS_CODE_ERROR"
+    );
+    let gap = with_event("sequence_gap");
+    let e = gap
+        .events
+        .iter()
+        .find(|e| e.name == "sequence_gap")
+        .unwrap();
+    let g = attrs(&e.attributes);
+    let n = |k: &str| g[k].parse::<u64>().unwrap();
+    assert_eq!(
+        n("ocx.gap.missed"),
+        n("ocx.gap.received_seq") - n("ocx.gap.expected_seq")
+    );
+    assert!(n("ocx.gap.missed") >= 1);
+    assert_eq!(attrs(&gap.attributes)["ocx.reconnect.reason"], "gap");
+    assert_eq!(gap.status.as_ref().map(|s| s.code), Some(2));
 }

@@ -129,6 +129,8 @@ pub async fn run<E: SpanExporter>(
     let max = batching.max_batch.max(1);
     let mut failures: u32 = 0;
     let mut batch: Vec<SpanData> = Vec::with_capacity(max);
+    // When the shutdown came during an export: the last exports' 2s count from then.
+    let mut stopped_at: Option<Instant> = None;
     loop {
         // Wait for the first span of a batch, then for more until the batch is full or
         // `delay` has passed since that first span.
@@ -155,17 +157,27 @@ pub async fn run<E: SpanExporter>(
         if *shutdown.borrow() {
             break;
         }
-        // An export in flight when the shutdown comes is abandoned (its spans counted): with
-        // the 10s default timeout, waiting for it would hold the exit past its 2s.
+        // An export in flight when the shutdown comes may finish within the shutdown's 2s
+        // (with the 10s default timeout, waiting for all of it would hold the exit); past them
+        // it is abandoned, its spans counted.
         let spans = std::mem::take(&mut batch);
         let n = spans.len() as u64;
+        let sending = export(&exporter, spans, batching.timeout, &series, failures == 0);
+        tokio::pin!(sending);
+        // The watch's read guard must not live across the await below (the task is `Send`).
+        let stopping = async {
+            let _ = shutdown.wait_for(|s| *s).await;
+        };
         let ok = tokio::select! {
             biased;
-            ok = export(&exporter, spans, batching.timeout, &series, failures == 0) => ok,
-            _ = shutdown.wait_for(|s| *s) => {
-                telemetry
-                    .counter(names::TRACE_SPANS_DROPPED, &[("reason", "shutdown")])
-                    .increment(n);
+            ok = &mut sending => ok,
+            () = stopping => {
+                stopped_at = Some(Instant::now());
+                if tokio::time::timeout(SHUTDOWN_EXPORT, &mut sending).await.is_err() {
+                    telemetry
+                        .counter(names::TRACE_SPANS_DROPPED, &[("reason", "shutdown")])
+                        .increment(n);
+                }
                 break;
             }
         };
@@ -184,7 +196,7 @@ pub async fn run<E: SpanExporter>(
     // must not hold the process's exit (batch by batch, each with its own deadline, a full
     // queue took four of them). What the deadline leaves is counted, not sent.
     rx.close();
-    let deadline = Instant::now() + SHUTDOWN_EXPORT;
+    let deadline = stopped_at.unwrap_or_else(Instant::now) + SHUTDOWN_EXPORT;
     let unsent = telemetry.counter(names::TRACE_SPANS_DROPPED, &[("reason", "shutdown")]);
     loop {
         while batch.len() < max
@@ -312,10 +324,11 @@ mod tests {
                 .get()
         };
         assert_eq!(c("queue_full"), 31.0);
-        // The first batch timed out at 1s; the second was in flight at the shutdown (abandoned);
-        // the shutdown's export of the next one ran into its 2s; the rest were never sent.
-        assert_eq!(c("export_failed"), 20.0);
-        assert_eq!(c("shutdown"), 80.0);
+        // The first batch timed out at 1s; the second, in flight at the shutdown, ran into its
+        // own 1s; the next one ran into what was left of the shutdown's 2s; the rest were never
+        // sent.
+        assert_eq!(c("export_failed"), 30.0);
+        assert_eq!(c("shutdown"), 70.0);
         assert_eq!(
             c("queue_full") - 1.0 + c("export_failed") + c("shutdown"),
             130.0,
