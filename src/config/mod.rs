@@ -1062,6 +1062,16 @@ impl Builder<'_> {
             self.errors.push(format!(
                 "{loc}: {p}.api_base: {value:?} must start with http:// or https://"
             ));
+        } else if value
+            .split_once("://")
+            .and_then(|(_, rest)| rest.split(['/', '?']).next())
+            .is_some_and(|authority| authority.contains('@'))
+        {
+            // The stream URL is logged and put on spans; credentials travel in headers. The
+            // value is not quoted for the same reason.
+            self.errors.push(format!(
+                "{loc}: {p}.api_base: credentials in the URL are not allowed (use api_key, api_key_file or session_cookie)"
+            ));
         }
         value.trim_end_matches('/').to_string()
     }

@@ -438,3 +438,19 @@ fn bad_tracing_variables_name_the_variable_and_never_quote_a_header_value() {
     .unwrap();
     assert!(!format!("{t:?}").contains("topsecret"));
 }
+
+#[test]
+fn credentials_in_the_api_base_are_refused_without_being_quoted() {
+    let flags = Overrides {
+        api_base: Some("https://mm:hunter2@api.ocx.example".into()),
+        ..Overrides::default()
+    };
+    let err = Settings::build(RawConfig::default(), flags, "flags")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("credentials in the URL are not allowed"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+}
