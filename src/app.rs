@@ -893,6 +893,7 @@ pub async fn start_demo(
     seed: u64,
     data_dir: Option<PathBuf>,
     web: WebSettings,
+    tracing: Option<crate::config::TraceSettings>,
 ) -> Result<(RunningSim, Sidecar), AppError> {
     let sim_addr = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut cfg = SimConfig {
@@ -909,6 +910,7 @@ pub async fn start_demo(
     let settings = Settings {
         data_dir,
         web,
+        tracing,
         ..demo_settings(listen, &running.base_url())
     };
     let sidecar = Sidecar::start(settings).await?;

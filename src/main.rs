@@ -373,7 +373,7 @@ mod with_sim {
     use anyhow::{Context, Result};
     use clap::Args;
     use ocx_sentinel::app;
-    use ocx_sentinel::config::WebSettings;
+    use ocx_sentinel::config::{self, WebSettings};
     use ocx_sentinel::sim::{self, Faults, SimConfig, TsFormat};
 
     use super::shutdown_signal;
@@ -491,13 +491,21 @@ mod with_sim {
                 true,
             ),
         };
-        let (sim, sidecar) = app::start_demo(listen, seed, Some(dir.clone()), web)
+        // Traces too, when the standard OTEL_* variables name a collector.
+        let tracing = config::tracing_from_env(config::otel_env(std::env::vars()))?;
+        let traces_to = tracing
+            .as_ref()
+            .map(|t| format!("{} ({})", t.endpoint, t.protocol.as_str()));
+        let (sim, sidecar) = app::start_demo(listen, seed, Some(dir.clone()), web, tracing)
             .await
             .context("starting the demo")?;
         println!("ocx-sentinel demo");
         println!("  simulator (OCX API):  {}", sim.base_url());
         println!("  metrics:              {}/metrics", sidecar.base_url());
         println!("  status page:          {}/", sidecar.base_url());
+        if let Some(to) = traces_to {
+            println!("  traces (OTLP):        {to}");
+        }
         println!("  readiness:            {}/-/ready", sidecar.base_url());
         println!(
             "  alerts:               {}/api/v1/alerts",

@@ -16,6 +16,7 @@ async fn the_demo_shows_an_alert_go_pending_fire_and_resolve() {
         1,
         None,
         Default::default(),
+        None,
     )
     .await
     .unwrap();

@@ -564,3 +564,54 @@ async fn gaps_decode_errors_and_reconnects_show_on_the_spans() {
     assert_eq!(attrs(&gap.attributes)["ocx.reconnect.reason"], "gap");
     assert_eq!(gap.status.as_ref().map(|s| s.code), Some(2));
 }
+
+// `demo` has no config file: the standard variables turn its tracing on (`--log-format json`
+// too), and a bad one stops it, naming the variable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_exports_traces_when_the_otel_variables_name_a_collector() {
+    use std::process::{Command, Stdio};
+    const BIN: &str = env!("CARGO_BIN_EXE_ocx-sentinel");
+
+    let received = Received::default();
+    let endpoint = grpc_collector(received.clone()).await;
+    let port = common::free_port();
+    let child = Command::new(BIN)
+        .args([
+            "demo",
+            "--log-format",
+            "json",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env("OTEL_SERVICE_NAME", "demo-sentinel")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("demo starts");
+    let _demo = common::Killed(child);
+    wait_until("the demo's event spans", || {
+        received.spans().iter().any(|(r, s)| {
+            s.name == "stream.event"
+                && r["service.name"] == "demo-sentinel"
+                && r["ocx.account"] == "demo"
+        })
+    })
+    .await;
+
+    let out = Command::new(BIN)
+        .args([
+            "demo",
+            "--listen",
+            &format!("127.0.0.1:{}", common::free_port()),
+        ])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("OTEL_TRACES_SAMPLER", "sometimes")
+        .output()
+        .expect("demo runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("OTEL_TRACES_SAMPLER"), "{err}");
+}

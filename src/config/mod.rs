@@ -10,7 +10,9 @@ mod tracing;
 
 pub use duration::{DurationError, parse_duration};
 pub use forward::{AlertmanagerTarget, ForwardAuth, ForwardSettings};
-pub use tracing::{OtlpProtocol, RawTracing, Sampling, TraceSettings, otel_env, parse_pairs};
+pub use tracing::{
+    OtlpProtocol, RawTracing, Sampling, TraceSettings, otel_env, parse_pairs, tracing_from_env,
+};
 
 use crate::rules::runner::RuleSource;
 use crate::web::ListenerLimits;

@@ -104,6 +104,28 @@ pub fn otel_env(vars: impl IntoIterator<Item = (String, String)>) -> BTreeMap<St
         .collect()
 }
 
+/// Tracing from the `OTEL_*` variables alone (`demo` has no config file): `None` when they set no
+/// endpoint; every problem at once, naming the variable.
+pub fn tracing_from_env(
+    otel_env: BTreeMap<String, String>,
+) -> Result<Option<TraceSettings>, super::ConfigError> {
+    let flags = super::Overrides {
+        otel_env,
+        ..super::Overrides::default()
+    };
+    let mut b = Builder {
+        origin: "environment",
+        flags: &flags,
+        errors: Vec::new(),
+    };
+    let t = b.tracing(None);
+    if b.errors.is_empty() {
+        Ok(t)
+    } else {
+        Err(super::ConfigError::Invalid(b.errors))
+    }
+}
+
 impl Builder<'_> {
     /// `tracing:` over the `OTEL_*` environment.
     pub(super) fn tracing(&mut self, raw: Option<&RawTracing>) -> Option<TraceSettings> {
