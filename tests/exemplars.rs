@@ -5,13 +5,11 @@ mod common;
 #[path = "common/otlp.rs"]
 mod otlp;
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Killed, free_port, peer};
+use common::{peer, start_prometheus};
 use ocx_sentinel::server::{AppState, router};
 use ocx_sentinel::telemetry::{Telemetry, TraceIds, names};
 use ocx_sentinel::web::{ListenerLimits, WebState};
@@ -50,16 +48,6 @@ const LATER: TraceIds = TraceIds {
     trace_id: 0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736,
     span_id: 0xa2fb_4a1d_1a96_d312,
 };
-
-fn work_dir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "ocx-sentinel-exemplars-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// The exemplar labels as Prometheus returns them.
 fn labels_of(ids: TraceIds) -> Value {
@@ -181,7 +169,7 @@ async fn prometheus_stores_the_counter_and_bucket_exemplars_served() {
     if !peer("prometheus") {
         return;
     }
-    let dir = work_dir();
+    let dir = common::work_dir("exemplars");
     let telemetry = Telemetry::new();
     let fills = telemetry.counter(names::FILLS, &FILLS_LABELS);
     fills.increment(2);
@@ -247,32 +235,13 @@ async fn prometheus_stores_the_counter_and_bucket_exemplars_served() {
     assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
     assert!(!plain.contains(" # {"), "{plain}");
 
-    let prom_port = free_port();
-    std::fs::write(
-        dir.join("prometheus.yml"),
-        format!(
+    let (_prometheus, prom) = start_prometheus(
+        &dir,
+        &format!(
             "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: sentinel\n    static_configs: [{{targets: ['{addr}']}}]\n"
         ),
-    )
-    .unwrap();
-    let _prometheus = Killed(
-        Command::new("prometheus")
-            .arg(format!(
-                "--config.file={}",
-                dir.join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .arg("--enable-feature=exemplar-storage")
-            .stdout(Stdio::null())
-            .stderr(File::create(dir.join("prometheus.log")).unwrap())
-            .spawn()
-            .expect("prometheus starts"),
+        &["--enable-feature=exemplar-storage"],
     );
-    let prom = format!("http://127.0.0.1:{prom_port}");
 
     // The counter: the latest exemplar as served, with its own timestamp (not the scrape's).
     let stored = wait_until(
@@ -368,7 +337,7 @@ async fn prometheus_scraping_a_traced_sidecar_stores_its_fills_trace_ids() {
     if !peer("prometheus") {
         return;
     }
-    let dir = work_dir();
+    let dir = common::work_dir("exemplars");
     let received = otlp::Received::default();
     let endpoint = otlp::grpc_collector(received.clone()).await;
     let sim = common::start_sim(common::still_sim(5, Faults::default())).await;
@@ -386,33 +355,14 @@ async fn prometheus_scraping_a_traced_sidecar_stores_its_fills_trace_ids() {
         schedule_delay: Duration::from_millis(100),
     });
     let sidecar = common::start_sidecar(s).await;
-    let prom_port = free_port();
-    std::fs::write(
-        dir.join("prometheus.yml"),
-        format!(
+    let (_prometheus, prom) = start_prometheus(
+        &dir,
+        &format!(
             "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: sentinel\n    static_configs: [{{targets: ['{}']}}]\n",
             sidecar.addr
         ),
-    )
-    .unwrap();
-    let _prometheus = Killed(
-        Command::new("prometheus")
-            .arg(format!(
-                "--config.file={}",
-                dir.join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .arg("--enable-feature=exemplar-storage")
-            .stdout(Stdio::null())
-            .stderr(File::create(dir.join("prometheus.log")).unwrap())
-            .spawn()
-            .expect("prometheus starts"),
+        &["--enable-feature=exemplar-storage"],
     );
-    let prom = format!("http://127.0.0.1:{prom_port}");
     // Fills keep coming while Prometheus starts and scrapes.
     let stepping = {
         let handle = sim.handle.clone();
@@ -438,7 +388,7 @@ async fn prometheus_scraping_a_traced_sidecar_stores_its_fills_trace_ids() {
     let events: Vec<(String, String)> = received
         .named("stream.event")
         .iter()
-        .map(|s| (hex(&s.trace_id), hex(&s.span_id)))
+        .map(|s| (otlp::hex(&s.trace_id), otlp::hex(&s.span_id)))
         .collect();
     let mut checked = 0;
     for (series, exemplars) in &stored {
@@ -458,9 +408,4 @@ async fn prometheus_scraping_a_traced_sidecar_stores_its_fills_trace_ids() {
     }
     assert!(checked > 0);
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-#[cfg(feature = "sim")]
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -12,7 +12,7 @@ use common::{ACC, scrape, settings, start_sidecar, start_sim, steps, still_sim, 
 use ocx_sentinel::config::{Auth, OtlpProtocol, Sampling, TraceSettings};
 use ocx_sentinel::sim::Faults;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use otlp::{Received, attrs, grpc_collector, http_collector};
+use otlp::{Received, attrs, grpc_collector, hex, http_collector};
 use tokio::time::Instant;
 
 fn trace_settings(endpoint: String, protocol: OtlpProtocol) -> TraceSettings {
@@ -114,10 +114,6 @@ fn exemplars_name_event_spans(received: &Received, text: &str, family: &str) {
             "{family}'s exemplar {ids:?} is no event span"
         );
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// What both protocols must deliver: the spans, their attributes and their family tree.
@@ -337,12 +333,7 @@ async fn a_notification_links_to_the_event_that_fired_its_alert_and_sends_tracep
     let received = Received::default();
     let endpoint = grpc_collector(received.clone()).await;
     let (hook, mut requests) = tracing_webhook().await;
-    let dir = std::env::temp_dir().join(format!(
-        "ocx-traces-notify-{}-{}",
-        std::process::id(),
-        common::free_port()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::work_dir("traces-notify");
     std::fs::write(
         dir.join("rules.yml"),
         "groups:\n  - name: limits\n    rules:\n      - alert: InventoryLimitBreached\n        expr: abs(ocx_position_quantity) > on(account, market) group_left ocx_inventory_limit\n",

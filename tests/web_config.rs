@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Killed, free_port, peer};
+use common::{Killed, free_port, peer, start_prometheus};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
@@ -394,10 +394,9 @@ async fn prometheus_scrapes_with_basic_auth_and_over_https_with_the_ca() {
     let tls = dir.join("tls.yml");
     let (_a, plain_port) = demo(&dir, &["--web.config.file", auth.to_str().unwrap()]).await;
     let (_b, tls_port) = demo(&dir, &["--web.config.file", tls.to_str().unwrap()]).await;
-    let prom_port = free_port();
-    std::fs::write(
-        dir.join("prometheus.yml"),
-        format!(
+    let (_prometheus, prom) = start_prometheus(
+        &dir,
+        &format!(
             r#"global:
   scrape_interval: 1s
 scrape_configs:
@@ -414,25 +413,8 @@ scrape_configs:
 "#,
             ca = dir.join("ca.pem").display()
         ),
-    )
-    .unwrap();
-    let _prometheus = Killed(
-        Command::new("prometheus")
-            .arg(format!(
-                "--config.file={}",
-                dir.join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .stdout(Stdio::null())
-            .stderr(File::create(dir.join("prometheus.log")).unwrap())
-            .spawn()
-            .expect("prometheus starts"),
+        &[],
     );
-    let prom = format!("http://127.0.0.1:{prom_port}");
     let deadline = Instant::now() + Duration::from_secs(40);
     let health = loop {
         if let Some(t) = targets(&prom).await {

@@ -269,6 +269,41 @@ impl Drop for Killed {
     }
 }
 
+/// A fresh directory under the system's temp dir, unique to this process and call.
+pub fn work_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "ocx-sentinel-{tag}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A real Prometheus on a free loopback port with `config` as its `prometheus.yml`, its TSDB and
+/// its log (`prometheus.log`) in `dir`, and `flags` added; returns it (killed when dropped) and
+/// its URL.
+pub fn start_prometheus(dir: &std::path::Path, config: &str, flags: &[&str]) -> (Killed, String) {
+    let port = free_port();
+    std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+    let child = std::process::Command::new("prometheus")
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .args(flags)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
+        .spawn()
+        .expect("prometheus starts");
+    (Killed(child), format!("http://127.0.0.1:{port}"))
+}
+
 /// The keys of every JSON object in `v`, by path (array elements share one path): an API's
 /// shape, to compare with a real Prometheus's or Alertmanager's. Keys in `data` (label and
 /// annotation maps) hold data, not shape, and are not descended into.

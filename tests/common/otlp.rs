@@ -132,3 +132,8 @@ pub async fn http_collector(received: Received) -> String {
     tokio::spawn(async move { axum::serve(listener, app).await });
     format!("http://{addr}/v1/traces")
 }
+
+/// Ids as the W3C and OTLP JSON forms write them: lowercase hex.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
