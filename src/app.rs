@@ -324,6 +324,16 @@ fn http_client(stream: &StreamSettings) -> Result<reqwest::Client, AppError> {
         .map_err(|e| AppError::Client(e.to_string()))
 }
 
+/// The client for the sidecar's own requests to its receivers and collectors (notifications,
+/// spans): a connect deadline, and each request's own timeout set where it is sent.
+fn outbound_client() -> Result<reqwest::Client, AppError> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("ocx-sentinel/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| AppError::Client(e.to_string()))
+}
+
 impl Sidecar {
     /// Bind `settings.listen` and start everything.
     pub async fn start(settings: Settings) -> Result<Sidecar, AppError> {
@@ -347,11 +357,7 @@ impl Sidecar {
         let (traces, trace_export) = match &settings.tracing {
             Some(t) => {
                 let (stop, stop_rx) = watch::channel(false);
-                let client = reqwest::Client::builder()
-                    .connect_timeout(Duration::from_secs(10))
-                    .user_agent(concat!("ocx-sentinel/", env!("CARGO_PKG_VERSION")))
-                    .build()
-                    .map_err(|e| AppError::Client(e.to_string()))?;
+                let client = outbound_client()?;
                 let names: Vec<String> = settings.accounts.iter().map(|a| a.name.clone()).collect();
                 let (traces, task) = Traces::start(t, &names, &telemetry, client, stop_rx)?;
                 tracing::info!(endpoint = %t.endpoint, protocol = t.protocol.as_str(), sampling = ?t.sampling, "exporting traces over OTLP");
@@ -400,10 +406,7 @@ impl Sidecar {
                 let notifier = Arc::new(
                     Notifier::new(
                         loaded.routing(&am),
-                        reqwest::Client::builder()
-                            .connect_timeout(Duration::from_secs(10))
-                            .build()
-                            .map_err(|e| AppError::Client(e.to_string()))?,
+                        outbound_client()?,
                         telemetry.clone(),
                         base_url.clone(),
                         writer.clone(),
