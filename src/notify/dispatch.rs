@@ -28,7 +28,7 @@ pub struct NotifyAlert {
     /// notification about it links there. Kept in the outbox, so a notification sent after a
     /// restart still links.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trigger: Option<crate::traces::TraceLink>,
+    pub trigger: Option<crate::telemetry::TraceIds>,
 }
 
 impl NotifyAlert {

@@ -747,7 +747,7 @@ async fn deliver(
     let mut links: Vec<SpanContext> = Vec::new();
     if traces.is_on() {
         for link in entry.alerts.iter().filter_map(|a| a.trigger) {
-            let cx = link.context();
+            let cx = crate::traces::context_of(link);
             if !links.contains(&cx) {
                 links.push(cx);
             }

@@ -24,7 +24,7 @@ use crate::datadir::{Row, WriterHandle};
 use crate::notify::dispatch::NotifyAlert;
 use crate::telemetry::{Gauge, Telemetry, names};
 use crate::traces::log::in_span;
-use crate::traces::{TraceLink, TraceSpan, Traces};
+use crate::traces::{TraceIds, TraceSpan, Traces, ids_of};
 use opentelemetry::trace::{SpanContext, SpanKind};
 use std::collections::HashMap;
 
@@ -234,7 +234,7 @@ pub struct Runner {
     traces: std::sync::OnceLock<Traces>,
     /// Per alert (fingerprint): the span of the traced event that made it fire or resolve, put
     /// on its notifiable entry so notifications link to it.
-    triggers: Mutex<HashMap<u64, TraceLink>>,
+    triggers: Mutex<HashMap<u64, TraceIds>>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -520,7 +520,7 @@ impl Runner {
         let (Some(traces), Some(parent)) = (self.traces(), span.context()) else {
             return;
         };
-        let link = TraceLink::of(event);
+        let link = ids_of(event);
         let mut triggers = lock(&self.triggers);
         for t in &pass.transitions {
             let mut s = traces.span("alert.transition", SpanKind::Internal, Some(&parent), &[]);

@@ -17,7 +17,7 @@ use crate::source::wire::{self, WireError};
 use crate::state::Scope;
 use crate::telemetry::{DecodeKind, EventType, ReconnectReason, StreamMetrics};
 use crate::traces::log::in_span;
-use crate::traces::{TraceSpan, Traces, trace_ids};
+use crate::traces::{TraceSpan, Traces, ids_of};
 
 /// Which endpoint a connection reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -313,7 +313,7 @@ impl Session {
             None => TraceSpan::none(),
         };
         self.fills.clear();
-        let ids = parent.as_ref().and_then(trace_ids);
+        let ids = parent.as_ref().and_then(ids_of);
         let outcome = account.apply_event_traced(
             kind,
             self.kind.scope(),
@@ -327,8 +327,15 @@ impl Session {
         }
         apply.end();
         if let Some(p) = &parent {
-            for (i, fill) in std::mem::take(&mut self.fills) {
-                self.fill_span(p, &fill, env.payload.trades.get(i), now.unix_ms);
+            // Drained, not taken: the buffer keeps its capacity for the next traced event.
+            for (i, fill) in self.fills.drain(..) {
+                fill_span(
+                    &self.traces,
+                    p,
+                    &fill,
+                    env.payload.trades.get(i),
+                    now.unix_ms,
+                );
             }
         }
         self.last_seq = Some(env.seq);
@@ -397,27 +404,31 @@ impl Session {
             Err(e) => self.decode_failed(Some(e), false, m, span),
         }
     }
+}
 
-    /// One `ocx.fill` span, a child of its event's.
-    fn fill_span(&self, parent: &SpanContext, fill: &Fill, trade: Option<&Trade>, now_ms: i64) {
-        let mut s = self
-            .traces
-            .span("ocx.fill", SpanKind::Internal, Some(parent), &[]);
-        if !s.is_recording() {
-            return;
-        }
-        s.set("ocx.market", fill.market.as_str().to_string());
-        s.set("ocx.fill.side", fill.side.as_str());
-        s.set("ocx.fill.liquidity", fill.liquidity.as_str());
-        // Exact decimals, as the exchange sent them (a float would round them).
-        s.set("ocx.fill.price", fill.price.to_string());
-        s.set("ocx.fill.quantity", fill.quantity.to_string());
-        if let Some(id) = trade.and_then(|t| t.id.as_ref()) {
-            s.set("ocx.trade.id", id.as_str().to_string());
-        }
-        if let Some(created) = fill.created_at_ms {
-            s.set("ocx.fill.latency_ms", now_ms - created);
-        }
+/// One `ocx.fill` span, a child of its event's.
+fn fill_span(
+    traces: &Traces,
+    parent: &SpanContext,
+    fill: &Fill,
+    trade: Option<&Trade>,
+    now_ms: i64,
+) {
+    let mut s = traces.span("ocx.fill", SpanKind::Internal, Some(parent), &[]);
+    if !s.is_recording() {
+        return;
+    }
+    s.set("ocx.market", fill.market.as_str().to_string());
+    s.set("ocx.fill.side", fill.side.as_str());
+    s.set("ocx.fill.liquidity", fill.liquidity.as_str());
+    // Exact decimals, as the exchange sent them (a float would round them).
+    s.set("ocx.fill.price", fill.price.to_string());
+    s.set("ocx.fill.quantity", fill.quantity.to_string());
+    if let Some(id) = trade.and_then(|t| t.id.as_ref()) {
+        s.set("ocx.trade.id", id.as_str().to_string());
+    }
+    if let Some(created) = fill.created_at_ms {
+        s.set("ocx.fill.latency_ms", now_ms - created);
     }
 }
 

@@ -144,7 +144,7 @@ impl Visit for JsonFields {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::traces::TraceLink;
+    use crate::traces::{TraceIds, context_of};
     use std::sync::{Arc, Mutex};
 
     /// Everything written, for a test subscriber.
@@ -173,14 +173,14 @@ mod tests {
         String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()
     }
 
-    const LINK: TraceLink = TraceLink {
+    const LINK: TraceIds = TraceIds {
         trace_id: 0x0af7651916cd43dd8448eb211c80319c,
         span_id: 0xb7ad6b7169203331,
     };
 
     #[test]
     fn a_line_in_a_span_carries_its_ids_and_one_outside_does_not() {
-        let cx = LINK.context();
+        let cx = context_of(LINK);
         let text = logged(LogFormat::Text, || {
             in_span(Some(&cx), || tracing::warn!(code = 7, "inside"));
             tracing::info!("outside");
@@ -201,7 +201,7 @@ mod tests {
 
     #[test]
     fn json_lines_are_objects_with_the_fields_and_the_ids() {
-        let cx = LINK.context();
+        let cx = context_of(LINK);
         let text = logged(LogFormat::Json, || {
             in_span(Some(&cx), || {
                 tracing::warn!(code = 7, ok = true, stream = "user", "inside");

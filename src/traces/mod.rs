@@ -20,7 +20,6 @@ use opentelemetry::{Context, KeyValue, Value};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::config::{OtlpProtocol, Sampling, TraceSettings};
@@ -257,42 +256,27 @@ impl TraceSpan {
     pub fn end(self) {}
 }
 
-/// A span's identity kept with an alert (and in the data dir with it): the event that made it
-/// fire or resolve, which its notifications link to. Hex, as W3C trace context writes ids.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct TraceLink {
-    #[serde(with = "hex128")]
-    pub trace_id: u128,
-    #[serde(with = "hex64")]
-    pub span_id: u64,
-}
+/// A sampled span's ids: what an exemplar points at, and what an alert keeps (in the data dir
+/// too) of the event that made it fire or resolve, which its notifications link to.
+pub use crate::telemetry::TraceIds;
 
-impl TraceLink {
-    pub fn of(cx: &SpanContext) -> Option<TraceLink> {
-        cx.is_valid().then(|| TraceLink {
-            trace_id: u128::from_be_bytes(cx.trace_id().to_bytes()),
-            span_id: u64::from_be_bytes(cx.span_id().to_bytes()),
-        })
-    }
-
-    /// A sampled context for it (only sampled spans are ever kept as links).
-    pub fn context(self) -> SpanContext {
-        SpanContext::new(
-            TraceId::from_bytes(self.trace_id.to_be_bytes()),
-            SpanId::from_bytes(self.span_id.to_be_bytes()),
-            TraceFlags::SAMPLED,
-            false,
-            TraceState::default(),
-        )
-    }
-}
-
-/// The ids of a sampled span, as the metric store keeps an exemplar's.
-pub fn trace_ids(cx: &SpanContext) -> Option<crate::telemetry::TraceIds> {
-    TraceLink::of(cx).map(|l| crate::telemetry::TraceIds {
-        trace_id: l.trace_id,
-        span_id: l.span_id,
+/// The ids of `cx`, when it is a valid span.
+pub fn ids_of(cx: &SpanContext) -> Option<TraceIds> {
+    cx.is_valid().then(|| TraceIds {
+        trace_id: u128::from_be_bytes(cx.trace_id().to_bytes()),
+        span_id: u64::from_be_bytes(cx.span_id().to_bytes()),
     })
+}
+
+/// A sampled context for `ids` (only sampled spans are ever kept), to link to or parent on.
+pub fn context_of(ids: TraceIds) -> SpanContext {
+    SpanContext::new(
+        TraceId::from_bytes(ids.trace_id.to_be_bytes()),
+        SpanId::from_bytes(ids.span_id.to_be_bytes()),
+        TraceFlags::SAMPLED,
+        false,
+        TraceState::default(),
+    )
 }
 
 /// The W3C `traceparent` header value for `cx`.
@@ -417,39 +401,13 @@ fn build_exporter(
     built.map_err(|e| TraceError::Exporter(e.to_string()))
 }
 
-mod hex128 {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format!("{v:032x}"))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
-        let s = String::deserialize(d)?;
-        u128::from_str_radix(&s, 16).map_err(serde::de::Error::custom)
-    }
-}
-
-mod hex64 {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format!("{v:016x}"))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-        let s = String::deserialize(d)?;
-        u64::from_str_radix(&s, 16).map_err(serde::de::Error::custom)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_link_round_trips_through_hex_and_a_context() {
-        let link = TraceLink {
+        let link = TraceIds {
             trace_id: 0x0af7651916cd43dd8448eb211c80319c,
             span_id: 0xb7ad6b7169203331,
         };
@@ -458,9 +416,9 @@ mod tests {
             json,
             r#"{"trace_id":"0af7651916cd43dd8448eb211c80319c","span_id":"b7ad6b7169203331"}"#
         );
-        assert_eq!(serde_json::from_str::<TraceLink>(&json).unwrap(), link);
-        let cx = link.context();
-        assert_eq!(TraceLink::of(&cx), Some(link));
+        assert_eq!(serde_json::from_str::<TraceIds>(&json).unwrap(), link);
+        let cx = context_of(link);
+        assert_eq!(ids_of(&cx), Some(link));
         assert_eq!(
             traceparent(&cx),
             "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"

@@ -4,11 +4,40 @@ use std::sync::{Mutex, PoisonError};
 
 /// The trace and span an exemplar points at: the W3C trace-context ids as plain integers, so the
 /// store depends on no tracing library's types. Rendered as the labels `trace_id` (32 lowercase
-/// hex digits) and `span_id` (16), the names Grafana and Prometheus' exemplar docs use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// hex digits) and `span_id` (16), the names Grafana and Prometheus' exemplar docs use; stored
+/// (an alert's trigger, in the outbox) as the same hex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct TraceIds {
+    #[serde(with = "hex128")]
     pub trace_id: u128,
+    #[serde(with = "hex64")]
     pub span_id: u64,
+}
+
+mod hex128 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{v:032x}"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+        let s = String::deserialize(d)?;
+        u128::from_str_radix(&s, 16).map_err(serde::de::Error::custom)
+    }
+}
+
+mod hex64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{v:016x}"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let s = String::deserialize(d)?;
+        u64::from_str_radix(&s, 16).map_err(serde::de::Error::custom)
+    }
 }
 
 /// The two label names and their values' fixed widths.
