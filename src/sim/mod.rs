@@ -194,6 +194,9 @@ struct Inner {
     seq_base: u64,
     /// Set when `serve` shuts down, so open streams end and graceful shutdown can finish.
     closing: watch::Sender<bool>,
+    /// When the first stream opened: every stream's ticks fall on multiples of its interval
+    /// from here (see `server::open_stream`).
+    stream_epoch: std::sync::OnceLock<tokio::time::Instant>,
 }
 
 /// A built simulator. Cheap to clone; all clones share one world.
@@ -233,6 +236,7 @@ pub fn build(cfg: SimConfig) -> SimHandle {
             streams_opened: AtomicU64::new(0),
             seq_base,
             closing: watch::channel(false).0,
+            stream_epoch: std::sync::OnceLock::new(),
         }),
     }
 }

@@ -222,7 +222,16 @@ async fn events_stream(State(h): State<SimHandle>, Query(q): Params) -> Response
 fn open_stream(h: SimHandle, scope: Scope, every: Duration) -> Response {
     h.inner.stream_connections.fetch_add(1, Ordering::Relaxed);
     let opened = h.inner.streams_opened.fetch_add(1, Ordering::Relaxed);
-    let mut interval = tokio::time::interval(every);
+    // Streams with the same interval tick at the same instants (multiples of it since the first
+    // stream opened), as an exchange broadcasting one delta to every subscriber does. With a
+    // phase per connection, two clients of one stream saw the same change up to a whole interval
+    // apart, which is what the end-to-end check's side-by-side measured instead of the sidecar.
+    // The snapshot still goes out at once (`Conn::next`).
+    let now = Instant::now();
+    let epoch = *h.inner.stream_epoch.get_or_init(|| now);
+    let periods = now.duration_since(epoch).as_nanos() / every.as_nanos().max(1) + 1;
+    let first = epoch + every * u32::try_from(periods).unwrap_or(u32::MAX);
+    let mut interval = tokio::time::interval_at(first, every);
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let conn = Conn {
         closing: h.inner.closing.subscribe(),
@@ -236,6 +245,7 @@ fn open_stream(h: SimHandle, scope: Scope, every: Duration) -> Response {
         scope,
         interval,
         view: None,
+        opening: true,
         events: 0,
         deltas: 0,
         last_write: Instant::now(),
@@ -264,6 +274,8 @@ struct Conn {
     heartbeat: Duration,
     /// None until the snapshot went out.
     view: Option<View>,
+    /// True until the first event slot, which comes at once rather than on an aligned tick.
+    opening: bool,
     /// eventSeq of the next real event.
     seq: u64,
     /// Events written (snapshot, deltas, injected errors and malformed ones); heartbeats excluded.
@@ -299,11 +311,16 @@ impl Conn {
             let silent = silent_after.is_some_and(|n| self.events >= n);
             let heartbeats = !silent && !stop_heartbeats;
             let heartbeat_at = self.last_write + self.heartbeat;
-            let wake = tokio::select! {
-                biased;
-                _ = self.closing.wait_for(|c| *c) => Wake::Closing,
-                _ = self.interval.tick() => Wake::Tick,
-                _ = tokio::time::sleep_until(heartbeat_at), if heartbeats => Wake::Heartbeat,
+            let wake = if std::mem::take(&mut self.opening) && !silent && !*self.closing.borrow() {
+                // The snapshot is owed at once, not at the first aligned tick.
+                Wake::Tick
+            } else {
+                tokio::select! {
+                    biased;
+                    _ = self.closing.wait_for(|c| *c) => Wake::Closing,
+                    _ = self.interval.tick() => Wake::Tick,
+                    _ = tokio::time::sleep_until(heartbeat_at), if heartbeats => Wake::Heartbeat,
+                }
             };
             match wake {
                 Wake::Closing => return None,

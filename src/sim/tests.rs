@@ -1154,3 +1154,38 @@ async fn portfolio_me_agrees_with_balances_positions_and_the_truth() {
         (notional / Decimal::from(20)).round_dp(2)
     );
 }
+
+#[tokio::test]
+async fn streams_opened_at_different_times_get_the_same_change_at_the_same_instant() {
+    let (url, h) = still(cfg()).await;
+    let stream = format!("{url}/perps/stream/user?intervalMs=200");
+    let mut a = Raw::open(&stream).await;
+    assert_eq!(a.next_event().await.event.as_deref(), Some("snapshot"));
+    // Opened 130 ms into A's period: with a phase per connection the two would see each change
+    // 70 or 130 ms apart.
+    tokio::time::sleep(Duration::from_millis(130)).await;
+    let mut b = Raw::open(&stream).await;
+    assert_eq!(b.next_event().await.event.as_deref(), Some("snapshot"));
+    for round in 0..3 {
+        step_trades(&h, 1);
+        let ((ta, da), (tb, db)) = tokio::join!(arrival(&mut a), arrival(&mut b));
+        assert_eq!(da.event.as_deref(), Some("delta"));
+        assert_eq!(db.event.as_deref(), Some("delta"));
+        assert_eq!(
+            da.json()["data"],
+            db.json()["data"],
+            "round {round}: the same change"
+        );
+        let apart = if ta > tb { ta - tb } else { tb - ta };
+        assert!(
+            apart < Duration::from_millis(40),
+            "round {round}: the two streams got the change {apart:?} apart"
+        );
+    }
+}
+
+/// The next event and when it arrived.
+async fn arrival(raw: &mut Raw) -> (tokio::time::Instant, Block) {
+    let block = raw.next_event().await;
+    (tokio::time::Instant::now(), block)
+}
