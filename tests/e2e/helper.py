@@ -13,7 +13,8 @@
                                   wait for a firing webhook to PATH carrying ALERT on MARKET that
                                   arrived after unix time AFTER; print its arrival time
   next-breach OUT AFTER DEADLINE_S
-                                  wait for a breach recorded after unix time AFTER; print its time
+                                  wait for a breach recorded after unix time AFTER; print its
+                                  time (the fill's createdAt) and when its delta was received
   dashboards PROM_URL MAY_BE_EMPTY FILE...
                                   run every panel query of the dashboards against Prometheus:
                                   each must parse, and return data unless its panel is listed
@@ -119,10 +120,11 @@ def recorder(port, out, sim_url, market, limit, query=""):
                             out,
                             {
                                 "kind": "breach",
-                                # The clock starts at the world step that made the jump: the
-                                # createdAt of the market's fill in this delta. Not engineTs:
-                                # with intervalMs each connection flushes its batch on its own
-                                # timer, so another connection may hold the same change earlier.
+                                # One clock starts at the world step that made the jump: the
+                                # createdAt of the market's fill in this delta. The other at
+                                # "received": the simulator flushes every connection with the
+                                # same intervalMs on the same instants, so the sidecar's
+                                # connection gets this delta when this one does.
                                 "t": min(
                                     [
                                         _event_time(tr.get("createdAt"), t)
@@ -192,7 +194,7 @@ def next_breach(out, after, deadline_s):
     while time.time() < end:
         for r in _records(out):
             if r["kind"] == "breach" and not r.get("snapshot") and r["t"] > after:
-                print(f"{r['t']:.6f}")
+                print(f"{r['t']:.6f} {r['received']:.6f}")
                 return 0
         time.sleep(0.05)
     print(f"the simulator's stream showed no inventory breach within {deadline_s}s", file=sys.stderr)
