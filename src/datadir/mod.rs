@@ -12,9 +12,9 @@
 //! - **Group commit.** Callers hand journals to the writer ([`WriterHandle::submit`]) and go on; its thread takes every
 //!   journal waiting, commits them in one transaction (one fsync), then runs each job's
 //!   continuation in order. Under load, groups grow, so throughput does not fall to one event per
-//!   fsync, and commits start at most every `COMMIT_PACE` (unless an alerting row comes first:
-//!   a notification waits for its outbox row); when idle, each event is committed on its own
-//!   within one fsync.
+//!   fsync: a commit starts `COMMIT_PACE` after the first change it carries, or at once when a
+//!   notification's outbox row arrives (the notification waits for it, and only until its
+//!   bytes are in the file, not for the fsync: see `backend`).
 //! - **Journals are pulled, not pushed**, by a caller that changes often (an account cell,
 //!   [`Pending`]): it tells the writer once that it has something ([`WriterHandle::notify`]) and
 //!   keeps accumulating; right before a commit the writer takes everything accumulated. So a
@@ -43,6 +43,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::state::durable::{self, DurableImage, Journal};
+use backend::{Hook, SignalingFile, Written};
+
+mod backend;
 
 /// The store's file name inside the data dir.
 pub const FILE_NAME: &str = "sentinel.redb";
@@ -68,11 +71,11 @@ const RETRY_INITIAL: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 /// At most this many jobs go into one transaction: a bound on the time the first of them waits.
 const MAX_GROUP: usize = 8192;
-/// Under load, a commit starts at most this long after the previous one started. Each commit
-/// has a fixed cost: for the writer an fsync and the tree pages it copies, for each busy
-/// account a short wait of its stream on the account's lock while the journal is taken. Waiting
-/// this little gathers more events per commit; counters become visible at most this much later.
-/// When idle (the last commit started longer ago), a journal is committed at once.
+/// A commit starts at most this long after the first change it carries arrived (at once for a
+/// notification's outbox row, and whatever else waits joins it). Each commit has a fixed cost:
+/// for the writer an fsync and the tree pages it copies, for each busy account a short wait of
+/// its stream on the account's lock while the journal is taken. Waiting this little gathers
+/// more events per commit; counters become visible at most this much later.
 const COMMIT_PACE: Duration = Duration::from_millis(5);
 
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +108,8 @@ pub enum Opened {
 pub struct DataDir {
     db: Database,
     path: PathBuf,
+    /// Says when a commit's bytes are in the file, before its fsync (see `backend`).
+    written: Arc<Written>,
     /// Tests set it to make commits fail as a full disk would.
     #[cfg(test)]
     fail: Option<Arc<AtomicBool>>,
@@ -127,7 +132,7 @@ impl DataDir {
         let path = dir.join(FILE_NAME);
         let existed = path.exists();
         match Self::open_checked(&path) {
-            Ok(db) => {
+            Ok((db, written)) => {
                 let opened = if existed {
                     Opened::Existing
                 } else {
@@ -137,6 +142,7 @@ impl DataDir {
                     DataDir {
                         db,
                         path,
+                        written,
                         #[cfg(test)]
                         fail: None,
                     },
@@ -154,7 +160,7 @@ impl DataDir {
                     path: path.clone(),
                     source,
                 })?;
-                let db = Self::open_checked(&path).map_err(|f| match f {
+                let (db, written) = Self::open_checked(&path).map_err(|f| match f {
                     OpenFailure::InUse => DataDirError::InUse { path: path.clone() },
                     OpenFailure::Unreadable(r) => store_err(&path, r),
                 })?;
@@ -162,6 +168,7 @@ impl DataDir {
                     DataDir {
                         db,
                         path,
+                        written,
                         #[cfg(test)]
                         fail: None,
                     },
@@ -172,9 +179,12 @@ impl DataDir {
     }
 
     /// Opens the file and checks that it holds our tables in our schema.
-    fn open_checked(path: &Path) -> Result<Database, OpenFailure> {
-        let db = match Database::create(path) {
-            Ok(db) => db,
+    fn open_checked(path: &Path) -> Result<(Database, Arc<Written>), OpenFailure> {
+        let opened = SignalingFile::open(path).and_then(|(file, written)| {
+            Ok((Database::builder().create_with_backend(file)?, written))
+        });
+        let (db, written) = match opened {
+            Ok(opened) => opened,
             Err(redb::DatabaseError::DatabaseAlreadyOpen)
             | Err(redb::DatabaseError::LockProtocolMismatch) => return Err(OpenFailure::InUse),
             Err(e) => return Err(OpenFailure::Unreadable(e.to_string())),
@@ -204,7 +214,7 @@ impl DataDir {
             tx.open_table(ALERTING_ROWS).map_err(|e| unreadable(&e))?;
         }
         tx.commit().map_err(|e| unreadable(&e))?;
-        Ok(db)
+        Ok((db, written))
     }
 
     pub fn path(&self) -> &Path {
@@ -293,11 +303,36 @@ impl DataDir {
 
     /// Writes the journals of one group in one transaction, durable when this returns.
     pub fn commit(&self, group: &BTreeMap<Arc<str>, Journal>) -> Result<(), DataDirError> {
-        self.commit_all(group, &BTreeMap::new())
+        self.commit_all(group, &BTreeMap::new(), None)
     }
 
     /// Writes account journals and alerting rows in one transaction, durable when this returns.
+    /// `written`, if any, runs on this thread as soon as the transaction's bytes are all in the
+    /// file (a process killed from then on finds the commit), before the fsync; after an error
+    /// it has not run and is dropped (the caller learns of the failure from the result).
     pub fn commit_all(
+        &self,
+        group: &BTreeMap<Arc<str>, Journal>,
+        rows: &RowSet,
+        written: Option<Hook>,
+    ) -> Result<(), DataDirError> {
+        let hook_ran = written.is_none();
+        if let Some(hook) = written {
+            self.written.arm(hook);
+        }
+        let result = self.write_all(group, rows);
+        // Not run: the commit failed before its last write (or wrote no header, which a
+        // durable commit always does; then it is durable by now, and the hook runs here).
+        if let Some(hook) = self.written.disarm()
+            && !hook_ran
+            && result.is_ok()
+        {
+            hook();
+        }
+        result
+    }
+
+    fn write_all(
         &self,
         group: &BTreeMap<Arc<str>, Journal>,
         rows: &RowSet,
@@ -436,8 +471,13 @@ pub trait Pending: Send + Sync {
 
 enum Msg {
     Job(Job),
-    /// Alerting rows, and what to run once they are committed (or the attempt failed).
-    Rows(Vec<Row>, Then),
+    /// Alerting rows, and what to run once they are committed (or the attempt failed), or, when
+    /// `written`, once their commit's bytes are in the file (before its fsync).
+    Rows {
+        rows: Vec<Row>,
+        then: Then,
+        written: bool,
+    },
     /// A source has something to take.
     Ready(Arc<dyn Pending>),
     /// Commit everything sent before, reply, and stop.
@@ -456,7 +496,7 @@ impl std::fmt::Debug for Msg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Msg::Job(job) => write!(f, "Job({})", job.account),
-            Msg::Rows(rows, _) => write!(f, "Rows({})", rows.len()),
+            Msg::Rows { rows, .. } => write!(f, "Rows({})", rows.len()),
             Msg::Ready(_) => f.write_str("Ready"),
             Msg::Stop(_) => f.write_str("Stop"),
         }
@@ -481,7 +521,24 @@ impl WriterHandle {
     /// (`false`: they are retried with the next commits). When the writer has stopped,
     /// `then(false)` runs at once.
     pub fn put(&self, rows: Vec<Row>, then: Then) {
-        if let Err(mpsc::SendError(Msg::Rows(_, then))) = self.tx.send(Msg::Rows(rows, then)) {
+        self.send_rows(rows, then, false);
+    }
+
+    /// [`WriterHandle::put`], but `then(true)` runs as soon as the commit's bytes are in the
+    /// file, before its fsync: what a process killed from then on (SIGKILL, a crash) finds after
+    /// its restart, though a power cut within the fsync (milliseconds) may still take it. For an
+    /// outbox row, which a notification waits for before it is sent.
+    pub fn put_written(&self, rows: Vec<Row>, then: Then) {
+        self.send_rows(rows, then, true);
+    }
+
+    fn send_rows(&self, rows: Vec<Row>, then: Then, written: bool) {
+        let msg = Msg::Rows {
+            rows,
+            then,
+            written,
+        };
+        if let Err(mpsc::SendError(Msg::Rows { then, .. })) = self.tx.send(msg) {
             then(false);
         }
     }
@@ -528,7 +585,7 @@ fn release_queued(rx: &mpsc::Receiver<Msg>) {
     while let Ok(msg) = rx.try_recv() {
         match msg {
             Msg::Job(job) => (job.then)(false),
-            Msg::Rows(_, then) => then(false),
+            Msg::Rows { then, .. } => then(false),
             Msg::Ready(source) => {
                 if let Some(job) = source.take() {
                     (job.then)(false);
@@ -551,9 +608,6 @@ fn writer_loop(
     let mut retry: BTreeMap<Arc<str>, Journal> = BTreeMap::new();
     let mut retry_rows: RowSet = BTreeMap::new();
     let mut retry_delay = RETRY_INITIAL;
-    // When the last commit started: the writer thread is the IO edge, and paces its commits.
-    #[allow(clippy::disallowed_methods)]
-    let mut last_start: Option<std::time::Instant> = None;
     loop {
         let first = if retry.is_empty() && retry_rows.is_empty() {
             match rx.recv() {
@@ -566,22 +620,42 @@ fn writer_loop(
                 Err(mpsc::RecvTimeoutError::Timeout) => None,
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     // Last chance for what is pending.
-                    let _ = dir.commit_all(&retry, &retry_rows);
+                    let _ = dir.commit_all(&retry, &retry_rows, None);
                     return;
                 }
             }
         };
-        // Alerting rows are not paced: they are few, and a notification waits for its outbox
-        // row before it is sent. Pacing is for the account journals, which come in bursts.
-        if let Some(last) = last_start
-            && !matches!(first, Some(Msg::Stop(_)) | Some(Msg::Rows(..)))
-        {
-            let since = last.elapsed();
-            if since < COMMIT_PACE {
-                std::thread::sleep(COMMIT_PACE - since);
+        // Only a notification about to be sent waits on a commit (its outbox row, put with
+        // `put_written`), and that one is committed at once. Everything else (account journals,
+        // alert states, the notification log) lingers up to COMMIT_PACE for more: a burst costs
+        // one commit, and an outbox row that follows an event by a millisecond or two finds the
+        // writer free (its commit takes that event's journal along) instead of inside the fsync
+        // of that journal's own commit, which the notification then waited out (3–4 ms on the
+        // development machine's disk).
+        let mut held: Vec<Msg> = Vec::new();
+        if let Some(m) = first {
+            let linger = !urgent(&m);
+            held.push(m);
+            #[allow(clippy::disallowed_methods)]
+            let until = std::time::Instant::now() + COMMIT_PACE;
+            #[allow(clippy::disallowed_methods)]
+            while linger && held.len() < MAX_GROUP {
+                let left = until.saturating_duration_since(std::time::Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(m) => {
+                        let done = urgent(&m);
+                        held.push(m);
+                        if done {
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
             }
         }
         let mut thens: Vec<Then> = Vec::new();
+        // Continuations run when the commit's bytes are in the file, before its fsync.
+        let mut early: Vec<Then> = Vec::new();
         let mut group = std::mem::take(&mut retry);
         let mut rows = std::mem::take(&mut retry_rows);
         let mut stop: Option<mpsc::Sender<()>> = None;
@@ -589,7 +663,8 @@ fn writer_loop(
         // taken from as each notice arrived, a busy source (which notifies again as soon as it
         // was taken from) was taken from every few events, each time under its lock.
         let mut sources: Vec<Arc<dyn Pending>> = Vec::new();
-        let mut next = first;
+        let mut held = held.into_iter();
+        let mut next = held.next();
         while let Some(msg) = next {
             match msg {
                 Msg::Job(Job {
@@ -600,11 +675,19 @@ fn writer_loop(
                     group.entry(account).or_default().merge(journal);
                     thens.push(then);
                 }
-                Msg::Rows(new, then) => {
+                Msg::Rows {
+                    rows: new,
+                    then,
+                    written,
+                } => {
                     for r in new {
                         rows.insert((r.kind, r.id), r.value);
                     }
-                    thens.push(then);
+                    if written {
+                        early.push(then);
+                    } else {
+                        thens.push(then);
+                    }
                 }
                 Msg::Ready(source) => sources.push(source),
                 Msg::Stop(reply) => {
@@ -612,10 +695,10 @@ fn writer_loop(
                     break;
                 }
             }
-            if thens.len() + sources.len() >= MAX_GROUP {
+            if thens.len() + early.len() + sources.len() >= MAX_GROUP {
                 break;
             }
-            next = rx.try_recv().ok();
+            next = held.next().or_else(|| rx.try_recv().ok());
         }
         for source in sources {
             if let Some(Job {
@@ -629,12 +712,25 @@ fn writer_loop(
             }
         }
         if !group.is_empty() || !rows.is_empty() {
-            let jobs = thens.len();
+            let jobs = thens.len() + early.len();
+            // Shared with the hook, so whatever it did not run (a failed commit) runs below.
+            let early = Arc::new(std::sync::Mutex::new(early));
+            let hook: Option<Hook> = (!lock_early(&early).is_empty()).then(|| {
+                let early = Arc::clone(&early);
+                Box::new(move || {
+                    for then in std::mem::take(&mut *lock_early(&early)) {
+                        then(true);
+                    }
+                }) as Hook
+            });
             // The writer thread is the IO edge: wall time here measures the fsync.
             #[allow(clippy::disallowed_methods)]
             let started = std::time::Instant::now();
-            last_start = Some(started);
-            match dir.commit_all(&group, &rows) {
+            let result = dir.commit_all(&group, &rows, hook);
+            for then in std::mem::take(&mut *lock_early(&early)) {
+                then(result.is_ok());
+            }
+            match result {
                 Ok(()) => {
                     retry_delay = RETRY_INITIAL;
                     observe(WriterEvent::Committed {
@@ -670,6 +766,15 @@ fn writer_loop(
             return;
         }
     }
+}
+
+/// Whether `msg` ends the writer's wait for more: an outbox row, or a stop.
+fn urgent(msg: &Msg) -> bool {
+    matches!(msg, Msg::Rows { written: true, .. } | Msg::Stop(_))
+}
+
+fn lock_early(m: &std::sync::Mutex<Vec<Then>>) -> std::sync::MutexGuard<'_, Vec<Then>> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -341,7 +341,21 @@ fn failed_commits_are_reported_and_retried_until_the_disk_takes_them() {
         !rx.recv_timeout(Duration::from_secs(10)).unwrap(),
         "told at once"
     );
-    assert_eq!(*events.lock().unwrap(), vec![true]);
+    // A row whose caller waits only for its bytes to be written hears the failure too.
+    let (tx, rx) = mpsc::channel();
+    w.put_written(
+        vec![Row {
+            kind: "outbox",
+            id: "b".into(),
+            value: Some("2".into()),
+        }],
+        Box::new(move |ok| tx.send(ok).unwrap()),
+    );
+    assert!(
+        !rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+        "told at once"
+    );
+    assert!(events.lock().unwrap().iter().all(|failed| *failed));
     full.store(false, Ordering::SeqCst);
     let deadline = std::time::Duration::from_secs(10);
     let start = std::time::SystemTime::now();
@@ -356,7 +370,75 @@ fn failed_commits_are_reported_and_retried_until_the_disk_takes_them() {
     let (dd, _) = DataDir::open(&dir).unwrap();
     assert_eq!(
         dd.load_rows("outbox").unwrap(),
-        vec![("a".into(), "1".into())]
+        vec![("a".into(), "1".into()), ("b".into(), "2".into())]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Set in the child process of the next test: the data dir it writes to before it dies.
+const KILLED_CHILD_DIR: &str = "OCX_DATADIR_TEST_KILLED_CHILD_DIR";
+
+// `put_written` tells its caller the row is in the store before the commit's fsync: the point
+// where a notification goes out. A process that dies right there (the child aborts inside the
+// continuation, on the writer thread, while redb is about to fsync) must find the row on its
+// next start. The child is this test binary, run again for this one test.
+#[test]
+fn a_row_put_written_survives_a_process_killed_before_the_fsync() {
+    if let Some(dir) = std::env::var_os(KILLED_CHILD_DIR) {
+        let (dd, _) = DataDir::open(Path::new(&dir)).unwrap();
+        let w = start_writer(dd, Arc::new(|_| {})).unwrap();
+        w.put(
+            vec![Row {
+                kind: "nflog",
+                id: "x".into(),
+                value: Some("1".into()),
+            }],
+            Box::new(|_| {}),
+        );
+        w.put_written(
+            vec![Row {
+                kind: "outbox",
+                id: "n1".into(),
+                value: Some("firing".into()),
+            }],
+            Box::new(|ok| {
+                assert!(ok);
+                // As abruptly as SIGKILL: no destructor, no flush, no close of the store.
+                std::process::abort();
+            }),
+        );
+        std::thread::sleep(Duration::from_secs(10));
+        unreachable!("the continuation aborts the process");
+    }
+    let dir = tmp();
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "datadir::tests::a_row_put_written_survives_a_process_killed_before_the_fsync",
+            "--test-threads=1",
+        ])
+        .env(KILLED_CHILD_DIR, &dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(
+        !status.success(),
+        "the child died in the continuation: {status}"
+    );
+    let (dd, opened) = DataDir::open(&dir).unwrap();
+    assert_eq!(
+        opened,
+        Opened::Existing,
+        "not moved aside: the store is whole"
+    );
+    assert_eq!(
+        dd.load_rows("outbox").unwrap(),
+        vec![("n1".into(), "firing".into())]
+    );
+    assert_eq!(
+        dd.load_rows("nflog").unwrap(),
+        vec![("x".into(), "1".into())]
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -473,11 +473,13 @@ impl Notifier {
     }
 
     /// Writes the outbox row of a notification about to be sent; the returned receiver says
-    /// when it is durable (`true`) or could not be made so (`false`: sent from memory anyway).
+    /// when it is in the store's file (`true`: a process killed from then on sends it after the
+    /// restart; the commit's fsync may still be running) or could not be written (`false`: sent
+    /// from memory anyway).
     fn write_outbox(&self, entry: &OutboxEntry) -> Option<tokio::sync::oneshot::Receiver<bool>> {
         let w = self.store.as_ref()?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        w.put(
+        w.put_written(
             vec![entry.row()],
             Box::new(move |ok| {
                 let _ = tx.send(ok);

@@ -111,6 +111,11 @@ impl RuleAlerts {
         self.active.values()
     }
 
+    /// The alert held for `labels`, if any.
+    pub fn get(&self, labels: &Labels) -> Option<&Alert> {
+        self.active.get(labels)
+    }
+
     /// Pending and firing alerts (what Prometheus calls active).
     pub fn active(&self) -> impl Iterator<Item = &Alert> {
         self.active.values().filter(|a| a.resolved_at_ms.is_none())
@@ -137,8 +142,11 @@ impl RuleAlerts {
     }
 
     /// One evaluation at `t_ms` with the expression's result vector. With a `scope`, the
-    /// result covers only the alerts in it: the others keep their state untouched (and their
-    /// `ALERTS` samples), as if this evaluation had not concerned them.
+    /// result covers only the alerts in it: the others keep their state untouched and write no
+    /// `ALERTS` samples (their series keep the ones the last whole evaluation wrote, well within
+    /// the lookback), as if this evaluation had not concerned them. Rewriting them cost two label
+    /// sets and two history appends per alert held, which made a change pass narrowed to one
+    /// market cost as much as the rule's every alert.
     pub fn eval(
         &mut self,
         rule: &AlertingRule,
@@ -216,11 +224,6 @@ impl RuleAlerts {
             if scope.is_some_and(|s| !s.contains(labels)) {
                 if a.state != AlertState::Inactive {
                     active_pending += 1;
-                    out.samples.push((alerts_series(rule, a), 1.0));
-                    out.samples.push((
-                        for_state_series(rule, a),
-                        a.active_at_ms.div_euclid(1000) as f64,
-                    ));
                 }
                 continue;
             }

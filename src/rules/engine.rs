@@ -604,9 +604,12 @@ impl Engine {
         }
         let mut progressed = false;
         self.seq += 1;
-        // A timer pass going on after a change pass reads what that pass read a moment ago:
-        // reading every series again (the bulk of a pass's fixed cost) would buy nothing.
-        if resume.is_none() || !self.observed_since_stop {
+        // A change pass samples only the series that moved (sampling every series was the bulk
+        // of its cost). A timer pass going on after a change pass reads what that pass read a
+        // moment ago: reading every series again would buy nothing.
+        if mode == Mode::Changed {
+            self.live.observe_moved(t, self.seq);
+        } else if resume.is_none() || !self.observed_since_stop {
             self.live.observe(t, self.seq);
         }
         self.observed_since_stop = mode == Mode::Changed;
@@ -818,6 +821,34 @@ impl Engine {
         out
     }
 
+    /// [`Engine::stored_alerts`] for the alerts `transitions` name, and the row ids of those no
+    /// longer held (a pending alert cleared): what a pass with these transitions changed.
+    pub fn stored_alerts_for(
+        &self,
+        transitions: &[super::group::AlertTransition],
+    ) -> (Vec<StoredAlert>, Vec<String>) {
+        let (mut held, mut gone) = (Vec::new(), Vec::new());
+        for g in &self.groups {
+            let mut key = None;
+            for (i, rule) in g.group.rules.iter().enumerate() {
+                let Rule::Alerting(a) = rule else { continue };
+                let mut named = transitions.iter().filter(|t| t.rule == a.name).peekable();
+                if named.peek().is_none() {
+                    continue;
+                }
+                let key = key.get_or_insert_with(|| g.key());
+                let rk = group::rule_key(rule);
+                for t in named {
+                    match g.state.alerts(i).and_then(|h| h.get(&t.labels)) {
+                        Some(alert) => held.push(StoredAlert::of(key, &rk, alert)),
+                        None => gone.push(super::persist::id_of(key, &rk, t.labels.iter())),
+                    }
+                }
+            }
+        }
+        (held, gone)
+    }
+
     /// Puts stored alerts back under the loaded rule they belong to (same group, same rule
     /// identity); those of rules no longer loaded are left out. Returns how many were restored.
     pub fn restore(&mut self, stored: &[StoredAlert]) -> usize {
@@ -922,6 +953,47 @@ groups:
             .filter(|(_, a)| a.state != AlertState::Inactive)
             .map(|(_, a)| (a.labels.get("market").unwrap_or("").to_string(), a.state))
             .collect()
+    }
+
+    /// The runner writes only the alerts a pass's transitions name; after each pass, comparing
+    /// every alert held must find nothing more to write (pending, firing, resolved, a pending
+    /// alert cleared and gone, over several markets at once).
+    #[test]
+    fn the_alerts_transitions_name_are_all_a_pass_changed_in_the_store() {
+        let (t, mut e) = setup();
+        let mut written = super::super::persist::Written::default();
+        let qs: Vec<_> = ["A", "B", "C"]
+            .iter()
+            .map(|m| {
+                let l = [("account", "a"), ("market", *m)];
+                t.gauge(names::INVENTORY_LIMIT, &l).set(5.0);
+                t.gauge(names::POSITION_QUANTITY, &l)
+            })
+            .collect();
+        // (time, quantities): B goes pending and is cleared before firing; A and C fire and
+        // resolve at different times.
+        let steps = [
+            (1_000, [9.0, 9.0, 0.0]),
+            (2_000, [9.0, 0.0, 9.0]),
+            (3_500, [9.0, 0.0, 9.0]),
+            (4_000, [0.0, 0.0, 9.0]),
+            (6_000, [0.0, 9.0, 0.0]),
+        ];
+        let mut transitions = 0;
+        for (at, quantities) in steps {
+            for (q, v) in qs.iter().zip(quantities) {
+                q.set(v);
+            }
+            let p = e.evaluate(at, false);
+            transitions += p.transitions.len();
+            let (held, gone) = e.stored_alerts_for(&p.transitions);
+            let _ = written.diff_some(held, gone);
+            assert_eq!(written.diff(e.stored_alerts()), vec![], "at {at}");
+        }
+        assert!(
+            transitions >= 8,
+            "the steps moved the alerts: {transitions}"
+        );
     }
 
     #[test]

@@ -597,22 +597,18 @@ pub fn eval_group_picked(
             }
         }
         // Series this rule wrote last time and not now are stale from now on (of those in
-        // scope: the others were not evaluated). Refusals are expected here (another rule may
-        // write the series) and ignored, as Prometheus does.
-        let mut kept = HashSet::new();
-        for prev in slot.previous.drain() {
-            if written.contains(&prev) {
-                continue;
+        // scope: the others were not evaluated, and keep their place without a rehash).
+        // Refusals are expected here (another rule may write the series) and ignored, as
+        // Prometheus does.
+        slot.previous.retain(|prev| {
+            if written.contains(prev) || scope.as_ref().is_some_and(|s| !s.contains(prev)) {
+                return true;
             }
-            if scope.as_ref().is_some_and(|s| !s.contains(&prev)) {
-                kept.insert(prev);
-                continue;
-            }
-            let _ = history.append(&prev, q_ms, promql::stale_nan());
-            changed.push(prev);
-        }
-        written.extend(kept);
-        slot.previous = written;
+            let _ = history.append(prev, q_ms, promql::stale_nan());
+            changed.push(prev.clone());
+            false
+        });
+        slot.previous.extend(written);
         if let Some(e) = append_error {
             slot.status.health = Health::Err;
             slot.status.last_error = Some(e.clone());

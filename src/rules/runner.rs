@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::alert::{AlertState, Transition};
 use super::engine::{Engine, Pass};
 use super::file::{self, RuleFile, RuleFileError};
+use super::group::AlertTransition;
 use super::persist::{self, StoredAlert, Written};
 use crate::clock::unix_ms;
 use crate::datadir::{Row, WriterHandle};
@@ -415,15 +416,20 @@ impl Runner {
     /// Writes what changed in the alert states (after a pass with transitions, or now and then),
     /// and the evaluation clock. Fire and forget: a failed commit is retried by the writer, and
     /// the states stay live here.
-    fn persist(&self, transitions: bool) {
+    fn persist(&self, transitions: &[AlertTransition]) {
         let mut guard = lock(&self.persist);
         let Some(p) = guard.as_mut() else { return };
         let now = Instant::now();
         let mut rows: Vec<Row> = Vec::new();
-        if transitions || now.duration_since(p.last_diff) >= DIFF_EVERY {
+        if now.duration_since(p.last_diff) >= DIFF_EVERY {
             p.last_diff = now;
             let stored: Vec<StoredAlert> = lock(&self.engine).stored_alerts();
             rows = p.written.diff(stored);
+        } else if !transitions.is_empty() {
+            // Only what the transitions name; the minute's full comparison catches the rest (a
+            // `keep_firing_for` clock starting, resolved alerts ageing out).
+            let (held, gone) = lock(&self.engine).stored_alerts_for(transitions);
+            rows = p.written.diff_some(held, gone);
         }
         if p.last_clock
             .is_none_or(|t| now.duration_since(t) >= CLOCK_EVERY)
@@ -491,7 +497,7 @@ impl Runner {
         // process knowing the alert, so it is told "resolved" too; queued after the outbox row,
         // a kill between the two commits left the firing alert unknown after the restart (seen
         // once in CI: the redelivered firing notification, never its resolve).
-        self.persist(!pass.transitions.is_empty());
+        self.persist(&pass.transitions);
         // Notifications first, so whoever wakes on `alerts_tx` finds them published.
         if let Some(n) = notifiable {
             self.notifiable_tx.send_replace(Arc::new(n));
