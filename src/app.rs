@@ -42,7 +42,7 @@ use crate::state::durable::DurableImage;
 use crate::supervise::{RestartPolicy, supervise};
 use crate::telemetry::{Telemetry, names};
 use crate::traces::Traces;
-use crate::web::{ListenerLimits, WebState};
+use crate::web::WebState;
 
 /// `demo`'s routing: every alert, grouped by name, to a receiver printing to stdout.
 const DEMO_ALERTING: &str = "route:\n  receiver: demo-stdout\n  group_by: [alertname]\n  group_wait: 2s\n  group_interval: 10s\n  repeat_interval: 1h\nreceivers:\n  - name: demo-stdout\n";
@@ -264,6 +264,14 @@ pub enum AppError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// Named apart from `Listen`: with two listeners, which one could not bind matters.
+    #[error(
+        "cannot listen on {addr} for the health probes (health_listen, --health-listen): {source}"
+    )]
+    HealthListen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
     #[cfg(feature = "sim")]
@@ -293,6 +301,8 @@ pub enum AppError {
 /// A running sidecar: its streams, its HTTP listener and its metrics.
 pub struct Sidecar {
     pub addr: SocketAddr,
+    /// Where the health-only listener is bound (`health_listen`), if it is.
+    pub health_addr: Option<SocketAddr>,
     /// `http://addr`, or `https://addr` when the web configuration file turns TLS on.
     base_url: String,
     pub telemetry: Telemetry,
@@ -353,6 +363,18 @@ impl Sidecar {
             addr: settings.listen,
             source,
         })?;
+        // Bound before anything else starts, so a taken port stops the start with nothing to
+        // undo; and bound here, not in `start`, so tests that hand in the main socket get it too.
+        let health = match settings.web.health_listen {
+            Some(at) => {
+                let bound = TcpListener::bind(at)
+                    .await
+                    .and_then(|l| Ok((l.local_addr()?, l.into_std()?)))
+                    .map_err(|source| AppError::HealthListen { addr: at, source })?;
+                Some(bound)
+            }
+            None => None,
+        };
         let telemetry = Telemetry::new();
         let (traces, trace_export) = match &settings.tracing {
             Some(t) => {
@@ -601,34 +623,41 @@ impl Sidecar {
             rules: Some(rules.clone()),
             am: Some(am),
         };
-        // The socket stays bound across restarts of the server task: each start serves a
-        // duplicate of it, so connections arriving meanwhile wait in its backlog.
         let listener = listener
             .into_std()
             .map_err(|source| AppError::Listen { addr, source })?;
-        let (server_rx, server_web, limits, t) = (
-            rx.clone(),
-            web.clone(),
-            settings.web.limits,
-            telemetry.clone(),
-        );
-        tasks.push(tokio::spawn(supervise(
+        let limits = settings.web.limits;
+        let (main_web, main_t, main_rx) = (web.clone(), telemetry.clone(), rx.clone());
+        tasks.push(tokio::spawn(supervised_listener(
             "server",
+            listener,
             &telemetry,
-            RestartPolicy::default(),
-            rx.clone(),
-            move || {
-                serve(
-                    listener.try_clone(),
-                    state.clone(),
-                    server_web.clone(),
-                    limits,
-                    t.clone(),
-                    server_rx.clone(),
-                )
+            &rx,
+            move |l| {
+                let (router, web, t, rx) = (
+                    server::router(state.clone()),
+                    main_web.clone(),
+                    main_t.clone(),
+                    main_rx.clone(),
+                );
+                async move { crate::web::serve(l, router, web, limits, &t, rx).await }
             },
-            || {},
         )));
+        let health_addr = health.as_ref().map(|(a, _)| *a);
+        if let Some((health_addr, health)) = health {
+            tracing::info!(addr = %health_addr, "health listener: /-/healthy and /-/ready only, plain HTTP without auth");
+            let (streams, t, health_rx) = (streams.clone(), telemetry.clone(), rx.clone());
+            tasks.push(tokio::spawn(supervised_listener(
+                "health",
+                health,
+                &telemetry,
+                &rx,
+                move |l| {
+                    let (streams, t, rx) = (streams.clone(), t.clone(), health_rx.clone());
+                    async move { crate::web::health::serve(l, streams, limits, &t, rx).await }
+                },
+            )));
+        }
         if let Some(f) = &settings.web.config {
             tracing::info!(file = %f.path.display(), config = %f.loaded.describe(), "web config file loaded");
             tasks.push(tokio::spawn(crate::web::watch_file(
@@ -639,6 +668,7 @@ impl Sidecar {
         }
         Ok(Sidecar {
             addr,
+            health_addr,
             base_url,
             telemetry,
             streams,
@@ -686,27 +716,43 @@ impl Sidecar {
     }
 }
 
-/// Serve the HTTP surface on a duplicate of the bound socket until shutdown, through the
-/// hardened listener (`web::listener`: timeouts, connection cap, TLS and basic auth from the
-/// web configuration file).
-async fn serve(
-    listener: std::io::Result<std::net::TcpListener>,
-    state: AppState,
-    web: Arc<WebState>,
-    limits: ListenerLimits,
-    telemetry: Telemetry,
-    rx: watch::Receiver<bool>,
-) {
-    // `into_std` left the socket non-blocking, and a duplicate shares that: what `from_std`
-    // needs.
-    let listener = match listener.and_then(TcpListener::from_std) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot serve on the bound socket");
-            return;
-        }
-    };
-    crate::web::serve(listener, server::router(state), web, limits, &telemetry, rx).await;
+/// One HTTP listener under supervision until shutdown: `serve` runs on a duplicate of the bound
+/// socket, so the socket stays bound across restarts of the task and connections arriving
+/// meanwhile wait in its backlog instead of being refused. Both listeners (the HTTP surface
+/// through `web::serve`, the probes through `web::health::serve`) are started this one way,
+/// so they are restarted, counted and stopped alike.
+fn supervised_listener<F, Fut>(
+    task: &'static str,
+    listener: std::net::TcpListener,
+    telemetry: &Telemetry,
+    rx: &watch::Receiver<bool>,
+    serve: F,
+) -> impl Future<Output = ()> + use<F, Fut>
+where
+    F: Fn(TcpListener) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    supervise(
+        task,
+        telemetry,
+        RestartPolicy::default(),
+        rx.clone(),
+        move || {
+            // `into_std` left the socket non-blocking, and a duplicate shares that: what
+            // `from_std` needs.
+            let serving = listener
+                .try_clone()
+                .and_then(TcpListener::from_std)
+                .map(&serve);
+            async move {
+                match serving {
+                    Ok(serving) => serving.await,
+                    Err(e) => tracing::error!(task, error = %e, "cannot serve on the bound socket"),
+                }
+            }
+        },
+        || {},
+    )
 }
 
 /// Everything one stream's task is built from, so it can be built again after it died.
@@ -1017,5 +1063,45 @@ mod tests {
         let _ = stop.send(true);
         sup.await.unwrap();
         assert_eq!(restarts.get(), 1.0, "a shutdown is not a restart");
+    }
+
+    /// The sidecar binds `health_listen` beside its main listener, serves the probes there, and
+    /// closes it with everything else at shutdown; a taken address stops the start, named.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_health_listener_starts_with_the_sidecar_and_stops_with_it() {
+        let sim = sim::start(SimConfig::default(), SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .unwrap();
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut settings = demo_settings(loopback, &sim.base_url());
+        settings.web.health_listen = Some(loopback);
+        let main = TcpListener::bind(loopback).await.unwrap();
+        let sidecar = Sidecar::start_on(settings.clone(), main).await.unwrap();
+        let health = sidecar.health_addr.expect("bound");
+        assert_ne!(health, sidecar.addr);
+        let url = format!("http://{health}/-/healthy");
+        let r = reqwest::get(&url).await.unwrap();
+        assert_eq!(r.status(), 200);
+        let r = reqwest::get(format!("http://{health}/metrics"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+
+        // The same address again, while it is held: a clear error naming it.
+        settings.web.health_listen = Some(health);
+        let main = TcpListener::bind(loopback).await.unwrap();
+        let err = Sidecar::start_on(settings, main).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with(&format!("cannot listen on {health} for the health probes")),
+            "{err}"
+        );
+
+        sidecar.shutdown().await;
+        assert!(
+            tokio::net::TcpStream::connect(health).await.is_err(),
+            "the health listener outlived the shutdown"
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(300), sim.shutdown()).await;
     }
 }

@@ -82,6 +82,11 @@ struct RunArgs {
     /// Address for /metrics, health and the status page [default: 0.0.0.0:9477].
     #[arg(long, env = "OCX_LISTEN")]
     listen: Option<String>,
+    /// Address for a second listener serving only /-/healthy and /-/ready, plain HTTP without
+    /// auth, for probes with no credentials (replaces the config's `health_listen:`) [default:
+    /// none].
+    #[arg(long, env = "OCX_HEALTH_LISTEN", value_name = "ADDR")]
+    health_listen: Option<String>,
     /// Market whose events stream (order book) to follow; repeatable.
     #[arg(long = "market")]
     markets: Vec<String>,
@@ -130,6 +135,7 @@ fn settings_from(args: RunArgs) -> Result<Settings> {
     };
     let flags = Overrides {
         listen: args.listen,
+        health_listen: args.health_listen,
         api_base: args.api_base,
         api_key: args.api_key.map(Secret::new),
         api_key_file: args.api_key_file,
@@ -200,14 +206,19 @@ fn check(args: CheckArgs) -> Result<()> {
             );
         }
         println!(
-            "config ok: {} account(s), {} stream(s), listen {}",
+            "config ok: {} account(s), {} stream(s), listen {}{}",
             settings.accounts.len(),
             settings
                 .accounts
                 .iter()
                 .map(|a| 1 + a.markets.len())
                 .sum::<usize>(),
-            settings.listen
+            settings.listen,
+            settings
+                .web
+                .health_listen
+                .map(|h| format!(", health listen {h}"))
+                .unwrap_or_default()
         );
     }
     for path in &files {
@@ -346,7 +357,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Run(args) => {
             let settings = settings_from(args)?;
             let sidecar = Sidecar::start(settings).await?;
-            tracing::info!(url = %sidecar.base_url(), "ocx-sentinel listening");
+            tracing::info!(url = %sidecar.base_url(), health = ?sidecar.health_addr, "ocx-sentinel listening");
             let hup = tokio::spawn(reload_on_sighup(sidecar.rules.clone()));
             shutdown_signal().await;
             hup.abort();
@@ -392,6 +403,10 @@ mod with_sim {
         /// Prometheus exporter-toolkit web configuration file: TLS and basic auth.
         #[arg(long = "web.config.file", value_name = "FILE")]
         web_config_file: Option<PathBuf>,
+        /// Address for a second listener serving only /-/healthy and /-/ready, plain HTTP
+        /// without auth, for probes with no credentials [default: none].
+        #[arg(long, value_name = "ADDR")]
+        health_listen: Option<SocketAddr>,
     }
 
     #[derive(Args, Debug)]
@@ -477,11 +492,16 @@ mod with_sim {
             seed,
             data_dir,
             web_config_file,
+            health_listen,
         } = args;
         // A bad file stops the demo before anything starts, naming file:line and the field.
         let web = match &web_config_file {
             Some(path) => WebSettings::with_file(path)?,
             None => WebSettings::default(),
+        };
+        let web = WebSettings {
+            health_listen,
+            ..web
         };
         // A fresh demo each time unless asked to keep one: its fills are simulated.
         let (dir, temporary) = match data_dir {
@@ -507,6 +527,9 @@ mod with_sim {
             println!("  traces (OTLP):        {to}");
         }
         println!("  readiness:            {}/-/ready", sidecar.base_url());
+        if let Some(h) = sidecar.health_addr {
+            println!("  probes (no auth):     http://{h}/-/healthy, http://{h}/-/ready");
+        }
         println!(
             "  alerts:               {}/api/v1/alerts",
             sidecar.base_url()

@@ -1,4 +1,4 @@
-//! The HTTP surface on one listener: `/metrics` (Prometheus text or OpenMetrics, by `Accept`), `/-/healthy`, `/-/ready` and a small status page.
+//! The HTTP surface on one listener: `/metrics` (Prometheus text or OpenMetrics, by `Accept`), `/-/healthy`, `/-/ready` (from `web::health`, shared with the health-only listener) and a small status page.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -28,7 +28,7 @@ pub struct StreamStatus {
 }
 
 impl StreamStatus {
-    fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         match &self.market {
             Some(m) => format!("{}/{}/{}", self.account, self.stream, m),
             None => format!("{}/{}", self.account, self.stream),
@@ -48,15 +48,17 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     let am = state.am.clone();
+    // The health routes are the health listener's own router, so both listeners give the same
+    // answers by construction.
+    let health = crate::web::health::router(state.streams.clone());
     let app = Router::new()
         .route("/metrics", get(metrics))
-        .route("/-/healthy", get(healthy))
-        .route("/-/ready", get(ready))
         .route("/api/v1/rules", get(api_rules))
         .route("/api/v1/alerts", get(api_alerts))
         .route("/-/reload", post(reload).put(reload))
         .route("/", get(index))
-        .with_state(state);
+        .with_state(state)
+        .merge(health);
     match am {
         Some(am) => app.merge(crate::notify::amapi::router(am)),
         None => app,
@@ -131,33 +133,6 @@ async fn reload(State(s): State<AppState>, headers: HeaderMap) -> Response {
             format!("failed to reload config: {e}\n"),
         )
             .into_response(),
-    }
-}
-
-async fn healthy() -> &'static str {
-    "OK\n"
-}
-
-/// Ready once every configured stream has applied a snapshot, like Prometheus's own `/-/ready`
-/// (200 or 503); the body names the streams still waiting.
-async fn ready(State(s): State<AppState>) -> Response {
-    let waiting: Vec<String> = s
-        .streams
-        .iter()
-        .filter(|st| !st.ready.load(Ordering::Relaxed))
-        .map(StreamStatus::name)
-        .collect();
-    if waiting.is_empty() {
-        (StatusCode::OK, "ready\n".to_string()).into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "not ready: waiting for a snapshot on {}\n",
-                waiting.join(", ")
-            ),
-        )
-            .into_response()
     }
 }
 

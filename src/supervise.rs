@@ -40,7 +40,7 @@ impl Default for RestartPolicy {
 
 /// Run the future `factory` builds until `shutdown` flips to true (or its sender is gone),
 /// building it again whenever it ends otherwise. `task` is the `task` label of
-/// `ocx_sentinel_task_restarts_total` (a constant: stream, reconcile, server); `on_down` runs
+/// `ocx_sentinel_task_restarts_total` (a constant: stream, reconcile, server, health); `on_down` runs
 /// after each unexpected end, before the restart delay, to set the task's series down.
 ///
 /// The future runs inside the supervisor's own task, so aborting the supervisor drops it.

@@ -19,7 +19,7 @@ use std::path::{Component, Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port, peer};
+use common::{free_port, peer, test_certificates_for};
 use regex::Regex;
 use serde_json::Value;
 
@@ -195,12 +195,39 @@ fn write(path: &Path, contents: &str) {
 // ---------------------------------------------------------------------------------------------
 // Running the binary as a deployment runs it
 
+/// How the test reaches a deployment's main listener: plain HTTP, or https trusting the CA the
+/// deployment gives Prometheus and checking the name it tells Prometheus to check; with the
+/// credentials Prometheus is given, when the deployment asks for basic auth.
+#[derive(Clone, Debug, Default)]
+struct Access {
+    /// (CA certificate PEM, the server name the certificate is checked against).
+    tls: Option<(String, String)>,
+    /// (user, password).
+    user: Option<(String, String)>,
+}
+
+/// Which listener (and how) a request goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Via {
+    /// The main listener, with the deployment's credentials (if any).
+    Main,
+    /// The main listener without credentials.
+    Anonymous,
+    /// The health listener: plain HTTP, no credentials, as a probe asks.
+    Health,
+}
+
 /// The sidecar as a child process, killed and reaped when the test ends; its stderr goes to a
 /// file so a failure can show the log.
 struct Running {
     child: Child,
     log: PathBuf,
+    /// The main listener's URL (https with a deployment's TLS).
     base: String,
+    /// The health listener's URL, when the deployment has one.
+    health: Option<String>,
+    client: reqwest::Client,
+    user: Option<(String, String)>,
 }
 
 impl Drop for Running {
@@ -214,6 +241,34 @@ impl Running {
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    fn url(&self, via: Via, path: &str) -> String {
+        match via {
+            Via::Main | Via::Anonymous => format!("{}{path}", self.base),
+            Via::Health => format!(
+                "{}{path}",
+                self.health
+                    .as_ref()
+                    .expect("the deployment runs no health listener")
+            ),
+        }
+    }
+
+    fn get(&self, via: Via, path: &str) -> reqwest::RequestBuilder {
+        let url = self.url(via, path);
+        match (via, &self.user) {
+            (Via::Main, Some((u, p))) => self.client.get(url).basic_auth(u, Some(p)),
+            (Via::Health, _) => http().get(url),
+            _ => self.client.get(url),
+        }
+    }
+}
+
+/// What `check` says a deployment's arguments, environment and config make of the listeners.
+#[derive(Debug)]
+struct Effective {
+    listen: SocketAddr,
+    health: Option<SocketAddr>,
 }
 
 /// How a deployment starts the sidecar: the program and its arguments, the environment it
@@ -223,6 +278,23 @@ struct Launch {
     argv: Vec<String>,
     env: Vec<(String, String)>,
     cwd: PathBuf,
+}
+
+/// Points `flag`'s value (`--flag VALUE` or `--flag=VALUE`) in `argv` at `value`; false when the
+/// flag is not there.
+fn set_flag(argv: &mut [String], flag: &str, value: &str) -> bool {
+    if let Some(i) = argv.iter().position(|a| a == flag) {
+        argv[i + 1] = value.to_string();
+        return true;
+    }
+    let prefix = format!("{flag}=");
+    match argv.iter_mut().find(|a| a.starts_with(&prefix)) {
+        Some(a) => {
+            *a = format!("{prefix}{value}");
+            true
+        }
+        None => false,
+    }
 }
 
 impl Launch {
@@ -241,10 +313,10 @@ impl Launch {
         cmd
     }
 
-    /// The address the binary itself says it would listen on, from `check` with the same
+    /// The addresses the binary itself says it would listen on, from `check` with the same
     /// arguments and environment (which also loads the config, the rule files, the alerting
-    /// file and every secret file they name).
-    fn effective_listen(&self) -> SocketAddr {
+    /// file, the web config file and every secret file they name).
+    fn effective(&self) -> Effective {
         assert_eq!(self.argv[1], "run", "{:?}", self.argv);
         let mut argv = self.argv.clone();
         argv[1] = "check".into();
@@ -264,30 +336,53 @@ impl Launch {
             .lines()
             .find(|l| l.starts_with("config ok:"))
             .unwrap_or_else(|| panic!("no `config ok` line:\n{stdout}"));
-        let addr = line.rsplit(" listen ").next().unwrap();
-        addr.parse()
-            .unwrap_or_else(|_| panic!("listen address in {line:?}"))
+        let (main, health) = match line.split_once(", health listen ") {
+            Some((main, health)) => (
+                main,
+                Some(
+                    health
+                        .parse()
+                        .unwrap_or_else(|_| panic!("health listen address in {line:?}")),
+                ),
+            ),
+            None => (line, None),
+        };
+        let listen = main
+            .rsplit(" listen ")
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap_or_else(|_| panic!("listen address in {line:?}"));
+        Effective { listen, health }
     }
 
-    /// Starts it with the listener moved to a free loopback port (and `extra_env`, e.g. the
-    /// fake exchange's URL): as a flag when the deployment passes `--listen`, as OCX_LISTEN
-    /// (which overrides the config file) otherwise.
-    fn start(&self, extra_env: &[(&str, String)], scratch: &Path) -> Running {
+    /// Starts it with the listener, and the health listener if the deployment has one, moved to
+    /// free loopback ports (and `extra_env`, e.g. the fake exchange's URL): as a flag when the
+    /// deployment passes the flag, as OCX_LISTEN / OCX_HEALTH_LISTEN (which override the config
+    /// file) otherwise. `access` is how the main listener is reached.
+    fn start(&self, extra_env: &[(&str, String)], scratch: &Path, access: &Access) -> Running {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let mut argv = self.argv.clone();
         let mut env = self.env.clone();
-        if let Some(i) = argv.iter().position(|a| a == "--listen") {
-            argv[i + 1] = addr.clone();
-        } else if let Some(a) = argv.iter_mut().find(|a| a.starts_with("--listen=")) {
-            *a = format!("--listen={addr}");
-        } else {
-            env.retain(|(k, _)| k != "OCX_LISTEN");
-            env.push(("OCX_LISTEN".into(), addr.clone()));
-        }
-        for (k, v) in extra_env {
+        let set_env = |env: &mut Vec<(String, String)>, k: &str, v: &str| {
             env.retain(|(ek, _)| ek != k);
-            env.push((k.to_string(), v.clone()));
+            env.push((k.to_string(), v.to_string()));
+        };
+        if !set_flag(&mut argv, "--listen", &addr) {
+            set_env(&mut env, "OCX_LISTEN", &addr);
+        }
+        let health = format!("127.0.0.1:{}", free_port());
+        let health = if set_flag(&mut argv, "--health-listen", &health) {
+            Some(health)
+        } else if argv[1] == "run" && self.effective().health.is_some() {
+            set_env(&mut env, "OCX_HEALTH_LISTEN", &health);
+            Some(health)
+        } else {
+            None
+        };
+        for (k, v) in extra_env {
+            set_env(&mut env, k, v);
         }
         let log = scratch.join(format!("sidecar-{port}.log"));
         let child = self
@@ -297,10 +392,25 @@ impl Launch {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        let mut client = reqwest::Client::builder().timeout(Duration::from_secs(5));
+        let base = match &access.tls {
+            Some((ca, name)) => {
+                // The name the deployment has Prometheus check, resolved to where the test runs
+                // the sidecar: the certificate must carry it.
+                client = client
+                    .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
+                    .resolve(name, SocketAddr::from(([127, 0, 0, 1], port)));
+                format!("https://{name}:{port}")
+            }
+            None => format!("http://{addr}"),
+        };
         Running {
             child,
             log,
-            base: format!("http://{addr}"),
+            base,
+            health: health.map(|h| format!("http://{h}")),
+            client: client.build().unwrap(),
+            user: access.user.clone(),
         }
     }
 }
@@ -312,21 +422,30 @@ fn http() -> reqwest::Client {
         .unwrap()
 }
 
-/// Polls `path` until it answers one of `accept`, or panics with the sidecar's log (also when
-/// the process exits first).
-async fn wait_status(s: &mut Running, path: &str, accept: &[u16], within: Duration) -> u16 {
-    let url = format!("{}{path}", s.base);
+/// Polls `path` on `via` until it answers one of `accept`, or panics with the sidecar's log
+/// (also when the process exits first).
+async fn wait_status(
+    s: &mut Running,
+    via: Via,
+    path: &str,
+    accept: &[u16],
+    within: Duration,
+) -> u16 {
+    let url = s.url(via, path);
     let deadline = tokio::time::Instant::now() + within;
-    let mut last = None;
+    let mut last;
     loop {
-        if let Ok(r) = http().get(&url).send().await {
-            let code = r.status().as_u16();
-            if accept.contains(&code) {
-                return code;
+        match s.get(via, path).send().await {
+            Ok(r) => {
+                let code = r.status().as_u16();
+                if accept.contains(&code) {
+                    return code;
+                }
+                // Not a path the binary serves: waiting will not change that.
+                assert_ne!(code, 404, "{url}: 404, not a path the sidecar serves there");
+                last = code.to_string();
             }
-            // Not a path the binary serves: waiting will not change that.
-            assert_ne!(code, 404, "{url}: 404, not a path the sidecar serves");
-            last = Some(code);
+            Err(e) => last = e.to_string(),
         }
         if let Some(status) = s.child.try_wait().unwrap() {
             panic!(
@@ -336,7 +455,7 @@ async fn wait_status(s: &mut Running, path: &str, accept: &[u16], within: Durati
         }
         if tokio::time::Instant::now() > deadline {
             panic!(
-                "{url} answered {last:?}, not one of {accept:?}, within {within:?}:\n{}",
+                "{url} ({via:?}) answered {last}, not one of {accept:?}, within {within:?}:\n{}",
                 s.log()
             );
         }
@@ -344,9 +463,17 @@ async fn wait_status(s: &mut Running, path: &str, accept: &[u16], within: Durati
     }
 }
 
+async fn status(s: &Running, via: Via, path: &str) -> u16 {
+    s.get(via, path)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", s.url(via, path)))
+        .status()
+        .as_u16()
+}
+
 async fn body(s: &Running, path: &str) -> String {
-    http()
-        .get(format!("{}{path}", s.base))
+    s.get(Via::Main, path)
         .send()
         .await
         .unwrap()
@@ -383,22 +510,45 @@ async fn fake_exchange() -> ocx_sentinel::sim::RunningSim {
     .expect("simulator on loopback")
 }
 
-/// A `run` deployment against the fake exchange: it must serve `health` with 200, become ready
-/// (200 on `ready`: it found the key and its streams took a snapshot), serve `metrics`, and
-/// have loaded exactly the shipped rules. Returns the running sidecar and the exchange, for
-/// further checks.
+/// Where a deployment's probes go and what they ask.
+struct Probes<'a> {
+    via: Via,
+    healthy: &'a str,
+    ready: &'a str,
+}
+
+/// A `run` deployment against the fake exchange: its probes must get 200 on `healthy` and then
+/// on `ready` (it found the key and its streams took a snapshot), `metrics` must serve on the
+/// main listener as `access` reaches it, and it must have loaded exactly the shipped rules.
+/// With credentials, the main listener must refuse a request without them; with a health
+/// listener, that must serve nothing but the probes. Returns the running sidecar and the
+/// exchange, for further checks.
 #[cfg(feature = "sim")]
 async fn assert_runs(
     launch: &Launch,
     scratch: &Path,
-    health: &str,
-    ready: &str,
+    access: &Access,
+    probes: Probes<'_>,
     metrics: &str,
 ) -> (Running, ocx_sentinel::sim::RunningSim) {
     let sim = fake_exchange().await;
-    let mut s = launch.start(&[("OCX_API_BASE", sim.base_url())], scratch);
-    wait_status(&mut s, health, &[200], Duration::from_secs(20)).await;
-    wait_status(&mut s, ready, &[200], Duration::from_secs(30)).await;
+    let mut s = launch.start(&[("OCX_API_BASE", sim.base_url())], scratch, access);
+    wait_status(
+        &mut s,
+        probes.via,
+        probes.healthy,
+        &[200],
+        Duration::from_secs(20),
+    )
+    .await;
+    wait_status(
+        &mut s,
+        probes.via,
+        probes.ready,
+        &[200],
+        Duration::from_secs(30),
+    )
+    .await;
     let m = body(&s, metrics).await;
     assert!(
         m.contains("ocx_stream_up{") && m.contains("ocx_fills_total{"),
@@ -409,6 +559,20 @@ async fn assert_runs(
         shipped_rules(),
         "rule files loaded"
     );
+    if access.user.is_some() {
+        for path in [metrics, probes.healthy, probes.ready] {
+            assert_eq!(
+                status(&s, Via::Anonymous, path).await,
+                401,
+                "{path} without credentials"
+            );
+        }
+    }
+    if s.health.is_some() {
+        for path in [metrics, "/", "/api/v1/rules"] {
+            assert_eq!(status(&s, Via::Health, path).await, 404, "health {path}");
+        }
+    }
     (s, sim)
 }
 
@@ -651,8 +815,8 @@ fn data_dir(img: &Image) -> String {
         .expect("ENV OCX_DATA_DIR: the default ./data is in the read-only image")
 }
 
-/// The URL the healthcheck fetches: its one http:// argument.
-fn healthcheck_url(img: &Image) -> (u16, String) {
+/// The URL the healthcheck fetches: its one http:// argument, as (host, port, path).
+fn healthcheck_url(img: &Image) -> (String, u16, String) {
     let url = img
         .healthcheck
         .iter()
@@ -660,11 +824,53 @@ fn healthcheck_url(img: &Image) -> (u16, String) {
         .unwrap_or_else(|| panic!("no URL in HEALTHCHECK {:?}", img.healthcheck));
     let rest = url.trim_start_matches("http://");
     let (hostport, path) = rest.split_at(rest.find('/').unwrap());
-    (host_port(hostport).1, path.to_string())
+    let (host, port) = host_port(hostport);
+    (host.to_string(), port, path.to_string())
+}
+
+/// The health listener the image's default command turns on: `--health-listen` in CMD, or
+/// OCX_HEALTH_LISTEN in its ENV.
+fn image_health_listen(img: &Image) -> SocketAddr {
+    let from_cmd = img
+        .cmd
+        .iter()
+        .position(|a| a == "--health-listen")
+        .map(|i| img.cmd[i + 1].clone());
+    let from_env = img
+        .env
+        .iter()
+        .find(|(k, _)| k == "OCX_HEALTH_LISTEN")
+        .map(|(_, v)| v.clone());
+    let addr = from_cmd.or(from_env).unwrap_or_else(|| {
+        panic!(
+            "the image's CMD {:?} turns on no health listener for its HEALTHCHECK",
+            img.cmd
+        )
+    });
+    addr.parse()
+        .unwrap_or_else(|_| panic!("health listen {addr:?}"))
+}
+
+/// The HEALTHCHECK reaches the health listener `health` sets up: the same port, on an address
+/// that listener answers (the container's loopback, or every interface).
+fn assert_healthcheck_reaches(img: &Image, health: SocketAddr, what: &str) {
+    let (host, port, path) = healthcheck_url(img);
+    assert_eq!(
+        port,
+        health.port(),
+        "the image's HEALTHCHECK port vs {what}'s health listener ({health})"
+    );
+    let ip: std::net::IpAddr = host.parse().expect("HEALTHCHECK host is an IP address");
+    assert!(ip.is_loopback(), "HEALTHCHECK probes {host}, not loopback");
+    assert!(
+        health.ip() == ip || health.ip().is_unspecified(),
+        "{what}'s health listener on {health} does not answer on {host}"
+    );
+    assert_eq!(path, "/-/healthy");
 }
 
 #[test]
-fn the_dockerfile_copies_what_exists_runs_as_non_root_and_probes_its_own_port() {
+fn the_dockerfile_copies_what_exists_runs_as_non_root_and_probes_its_health_listener() {
     let ins = dockerfile();
     let fin = final_stage(&ins);
     let img = image();
@@ -705,11 +911,16 @@ fn the_dockerfile_copies_what_exists_runs_as_non_root_and_probes_its_own_port() 
         img.entrypoint
     );
 
-    // The healthcheck asks the sidecar's own port, the exposed one, for a path the binary serves
-    // (checked live in the image test below).
-    let (hc_port, hc_path) = healthcheck_url(&img);
-    assert_eq!(hc_port, img.expose, "HEALTHCHECK port vs EXPOSE");
-    assert_eq!(hc_path, "/-/healthy");
+    // The healthcheck asks the health listener the default command turns on, not the exposed
+    // metrics port: busybox wget has no credentials and no CA, so it must keep working when a
+    // web config adds basic auth or TLS there (checked live in the image test below).
+    let health = image_health_listen(&img);
+    assert_healthcheck_reaches(&img, health, "the image's CMD");
+    assert_ne!(
+        health.port(),
+        img.expose,
+        "the HEALTHCHECK probes the exposed (metrics) port"
+    );
 
     // COPY sources from the build context exist and are not left out by .dockerignore, which
     // must leave out target/.
@@ -823,14 +1034,27 @@ async fn the_image_default_command_runs_and_its_healthcheck_path_answers() {
         env,
         cwd: scratch.0.clone(),
     };
-    let listen = launch.effective_listen();
+    let effective = launch.effective();
+    let listen = effective.listen;
     assert!(
         listen.ip().is_unspecified(),
         "a container must listen on all interfaces: {listen}"
     );
     assert_eq!(listen.port(), img.expose, "listen port vs EXPOSE");
-    let (_, hc_path) = healthcheck_url(&img);
-    let (s, _exchange) = assert_runs(&launch, &scratch.0, &hc_path, "/-/ready", "/metrics").await;
+    // The binary's own reading of the default command: the health listener the HEALTHCHECK
+    // probes is on, where it probes.
+    let health = effective
+        .health
+        .expect("the default command runs no health listener");
+    assert_healthcheck_reaches(&img, health, "the default command");
+    let (_, _, hc_path) = healthcheck_url(&img);
+    let probes = Probes {
+        via: Via::Health,
+        healthy: &hc_path,
+        ready: "/-/ready",
+    };
+    let (s, _exchange) =
+        assert_runs(&launch, &scratch.0, &Access::default(), probes, "/metrics").await;
     // The data dir is where the image's ENV (and VOLUME) put it, not ./data.
     let data = root.path(&data_dir(&img));
     assert!(
@@ -976,6 +1200,59 @@ fn demo_listen(argv: &[String]) -> SocketAddr {
     argv[i + 1].parse().unwrap()
 }
 
+/// The value of `--flag VALUE` in a command.
+fn arg_of<'a>(argv: &'a [String], flag: &str) -> &'a str {
+    let i = argv
+        .iter()
+        .position(|a| a == flag)
+        .unwrap_or_else(|| panic!("no {flag} in {argv:?}"));
+    &argv[i + 1]
+}
+
+/// The sidecar's web config in the compose stack (the host file its `--web.config.file` is
+/// mounted from), and how the stack's Prometheus scrapes it: the scrape job whose target is
+/// the sidecar, the user it sends and the password from its `password_file` (relative to the
+/// config, in the container, through the mounts).
+fn compose_scrape(c: &Compose) -> (PathBuf, Value, Access) {
+    let (sentinel, svc) = c.sentinel();
+    let cmd = strings(svc, "/command");
+    let web = c.host_path(&sentinel, Path::new(arg_of(&cmd, "--web.config.file")));
+    let prom = "prometheus";
+    let config_in = PathBuf::from(c.flag(prom, "--config.file"));
+    let p = yaml("deploy/prometheus/prometheus.yml");
+    let jobs: Vec<&Value> = list(&p, "/scrape_configs")
+        .iter()
+        .filter(|job| {
+            list(job, "/static_configs").iter().any(|sc| {
+                strings(sc, "/targets")
+                    .iter()
+                    .any(|t| host_port(t).0 == sentinel)
+            })
+        })
+        .collect();
+    assert_eq!(jobs.len(), 1, "one scrape job for the {sentinel} service");
+    let job = jobs[0].clone();
+    let username = text(&job, "/basic_auth/username").to_string();
+    let password_file = text(&job, "/basic_auth/password_file");
+    let in_container = normalize(&config_in.parent().unwrap().join(password_file));
+    let on_host = c.host_path(prom, &in_container);
+    let password = std::fs::read_to_string(&on_host)
+        .unwrap_or_else(|e| {
+            panic!(
+                "Prometheus's password_file {password_file} ({}): {e}",
+                on_host.display()
+            )
+        })
+        // Prometheus trims the file's whitespace.
+        .trim()
+        .to_string();
+    let access = Access {
+        tls: None,
+        user: Some((username, password)),
+    };
+    (web, job, access)
+}
+
 #[test]
 fn compose_wires_prometheus_alertmanager_and_grafana_to_the_sidecar() {
     let c = Compose::load();
@@ -992,10 +1269,17 @@ fn compose_wires_prometheus_alertmanager_and_grafana_to_the_sidecar() {
         vec![listen.port()],
         "published port vs --listen"
     );
-    assert_eq!(
-        image().expose,
-        listen.port(),
-        "the image's EXPOSE and HEALTHCHECK port"
+    assert_eq!(image().expose, listen.port(), "the image's EXPOSE");
+    // The service keeps the image's HEALTHCHECK: the health listener it turns on must be where
+    // that probes (the compose command replaces the image's CMD, and with it the CMD's
+    // --health-listen).
+    let health: SocketAddr = arg_of(&cmd, "--health-listen")
+        .parse()
+        .expect("--health-listen address");
+    assert_healthcheck_reaches(&image(), health, "the compose command");
+    assert!(
+        !c.published(&sentinel).contains(&health.port()),
+        "the health port is published"
     );
 
     // Prometheus: its config and rules come from the repository through the mounts.
@@ -1137,27 +1421,87 @@ fn grafana_provisioning_matches(c: &Compose, provisioning: &Path) {
     }
 }
 
-/// The compose service's own command, run: `demo` serves /metrics and the image's healthcheck
-/// path.
+/// The password Prometheus sends is one the sidecar's web config accepts for that user (a bcrypt
+/// hash of it), and Prometheus scrapes https exactly when the web config turns TLS on.
+#[test]
+fn the_compose_prometheus_credentials_open_the_sidecars_web_config() {
+    let c = Compose::load();
+    let (web, job, access) = compose_scrape(&c);
+    assert_eq!(
+        web,
+        repo("deploy/sentinel/web.yml"),
+        "the mounted web config"
+    );
+    let w = yaml("deploy/sentinel/web.yml");
+    let (user, password) = access.user.unwrap();
+    let hash = text(&w, &format!("/basic_auth_users/{user}"));
+    assert!(
+        bcrypt::verify(&password, hash).unwrap_or(false),
+        "Prometheus's password for {user} does not match its hash in deploy/sentinel/web.yml"
+    );
+    // The hash is a real one: it refuses what is not the password.
+    assert!(!bcrypt::verify(format!("{password}x"), hash).unwrap_or(true));
+    let https = job.get("scheme").and_then(Value::as_str) == Some("https");
+    assert_eq!(
+        https,
+        w.get("tls_server_config").is_some(),
+        "scrape scheme vs the web config's TLS"
+    );
+}
+
+/// The compose service's own command, run with its mounted web config: `demo` answers the
+/// image's healthcheck on the health listener, refuses /metrics without credentials and serves
+/// it with the password the stack's Prometheus sends.
 #[cfg(feature = "sim")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_compose_sidecar_command_runs_and_serves_metrics() {
+async fn the_compose_sidecar_command_runs_and_serves_metrics_to_prometheus_credentials_only() {
     let scratch = Scratch::new("compose");
     let c = Compose::load();
-    let (_, svc) = c.sentinel();
+    let (sentinel, svc) = c.sentinel();
+    let binds = c.binds(&sentinel);
+    assert!(
+        !binds.is_empty(),
+        "{sentinel} mounts nothing (its web config?)"
+    );
     let mut argv = vec![BIN.to_string()];
-    argv.extend(strings(svc, "/command"));
+    // Container paths the command names, as the mounts put them on the host.
+    argv.extend(strings(svc, "/command").into_iter().map(|a| {
+        if binds.iter().any(|b| a.starts_with(&b.container)) {
+            c.host_path(&sentinel, Path::new(&a)).display().to_string()
+        } else {
+            a
+        }
+    }));
     let launch = Launch {
         argv,
         env: Vec::new(),
         cwd: scratch.0.clone(),
     };
-    let mut s = launch.start(&[], &scratch.0);
-    let (_, hc_path) = healthcheck_url(&image());
-    wait_status(&mut s, &hc_path, &[200], Duration::from_secs(20)).await;
-    wait_status(&mut s, "/-/ready", &[200], Duration::from_secs(30)).await;
+    let (_, _, access) = compose_scrape(&c);
+    let mut s = launch.start(&[], &scratch.0, &access);
+    let (_, _, hc_path) = healthcheck_url(&image());
+    wait_status(
+        &mut s,
+        Via::Health,
+        &hc_path,
+        &[200],
+        Duration::from_secs(20),
+    )
+    .await;
+    wait_status(
+        &mut s,
+        Via::Health,
+        "/-/ready",
+        &[200],
+        Duration::from_secs(30),
+    )
+    .await;
     let m = body(&s, "/metrics").await;
     assert!(m.contains("ocx_fills_total{"), "no fills on /metrics:\n{m}");
+    for path in ["/metrics", "/-/healthy", "/"] {
+        assert_eq!(status(&s, Via::Anonymous, path).await, 401, "{path}");
+    }
+    assert_eq!(status(&s, Via::Health, "/metrics").await, 404);
 }
 
 #[test]
@@ -1242,10 +1586,76 @@ fn kubectl_creates(t: &str) -> Vec<Vec<String>> {
     out
 }
 
+/// What the operator makes before deploying, as the test stands it in: the fake exchange's key
+/// for the API key and tokens; a scrape password; a CA and a server certificate it signed
+/// (openssl) carrying the names Prometheus checks; and web.yml made by the deployment's own
+/// recipe from the shipped template, with the bcrypt hash of that password.
+struct Made {
+    certs: PathBuf,
+    password: String,
+    web_yml: String,
+}
+
+impl Made {
+    /// `recipe_in` is the text whose `sed` line makes web.yml. None without openssl (the test
+    /// is skipped, or fails under OCX_REQUIRE_PEERS=1).
+    fn new(dir: &Path, recipe_in: &str, server_names: &[&str]) -> Option<Made> {
+        let certs = dir.join("made");
+        std::fs::create_dir_all(&certs).unwrap();
+        test_certificates_for(&certs, server_names)?;
+        let password = "scrape-password-made-by-the-test".to_string();
+        let web_yml = web_yml_by_recipe(recipe_in, &password);
+        Some(Made {
+            certs,
+            password,
+            web_yml,
+        })
+    }
+
+    /// The stand-in for a Secret key or a credential id. Keys are how a deployment names its
+    /// files, and what web.yml's relative names must match.
+    fn value(&self, key: &str) -> String {
+        let cert = |f: &str| std::fs::read_to_string(self.certs.join(f)).unwrap();
+        match key {
+            "web.yml" => self.web_yml.clone(),
+            "tls.crt" => cert("server.pem"),
+            "tls.key" => cert("server.key"),
+            "ca.crt" => cert("ca.pem"),
+            "password" => self.password.clone(),
+            _ => KEY.to_string(),
+        }
+    }
+}
+
+/// web.yml as `doc` says to make it: `sed "s|PLACEHOLDER|<hash>|" TEMPLATE`, here with the bcrypt
+/// hash of `password` (cost 4, fast: the cost is the hash's own). Every such line of `doc` must
+/// name the same template and placeholder, and the template must hold the placeholder once.
+fn web_yml_by_recipe(doc: &str, password: &str) -> String {
+    let re = Regex::new(r#"sed "s\|([A-Za-z0-9_-]+)\|.*?\|" (\S+)"#).unwrap();
+    let recipes: BTreeSet<(String, String)> = re
+        .captures_iter(doc)
+        .map(|c| (c[1].to_string(), c[2].to_string()))
+        .collect();
+    assert_eq!(
+        recipes.len(),
+        1,
+        "one way to make web.yml (sed \"s|PLACEHOLDER|$HASH|\" TEMPLATE): {recipes:?}"
+    );
+    let (placeholder, template) = recipes.into_iter().next().unwrap();
+    let t = read(&template);
+    assert_eq!(
+        t.matches(&placeholder).count(),
+        1,
+        "{template} must hold {placeholder} once"
+    );
+    t.replace(&placeholder, &bcrypt::hash(password, 4).unwrap())
+}
+
 /// Keys and file contents of a ConfigMap or Secret the README creates with `kubectl create`:
 /// `--from-file=DIR/` gives one key per file (from the repository), `--from-file=KEY=PATH` one
-/// key; a Secret's values are stand-ins holding the fake exchange's key.
-fn created_object(kind: &str, name: &str) -> BTreeMap<String, String> {
+/// key, `--from-literal=KEY=VALUE` one key with that value; a Secret's files are what `made`
+/// stands in for them.
+fn created_object(kind: &str, name: &str, made: &Made) -> BTreeMap<String, String> {
     let readme = read("README.md");
     let manifests = read("deploy/kubernetes/market-maker.yaml");
     let from_readme = kubectl_creates(&readme);
@@ -1269,12 +1679,19 @@ fn created_object(kind: &str, name: &str) -> BTreeMap<String, String> {
     );
     let mut out = BTreeMap::new();
     for w in &cmd[skip + 1..] {
+        if let Some(literal) = w.strip_prefix("--from-literal=") {
+            let (k, v) = literal
+                .split_once('=')
+                .unwrap_or_else(|| panic!("{w}: KEY=VALUE"));
+            out.insert(k.to_string(), v.to_string());
+            continue;
+        }
         let Some(spec) = w.strip_prefix("--from-file=") else {
-            panic!("{w}: only --from-file is understood here");
+            panic!("{w}: only --from-file and --from-literal are understood here");
         };
         match spec.split_once('=') {
             Some((k, _)) if kind == "Secret" => {
-                out.insert(k.to_string(), KEY.to_string());
+                out.insert(k.to_string(), made.value(k));
             }
             Some((k, path)) => {
                 out.insert(k.to_string(), read(path));
@@ -1318,21 +1735,65 @@ fn resolve_port(container: &Value, port: &Value) -> u16 {
         .unwrap_or_else(|| panic!("no container port named {name}"))
 }
 
+/// The ServiceMonitor's one endpoint: how the Prometheus Operator scrapes the sidecar.
+fn service_monitor_endpoint(docs: &[Value]) -> Value {
+    let sm = kube_kind(docs, "ServiceMonitor");
+    let eps = list(sm, "/spec/endpoints");
+    assert_eq!(eps.len(), 1, "one ServiceMonitor endpoint");
+    eps[0].clone()
+}
+
+/// How Prometheus reaches the sidecar per the ServiceMonitor: https with the CA and server name
+/// of its tlsConfig, basic auth with the user and password of its basicAuth, each read from the
+/// Secret key it names, as the README's `kubectl create secret` makes it.
+fn kube_scrape_access(docs: &[Value], made: &Made) -> Access {
+    let ep = service_monitor_endpoint(docs);
+    assert_eq!(
+        text(&ep, "/scheme"),
+        "https",
+        "the ServiceMonitor scrapes https"
+    );
+    let from_secret = |r: &Value| {
+        let (name, key) = (text(r, "/name"), text(r, "/key"));
+        created_object("Secret", name, made)
+            .remove(key)
+            .unwrap_or_else(|| panic!("Secret {name} has no key {key}"))
+    };
+    Access {
+        tls: Some((
+            from_secret(at(&ep, "/tlsConfig/ca/secret")),
+            text(&ep, "/tlsConfig/serverName").to_string(),
+        )),
+        user: Some((
+            from_secret(at(&ep, "/basicAuth/username")),
+            from_secret(at(&ep, "/basicAuth/password")),
+        )),
+    }
+}
+
 struct KubeSidecar {
     launch: Launch,
+    made: Made,
     _scratch: Scratch,
 }
 
 /// The ocx-sentinel container of the Deployment as the kubelet would start it: the image's
 /// entrypoint with the container's args and env, every volume mounted under a temporary root
-/// (the ConfigMap from the manifest, the rules ConfigMap and the Secret as the README creates
-/// them, the data volume empty).
-fn kube_sidecar(tag: &str) -> KubeSidecar {
+/// (the ConfigMap from the manifest, the rules ConfigMap and the Secrets as the README creates
+/// them, the data volume empty). None without openssl, which the web config's certificate
+/// needs.
+fn kube_sidecar(tag: &str) -> Option<KubeSidecar> {
     let docs = kube_docs();
     let dep = kube_kind(&docs, "Deployment");
     let pod = at(dep, "/spec/template/spec");
     let c = container(pod, "ocx-sentinel");
     let scratch = Scratch::new(tag);
+    let server_name = text(&service_monitor_endpoint(&docs), "/tlsConfig/serverName").to_string();
+    let made = Made::new(
+        &scratch.0,
+        &read("deploy/kubernetes/market-maker.yaml"),
+        &[&format!("DNS:{server_name}")],
+    )?;
     let root = Rooted::new(&scratch.0.join("root"));
     for m in list(c, "/volumeMounts") {
         let dir = root.path(text(m, "/mountPath"));
@@ -1353,10 +1814,10 @@ fn kube_sidecar(tag: &str) -> KubeSidecar {
                     .iter()
                     .map(|(k, v)| (k.clone(), root.map(v.as_str().unwrap())))
                     .collect(),
-                None => created_object("ConfigMap", name),
+                None => created_object("ConfigMap", name, &made),
             }
         } else if let Some(s) = v.get("secret") {
-            created_object("Secret", text(s, "/secretName"))
+            created_object("Secret", text(s, "/secretName"), &made)
         } else {
             assert!(
                 v.get("persistentVolumeClaim").is_some() || v.get("emptyDir").is_some(),
@@ -1383,45 +1844,75 @@ fn kube_sidecar(tag: &str) -> KubeSidecar {
         .flatten()
         .map(|e| (text(e, "/name").to_string(), root.map(text(e, "/value"))))
         .collect();
-    KubeSidecar {
+    Some(KubeSidecar {
         launch: Launch {
             argv,
             env,
             cwd: scratch.0.clone(),
         },
+        made,
         _scratch: scratch,
-    }
+    })
 }
 
 #[test]
-fn kubernetes_ports_probes_service_and_servicemonitor_agree_with_the_listen_port() {
+fn kubernetes_ports_probes_service_and_servicemonitor_agree_with_the_listeners() {
     let docs = kube_docs();
-    let k = kube_sidecar("kube-ports");
-    let listen = k.launch.effective_listen();
+    let Some(k) = kube_sidecar("kube-ports") else {
+        return;
+    };
+    let effective = k.launch.effective();
+    let listen = effective.listen;
     assert!(
         listen.ip().is_unspecified(),
-        "{listen}: the kubelet and Prometheus could not reach it"
+        "{listen}: Prometheus could not reach it"
     );
     let port = listen.port();
+    // The kubelet probes the pod's IP, without credentials: the health listener, on every
+    // interface of the pod, on a port of its own.
+    let health = effective
+        .health
+        .expect("no health listener: the probes would need the scrape credentials");
+    assert!(
+        health.ip().is_unspecified(),
+        "{health}: the kubelet could not reach it"
+    );
+    assert_ne!(health.port(), port);
 
     let dep = kube_kind(&docs, "Deployment");
     let tmpl = at(dep, "/spec/template");
     let pod = at(tmpl, "/spec");
     let c = container(pod, "ocx-sentinel");
     assert_eq!(resolve_port(c, &Value::from(port)), port);
-    let declared: Vec<u16> = list(c, "/ports")
+    let declared: BTreeSet<u16> = list(c, "/ports")
         .iter()
         .filter_map(|p| port_of(&p["containerPort"]))
         .collect();
-    assert_eq!(declared, vec![port], "containerPort vs listen");
+    assert_eq!(
+        declared,
+        BTreeSet::from([port, health.port()]),
+        "containerPorts vs listen and health_listen"
+    );
     assert_eq!(text(c, "/livenessProbe/httpGet/path"), "/-/healthy");
     assert_eq!(text(c, "/readinessProbe/httpGet/path"), "/-/ready");
     for probe in ["livenessProbe", "readinessProbe"] {
         let p = at(c, &format!("/{probe}/httpGet/port"));
-        assert_eq!(resolve_port(c, p), port, "{probe} port");
+        assert_eq!(resolve_port(c, p), health.port(), "{probe} port");
+        // HTTP, and no credentials in the spec (httpHeaders would leak /metrics access).
+        let get = at(c, &format!("/{probe}/httpGet"));
+        assert!(
+            get.get("httpHeaders").is_none(),
+            "{probe} carries headers: {get}"
+        );
+        assert_ne!(
+            get.get("scheme").and_then(Value::as_str),
+            Some("HTTPS"),
+            "{probe}: the health listener is plain HTTP"
+        );
     }
     let ann = at(tmpl, "/metadata/annotations");
     assert_eq!(text(ann, "/prometheus.io~1scrape"), "true");
+    assert_eq!(text(ann, "/prometheus.io~1scheme"), "https");
     assert_eq!(
         port_of(at(ann, "/prometheus.io~1port")),
         Some(port),
@@ -1429,17 +1920,20 @@ fn kubernetes_ports_probes_service_and_servicemonitor_agree_with_the_listen_port
     );
     assert_eq!(text(ann, "/prometheus.io~1path"), "/metrics");
 
-    // The Service selects this pod and forwards to the listener.
+    // The Service selects this pod and forwards to the listener, and only to it.
     let svc = kube_kind(&docs, "Service");
     for (k, v) in at(svc, "/spec/selector").as_object().unwrap() {
         assert_eq!(&tmpl["metadata"]["labels"][k], v, "Service selector {k}");
     }
-    let sp = list(svc, "/spec/ports")
+    let targets: Vec<u16> = list(svc, "/spec/ports")
         .iter()
-        .find(|p| resolve_port(c, &p["targetPort"]) == port)
-        .expect("a Service port targeting the listener");
+        .map(|p| resolve_port(c, &p["targetPort"]))
+        .collect();
+    assert_eq!(targets, vec![port], "the Service's target ports");
+    let sp = &list(svc, "/spec/ports")[0];
     assert_eq!(port_of(&sp["port"]), Some(port));
-    // And the ServiceMonitor selects the Service and scrapes that port by name.
+    // And the ServiceMonitor selects the Service and scrapes that port by name, https with the
+    // CA and basic auth from a Secret the README creates.
     let sm = kube_kind(&docs, "ServiceMonitor");
     assert_eq!(text(sm, "/apiVersion"), "monitoring.coreos.com/v1");
     for (k, v) in at(sm, "/spec/selector/matchLabels").as_object().unwrap() {
@@ -1448,10 +1942,31 @@ fn kubernetes_ports_probes_service_and_servicemonitor_agree_with_the_listen_port
             "ServiceMonitor selector {k}"
         );
     }
-    for ep in list(sm, "/spec/endpoints") {
-        assert_eq!(ep["port"], sp["name"], "ServiceMonitor endpoint port");
-        assert_eq!(text(ep, "/path"), "/metrics");
+    let ep = service_monitor_endpoint(&docs);
+    assert_eq!(ep["port"], sp["name"], "ServiceMonitor endpoint port");
+    assert_eq!(text(&ep, "/path"), "/metrics");
+    // The certificate the instructions make must carry the name Prometheus checks (the run
+    // test makes one that does; this is what tells the operator to).
+    let san = format!("DNS:{}", text(&ep, "/tlsConfig/serverName"));
+    for (what, t) in [
+        (
+            "market-maker.yaml's header",
+            read("deploy/kubernetes/market-maker.yaml"),
+        ),
+        ("the README", read("README.md")),
+    ] {
+        assert!(
+            t.contains(&san),
+            "{what} does not say the certificate needs {san}"
+        );
     }
+    let access = kube_scrape_access(&docs, &k.made);
+    let (user, password) = access.user.unwrap();
+    assert_eq!(password, k.made.password, "the scrape Secret's password");
+    // The user Prometheus sends is one web.yml has, with the hash of that password.
+    let web: Value = serde_saphyr::from_str(&k.made.web_yml).unwrap();
+    let hash = text(&web, &format!("/basic_auth_users/{user}"));
+    assert!(bcrypt::verify(&password, hash).unwrap());
 
     // Non-root, read-only root filesystem, no privilege escalation, no capabilities.
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
@@ -1468,22 +1983,38 @@ fn kubernetes_ports_probes_service_and_servicemonitor_agree_with_the_listen_port
     assert!(!env.iter().any(|(k, _)| k == "OCX_API_KEY"), "{env:?}");
 }
 
+/// The container as the kubelet starts it, with the Secrets made as the README says (a test
+/// certificate for the ServiceMonitor's serverName): its probes pass on the health listener,
+/// and it serves https with basic auth to what the ServiceMonitor gives Prometheus.
 #[cfg(feature = "sim")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_kubernetes_sidecar_container_runs_and_passes_its_probes() {
+async fn the_kubernetes_sidecar_container_runs_passes_its_probes_and_serves_https_with_basic_auth()
+{
     let docs = kube_docs();
     let dep = kube_kind(&docs, "Deployment");
     let c = container(at(dep, "/spec/template/spec"), "ocx-sentinel");
     let ann = at(dep, "/spec/template/metadata/annotations");
-    let k = kube_sidecar("kube-run");
-    let (s, _exchange) = assert_runs(
-        &k.launch,
-        &k.launch.cwd,
-        text(c, "/livenessProbe/httpGet/path"),
-        text(c, "/readinessProbe/httpGet/path"),
-        text(ann, "/prometheus.io~1path"),
-    )
-    .await;
+    let Some(k) = kube_sidecar("kube-run") else {
+        return;
+    };
+    let access = kube_scrape_access(&docs, &k.made);
+    let probes = Probes {
+        via: Via::Health,
+        healthy: text(c, "/livenessProbe/httpGet/path"),
+        ready: text(c, "/readinessProbe/httpGet/path"),
+    };
+    let metrics = text(ann, "/prometheus.io~1path");
+    let (s, _exchange) = assert_runs(&k.launch, &k.launch.cwd, &access, probes, metrics).await;
+    assert!(s.base.starts_with("https://"), "{}", s.base);
+    // A wrong password is refused like none.
+    let wrong = s
+        .client
+        .get(s.url(Via::Main, metrics))
+        .basic_auth(&access.user.as_ref().unwrap().0, Some("not-the-password"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
     // The data dir is the mounted volume.
     let data = k.launch.cwd.join("root/var/lib/ocx-sentinel");
     assert!(
@@ -1622,11 +2153,27 @@ fn the_systemd_unit_is_hardened_and_systemd_accepts_it() {
 struct SystemdSidecar {
     launch: Launch,
     root: Rooted,
+    made: Made,
     _scratch: Scratch,
 }
 
-fn systemd_sidecar(tag: &str) -> SystemdSidecar {
+/// The README's systemd steps (what the unit's header points to).
+fn readme_systemd_section() -> String {
+    let readme = read("README.md");
+    let start = readme.find("\n### systemd\n").expect("README: ### systemd");
+    let rest = &readme[start + 1..];
+    let end = ["\n## ", "\n### "]
+        .iter()
+        .filter_map(|h| rest.find(h))
+        .min()
+        .unwrap_or(rest.len());
+    rest[..end].to_string()
+}
+
+/// None without openssl, which the web config's certificate needs.
+fn systemd_sidecar(tag: &str) -> Option<SystemdSidecar> {
     let scratch = Scratch::new(tag);
+    let made = Made::new(&scratch.0, &readme_systemd_section(), &[])?;
     let root = Rooted::new(&scratch.0.join("root"));
     let unit_name = Path::new(UNIT)
         .file_name()
@@ -1681,7 +2228,7 @@ fn systemd_sidecar(tag: &str) -> SystemdSidecar {
     for l in &load {
         let (id, path) = l.split_once(':').unwrap();
         assert!(path.starts_with("/etc/ocx-sentinel/credentials/"), "{l}");
-        write(&root.path(&format!("{creds}/{id}")), KEY);
+        write(&root.path(&format!("{creds}/{id}")), &made.value(id));
     }
     for d in unit_values("StateDirectory") {
         std::fs::create_dir_all(root.path(&format!("/var/lib/{d}"))).unwrap();
@@ -1704,7 +2251,7 @@ fn systemd_sidecar(tag: &str) -> SystemdSidecar {
             (k.to_string(), root.map(&spec(v)))
         })
         .collect();
-    SystemdSidecar {
+    Some(SystemdSidecar {
         launch: Launch {
             argv,
             env,
@@ -1712,24 +2259,52 @@ fn systemd_sidecar(tag: &str) -> SystemdSidecar {
             cwd: root.root.clone(),
         },
         root,
+        made,
         _scratch: scratch,
+    })
+}
+
+/// How a Prometheus given the CA and the scrape password reaches the unit's sidecar: https
+/// checked against `localhost` (a name in the test's certificate), as the one user of its
+/// web.yml.
+fn systemd_access(made: &Made) -> Access {
+    let web: Value = serde_saphyr::from_str(&made.web_yml).unwrap();
+    let users: Vec<&String> = at(&web, "/basic_auth_users")
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(users.len(), 1, "one user in web.yml: {users:?}");
+    Access {
+        tls: Some((made.value("ca.crt"), "localhost".into())),
+        user: Some((users[0].clone(), made.password.clone())),
     }
 }
 
 #[cfg(feature = "sim")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_systemd_unit_runs_with_its_credentials_and_reloads_on_execreload() {
-    let sd = systemd_sidecar("systemd-run");
-    let listen = sd.launch.effective_listen();
-    assert_eq!(listen.port(), image().expose, "the same port as the image");
-    let (mut s, _exchange) = assert_runs(
-        &sd.launch,
-        &sd.launch.cwd,
-        "/-/healthy",
-        "/-/ready",
-        "/metrics",
-    )
-    .await;
+    let Some(sd) = systemd_sidecar("systemd-run") else {
+        return;
+    };
+    let effective = sd.launch.effective();
+    assert_eq!(
+        effective.listen.port(),
+        image().expose,
+        "the same port as the image"
+    );
+    // A check on the host without credentials: loopback only.
+    let health = effective.health.expect("no health listener");
+    assert!(health.ip().is_loopback(), "{health}");
+    let access = systemd_access(&sd.made);
+    let probes = Probes {
+        via: Via::Health,
+        healthy: "/-/healthy",
+        ready: "/-/ready",
+    };
+    let (mut s, _exchange) =
+        assert_runs(&sd.launch, &sd.launch.cwd, &access, probes, "/metrics").await;
+    assert!(s.base.starts_with("https://"), "{}", s.base);
     // The data dir is the StateDirectory.
     let data = sd.root.path("/var/lib/ocx-sentinel");
     assert!(
@@ -1751,7 +2326,22 @@ async fn the_systemd_unit_runs_with_its_credentials_and_reloads_on_execreload() 
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    wait_status(&mut s, "/-/healthy", &[200], Duration::from_secs(5)).await;
+    wait_status(
+        &mut s,
+        Via::Main,
+        "/-/healthy",
+        &[200],
+        Duration::from_secs(5),
+    )
+    .await;
+    wait_status(
+        &mut s,
+        Via::Health,
+        "/-/healthy",
+        &[200],
+        Duration::from_secs(5),
+    )
+    .await;
     assert!(s.child.try_wait().unwrap().is_none(), "SIGHUP stopped it");
     assert_eq!(
         loaded_rule_files(&s).await,

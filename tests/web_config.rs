@@ -1,4 +1,4 @@
-//! The web configuration file with the real binary: basic auth on every endpoint (401 without or with wrong credentials, reloads included), TLS with a test CA made by openssl (plain HTTP refused, client certificates enforced), a bad file stopping the start with file:line, the listener's limits and the API token from a config file, a changed file picked up while running, and a real Prometheus scraping with `basic_auth` and over `https` with the CA. Without openssl or prometheus a test is skipped with a message, unless `OCX_REQUIRE_PEERS=1` makes that a failure.
+//! The web configuration file with the real binary: basic auth on every endpoint (401 without or with wrong credentials, reloads included) and the health listener beside it answering probes without credentials, TLS with a test CA made by openssl (plain HTTP refused, client certificates enforced), a bad file stopping the start with file:line, the listener's limits and the API token from a config file, a changed file picked up while running, and a real Prometheus scraping with `basic_auth` and over `https` with the CA. Without openssl or prometheus a test is skipped with a message, unless `OCX_REQUIRE_PEERS=1` makes that a failure.
 #![cfg(feature = "sim")] // `demo` runs the built-in simulator
 
 mod common;
@@ -117,6 +117,75 @@ async fn basic_auth_guards_every_endpoint_of_demo() {
         401
     );
     assert_eq!(status(right(c.get(format!("{base}/-/healthy")))).await, 200);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `demo --health-listen` beside basic auth: the probes answer on the health port without
+/// credentials (and `/-/ready` becomes 200 there when it does on the main port), while the main
+/// port refuses them; the health port serves nothing else; a taken health address stops the
+/// start, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_listener_answers_probes_without_credentials_and_nothing_else() {
+    let dir = work_dir("health");
+    std::fs::write(dir.join("web.yml"), users(&[("prometheus", "pw")])).unwrap();
+    let web = dir.join("web.yml");
+    let health_port = free_port();
+    let health = format!("127.0.0.1:{health_port}");
+    let (_demo, port) = demo(
+        &dir,
+        &[
+            "--web.config.file",
+            web.to_str().unwrap(),
+            "--health-listen",
+            &health,
+        ],
+    )
+    .await;
+    // Bound right after the main listener: wait for it too.
+    listening(health_port, &dir).await;
+    let (main, probe) = (
+        format!("http://127.0.0.1:{port}"),
+        format!("http://{health}"),
+    );
+    let c = reqwest::Client::new();
+    assert_eq!(status(c.get(format!("{main}/-/healthy"))).await, 401);
+    assert_eq!(status(c.get(format!("{probe}/-/healthy"))).await, 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while status(c.get(format!("{probe}/-/ready"))).await != 200 {
+        assert!(Instant::now() < deadline, "never ready on the health port");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        status(
+            c.get(format!("{main}/-/ready"))
+                .basic_auth("prometheus", Some("pw"))
+        )
+        .await,
+        200
+    );
+    assert_eq!(status(c.get(format!("{main}/-/ready"))).await, 401);
+    for path in ["/metrics", "/", "/api/v1/alerts", "/api/v2/silences"] {
+        assert_eq!(status(c.get(format!("{probe}{path}"))).await, 404, "{path}");
+    }
+    let out = std::fs::read_to_string(dir.join(format!("stdout-{port}.log"))).unwrap();
+    assert!(
+        out.contains(&format!("http://{health}/-/healthy")),
+        "demo does not say where the probes go:\n{out}"
+    );
+
+    // The health address taken (by the demo above): no start, and the error names it.
+    let out = Command::new(BIN)
+        .args(["demo", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--health-listen", &health])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on {health} for the health probes")),
+        "{stderr}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -351,7 +420,7 @@ async fn run_reads_the_listener_limits_the_api_token_and_a_changing_web_config_f
     let header_timeouts: f64 = metrics
         .lines()
         .find_map(|l| {
-            l.strip_prefix("ocx_sentinel_http_connections_closed_total{reason=\"header_timeout\"} ")
+            l.strip_prefix("ocx_sentinel_http_connections_closed_total{listener=\"main\",reason=\"header_timeout\"} ")
         })
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0);

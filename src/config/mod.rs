@@ -87,6 +87,9 @@ impl<'de> Deserialize<'de> for Secret {
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub listen: Option<Spanned<String>>,
+    /// A second, plain-HTTP listener serving only `/-/healthy` and `/-/ready`, for probes that
+    /// carry no credentials; `--health-listen` replaces it. Absent: no such listener.
+    pub health_listen: Option<Spanned<String>>,
     pub api_base: Option<Spanned<String>>,
     pub stream: Option<RawStream>,
     pub dedup_capacity: Option<Spanned<u64>>,
@@ -189,6 +192,8 @@ pub struct RawAccount {
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub listen: Option<String>,
+    /// `--health-listen`: replaces `health_listen:`.
+    pub health_listen: Option<String>,
     pub api_base: Option<String>,
     pub api_key: Option<Secret>,
     pub api_key_file: Option<PathBuf>,
@@ -392,6 +397,11 @@ pub struct WebSettings {
     /// `--web.config.file` or `web_config_file:`; `None` serves plain HTTP to anyone.
     pub config: Option<WebConfigFile>,
     pub limits: ListenerLimits,
+    /// `--health-listen` or `health_listen:`: where the health-only listener binds (plain
+    /// HTTP, no auth, `/-/healthy` and `/-/ready` only, the same limits); `None`: not at all.
+    /// Here rather than beside `listen` because it follows the web configuration: it exists so
+    /// probes keep working once that file adds basic auth or TLS.
+    pub health_listen: Option<SocketAddr>,
 }
 
 /// A web configuration file and what it held at start (re-read when it changes).
@@ -415,6 +425,7 @@ impl WebSettings {
                 loaded: Arc::new(loaded),
             }),
             limits: ListenerLimits::default(),
+            health_listen: None,
         })
     }
 }
@@ -522,7 +533,7 @@ impl Settings {
         let alerting = b.alerting(&raw);
         let api_token = b.api_token(&raw);
         let forward = b.forward(&raw);
-        let web = b.web(&raw);
+        let web = b.web(&raw, listen);
         let tracing = b.tracing(raw.tracing.as_ref());
         match listen {
             Some(listen) if b.errors.is_empty() => Ok(Settings {
@@ -610,9 +621,8 @@ impl Builder<'_> {
         }))
     }
 
-    /// `listener:`, and the web configuration file: `--web.config.file`, else
-    /// `web_config_file:` resolved against the config file's directory, read and checked now.
-    fn web(&mut self, raw: &RawConfig) -> WebSettings {
+    /// `listener:`, the web configuration file and the health listener's address.
+    fn web(&mut self, raw: &RawConfig, listen: Option<SocketAddr>) -> WebSettings {
         let mut limits = ListenerLimits::default();
         if let Some(l) = &raw.listener {
             let positive = Duration::from_millis(1);
@@ -640,6 +650,16 @@ impl Builder<'_> {
                 limits.max_connections,
             );
         }
+        WebSettings {
+            config: self.web_config_file(raw),
+            limits,
+            health_listen: self.health_listen(raw, listen),
+        }
+    }
+
+    /// `--web.config.file`, else `web_config_file:` resolved against the config file's
+    /// directory, read and checked now.
+    fn web_config_file(&mut self, raw: &RawConfig) -> Option<WebConfigFile> {
         let (path, whence) = match (&self.flags.web_config_file, &raw.web_config_file) {
             (Some(p), _) => (p.clone(), "--web.config.file".to_string()),
             (None, Some(f)) if f.value.trim().is_empty() => {
@@ -647,10 +667,7 @@ impl Builder<'_> {
                     "{}: web_config_file: must name a file (leave the key out to serve plain HTTP without auth)",
                     self.at(f)
                 ));
-                return WebSettings {
-                    config: None,
-                    limits,
-                };
+                return None;
             }
             (None, Some(f)) => (
                 match &self.flags.config_path {
@@ -659,14 +676,9 @@ impl Builder<'_> {
                 },
                 format!("{}: web_config_file", self.at(f)),
             ),
-            (None, None) => {
-                return WebSettings {
-                    config: None,
-                    limits,
-                };
-            }
+            (None, None) => return None,
         };
-        let config = match crate::web::config::load_file(&path) {
+        match crate::web::config::load_file(&path) {
             Ok(loaded) => Some(WebConfigFile {
                 path,
                 loaded: Arc::new(loaded),
@@ -682,8 +694,37 @@ impl Builder<'_> {
                     .push(format!("{whence}: cannot read {path}: {source}"));
                 None
             }
+        }
+    }
+
+    /// `--health-listen`, else `health_listen:`, else none: as `listen` is read. An address
+    /// that would collide with `listen` is refused here, where the error can name both, rather
+    /// than as a bind failure at start.
+    fn health_listen(&mut self, raw: &RawConfig, listen: Option<SocketAddr>) -> Option<SocketAddr> {
+        let (text, whence) = match (&self.flags.health_listen, &raw.health_listen) {
+            (Some(l), _) => (l.clone(), "--health-listen".to_string()),
+            (None, Some(l)) => (l.value.clone(), format!("{}: health_listen", self.at(l))),
+            (None, None) => return None,
         };
-        WebSettings { config, limits }
+        let Ok(addr) = text.parse::<SocketAddr>() else {
+            self.errors.push(format!(
+                "{whence}: {text:?} is not an address like 127.0.0.1:9478"
+            ));
+            return None;
+        };
+        // Port 0 is a fresh port for each, never a collision. The same port on the same or the
+        // wildcard address is one the second bind would find taken.
+        if let Some(main) = listen
+            && addr.port() != 0
+            && addr.port() == main.port()
+            && (addr.ip() == main.ip() || addr.ip().is_unspecified() || main.ip().is_unspecified())
+        {
+            self.errors.push(format!(
+                "{whence}: {addr} overlaps the main listener ({main}): the health listener needs a port of its own"
+            ));
+            return None;
+        }
+        Some(addr)
     }
 
     /// `--rules` (which replaces the file's list), else `rule_files:` resolved against the

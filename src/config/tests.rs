@@ -270,6 +270,64 @@ fn web_config_file_is_relative_to_the_config_and_the_flag_replaces_it() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn health_listen_is_off_by_default_and_the_flag_replaces_the_key() {
+    let s = Settings::build(RawConfig::default(), Overrides::default(), "flags").unwrap();
+    assert_eq!(s.web.health_listen, None);
+    let yaml = "health_listen: 0.0.0.0:9478\n";
+    let s = Settings::build(
+        parse_str(yaml, "f.yml").unwrap(),
+        Overrides::default(),
+        "f.yml",
+    )
+    .unwrap();
+    assert_eq!(s.web.health_listen, Some("0.0.0.0:9478".parse().unwrap()));
+    // The flag wins over the key, as --listen over listen:, and is checked the same way.
+    let flags = Overrides {
+        health_listen: Some("127.0.0.1:19478".into()),
+        ..Overrides::default()
+    };
+    let s = Settings::build(parse_str(yaml, "f.yml").unwrap(), flags, "f.yml").unwrap();
+    assert_eq!(
+        s.web.health_listen,
+        Some("127.0.0.1:19478".parse().unwrap())
+    );
+    let bad = |flags: Overrides| {
+        Settings::build(parse_str(yaml, "f.yml").unwrap(), flags, "f.yml")
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        bad(Overrides {
+            health_listen: Some("nope".into()),
+            ..Overrides::default()
+        }),
+        "--health-listen: \"nope\" is not an address like 127.0.0.1:9478"
+    );
+    // The main listener's port on the same address is refused, naming both; another address
+    // on the same port, or port 0 (a fresh port each), is not.
+    assert_eq!(
+        bad(Overrides {
+            listen: Some("127.0.0.1:9477".into()),
+            health_listen: Some("127.0.0.1:9477".into()),
+            ..Overrides::default()
+        }),
+        "--health-listen: 127.0.0.1:9477 overlaps the main listener (127.0.0.1:9477): the health listener needs a port of its own"
+    );
+    for (listen, health) in [
+        ("127.0.0.1:9477", "127.0.0.2:9477"),
+        ("127.0.0.1:0", "0.0.0.0:0"),
+    ] {
+        let flags = Overrides {
+            listen: Some(listen.into()),
+            health_listen: Some(health.into()),
+            ..Overrides::default()
+        };
+        let s = Settings::build(RawConfig::default(), flags, "flags").unwrap();
+        assert_eq!(s.web.health_listen, Some(health.parse().unwrap()));
+    }
+}
+
 /// The `OTEL_*` variables as a process would have them.
 fn otel(vars: &[(&str, &str)]) -> Overrides {
     Overrides {

@@ -535,7 +535,7 @@ pub const CATALOGUE: &[MetricDef] = &[
         name: TASK_RESTARTS,
         kind: Counter,
         labels: "task",
-        help: "Sidecar tasks restarted after ending other than by shutdown (a panic or a return), by task (stream, reconcile, server, rules, notifier, forward)",
+        help: "Sidecar tasks restarted after ending other than by shutdown (a panic or a return), by task (stream, reconcile, server, health, rules, notifier, forward)",
     },
     MetricDef {
         name: ALERTS,
@@ -684,14 +684,14 @@ pub const CATALOGUE: &[MetricDef] = &[
     MetricDef {
         name: HTTP_CONNECTIONS,
         kind: Gauge,
-        labels: "",
-        help: "Connections open on the HTTP listener (at most listener.max_connections; more wait in the kernel's backlog)",
+        labels: "listener",
+        help: "Connections open, by listener (main; health when health_listen is set), each at most listener.max_connections; more wait in the kernel's backlog",
     },
     MetricDef {
         name: HTTP_CONNECTIONS_CLOSED,
         kind: Counter,
-        labels: "reason",
-        help: "Connections the HTTP listener closed itself, by reason (header_timeout, idle_timeout, tls_handshake_timeout, tls_handshake_failed)",
+        labels: "listener, reason",
+        help: "Connections a listener closed itself, by listener (main, health) and reason (header_timeout, idle_timeout, tls_handshake_timeout, tls_handshake_failed)",
     },
     MetricDef {
         name: HTTP_REQUESTS_REFUSED,

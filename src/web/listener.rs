@@ -70,6 +70,26 @@ impl Default for ListenerLimits {
     }
 }
 
+/// Which listener a connection came in on: the `listener` label of the connection metrics, so
+/// the main listener's count stays comparable with its own `max_connections` however often the
+/// probes knock on the health listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// The HTTP surface (`listen`), behind the web configuration.
+    Main,
+    /// The health-only listener (`health_listen`, [`super::health`]).
+    Health,
+}
+
+impl Role {
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::Main => "main",
+            Self::Health => "health",
+        }
+    }
+}
+
 /// Why the listener closed a connection itself (the `reason` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Closed {
@@ -116,8 +136,22 @@ impl Shared {
 }
 
 /// Serves `router` on `listener` behind `web`'s configuration until `stop` turns true; then
-/// stops accepting, lets requests in progress finish, and closes idle connections.
+/// stops accepting, lets requests in progress finish, and closes idle connections. The main
+/// listener (`listener="main"` on the connection metrics).
 pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    web: Arc<WebState>,
+    limits: ListenerLimits,
+    telemetry: &Telemetry,
+    stop: watch::Receiver<bool>,
+) {
+    serve_as(Role::Main, listener, router, web, limits, telemetry, stop).await;
+}
+
+/// [`serve`], counting its connections under `role`.
+pub(crate) async fn serve_as(
+    role: Role,
     listener: TcpListener,
     router: Router,
     web: Arc<WebState>,
@@ -125,13 +159,18 @@ pub async fn serve(
     telemetry: &Telemetry,
     mut stop: watch::Receiver<bool>,
 ) {
+    let which = ("listener", role.label());
     let shared = Arc::new(Shared {
         router,
         web,
         limits,
-        open: telemetry.gauge(names::HTTP_CONNECTIONS, &[]),
-        closed: Closed::ALL
-            .map(|c| telemetry.counter(names::HTTP_CONNECTIONS_CLOSED, &[("reason", c.label())])),
+        open: telemetry.gauge(names::HTTP_CONNECTIONS, &[which]),
+        closed: Closed::ALL.map(|c| {
+            telemetry.counter(
+                names::HTTP_CONNECTIONS_CLOSED,
+                &[which, ("reason", c.label())],
+            )
+        }),
         unauthorized: telemetry
             .counter(names::HTTP_REQUESTS_REFUSED, &[("reason", "unauthorized")]),
         rate_limited: telemetry

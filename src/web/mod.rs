@@ -6,6 +6,9 @@
 //!   limit.
 //! - `listener.rs`: the accept loop: connection cap, TLS handshake deadline, header-read and
 //!   idle deadlines, graceful shutdown.
+//! - `health.rs`: `/-/healthy` and `/-/ready`, and the health-only listener (`health_listen:`)
+//!   that serves them on the same accept loop without the file: plain HTTP, no auth, nothing
+//!   else, for probes that carry no credentials.
 //!
 //! [`WebState`] holds the configuration in force. The file and every file it names are
 //! re-read once a second ([`watch_file`]); a change that loads replaces the configuration for
@@ -14,6 +17,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod health;
 pub mod listener;
 mod tls;
 

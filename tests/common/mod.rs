@@ -391,6 +391,12 @@ pub async fn amtool_ok(url: &str, args: &[&str]) -> String {
 /// `dir`; rustls refuses a CA certificate as the server's own, so a self-signed one will not
 /// do), or None when openssl is missing (skipped, or a failure when required).
 pub fn test_certificates(dir: &std::path::Path) -> Option<()> {
+    test_certificates_for(dir, &[])
+}
+
+/// [`test_certificates`] with more names in the server certificate's subjectAltName
+/// (`DNS:name`, `IP:addr`), for a deployment that has Prometheus check a name of its own.
+pub fn test_certificates_for(dir: &std::path::Path, server_names: &[&str]) -> Option<()> {
     if !peer("openssl") {
         return None;
     }
@@ -413,9 +419,16 @@ pub fn test_certificates(dir: &std::path::Path) -> Option<()> {
         "ec_paramgen_curve:prime256v1",
         "-nodes",
     ];
+    let sans: Vec<&str> = ["IP:127.0.0.1", "DNS:localhost"]
+        .into_iter()
+        .chain(server_names.iter().copied())
+        .collect();
     std::fs::write(
         dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        format!(
+            "subjectAltName={}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+            sans.join(",")
+        ),
     )
     .unwrap();
     std::fs::write(

@@ -28,7 +28,10 @@ struct Running {
 impl Running {
     fn closed(&self, reason: &str) -> f64 {
         self.telemetry
-            .counter(names::HTTP_CONNECTIONS_CLOSED, &[("reason", reason)])
+            .counter(
+                names::HTTP_CONNECTIONS_CLOSED,
+                &[("listener", "main"), ("reason", reason)],
+            )
             .get()
     }
 }
@@ -175,7 +178,9 @@ async fn the_connection_cap_holds_the_next_connection_until_a_slot_frees() {
     for _ in 0..3 {
         held.push(TcpStream::connect(r.addr).await.unwrap());
     }
-    let open = r.telemetry.gauge(names::HTTP_CONNECTIONS, &[]);
+    let open = r
+        .telemetry
+        .gauge(names::HTTP_CONNECTIONS, &[("listener", "main")]);
     let deadline = Instant::now() + Duration::from_secs(5);
     while open.get() < 3.0 {
         assert!(Instant::now() < deadline, "the three were never accepted");
