@@ -324,7 +324,7 @@ async fn main() {
         println!(
             "| {} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms |",
             if dd {
-                "on (outbox fsync'd before send)"
+                "on (outbox row in the file before each send)"
             } else {
                 "off"
             },

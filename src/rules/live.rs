@@ -263,8 +263,9 @@ impl LiveStore {
         self.observe_with(t_ms, seq, true);
     }
 
-    /// [`LiveStore::observe`] for a pass after a change: only series whose value moved since
-    /// their latest sample get one at `t_ms` (and nothing is pruned). What did not move keeps
+    /// [`LiveStore::observe`] for a pass after a change: only counters and gauges are read (an
+    /// account's change writes no histogram), and only those whose value moved since their
+    /// latest sample get one at `t_ms` (and nothing is pruned). What did not move keeps
     /// its latest sample, which the next full observation (every group's timer, seconds away)
     /// follows up; a rule reading it sees the same value through the lookback. Sampling every
     /// tracked series was the bulk of a change pass (thousands of series with 200 markets, one
@@ -284,6 +285,10 @@ impl LiveStore {
         self.dirty.resize(self.names.len(), false);
         for s in &mut self.series {
             let v = match &s.reader {
+                // A change pass reads counters and gauges: what an account's change writes.
+                // Histograms (stream lag, heartbeats, REST timings) wait for the next full
+                // observation; reading one copies all its buckets.
+                Some(Reader::Bucket(..) | Reader::Sum(_) | Reader::Count(_)) if !all => continue,
                 Some(r) => r.read(&mut snap),
                 None => continue,
             };

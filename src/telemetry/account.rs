@@ -723,6 +723,24 @@ impl AccountMetrics {
 mod tests {
     use super::*;
 
+    /// A change pass of the rule engine samples counters and gauges only (`rules::live`
+    /// `observe_moved`), which is right only while no family an account's change writes is a
+    /// histogram.
+    #[test]
+    fn no_family_an_account_change_writes_is_a_histogram() {
+        use super::super::catalogue::{CATALOGUE, Kind};
+        for name in APPLY_FAMILIES {
+            let def = CATALOGUE
+                .iter()
+                .find(|d| d.name == *name)
+                .expect("in the catalogue");
+            assert!(
+                !matches!(def.kind, Kind::Histogram(_)),
+                "{name} is a histogram"
+            );
+        }
+    }
+
     /// `APPLY_FAMILIES` must name every family this file writes, or a rule reading a new one
     /// would wait for its timer after a change: every `names::X` here must be in the list.
     #[test]
