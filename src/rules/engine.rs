@@ -533,6 +533,7 @@ impl Engine {
             tick_ms,
             if due_only { Mode::Due } else { Mode::All },
             None,
+            None,
         )
     }
 
@@ -550,12 +551,14 @@ impl Engine {
         tick_ms: i64,
         due_only: bool,
         stop: &dyn Fn() -> bool,
+        on_group: Option<OnGroup<'_>>,
     ) -> Pass {
         self.run(
             now_ms,
             tick_ms,
             if due_only { Mode::Due } else { Mode::All },
             Some(stop),
+            on_group,
         )
     }
 
@@ -568,7 +571,13 @@ impl Engine {
     /// stream health, clocks (`time()`) and sliding windows move; a change pass only brings a
     /// rule's next evaluation forward for the data it reads. Timestamps still never repeat.
     pub fn evaluate_changes(&mut self, now_ms: i64) -> Pass {
-        self.run(now_ms, 0, Mode::Changed, None)
+        self.run(now_ms, 0, Mode::Changed, None, None)
+    }
+
+    /// [`Engine::evaluate_changes`], calling `on_group` with the engine and a group's
+    /// transitions as soon as that group's evaluation ends, for each group with a transition.
+    pub fn evaluate_changes_with(&mut self, now_ms: i64, on_group: OnGroup<'_>) -> Pass {
+        self.run(now_ms, 0, Mode::Changed, None, Some(on_group))
     }
 
     fn run(
@@ -577,6 +586,7 @@ impl Engine {
         tick_ms: i64,
         mode: Mode,
         stop: Option<&dyn Fn() -> bool>,
+        mut on_group: Option<OnGroup<'_>>,
     ) -> Pass {
         let started = self.clock.map(|now| now());
         let t = now_ms.max(self.last_t.saturating_add(1));
@@ -622,7 +632,8 @@ impl Engine {
         let watched = &self.watched;
         let mut latest_any = self.live.latest_change(|n| watched.contains(n));
         latest_any = latest_any.max(self.outputs_changed.values().copied().max().unwrap_or(0));
-        for (gi, g) in self.groups.iter_mut().enumerate() {
+        for gi in 0..self.groups.len() {
+            let g = &mut self.groups[gi];
             if !due(gi, g) {
                 continue;
             }
@@ -700,7 +711,13 @@ impl Engine {
                     pass.recovered.push((key.clone(), name(i)));
                 }
             }
+            let new = pass.transitions.len();
             pass.transitions.extend(out.transitions);
+            if let Some(f) = on_group.as_mut()
+                && pass.transitions.len() > new
+            {
+                f(self, &pass.transitions[new..]);
+            }
             if stopped_at.is_some() {
                 pass.stopped = true;
                 break;
@@ -891,6 +908,9 @@ impl Engine {
     }
 }
 
+/// Called as each group's evaluation ends, with the engine and the transitions of that group.
+pub type OnGroup<'a> = &'a mut dyn FnMut(&Engine, &[AlertTransition]);
+
 /// Seconds since `since` on `clock`; 0 without a clock.
 fn elapsed(clock: Option<fn() -> Instant>, since: Option<Instant>) -> f64 {
     match (clock, since) {
@@ -953,6 +973,43 @@ groups:
             .filter(|(_, a)| a.state != AlertState::Inactive)
             .map(|(_, a)| (a.labels.get("market").unwrap_or("").to_string(), a.state))
             .collect()
+    }
+
+    /// A pass hands each group's transitions over as that group ends: the alert of the first
+    /// group is held (and can be published) before the second group is evaluated.
+    #[test]
+    fn each_groups_transitions_are_handed_over_when_that_group_ends() {
+        let t = Telemetry::new();
+        let mut e = Engine::new(&t, Duration::from_secs(1), "");
+        let rules = "groups:\n  - name: a\n    rules: [{alert: A, expr: 'ocx_position_quantity > 5'}]\n  - name: b\n    rules: [{alert: B, expr: 'ocx_position_quantity > 1'}]\n";
+        e.load(vec![parse_str(rules, "r.yml").unwrap()], 0);
+        let q = t.gauge(
+            names::POSITION_QUANTITY,
+            &[("account", "x"), ("market", "M")],
+        );
+        q.set(0.0);
+        e.evaluate(1_000, false);
+        q.set(9.0);
+        let mut calls: Vec<(Vec<String>, Vec<String>)> = Vec::new();
+        let p = e.evaluate_changes_with(2_000, &mut |engine, ts| {
+            let held = engine
+                .alerts()
+                .filter(|(_, a)| a.state == AlertState::Firing)
+                .map(|(r, _)| r.name.clone())
+                .collect();
+            calls.push((ts.iter().map(|t| t.rule.clone()).collect(), held));
+        });
+        assert_eq!(p.transitions.len(), 2);
+        assert_eq!(
+            calls,
+            vec![
+                (vec!["A".to_string()], vec!["A".to_string()]),
+                (
+                    vec!["B".to_string()],
+                    vec!["A".to_string(), "B".to_string()]
+                ),
+            ]
+        );
     }
 
     /// The runner writes only the alerts a pass's transitions name; after each pass, comparing
@@ -1374,7 +1431,7 @@ groups:
         assert!(!e.tick_in_progress());
 
         // The next timer pass is asked to stop before every rule after its first.
-        let p = e.evaluate_preemptible(2_000, 2_000, true, &|| true);
+        let p = e.evaluate_preemptible(2_000, 2_000, true, &|| true, None);
         assert!(p.stopped);
         assert_eq!(p.rules, 1, "it evaluates one rule before it may stop");
         assert!(e.tick_in_progress());
@@ -1397,10 +1454,10 @@ groups:
         );
 
         // The timer pass goes on from the alert rule, one rule per call while asked to stop.
-        let p = e.evaluate_preemptible(2_200, 5_000, true, &|| true);
+        let p = e.evaluate_preemptible(2_200, 5_000, true, &|| true, None);
         assert_eq!((p.rules, p.stopped), (1, true));
         assert_eq!(e.groups()[0].last_eval_ms, Some(2_200), "first group done");
-        let p = e.evaluate_preemptible(2_300, 5_000, true, &|| true);
+        let p = e.evaluate_preemptible(2_300, 5_000, true, &|| true, None);
         assert_eq!((p.rules, p.stopped), (1, false));
         assert!(!e.tick_in_progress());
         assert_eq!(e.groups()[1].last_eval_ms, Some(2_300));
@@ -1409,10 +1466,10 @@ groups:
         assert_eq!(states(&e), vec![("BTC-PERP".into(), AlertState::Firing)]);
 
         // Not asked to stop: one call evaluates every due group, as `evaluate_at` does.
-        let p = e.evaluate_preemptible(3_000, 3_000, true, &|| false);
+        let p = e.evaluate_preemptible(3_000, 3_000, true, &|| false, None);
         assert_eq!((p.rules, p.groups, p.stopped), (3, 2, false));
         // A reload drops a half-done timer pass (its groups may be gone).
-        e.evaluate_preemptible(4_000, 4_000, true, &|| true);
+        e.evaluate_preemptible(4_000, 4_000, true, &|| true, None);
         assert!(e.tick_in_progress());
         e.load(vec![parse_str(THREE_GROUPS, "rules.yml").unwrap()], 3_000);
         assert!(!e.tick_in_progress());

@@ -416,19 +416,19 @@ impl Runner {
     /// Writes what changed in the alert states (after a pass with transitions, or now and then),
     /// and the evaluation clock. Fire and forget: a failed commit is retried by the writer, and
     /// the states stay live here.
-    fn persist(&self, transitions: &[AlertTransition]) {
+    fn persist(&self, engine: &Engine, transitions: &[AlertTransition]) {
         let mut guard = lock(&self.persist);
         let Some(p) = guard.as_mut() else { return };
         let now = Instant::now();
         let mut rows: Vec<Row> = Vec::new();
         if now.duration_since(p.last_diff) >= DIFF_EVERY {
             p.last_diff = now;
-            let stored: Vec<StoredAlert> = lock(&self.engine).stored_alerts();
+            let stored: Vec<StoredAlert> = engine.stored_alerts();
             rows = p.written.diff(stored);
         } else if !transitions.is_empty() {
             // Only what the transitions name; the minute's full comparison catches the rest (a
             // `keep_firing_for` clock starting, resolved alerts ageing out).
-            let (held, gone) = lock(&self.engine).stored_alerts_for(transitions);
+            let (held, gone) = engine.stored_alerts_for(transitions);
             rows = p.written.diff_some(held, gone);
         }
         if p.last_clock
@@ -465,17 +465,41 @@ impl Runner {
         // the event before).
         let started = (after_change && self.traces().is_some()).then(std::time::SystemTime::now);
         let mut pass_span: Option<SpanContext> = None;
-        let (pass, notifiable) = {
+        // The states are queued on the writer before the notifier hears of them: its outbox row,
+        // which a notification waits for before it is sent, then commits with them or after
+        // them (one writer, in order). A receiver told "firing" can count on the restarted
+        // process knowing the alert, so it is told "resolved" too; queued after the outbox row,
+        // a kill between the two commits left the firing alert unknown after the restart (seen
+        // once in CI: the redelivered firing notification, never its resolve).
+        //
+        // The first group of a pass that fires or resolves an alert publishes at once, as
+        // Prometheus sends a group's alerts to Alertmanager when that group's evaluation ends:
+        // a breach does not wait for the rules evaluated after it (with 100 rules over 200
+        // markets, milliseconds). Every snapshot copies every alert held, so whatever the rest
+        // of the pass fires or resolves goes out once, at its end.
+        let mut published: Option<usize> = None;
+        let mut seen = 0usize;
+        let pass = {
             let mut engine = lock(&self.engine);
-            let pass = if after_change {
-                engine.evaluate_changes(unix_ms())
-            } else {
-                engine.evaluate_preemptible(unix_ms(), self.tick_ms(), true, stop)
+            let mut on_group = |engine: &Engine, ts: &[AlertTransition]| {
+                seen += ts.len();
+                self.persist(engine, ts);
+                if published.is_none() && ts.iter().any(fires_or_resolves) {
+                    published = Some(seen);
+                    self.publish(engine, ts);
+                }
             };
-            let fired_or_resolved = pass
-                .transitions
-                .iter()
-                .any(|t| matches!(t.transition, Transition::Firing | Transition::Resolved));
+            let pass = if after_change {
+                engine.evaluate_changes_with(unix_ms(), &mut on_group)
+            } else {
+                engine.evaluate_preemptible(
+                    unix_ms(),
+                    self.tick_ms(),
+                    true,
+                    stop,
+                    Some(&mut on_group),
+                )
+            };
             if let (Some(start), Some(t)) = (started, self.traces())
                 && let Some(event) = t.recent()
             {
@@ -486,26 +510,23 @@ impl Runner {
                     &[],
                     Some(start),
                 );
-                self.trace_pass(&mut span, &event, &pass);
+                self.trace_pass(&mut span, &pass);
                 pass_span = span.context();
             }
-            (pass, fired_or_resolved.then(|| self.notifiable_of(&engine)))
+            // The clock row, and every minute the full comparison (see `persist`).
+            self.persist(&engine, &[]);
+            if let Some(at) = published
+                && pass.transitions[at..].iter().any(fires_or_resolves)
+            {
+                self.publish(&engine, &pass.transitions[at..]);
+            }
+            pass
         };
-        // The states are queued on the writer before the notifier hears of them: its outbox row,
-        // which a notification waits for before it is sent, then commits with them or after
-        // them (one writer, in order). A receiver told "firing" can count on the restarted
-        // process knowing the alert, so it is told "resolved" too; queued after the outbox row,
-        // a kill between the two commits left the firing alert unknown after the restart (seen
-        // once in CI: the redelivered firing notification, never its resolve).
-        self.persist(&pass.transitions);
-        // Notifications first, so whoever wakes on `alerts_tx` finds them published.
-        if let Some(n) = notifiable {
-            self.notifiable_tx.send_replace(Arc::new(n));
-        }
-        if pass
-            .transitions
-            .iter()
-            .any(|t| t.transition != Transition::PendingCleared)
+        if published.is_none()
+            && pass
+                .transitions
+                .iter()
+                .any(|t| t.transition != Transition::PendingCleared)
         {
             self.alerts_tx.send_modify(|v| *v = v.wrapping_add(1));
         }
@@ -514,9 +535,39 @@ impl Runner {
         pass
     }
 
-    /// The pass's attributes, an `alert.transition` span per transition, and the event as the
-    /// trigger of every alert that fired or resolved in it.
-    fn trace_pass(&self, span: &mut TraceSpan, event: &SpanContext, pass: &Pass) {
+    /// Hands the notifier the alerts as they are now (after `transitions`, which fired or
+    /// resolved some), each alert that fired or resolved linked to the traced event behind it,
+    /// and wakes whoever waits for alert changes.
+    fn publish(&self, engine: &Engine, transitions: &[AlertTransition]) {
+        self.note_triggers(transitions);
+        self.notifiable_tx
+            .send_replace(Arc::new(self.notifiable_of(engine)));
+        // Notifications first, so whoever wakes on `alerts_tx` finds them published.
+        self.alerts_tx.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// The latest traced event as the trigger of each alert `transitions` fired or resolved.
+    fn note_triggers(&self, transitions: &[AlertTransition]) {
+        let Some(link) = self
+            .traces()
+            .and_then(|t| t.recent())
+            .and_then(|e| ids_of(&e))
+        else {
+            return;
+        };
+        let mut triggers = lock(&self.triggers);
+        for t in transitions.iter().filter(|t| fires_or_resolves(t)) {
+            let labels: crate::notify::dispatch::LabelSet = t
+                .labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            triggers.insert(crate::notify::dispatch::fingerprint(&labels), link);
+        }
+    }
+
+    /// The pass's attributes and an `alert.transition` span per transition.
+    fn trace_pass(&self, span: &mut TraceSpan, pass: &Pass) {
         span.set("ocx.rules.evaluated", pass.rules as i64);
         span.set("ocx.rules.scoped", pass.scoped as i64);
         span.set("ocx.alerts.transitions", pass.transitions.len() as i64);
@@ -526,8 +577,6 @@ impl Runner {
         let (Some(traces), Some(parent)) = (self.traces(), span.context()) else {
             return;
         };
-        let link = ids_of(event);
-        let mut triggers = lock(&self.triggers);
         for t in &pass.transitions {
             let mut s = traces.span("alert.transition", SpanKind::Internal, Some(&parent), &[]);
             let state = match t.transition {
@@ -539,14 +588,6 @@ impl Runner {
             s.set("ocx.alert.name", t.rule.clone());
             s.set("ocx.alert.state", state);
             s.set("ocx.alert.labels", t.labels.to_string());
-            if let (Transition::Firing | Transition::Resolved, Some(link)) = (t.transition, link) {
-                let labels: crate::notify::dispatch::LabelSet = t
-                    .labels
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect();
-                triggers.insert(crate::notify::dispatch::fingerprint(&labels), link);
-            }
         }
     }
 
@@ -629,6 +670,10 @@ impl Runner {
             }
         }
     }
+}
+
+fn fires_or_resolves(t: &AlertTransition) -> bool {
+    matches!(t.transition, Transition::Firing | Transition::Resolved)
 }
 
 /// Whether any account's epoch moved since it was last seen.
