@@ -8,9 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::scripted::{envelope, position, scripted_exchange};
-use common::{amtool, amtool_ok, peer, settings, start_sidecar};
-use ocx_sentinel::config::{AlertingSource, Auth, RuleSettings, Secret};
-use ocx_sentinel::rules::runner::RuleSource;
+use common::{amtool, amtool_ok, peer, start_sidecar};
+use ocx_sentinel::config::Secret;
 use serde_json::{Value, json};
 
 const TOKEN: &str = "live-t0ken";
@@ -120,13 +119,7 @@ async fn amtool_sees_the_live_alerts_silences_inhibitions_and_needs_the_token_to
     .unwrap();
     let with_token = format!("--http.config.file={}", http_config.display());
     let (api_base, exchange) = scripted_exchange().await;
-    let mut s = settings(&api_base, Auth::None, &[]);
-    s.accounts[0].limits.inventory.default = Some(1.0);
-    s.rules = RuleSettings {
-        source: RuleSource::Paths(vec![d.join("rules.yml")]),
-        evaluation_interval: Duration::from_secs(3600),
-    };
-    s.alerting = Some(AlertingSource::File(d.join("alerting.yml")));
+    let mut s = common::alert_settings(&api_base, &d, true);
     s.api_token = Some(Secret::new(TOKEN));
     let sidecar = start_sidecar(s).await;
     let url = sidecar.base_url();
@@ -352,12 +345,7 @@ async fn without_a_token_changes_are_open_and_without_routing_alerts_still_list(
     let d = dir("open");
     std::fs::write(d.join("rules.yml"), RULES).unwrap();
     let (api_base, exchange) = scripted_exchange().await;
-    let mut s = settings(&api_base, Auth::None, &[]);
-    s.accounts[0].limits.inventory.default = Some(1.0);
-    s.rules = RuleSettings {
-        source: RuleSource::Paths(vec![d.join("rules.yml")]),
-        evaluation_interval: Duration::from_secs(3600),
-    };
+    let s = common::alert_settings(&api_base, &d, false);
     let sidecar = start_sidecar(s).await;
     let url = sidecar.base_url();
     exchange

@@ -9,11 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::scripted::{envelope, position, recorder, scripted_exchange};
-use common::{Killed, free_port, json_shape, peer, scrape, settings, start_sidecar};
-use ocx_sentinel::config::{
-    AlertingSource, AlertmanagerTarget, Auth, ForwardAuth, ForwardSettings, RuleSettings,
-};
-use ocx_sentinel::rules::runner::RuleSource;
+use common::{Killed, free_port, json_shape, peer, scrape, start_sidecar};
+use ocx_sentinel::config::{AlertingSource, AlertmanagerTarget, ForwardAuth, ForwardSettings};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -131,12 +128,7 @@ fn sidecar_settings(
     resend: Duration,
 ) -> ocx_sentinel::config::Settings {
     std::fs::write(dir.join("rules.yml"), RULES).unwrap();
-    let mut s = settings(api_base, Auth::None, &[]);
-    s.accounts[0].limits.inventory.default = Some(1.0);
-    s.rules = RuleSettings {
-        source: RuleSource::Paths(vec![dir.join("rules.yml")]),
-        evaluation_interval: Duration::from_secs(3600),
-    };
+    let mut s = common::alert_settings(api_base, dir, false);
     s.forward = ForwardSettings {
         alertmanagers: vec![AlertmanagerTarget {
             url: am_url.to_string(),

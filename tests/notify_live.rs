@@ -7,8 +7,6 @@ use std::time::Duration;
 
 use common::scripted::{Answer, envelope, position, recorder, scripted_exchange, webhook};
 use common::*;
-use ocx_sentinel::config::{AlertingSource, Auth, RuleSettings};
-use ocx_sentinel::rules::runner::RuleSource;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -80,13 +78,7 @@ inhibit_rules:
     )
     .unwrap();
     let (api_base, exchange) = scripted_exchange().await;
-    let mut s = settings(&api_base, Auth::None, &[]);
-    s.accounts[0].limits.inventory.default = Some(1.0);
-    s.rules = RuleSettings {
-        source: RuleSource::Paths(vec![d.join("rules.yml")]),
-        evaluation_interval: Duration::from_secs(3600),
-    };
-    s.alerting = Some(AlertingSource::File(d.join("alerting.yml")));
+    let s = alert_settings(&api_base, &d, true);
     let sidecar = start_sidecar(s).await;
     exchange
         .send(envelope(
@@ -176,13 +168,7 @@ async fn the_alerting_file_reloads_with_the_rules_and_a_broken_one_keeps_the_old
     std::fs::write(d.join("rules.yml"), RULES).unwrap();
     std::fs::write(d.join("alerting.yml"), routing_to(&first_hook)).unwrap();
     let (api_base, exchange) = scripted_exchange().await;
-    let mut s = settings(&api_base, Auth::None, &[]);
-    s.accounts[0].limits.inventory.default = Some(1.0);
-    s.rules = RuleSettings {
-        source: RuleSource::Paths(vec![d.join("rules.yml")]),
-        evaluation_interval: Duration::from_secs(3600),
-    };
-    s.alerting = Some(AlertingSource::File(d.join("alerting.yml")));
+    let s = alert_settings(&api_base, &d, true);
     let sidecar = start_sidecar(s).await;
     let base = sidecar.base_url();
     let snapshot = format!(
@@ -279,13 +265,7 @@ async fn an_amtool_silence_suppresses_and_a_thrice_failing_receiver_gets_it_once
     std::fs::write(d.join("rules.yml"), RULES).unwrap();
     std::fs::write(d.join("alerting.yml"), routing_to(&hook)).unwrap();
     let (api_base, exchange) = scripted_exchange().await;
-    let mut s = settings(&api_base, Auth::None, &[]);
-    s.accounts[0].limits.inventory.default = Some(1.0);
-    s.rules = RuleSettings {
-        source: RuleSource::Paths(vec![d.join("rules.yml")]),
-        evaluation_interval: Duration::from_secs(3600),
-    };
-    s.alerting = Some(AlertingSource::File(d.join("alerting.yml")));
+    let s = alert_settings(&api_base, &d, true);
     let sidecar = start_sidecar(s).await;
     let url = sidecar.base_url();
     let id = amtool_ok(

@@ -327,8 +327,6 @@ async fn tracing_webhook() -> (
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notification_links_to_the_event_that_fired_its_alert_and_sends_traceparent() {
     use common::scripted::{envelope, position, scripted_exchange};
-    use ocx_sentinel::config::{AlertingSource, RuleSettings};
-    use ocx_sentinel::rules::runner::RuleSource;
 
     let received = Received::default();
     let endpoint = grpc_collector(received.clone()).await;
@@ -347,13 +345,7 @@ async fn a_notification_links_to_the_event_that_fired_its_alert_and_sends_tracep
     )
     .unwrap();
     let (api_base, exchange) = scripted_exchange().await;
-    let mut s = settings(&api_base, Auth::None, &[]);
-    s.accounts[0].limits.inventory.default = Some(1.0);
-    s.rules = RuleSettings {
-        source: RuleSource::Paths(vec![dir.join("rules.yml")]),
-        evaluation_interval: Duration::from_secs(3600),
-    };
-    s.alerting = Some(AlertingSource::File(dir.join("alerting.yml")));
+    let mut s = common::alert_settings(&api_base, &dir, true);
     s.tracing = Some(trace_settings(endpoint, OtlpProtocol::Grpc));
     let sidecar = start_sidecar(s).await;
     exchange

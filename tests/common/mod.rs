@@ -81,6 +81,24 @@ pub fn settings(api_base: &str, auth: Auth, markets: &[&str]) -> Settings {
     }
 }
 
+/// [`settings`] for a test of alerts: an inventory limit of 1 on every market, the rules in
+/// `dir/rules.yml` (evaluated after every change; their timer an hour away, so a test sees only
+/// what events cause) and, when `alerting` is set, the routing in `dir/alerting.yml`.
+pub fn alert_settings(api_base: &str, dir: &std::path::Path, alerting: bool) -> Settings {
+    let mut s = settings(api_base, Auth::None, &[]);
+    s.accounts[0].limits.inventory.default = Some(1.0);
+    s.rules = ocx_sentinel::config::RuleSettings {
+        source: ocx_sentinel::rules::runner::RuleSource::Paths(vec![dir.join("rules.yml")]),
+        evaluation_interval: Duration::from_secs(3600),
+    };
+    if alerting {
+        s.alerting = Some(ocx_sentinel::config::AlertingSource::File(
+            dir.join("alerting.yml"),
+        ));
+    }
+    s
+}
+
 pub async fn start_sidecar(settings: Settings) -> Sidecar {
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
