@@ -308,27 +308,20 @@ impl DataDir {
 
     /// Writes account journals and alerting rows in one transaction, durable when this returns.
     /// `written`, if any, runs on this thread as soon as the transaction's bytes are all in the
-    /// file (a process killed from then on finds the commit), before the fsync; after an error
-    /// it has not run and is dropped (the caller learns of the failure from the result).
+    /// file (a process killed from then on finds the commit), before the fsync. If the commit
+    /// never got that far it does not run, and is dropped here: the caller settles what it
+    /// stood for from the result (the writer shares its continuations with the hook for that).
     pub fn commit_all(
         &self,
         group: &BTreeMap<Arc<str>, Journal>,
         rows: &RowSet,
         written: Option<Hook>,
     ) -> Result<(), DataDirError> {
-        let hook_ran = written.is_none();
         if let Some(hook) = written {
             self.written.arm(hook);
         }
         let result = self.write_all(group, rows);
-        // Not run: the commit failed before its last write (or wrote no header, which a
-        // durable commit always does; then it is durable by now, and the hook runs here).
-        if let Some(hook) = self.written.disarm()
-            && !hook_ran
-            && result.is_ok()
-        {
-            hook();
-        }
+        drop(self.written.disarm());
         result
     }
 
@@ -713,7 +706,8 @@ fn writer_loop(
         }
         if !group.is_empty() || !rows.is_empty() {
             let jobs = thens.len() + early.len();
-            // Shared with the hook, so whatever it did not run (a failed commit) runs below.
+            // Shared with the hook, so whatever it did not run (a failed commit, or one that
+            // wrote no header) runs below, with the commit's result.
             let early = Arc::new(std::sync::Mutex::new(early));
             let hook: Option<Hook> = (!lock_early(&early).is_empty()).then(|| {
                 let early = Arc::clone(&early);
