@@ -201,7 +201,7 @@ const ROUTE: &str = "route:
 struct Running {
     telemetry: Telemetry,
     receivers: String,
-    _alerts: watch::Sender<Arc<Vec<NotifyAlert>>>,
+    _alerts: watch::Sender<Arc<Vec<Arc<NotifyAlert>>>>,
     stop: watch::Sender<bool>,
 }
 
@@ -260,7 +260,7 @@ fn start(yaml: &str, dir: &Path) -> Running {
     let (alerts, alerts_rx) = watch::channel(Arc::new(Vec::new()));
     let (stop, stop_rx) = watch::channel(false);
     tokio::spawn(notifier.run(alerts_rx, stop_rx));
-    alerts.send(Arc::new(vec![alert])).unwrap();
+    alerts.send(Arc::new(vec![Arc::new(alert)])).unwrap();
     Running {
         telemetry,
         receivers: format!("{receivers:?}"),

@@ -12,6 +12,11 @@ use serde::{Deserialize, Serialize};
 /// Label set of an alert, sorted by name.
 pub type LabelSet = BTreeMap<String, String>;
 
+/// What the rule engine publishes after an evaluation that fired or resolved an alert: every
+/// firing alert and every resolved one still retained. An alert unchanged since the previous
+/// snapshot is the same `Arc` there.
+pub type Notifiable = std::sync::Arc<Vec<std::sync::Arc<NotifyAlert>>>;
+
 /// One alert as the notification side sees it. Serializable for the outbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NotifyAlert {

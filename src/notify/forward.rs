@@ -22,7 +22,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::amapi::format_time;
-use super::dispatch::{LabelSet, NotifyAlert};
+use super::dispatch::{LabelSet, Notifiable, NotifyAlert};
 use crate::clock::unix_ms;
 use crate::config::{ForwardAuth, ForwardSettings, Secret};
 use crate::rules::alert::RESOLVED_RETENTION;
@@ -123,9 +123,9 @@ fn due(prev: Option<&Sent>, a: &NotifyAlert, now: Instant, resend: Duration) -> 
 
 /// The alerts that are forwarded at `now_ms`: firing ones, and resolved ones until
 /// [`RESOLVED_RETENTION`] after they resolved.
-fn forwardable(snapshot: &[NotifyAlert], now_ms: i64) -> impl Iterator<Item = &NotifyAlert> {
+fn forwardable(snapshot: &[Arc<NotifyAlert>], now_ms: i64) -> impl Iterator<Item = &NotifyAlert> {
     let retention = i64::try_from(RESOLVED_RETENTION.as_millis()).unwrap_or(i64::MAX);
-    snapshot.iter().filter(move |a| {
+    snapshot.iter().map(Arc::as_ref).filter(move |a| {
         a.ends_at_ms
             .is_none_or(|e| now_ms.saturating_sub(e) <= retention)
     })
@@ -198,7 +198,7 @@ impl Forwarder {
     /// their `endsAt`, and a restarted sidecar sends them again.
     pub async fn run(
         self: Arc<Self>,
-        mut alerts: watch::Receiver<Arc<Vec<NotifyAlert>>>,
+        mut alerts: watch::Receiver<Notifiable>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let sends =
@@ -211,7 +211,7 @@ impl Forwarder {
     }
 
     /// Decides what goes out when, and queues it for every Alertmanager.
-    async fn produce(&self, alerts: &mut watch::Receiver<Arc<Vec<NotifyAlert>>>) {
+    async fn produce(&self, alerts: &mut watch::Receiver<Notifiable>) {
         let mut sent: HashMap<u64, Sent> = HashMap::new();
         let mut snapshot = alerts.borrow_and_update().clone();
         loop {
@@ -238,7 +238,7 @@ impl Forwarder {
     /// forwarded.
     fn pass(
         &self,
-        snapshot: &[NotifyAlert],
+        snapshot: &[Arc<NotifyAlert>],
         sent: &mut HashMap<u64, Sent>,
         now: Instant,
         now_ms: i64,
@@ -427,7 +427,10 @@ mod tests {
     #[test]
     fn resolved_alerts_are_forwarded_for_the_retention_then_not() {
         let ret = i64::try_from(RESOLVED_RETENTION.as_millis()).unwrap();
-        let snap = [alert("A", None), alert("B", Some(10_000))];
+        let snap = [
+            Arc::new(alert("A", None)),
+            Arc::new(alert("B", Some(10_000))),
+        ];
         let names = |now: i64| -> Vec<String> {
             forwardable(&snap, now)
                 .map(|a| a.labels["alertname"].clone())
@@ -554,7 +557,7 @@ mod tests {
         );
         assert!(!format!("{fwd:?}").contains("tok"));
         let many: Vec<NotifyAlert> = (0..130).map(|i| alert(&format!("A{i:03}"), None)).collect();
-        let (tx, alerts) = watch::channel(Arc::new(many.clone()));
+        let (tx, alerts) = watch::channel(Arc::new(many.iter().cloned().map(Arc::new).collect()));
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(fwd.run(alerts, stop_rx));
         let mut sizes = Vec::new();
@@ -569,7 +572,8 @@ mod tests {
         let mut changed = many.clone();
         changed[0].ends_at_ms = Some(unix_ms());
         let started = Instant::now();
-        tx.send(Arc::new(changed)).unwrap();
+        tx.send(Arc::new(changed.into_iter().map(Arc::new).collect()))
+            .unwrap();
         let (body, _) = next(&mut rx).await;
         assert!(
             started.elapsed() < Duration::from_millis(500),
@@ -623,7 +627,10 @@ mod tests {
             },
         });
         let fwd = Arc::new(Forwarder::new(&s, &t).unwrap());
-        let (_tx, alerts) = watch::channel(Arc::new(vec![alert("A", None), alert("B", None)]));
+        let (_tx, alerts) = watch::channel(Arc::new(vec![
+            Arc::new(alert("A", None)),
+            Arc::new(alert("B", None)),
+        ]));
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(fwd.run(alerts, stop_rx));
         next(&mut rx).await;

@@ -17,14 +17,14 @@ use tokio::sync::watch;
 
 use super::amapi::{AlertSource, AlertState, AlertStatus, AmAlert, AmAlertGroup};
 use super::config::AlertingConfig;
-use super::dispatch::{NotifyAlert, group_labels};
+use super::dispatch::{Notifiable, NotifyAlert, group_labels};
 use super::pipeline::Router;
 use super::wire::{ConfigRouter, inhibited_by};
 use crate::clock::unix_ms;
 
 /// The live alerts for the API: what the rules runner last published, routed by `config`.
 pub struct LiveAlerts {
-    alerts: watch::Receiver<Arc<Vec<NotifyAlert>>>,
+    alerts: watch::Receiver<Notifiable>,
     /// The configuration, and its text with secrets masked (computed once per load); replaced
     /// on reload.
     loaded: std::sync::RwLock<Loaded>,
@@ -47,7 +47,7 @@ impl LiveAlerts {
     /// `alerts` is the rules runner's notifiable watch; `config` the loaded notification
     /// configuration with the text it was loaded from (masked here, never kept in the clear).
     pub fn new(
-        alerts: watch::Receiver<Arc<Vec<NotifyAlert>>>,
+        alerts: watch::Receiver<Notifiable>,
         config: Option<(Arc<AlertingConfig>, &str)>,
     ) -> LiveAlerts {
         let (config, original) = match config {
@@ -87,7 +87,7 @@ impl LiveAlerts {
     }
 
     /// The firing alerts of the latest snapshot.
-    fn firing(&self) -> Vec<NotifyAlert> {
+    fn firing(&self) -> Vec<Arc<NotifyAlert>> {
         let snapshot = self.alerts.borrow().clone();
         snapshot.iter().filter(|a| !a.resolved()).cloned().collect()
     }
@@ -95,7 +95,7 @@ impl LiveAlerts {
     /// One alert as the API shows it. A firing alert the engine holds is as fresh as its last
     /// evaluation, so it is shown the way Alertmanager shows an alert posted without an end:
     /// updated now, ending `resolve_timeout` from now unless it is posted again.
-    fn am_alert(&self, a: &NotifyAlert, firing: &[NotifyAlert], now: i64) -> AmAlert {
+    fn am_alert(&self, a: &NotifyAlert, firing: &[Arc<NotifyAlert>], now: i64) -> AmAlert {
         let (receivers, inhibitors, resolve_timeout) = match &self.config() {
             Some(cfg) => (
                 ConfigRouter(cfg.clone())
@@ -397,7 +397,7 @@ inhibit_rules:
 "#;
 
     fn live(snapshot: Vec<NotifyAlert>, config: bool) -> LiveAlerts {
-        let (_tx, rx) = watch::channel(Arc::new(snapshot));
+        let (_tx, rx) = watch::channel(Arc::new(snapshot.into_iter().map(Arc::new).collect()));
         // The sender may go: the receiver keeps the last value.
         let cfg = crate::notify::config::parse_str(CONFIG, "am.yml").unwrap();
         LiveAlerts::new(rx, config.then(|| (Arc::new(cfg), CONFIG))).with_clock(|| NOW)

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::dispatch::{
-    Dispatcher, Flush, LabelSet, LogEntry, NotifyAlert, Reason, RoutePlan, needs_update,
+    Dispatcher, Flush, LabelSet, LogEntry, Notifiable, NotifyAlert, Reason, RoutePlan, needs_update,
 };
 use super::email::Email;
 use super::outbox::{LogKey, OutboxEntry, Restored, delete_outbox, log_row, outbox_id};
@@ -38,10 +38,10 @@ pub trait Router: Send + Sync {
 /// Whether an alert is muted (silenced or inhibited) at a flush. `firing` is every firing alert
 /// the notifier holds, which inhibition compares against.
 pub trait Muter: Send + Sync {
-    fn muted(&self, alert: &NotifyAlert, firing: &[NotifyAlert], now_ms: i64) -> bool;
+    fn muted(&self, alert: &NotifyAlert, firing: &[Arc<NotifyAlert>], now_ms: i64) -> bool;
 
     /// Whether inhibition alone mutes it (for `ocx_sentinel_alerts_inhibited`).
-    fn inhibited(&self, _alert: &NotifyAlert, _firing: &[NotifyAlert]) -> bool {
+    fn inhibited(&self, _alert: &NotifyAlert, _firing: &[Arc<NotifyAlert>]) -> bool {
         false
     }
 }
@@ -51,7 +51,7 @@ pub trait Muter: Send + Sync {
 pub struct NoMute;
 
 impl Muter for NoMute {
-    fn muted(&self, _: &NotifyAlert, _: &[NotifyAlert], _: i64) -> bool {
+    fn muted(&self, _: &NotifyAlert, _: &[Arc<NotifyAlert>], _: i64) -> bool {
         false
     }
 }
@@ -150,7 +150,7 @@ struct Done {
 
 /// The loop's state a flush reads and updates.
 struct FlushCtx<'a> {
-    firing: &'a [NotifyAlert],
+    firing: &'a [Arc<NotifyAlert>],
     /// When each alert (by fingerprint) last changed state as the notifier saw it.
     changed: &'a HashMap<u64, i64>,
     log: &'a HashMap<LogKey, LogEntry>,
@@ -249,7 +249,7 @@ impl Notifier {
     /// evaluation that changed them.
     pub async fn run(
         self: Arc<Self>,
-        alerts: watch::Receiver<Arc<Vec<NotifyAlert>>>,
+        alerts: watch::Receiver<Notifiable>,
         shutdown: watch::Receiver<bool>,
     ) {
         self.run_restored(alerts, shutdown, Restored::default())
@@ -261,7 +261,7 @@ impl Notifier {
     /// again first (a flush of the same group waits for them).
     pub async fn run_restored(
         self: Arc<Self>,
-        mut alerts: watch::Receiver<Arc<Vec<NotifyAlert>>>,
+        mut alerts: watch::Receiver<Notifiable>,
         mut shutdown: watch::Receiver<bool>,
         restored: Restored,
     ) {
@@ -273,14 +273,14 @@ impl Notifier {
         // The previous snapshot, by fingerprint: an alert that did not change since is not
         // routed and inserted again (a no-op for the groups, and the snapshot carries every
         // resolved alert for 15 minutes, so re-inserting all made each change cost O(alerts)).
-        let mut previous: HashMap<u64, NotifyAlert> = HashMap::new();
+        let mut previous: HashMap<u64, Arc<NotifyAlert>> = HashMap::new();
         // Per receiver integration and group: since when its deliveries have failed (the
         // fallback receiver's clock).
         let mut failing: HashMap<LogKey, i64> = HashMap::new();
         let mut log: HashMap<LogKey, LogEntry> = restored.log.into_iter().collect();
         let mut outbox = Outbox::default();
         self.store_rows(restored.stale);
-        let mut firing: Vec<NotifyAlert> = Vec::new();
+        let mut firing: Vec<Arc<NotifyAlert>> = Vec::new();
         let mut pending: HashMap<String, Pending> = HashMap::new();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
         let started = Instant::now();
@@ -375,7 +375,8 @@ impl Notifier {
                     for a in snapshot.iter() {
                         let fp = a.fingerprint();
                         let old = previous.remove(&fp);
-                        if old.as_ref() != Some(a) {
+                        // The engine hands over an unchanged alert as the same `Arc`.
+                        if old.as_ref().is_none_or(|o| !Arc::ptr_eq(o, a) && o != a) {
                             // What the start found did not change now: no latency from it.
                             if !initial && old.is_none_or(|o| o.resolved() != a.resolved()) {
                                 changed_at.insert(fp, wall);
@@ -1026,13 +1027,19 @@ mod tests {
                 }
             }
         };
-        alerts_tx.send(Arc::new(vec![alert(false)])).unwrap();
+        alerts_tx
+            .send(Arc::new(vec![Arc::new(alert(false))]))
+            .unwrap();
         wait(1).await;
         // Firing again in later snapshots: no new notification within repeat_interval.
-        alerts_tx.send(Arc::new(vec![alert(false)])).unwrap();
+        alerts_tx
+            .send(Arc::new(vec![Arc::new(alert(false))]))
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(700)).await;
         assert_eq!(got.lock().unwrap().len(), 1);
-        alerts_tx.send(Arc::new(vec![alert(true)])).unwrap();
+        alerts_tx
+            .send(Arc::new(vec![Arc::new(alert(true))]))
+            .unwrap();
         wait(2).await;
         tokio::time::sleep(Duration::from_millis(700)).await;
         let bodies = got.lock().unwrap().clone();
@@ -1142,7 +1149,7 @@ mod tests {
         let (alerts_tx, alerts_rx) = watch::channel(Arc::new(Vec::new()));
         let (stop_tx, stop_rx) = watch::channel(false);
         let task = tokio::spawn(notifier.run_restored(alerts_rx, stop_rx, restored));
-        alerts_tx.send(Arc::new(vec![firing])).unwrap();
+        alerts_tx.send(Arc::new(vec![Arc::new(firing)])).unwrap();
         tokio::time::sleep(Duration::from_millis(1200)).await;
         let bodies = got.lock().unwrap().clone();
         assert_eq!(bodies.len(), 1, "{bodies:#?}");
@@ -1179,7 +1186,7 @@ mod tests {
                 ..Restored::default()
             };
             // The snapshot is the channel's first value: no change is ever sent.
-            let (_alerts_tx, alerts_rx) = watch::channel(Arc::new(vec![held]));
+            let (_alerts_tx, alerts_rx) = watch::channel(Arc::new(vec![Arc::new(held)]));
             let (stop_tx, stop_rx) = watch::channel(false);
             let task = tokio::spawn(notifier.run_restored(alerts_rx, stop_rx, restored));
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -1246,7 +1253,9 @@ mod tests {
         let (alerts_tx, alerts_rx) = watch::channel(Arc::new(Vec::new()));
         let (stop_tx, stop_rx) = watch::channel(false);
         let task = tokio::spawn(notifier.run(alerts_rx, stop_rx));
-        alerts_tx.send(Arc::new(vec![alert(false)])).unwrap();
+        alerts_tx
+            .send(Arc::new(vec![Arc::new(alert(false))]))
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(2000)).await;
         let bodies = got.lock().unwrap().clone();
         assert_eq!(bodies.len(), 1, "{bodies:#?}");
@@ -1283,7 +1292,9 @@ mod tests {
         let (alerts_tx, alerts_rx) = watch::channel(Arc::new(Vec::new()));
         let (stop_tx, stop_rx) = watch::channel(false);
         let task = tokio::spawn(notifier.run(alerts_rx, stop_rx));
-        alerts_tx.send(Arc::new(vec![alert(false)])).unwrap();
+        alerts_tx
+            .send(Arc::new(vec![Arc::new(alert(false))]))
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(3500)).await;
         let times = times.lock().unwrap().clone();
         assert_eq!(times.len(), 2, "one 429, then one delivery");
@@ -1343,7 +1354,9 @@ mod tests {
         let (alerts_tx, alerts_rx) = watch::channel(Arc::new(Vec::new()));
         let (stop_tx, stop_rx) = watch::channel(false);
         let task = tokio::spawn(notifier.run(alerts_rx, stop_rx));
-        alerts_tx.send(Arc::new(vec![alert(false)])).unwrap();
+        alerts_tx
+            .send(Arc::new(vec![Arc::new(alert(false))]))
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(800)).await;
         assert_eq!(got.lock().unwrap().len(), 1, "sent from memory");
         assert!(

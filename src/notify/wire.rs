@@ -67,7 +67,7 @@ impl std::fmt::Debug for ConfigMuter {
 }
 
 impl Muter for ConfigMuter {
-    fn muted(&self, alert: &NotifyAlert, firing: &[NotifyAlert], now_ms: i64) -> bool {
+    fn muted(&self, alert: &NotifyAlert, firing: &[Arc<NotifyAlert>], now_ms: i64) -> bool {
         if !self
             .silences
             .silences()
@@ -79,7 +79,7 @@ impl Muter for ConfigMuter {
         self.inhibited(alert, firing)
     }
 
-    fn inhibited(&self, alert: &NotifyAlert, firing: &[NotifyAlert]) -> bool {
+    fn inhibited(&self, alert: &NotifyAlert, firing: &[Arc<NotifyAlert>]) -> bool {
         // `inhibits` already keeps an alert from muting itself (one matching both sides never
         // mutes another such alert), so every firing alert can be offered as a source.
         self.config.inhibit_rules.iter().any(|rule| {
@@ -93,11 +93,15 @@ impl Muter for ConfigMuter {
 /// The firing alerts that inhibit `target` under `rules`, by fingerprint, sorted: the API's
 /// `inhibitedBy`. Alertmanager's inhibitor stops at the first source it finds (which one is
 /// map order); every one is listed here, so the answer does not depend on iteration order.
-pub fn inhibited_by(rules: &[InhibitRule], target: &LabelSet, firing: &[NotifyAlert]) -> Vec<u64> {
+pub fn inhibited_by(
+    rules: &[InhibitRule],
+    target: &LabelSet,
+    firing: &[Arc<NotifyAlert>],
+) -> Vec<u64> {
     let mut out: Vec<u64> = firing
         .iter()
         .filter(|s| rules.iter().any(|r| r.inhibits(&s.labels, target)))
-        .map(NotifyAlert::fingerprint)
+        .map(|a| a.fingerprint())
         .collect();
     out.sort_unstable();
     out.dedup();

@@ -22,7 +22,7 @@ use super::group::AlertTransition;
 use super::persist::{self, StoredAlert, Written};
 use crate::clock::unix_ms;
 use crate::datadir::{Row, WriterHandle};
-use crate::notify::dispatch::NotifyAlert;
+use crate::notify::dispatch::Notifiable;
 use crate::telemetry::{Gauge, Telemetry, names};
 use crate::traces::log::in_span;
 use crate::traces::{TraceIds, TraceSpan, Traces, ids_of};
@@ -165,7 +165,7 @@ pub struct RulesHandle {
     engine: Arc<Mutex<Engine>>,
     reload: mpsc::Sender<ReloadReply>,
     alerts: watch::Receiver<u64>,
-    notifiable: watch::Receiver<Arc<Vec<NotifyAlert>>>,
+    notifiable: watch::Receiver<Notifiable>,
 }
 
 impl std::fmt::Debug for RulesHandle {
@@ -203,7 +203,7 @@ impl RulesHandle {
 
     /// The firing and resolved alerts, published after every evaluation that fired or resolved
     /// one: what the notifier consumes.
-    pub fn notifiable(&self) -> watch::Receiver<Arc<Vec<NotifyAlert>>> {
+    pub fn notifiable(&self) -> watch::Receiver<Notifiable> {
         self.notifiable.clone()
     }
 }
@@ -220,7 +220,7 @@ pub struct Runner {
     source: RuleSource,
     reload_rx: tokio::sync::Mutex<mpsc::Receiver<ReloadReply>>,
     alerts_tx: watch::Sender<u64>,
-    notifiable_tx: watch::Sender<Arc<Vec<NotifyAlert>>>,
+    notifiable_tx: watch::Sender<Notifiable>,
     reload_ok: Gauge,
     reload_ts: Gauge,
     /// Zero of the timer clock (`tick_ms`): monotonic, so wall-clock steps move no timer.
@@ -260,7 +260,7 @@ impl Runner {
         engine.load(files, 0);
         let (reload_tx, reload_rx) = mpsc::channel(8);
         let (alerts_tx, alerts) = watch::channel(0);
-        let (notifiable_tx, notifiable) = watch::channel(Arc::new(engine.notifiable()));
+        let (notifiable_tx, notifiable) = watch::channel(Arc::new(engine.notifiable(None)));
         let runner = Runner {
             engine: Arc::new(Mutex::new(engine)),
             source,
@@ -299,21 +299,18 @@ impl Runner {
 
     /// The engine's notifiable alerts, each with the span that made it fire or resolve; the
     /// links of alerts no longer listed are forgotten.
-    fn notifiable_of(&self, engine: &Engine) -> Vec<NotifyAlert> {
-        let mut out = engine.notifiable();
-        if self.traces().is_some() {
-            let mut triggers = lock(&self.triggers);
-            if !triggers.is_empty() {
-                let mut seen = std::collections::HashSet::with_capacity(out.len());
-                for a in &mut out {
-                    let fp = a.fingerprint();
-                    a.trigger = triggers.get(&fp).copied();
-                    seen.insert(fp);
-                }
-                triggers.retain(|fp, _| seen.contains(fp));
-            }
+    fn notifiable_of(&self, engine: &Engine) -> Notifiable {
+        if self.traces().is_none() {
+            return Arc::new(engine.notifiable(None));
         }
-        out
+        let mut triggers = lock(&self.triggers);
+        let out = engine.notifiable(Some(&triggers));
+        if !triggers.is_empty() {
+            let seen: std::collections::HashSet<u64> =
+                out.iter().map(|a| a.fingerprint()).collect();
+            triggers.retain(|fp, _| seen.contains(fp));
+        }
+        Arc::new(out)
     }
 
     /// Also reload `hook` with the rules (see [`ReloadHook`]).
@@ -396,8 +393,7 @@ impl Runner {
         let n = {
             let mut engine = lock(&self.engine);
             let n = engine.restore(&stored);
-            self.notifiable_tx
-                .send_replace(Arc::new(self.notifiable_of(&engine)));
+            self.notifiable_tx.send_replace(self.notifiable_of(&engine));
             n
         };
         if n > 0 {
@@ -472,21 +468,21 @@ impl Runner {
         // a kill between the two commits left the firing alert unknown after the restart (seen
         // once in CI: the redelivered firing notification, never its resolve).
         //
-        // The first group of a pass that fires or resolves an alert publishes at once, as
-        // Prometheus sends a group's alerts to Alertmanager when that group's evaluation ends:
-        // a breach does not wait for the rules evaluated after it (with 100 rules over 200
-        // markets, milliseconds). Every snapshot copies every alert held, so whatever the rest
-        // of the pass fires or resolves goes out once, at its end.
-        let mut published: Option<usize> = None;
-        let mut seen = 0usize;
+        // Each group that fires or resolves an alert publishes as it ends, as Prometheus sends a
+        // group's alerts to Alertmanager when that group's evaluation ends: a breach does not
+        // wait for the rules evaluated after it (with 100 rules over 200 markets, milliseconds).
         let pass = {
             let mut engine = lock(&self.engine);
             let mut on_group = |engine: &Engine, ts: &[AlertTransition]| {
-                seen += ts.len();
                 self.persist(engine, ts);
-                if published.is_none() && ts.iter().any(fires_or_resolves) {
-                    published = Some(seen);
+                if ts.iter().any(fires_or_resolves) {
                     self.publish(engine, ts);
+                } else if ts
+                    .iter()
+                    .any(|t| t.transition != Transition::PendingCleared)
+                {
+                    // A new pending alert: nothing for the notifier, news for the API's readers.
+                    self.alerts_tx.send_modify(|v| *v = v.wrapping_add(1));
                 }
             };
             let pass = if after_change {
@@ -515,24 +511,26 @@ impl Runner {
             }
             // The clock row, and every minute the full comparison (see `persist`).
             self.persist(&engine, &[]);
-            if let Some(at) = published
-                && pass.transitions[at..].iter().any(fires_or_resolves)
-            {
-                self.publish(&engine, &pass.transitions[at..]);
-            }
             pass
         };
-        if published.is_none()
-            && pass
-                .transitions
-                .iter()
-                .any(|t| t.transition != Transition::PendingCleared)
-        {
-            self.alerts_tx.send_modify(|v| *v = v.wrapping_add(1));
-        }
         // The pass's log lines (alerts firing, rules failing) carry its span's ids.
         in_span(pass_span.as_ref(), || log_pass(&pass));
         pass
+    }
+
+    /// [`Runner::evaluate`] without holding a runtime worker's queue: on a multi-threaded
+    /// runtime the worker's other tasks move to another thread first. A pass is synchronous CPU
+    /// work (up to tens of ms); on a worker, each task it wakes (the notifier, told of an alert
+    /// it published) waits in that worker's LIFO slot, which other workers do not steal, until
+    /// the pass ends.
+    fn evaluate_off_worker(&self, after_change: bool, stop: &dyn Fn() -> bool) -> Pass {
+        let multi = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi {
+            tokio::task::block_in_place(|| self.evaluate(after_change, stop))
+        } else {
+            self.evaluate(after_change, stop)
+        }
     }
 
     /// Hands the notifier the alerts as they are now (after `transitions`, which fired or
@@ -540,8 +538,7 @@ impl Runner {
     /// and wakes whoever waits for alert changes.
     fn publish(&self, engine: &Engine, transitions: &[AlertTransition]) {
         self.note_triggers(transitions);
-        self.notifiable_tx
-            .send_replace(Arc::new(self.notifiable_of(engine)));
+        self.notifiable_tx.send_replace(self.notifiable_of(engine));
         // Notifications first, so whoever wakes on `alerts_tx` finds them published.
         self.alerts_tx.send_modify(|v| *v = v.wrapping_add(1));
     }
@@ -629,7 +626,7 @@ impl Runner {
                 if !(pending && Instant::now() >= not_before) {
                     // Go on with the timer pass; it stops again for a change once the duty
                     // bound allows one.
-                    self.evaluate(false, &|| change_due(&changes, pending, not_before));
+                    self.evaluate_off_worker(false, &|| change_due(&changes, pending, not_before));
                     continue;
                 }
             }
@@ -641,7 +638,7 @@ impl Runner {
                     c.borrow_and_update();
                 }
                 let started = Instant::now();
-                let pass = self.evaluate(true, &|| false);
+                let pass = self.evaluate_off_worker(true, &|| false);
                 let spent = Duration::from_secs_f64(pass.seconds);
                 not_before = started + spent.mul_f64(1.0 / MAX_DUTY - 1.0) + spent;
                 continue;
@@ -665,7 +662,7 @@ impl Runner {
                 }
                 () = any_changed(&mut changes) => pending = true,
                 () = timer => {
-                    self.evaluate(false, &|| change_due(&changes, false, not_before));
+                    self.evaluate_off_worker(false, &|| change_due(&changes, false, not_before));
                 }
             }
         }
@@ -818,6 +815,75 @@ mod tests {
         ));
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    /// The alert a pass's first group fires reaches a task waiting for it while the rest of the
+    /// pass still runs: the evaluation does not hold the runtime worker that task is queued on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_published_alert_reaches_its_reader_before_the_pass_ends() {
+        let dir = tempdir("worker");
+        let mut text = String::from(
+            "groups:\n  - name: first\n    rules: [{alert: Big, expr: 'ocx_position_quantity > 5'}]\n  - name: slow\n    rules:\n",
+        );
+        for i in 0..2000 {
+            text.push_str(&format!(
+                "      - record: slow:q{i}\n        expr: ocx_position_quantity * {i}\n"
+            ));
+        }
+        let path = write(&dir, "r.yml", &text);
+        let t = Telemetry::new();
+        let (runner, handle) = Runner::start(
+            &t,
+            RuleSource::Paths(vec![path]),
+            Duration::from_secs(3600),
+            "",
+        )
+        .unwrap();
+        let q = t.gauge(
+            names::POSITION_QUANTITY,
+            &[("account", "a"), ("market", "M")],
+        );
+        q.set(1.0);
+        let (epoch_tx, epoch_rx) = watch::channel(0u64);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(runner.run(vec![epoch_rx], stop_rx));
+        // The first (timer) pass, over every rule, is over once it has timed itself.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while handle.engine().last_pass_seconds() == 0.0 {
+            assert!(Instant::now() < deadline, "no first pass");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        let mut notifiable = handle.notifiable();
+        notifiable.borrow_and_update();
+        let reader = tokio::spawn(async move {
+            notifiable.changed().await.unwrap();
+            Instant::now()
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        q.set(6.0);
+        epoch_tx.send_modify(|e| *e += 1);
+        let woke = tokio::time::timeout(Duration::from_secs(60), reader)
+            .await
+            .unwrap()
+            .unwrap();
+        // The engine's lock is free once the pass is over.
+        let (ended, pass) = {
+            let engine = handle.engine();
+            (Instant::now(), engine.last_pass_seconds())
+        };
+        assert!(pass > 0.005, "the slow group makes a long pass ({pass}s)");
+        let waited = ended.duration_since(woke).as_secs_f64();
+        assert!(
+            waited > pass / 4.0,
+            "the reader woke {waited}s before a {pass}s pass ended: it waited for the pass"
+        );
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .unwrap()
+            .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// The task itself: a change is evaluated at once, the timer runs, a bad reload keeps the
