@@ -13,7 +13,8 @@
 //!      after `ENGINE_SECS`.
 //!   2. A real `Sidecar` against a scripted exchange on 127.0.0.1 with the same rules and
 //!      markets: up to `BREACHES` times (stopping after `SIDECAR_SECS`), a delta takes one market
-//!      over its inventory limit and the time until the alerts the rule engine publishes
+//!      over its inventory limit and the time from its write to the socket until the alerts the
+//!      rule engine publishes
 //!      (`RulesHandle::notifiable`, what the notifier routes; woken by `alert_changes`) show
 //!      `OcxInventoryLimitBreached` firing is recorded, then a delta back under it and the time
 //!      until it is resolved. Events are isolated: each waits until the previous evaluation is at
@@ -933,33 +934,46 @@ async fn request_path(sock: &mut TcpStream) -> Option<String> {
     head.split_whitespace().nth(1).map(str::to_string)
 }
 
+/// When the user stream's latest event was written to the socket: on loopback the bytes are in
+/// the sidecar's receive queue when `write` returns, so this is the event's arrival there (the
+/// bench's own hop, from its loop to the exchange task, is left out).
+type WrittenAt = Arc<Mutex<Option<std::time::Instant>>>;
+
 /// An exchange on 127.0.0.1: the (first) user stream writes what the bench sends, when it
-/// sends it; each events stream sends its book snapshot, then a heartbeat every 15s.
+/// sends it, and notes when each event was written; each events stream sends its book
+/// snapshot, then a heartbeat every 15s.
 async fn scripted_exchange(
     books: Vec<(String, String)>,
-) -> (String, mpsc::UnboundedSender<String>) {
+) -> (String, mpsc::UnboundedSender<String>, WrittenAt) {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind loopback");
     let base = format!("http://{}", listener.local_addr().expect("bound"));
     let (tx, rx) = mpsc::unbounded_channel::<String>();
     let user = Arc::new(Mutex::new(Some(rx)));
+    let written: WrittenAt = Arc::default();
     let books: Arc<BTreeMap<String, String>> = Arc::new(books.into_iter().collect());
+    let at = written.clone();
     tokio::spawn(async move {
         loop {
             let Ok((sock, _)) = listener.accept().await else {
                 return;
             };
             let _ = sock.set_nodelay(true);
-            tokio::spawn(serve_stream(sock, user.clone(), books.clone()));
+            tokio::spawn(serve_stream(sock, user.clone(), books.clone(), at.clone()));
         }
     });
-    (base, tx)
+    (base, tx, written)
 }
 
 type UserFeed = Arc<Mutex<Option<mpsc::UnboundedReceiver<String>>>>;
 
-async fn serve_stream(mut sock: TcpStream, user: UserFeed, books: Arc<BTreeMap<String, String>>) {
+async fn serve_stream(
+    mut sock: TcpStream,
+    user: UserFeed,
+    books: Arc<BTreeMap<String, String>>,
+    written: WrittenAt,
+) {
     let Some(path) = request_path(&mut sock).await else {
         return;
     };
@@ -983,6 +997,11 @@ async fn serve_stream(mut sock: TcpStream, user: UserFeed, books: Arc<BTreeMap<S
                 Ok(None) => return,
                 Err(_) => ":heartbeat\n\n".to_string(),
             };
+            // Noted just before the write (a few µs early), so it is there before the sidecar
+            // can have read the event.
+            #[allow(clippy::disallowed_methods)] // the bench's clock, in this process
+            let now = std::time::Instant::now();
+            *written.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
             if sock.write_all(text.as_bytes()).await.is_err() {
                 return;
             }
@@ -1130,7 +1149,7 @@ async fn latency_bench(cfg: &Config) -> LatencyResult {
     let books = (0..cfg.events_streams)
         .map(|i| (market(i), world.book_snapshot(i)))
         .collect();
-    let (api_base, exchange) = scripted_exchange(books).await;
+    let (api_base, exchange, written) = scripted_exchange(books).await;
     let settings = sidecar_settings(&api_base, cfg, &world, RuleSource::Paths(paths));
     let listener = TcpListener::bind(settings.listen)
         .await
@@ -1200,14 +1219,22 @@ async fn latency_bench(cfg: &Config) -> LatencyResult {
             seq += 1;
             let text = envelope(false, seq, now_ms(), &world.position_delta(i));
             rx.borrow_and_update();
-            let sent = Instant::now();
+            *written.lock().unwrap_or_else(|p| p.into_inner()) = None;
             exchange.send(text).expect("exchange running");
             if over {
                 await_alert(&mut rx, &format!("{m} firing"), || firing(&sidecar, &m)).await;
-                fire.push(sent.elapsed());
             } else {
                 await_alert(&mut rx, &format!("{m} resolved"), || !firing(&sidecar, &m)).await;
-                resolve.push(sent.elapsed());
+            }
+            let took = written
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .expect("the exchange wrote the delta")
+                .elapsed();
+            if over {
+                fire.push(took);
+            } else {
+                resolve.push(took);
             }
             // Isolated events: past the runner's duty-cycle spacing of this evaluation.
             let pass = last_pass(&sidecar);
@@ -1336,11 +1363,15 @@ fn main() {
     }
     if let Some(l) = &latency {
         row(
-            "sidecar: delta written -> alert firing (published)",
+            "sidecar: delta on the socket -> alert firing (published)",
             &l.fire,
             None,
         );
-        row("sidecar: delta written -> alert resolved", &l.resolve, None);
+        row(
+            "sidecar: delta on the socket -> alert resolved",
+            &l.resolve,
+            None,
+        );
         row(
             "sidecar: the latest evaluation pass after it fired",
             &l.pass,
