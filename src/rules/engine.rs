@@ -18,7 +18,7 @@ use super::group::{
 use super::live::{ChangeLog, LiveStore, Needs};
 use super::persist::StoredAlert;
 use super::promql::LOOKBACK_DELTA;
-use super::promql::Labels;
+use super::promql::{FastMap, Labels};
 use crate::notify::dispatch::NotifyAlert;
 use crate::telemetry::TraceIds;
 use crate::telemetry::{APPLY_FAMILIES, Counter, Gauge, Histogram, Telemetry, names};
@@ -367,7 +367,7 @@ pub struct Engine {
 /// alerts, on the path from a breach to its notification).
 #[derive(Default)]
 struct NotifyCache {
-    entries: HashMap<(usize, usize, Labels), Cached>,
+    entries: FastMap<(usize, usize, Labels), Cached>,
     /// Numbers snapshots, so entries no snapshot used are dropped.
     round: u64,
 }

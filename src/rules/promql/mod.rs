@@ -27,6 +27,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub(crate) use hash::FastMap;
 pub use labels::{Labels, METRIC_NAME};
 pub use storage::{
     InPlace, MatchKind, Matcher, MemStorage, STALE_NAN_BITS, Selector, SeriesData, Storage,
