@@ -361,21 +361,30 @@ pub struct Engine {
     notify_cache: RefCell<NotifyCache>,
 }
 
-/// Per alert (group, rule, labels), its latest notifiable entry: a snapshot hands the notifier
+/// Per alerting rule (group, rule), its latest notifiable entries: a snapshot hands the notifier
 /// every firing and retained resolved alert, yet one pass changes a few, and building an entry
 /// (its label and annotation maps) was most of a snapshot's cost (about 2 ms for a few hundred
 /// alerts, on the path from a breach to its notification).
 #[derive(Default)]
 struct NotifyCache {
-    entries: FastMap<(usize, usize, Labels), Cached>,
-    /// Numbers snapshots, so entries no snapshot used are dropped.
+    rules: FastMap<(usize, usize), RuleEntries>,
+    /// Numbers snapshots, so the entries of rules no longer loaded are dropped.
     round: u64,
+}
+
+/// One rule's entries, as of its evaluation numbered `seq` (see [`RuleWatch`]): while the rule
+/// is not evaluated again (and no alert is restored), its alerts are as they were.
+struct RuleEntries {
+    seq: u64,
+    round: u64,
+    /// In the order the rule holds its alerts.
+    list: Vec<Arc<NotifyAlert>>,
+    by_labels: FastMap<Labels, Cached>,
 }
 
 struct Cached {
     entry: Arc<NotifyAlert>,
     fingerprint: u64,
-    round: u64,
 }
 
 /// Whether `entry` still shows `al` as it is now (labels are the cache key; the generator URL
@@ -450,7 +459,7 @@ impl Engine {
         // ones are due at once, the kept ones keep their timers.
         self.resume = None;
         // Entries are by group and rule index, and carry the rule's generator URL.
-        self.notify_cache.get_mut().entries.clear();
+        self.notify_cache.get_mut().rules.clear();
         let mut old: HashMap<String, LiveGroup> = std::mem::take(&mut self.groups)
             .into_iter()
             .map(|g| (g.key(), g))
@@ -843,6 +852,23 @@ impl Engine {
                 let (Rule::Alerting(a), Some(held)) = (rule, g.state.alerts(i)) else {
                     continue;
                 };
+                let seq = g.watch.get(i).map_or(u64::MAX, |w| w.evaluated_seq);
+                let entries = cache.rules.entry((gi, i)).or_insert_with(|| RuleEntries {
+                    seq: u64::MAX,
+                    round,
+                    list: Vec::new(),
+                    by_labels: FastMap::default(),
+                });
+                entries.round = round;
+                // Not evaluated since: the same entries. A trigger is only ever noted for an
+                // alert that just fired or resolved, so its rule was evaluated.
+                if seq != u64::MAX && entries.seq == seq && triggers.is_none_or(HashMap::is_empty) {
+                    out.extend(entries.list.iter().cloned());
+                    continue;
+                }
+                let mut old = std::mem::take(&mut entries.by_labels);
+                entries.list.clear();
+                entries.seq = seq;
                 let mut url: Option<String> = None;
                 for al in held.alerts() {
                     let ends_at_ms = match (al.state, al.resolved_at_ms) {
@@ -852,57 +878,55 @@ impl Engine {
                     };
                     // Prometheus sends `startsAt` as the firing time (`FiredAt`), not `activeAt`.
                     let starts_at_ms = al.fired_at_ms.unwrap_or(al.active_at_ms);
-                    let key = (gi, i, al.labels.clone());
                     let trigger_of = |fp: u64| triggers.and_then(|t| t.get(&fp)).copied();
-                    if let Some(c) = cache.entries.get_mut(&key)
-                        && shows(
-                            &c.entry,
-                            al,
-                            starts_at_ms,
-                            ends_at_ms,
-                            trigger_of(c.fingerprint),
-                        )
-                    {
-                        c.round = round;
-                        out.push(c.entry.clone());
-                        continue;
-                    }
-                    let url = url.get_or_insert_with(|| {
-                        format!(
-                            "{}/graph?g0.expr={}&g0.tab=1",
-                            self.external_url.trim_end_matches('/'),
-                            query_escape(a.expr.as_str())
-                        )
-                    });
-                    let mut entry = NotifyAlert {
-                        labels: al
-                            .labels
-                            .iter()
-                            .map(|(k, v)| (k.to_string(), v.to_string()))
-                            .collect(),
-                        annotations: al.annotations.iter().cloned().collect(),
-                        starts_at_ms,
-                        ends_at_ms,
-                        value: al.value,
-                        generator_url: url.clone(),
-                        trigger: None,
+                    let cached = match old.remove(&al.labels) {
+                        Some(c)
+                            if shows(
+                                &c.entry,
+                                al,
+                                starts_at_ms,
+                                ends_at_ms,
+                                trigger_of(c.fingerprint),
+                            ) =>
+                        {
+                            c
+                        }
+                        _ => {
+                            let url = url.get_or_insert_with(|| {
+                                format!(
+                                    "{}/graph?g0.expr={}&g0.tab=1",
+                                    self.external_url.trim_end_matches('/'),
+                                    query_escape(a.expr.as_str())
+                                )
+                            });
+                            let mut entry = NotifyAlert {
+                                labels: al
+                                    .labels
+                                    .iter()
+                                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                                    .collect(),
+                                annotations: al.annotations.iter().cloned().collect(),
+                                starts_at_ms,
+                                ends_at_ms,
+                                value: al.value,
+                                generator_url: url.clone(),
+                                trigger: None,
+                            };
+                            let fingerprint = entry.fingerprint();
+                            entry.trigger = trigger_of(fingerprint);
+                            Cached {
+                                entry: Arc::new(entry),
+                                fingerprint,
+                            }
+                        }
                     };
-                    let fingerprint = entry.fingerprint();
-                    entry.trigger = trigger_of(fingerprint);
-                    let entry = Arc::new(entry);
-                    out.push(entry.clone());
-                    cache.entries.insert(
-                        key,
-                        Cached {
-                            entry,
-                            fingerprint,
-                            round,
-                        },
-                    );
+                    entries.list.push(cached.entry.clone());
+                    entries.by_labels.insert(al.labels.clone(), cached);
                 }
+                out.extend(entries.list.iter().cloned());
             }
         }
-        cache.entries.retain(|_, c| c.round == round);
+        cache.rules.retain(|_, r| r.round == round);
         out
     }
 
@@ -953,6 +977,8 @@ impl Engine {
     /// Puts stored alerts back under the loaded rule they belong to (same group, same rule
     /// identity); those of rules no longer loaded are left out. Returns how many were restored.
     pub fn restore(&mut self, stored: &[StoredAlert]) -> usize {
+        // Restored alerts change rules that were not evaluated (see `RuleEntries`).
+        self.notify_cache.get_mut().rules.clear();
         let mut by_rule: HashMap<(&str, &str), Vec<&StoredAlert>> = HashMap::new();
         for a in stored {
             by_rule.entry((&a.group, &a.rule)).or_default().push(a);
@@ -1263,6 +1289,49 @@ groups:
         // And the same entry again while nothing changes.
         let fifth = by_market(&e.notifiable(Some(&triggers)));
         assert!(Arc::ptr_eq(&fourth["B"], &fifth["B"]));
+    }
+
+    /// A rule a change pass did not evaluate keeps its entries; the one it evaluated shows what
+    /// the pass changed.
+    #[test]
+    fn a_change_pass_rebuilds_only_the_entries_of_the_rules_it_evaluated() {
+        let t = Telemetry::new();
+        let mut e = Engine::new(&t, Duration::from_secs(1), "");
+        let rules = "groups: [{name: g, rules: [{alert: Big, expr: 'ocx_position_quantity > 5'}, {alert: Low, expr: 'ocx_inventory_limit < 3'}]}]\n";
+        e.load(vec![parse_str(rules, "r.yml").unwrap()], 0);
+        let l = [("account", "a"), ("market", "M")];
+        let q = t.gauge(names::POSITION_QUANTITY, &l);
+        let limit = t.gauge(names::INVENTORY_LIMIT, &l);
+        q.set(6.0);
+        limit.set(2.0);
+        e.evaluate(1_000, false);
+        let by_name = |n: &[Arc<NotifyAlert>]| -> HashMap<String, Arc<NotifyAlert>> {
+            n.iter()
+                .map(|x| (x.labels["alertname"].clone(), x.clone()))
+                .collect()
+        };
+        let first = by_name(&e.notifiable(None));
+        assert_eq!(first.len(), 2);
+
+        q.set(7.0);
+        let p = e.evaluate_changes(2_000);
+        assert_eq!(p.rules, 1, "only the rule reading the quantity");
+        let second = by_name(&e.notifiable(None));
+        assert_eq!(second["Big"].value, 7.0);
+        assert!(Arc::ptr_eq(&first["Low"], &second["Low"]));
+
+        limit.set(1.0);
+        e.evaluate_changes(3_000);
+        let third = by_name(&e.notifiable(None));
+        assert_eq!(third["Low"].value, 1.0);
+        assert!(Arc::ptr_eq(&second["Big"], &third["Big"]));
+
+        // The quantity drops under 5: Big resolves, and its entry says so.
+        q.set(1.0);
+        e.evaluate_changes(4_000);
+        let fourth = by_name(&e.notifiable(None));
+        assert_eq!(fourth["Big"].ends_at_ms, Some(4_000));
+        assert!(Arc::ptr_eq(&third["Low"], &fourth["Low"]));
     }
 
     #[test]
