@@ -7,14 +7,19 @@
 //! (the newest sample always reflects the latest evaluation) and kept only as long as some rule
 //! can read it: the longest range plus offset of the rules selecting that metric, plus the 5m
 //! lookback. Metrics that are only read by plain instant selectors keep one sample.
+//!
+//! A pass after a change ([`LiveStore::observe_moved`]) costs what moved, not the store's size:
+//! it samples the counters and gauges the registry's write log lists as written since this
+//! store last looked, and takes in the series created or removed since its last resolve from
+//! the registry's membership log, instead of resolving every family again.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use super::file::RuleGroup;
 use super::promql::{self, Expr, InPlace, LOOKBACK_DELTA, Labels, METRIC_NAME, Selector};
-use crate::telemetry::Kind;
-use crate::telemetry::store::{self, Counter, Gauge, Handle, Histogram, Registry};
+use crate::telemetry::store::{self, Counter, Gauge, Handle, Histogram, Registry, WriteCursor};
+use crate::telemetry::{Kind, MetricDef};
 
 /// Which metrics the loaded rules read, and how much history before `t` each needs.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -126,6 +131,15 @@ enum Reader {
 }
 
 impl Reader {
+    /// The store series' id in the registry's write log, for a counter or a gauge.
+    fn write_id(&self) -> Option<u32> {
+        match self {
+            Reader::Counter(c) => c.write_id(),
+            Reader::Gauge(g) => g.write_id(),
+            Reader::Bucket(..) | Reader::Sum(_) | Reader::Count(_) => None,
+        }
+    }
+
     fn read(&self, snap: &mut Option<(Histogram, store::HistogramSnapshot)>) -> f64 {
         let (h, pick): (&Histogram, fn(&store::HistogramSnapshot, usize) -> f64) = match self {
             Reader::Counter(c) => return c.get(),
@@ -167,6 +181,10 @@ struct Tracked {
     name: usize,
 }
 
+/// The PromQL series of one store series, with the handle they read (a series removed and
+/// registered again is another handle, and is built again).
+type Built = (Handle, Vec<(Labels, Reader)>);
+
 /// The rule engine's storage over the series store. See the module docs.
 pub struct LiveStore {
     registry: Registry,
@@ -174,12 +192,19 @@ pub struct LiveStore {
     resolution_ms: i64,
     /// The store's generation the series were resolved at; `None` forces a resolve.
     generation: Option<u64>,
+    /// By slot: a series keeps its slot until a full resolve or a prune that drops a series
+    /// (both put them in label order again); one that appears between takes a new slot at the
+    /// end, so the indexes below need no renumbering.
     series: Vec<Tracked>,
+    /// The slots in label order: the order a full resolve leaves them in, in which observations
+    /// read them (adjacent series of one histogram share a snapshot) and a selector without a
+    /// metric name visits them.
+    order: Vec<usize>,
     index: HashMap<Labels, usize>,
     /// Metric name to its index in `names` and `members`.
     by_name: HashMap<String, usize>,
     names: Vec<String>,
-    /// The series of each name, by index into `series`.
+    /// The series of each name, by slot, in label order (as are the postings' lists).
     members: Vec<Vec<usize>>,
     /// Per name (by index), label, and value: the series with that value, by index into
     /// `series`. An equality matcher then reads its few series instead of the whole family: a
@@ -197,10 +222,22 @@ pub struct LiveStore {
     /// When history was last pruned: pruning walks every series, so it runs once per
     /// resolution, not after every event.
     last_prune_ms: i64,
-    /// PromQL series built from one store series, so a resolve after a new series appeared
-    /// allocates only for that one.
-    built: HashMap<(usize, store::Labels), Vec<(Labels, Reader)>>,
+    /// PromQL series built from one store series (with its handle), so a resolve after a new
+    /// series appeared allocates only for that one.
+    built: HashMap<(usize, store::Labels), Built>,
     samples: usize,
+    /// Where this store is in the registry's write log; `None`: the next change pass reads
+    /// every counter and gauge.
+    cursor: Option<WriteCursor>,
+    /// Tracked counters and gauges by their write log id, by index into `series`.
+    by_write_id: HashMap<u32, usize>,
+    /// Scratch for a change pass: the ids the write log listed.
+    written: Vec<u32>,
+    /// Scratch for a change pass: the series to read, by index into `series`.
+    moved: Vec<usize>,
+    /// Write log ids of the counters and gauges the latest resolve began to track (or gave a
+    /// new handle): a change pass reads them, as a full one would.
+    fresh: Vec<u32>,
 }
 
 impl std::fmt::Debug for LiveStore {
@@ -221,6 +258,7 @@ impl LiveStore {
             resolution_ms: ms(resolution).max(1),
             generation: None,
             series: Vec::new(),
+            order: Vec::new(),
             index: HashMap::new(),
             by_name: HashMap::new(),
             names: Vec::new(),
@@ -233,6 +271,11 @@ impl LiveStore {
             last_prune_ms: i64::MIN,
             built: HashMap::new(),
             samples: 0,
+            cursor: None,
+            by_write_id: HashMap::new(),
+            written: Vec::new(),
+            moved: Vec::new(),
+            fresh: Vec::new(),
         }
     }
 
@@ -269,42 +312,64 @@ impl LiveStore {
     /// its latest sample, which the next full observation (every group's timer, seconds away)
     /// follows up; a rule reading it sees the same value through the lookback. Sampling every
     /// tracked series was the bulk of a change pass (thousands of series with 200 markets, one
-    /// of which moved).
+    /// of which moved). Which moved the registry's write log says: the series written since
+    /// this store last looked (a few per event), read instead of every counter and gauge (which
+    /// it still does when its place fell off the log).
     pub fn observe_moved(&mut self, t_ms: i64, seq: u64) {
         self.observe_with(t_ms, seq, false);
     }
 
     fn observe_with(&mut self, t_ms: i64, seq: u64, all: bool) {
+        // Whether every counter and gauge is read: in a full observation, and after a full
+        // resolve (new series have no sample yet: reading them is what gives them one).
+        let mut every = all;
+        self.fresh.clear();
         let generation = self.registry.generation();
         if self.generation != Some(generation) {
-            self.resolve(t_ms, seq);
-            self.generation = Some(generation);
+            let changes = self.generation.and_then(|g| self.registry.members_since(g));
+            match changes {
+                Some((now, changes)) => {
+                    every |= self.resolve_changes(t_ms, seq, changes);
+                    self.generation = Some(now);
+                }
+                None => {
+                    self.resolve(t_ms, seq);
+                    self.generation = Some(generation);
+                    every = true;
+                }
+            }
         }
+        // Before reading any value: the write log lists what changed after this point.
+        let written = &mut self.written;
+        written.clear();
+        let (cursor, known) = self
+            .registry
+            .written_since(self.cursor.filter(|_| !every), &mut |id| written.push(id));
+        self.cursor = Some(cursor);
         let mut snap = None;
         self.dirty.clear();
         self.dirty.resize(self.names.len(), false);
-        for s in &mut self.series {
-            let v = match &s.reader {
-                // A change pass reads counters and gauges: what an account's change writes.
-                // Histograms (stream lag, heartbeats, REST timings) wait for the next full
-                // observation; reading one copies all its buckets.
-                Some(Reader::Bucket(..) | Reader::Sum(_) | Reader::Count(_)) if !all => continue,
-                Some(r) => r.read(&mut snap),
-                None => continue,
-            };
-            // Bits, so a NaN that stays NaN is no change.
-            if s.samples
-                .back()
-                .is_none_or(|&(_, last)| last.to_bits() != v.to_bits())
-            {
-                self.dirty[s.name] = true;
-                self.changed.push((s.name, s.labels.clone()));
-            } else if !all {
-                continue;
+        let (dirty, changed) = (&mut self.dirty, &mut self.changed);
+        if every || !known {
+            for &i in &self.order {
+                sample(&mut self.series[i], t_ms, all, &mut snap, dirty, changed);
             }
-            push_thinned(&mut s.samples, t_ms, v, s.resolution_ms);
-            // Keep each history one slice, so reading a window never gathers it first.
-            s.samples.make_contiguous();
+        } else {
+            // In label order, as the full scan would (the change logs list them in that order).
+            self.moved.clear();
+            self.moved.extend(
+                self.written
+                    .iter()
+                    .chain(&self.fresh)
+                    .filter_map(|id| self.by_write_id.get(id)),
+            );
+            let series = &self.series;
+            self.moved
+                .sort_unstable_by(|&a, &b| series[a].labels.cmp(&series[b].labels));
+            self.moved.dedup();
+            for &i in &self.moved {
+                sample(&mut self.series[i], t_ms, all, &mut snap, dirty, changed);
+            }
         }
         for (i, labels) in self.changed.drain(..) {
             match self.logs.get_mut(&self.names[i]) {
@@ -358,28 +423,44 @@ impl LiveStore {
         self.resolution_ms.max(keep_ms / MAX_SAMPLES_PER_SERIES)
     }
 
+    /// The PromQL names of a store family (a histogram's three) and how long the rules keep
+    /// each (`None`: no rule reads it).
+    fn family_needs(&self, def: &MetricDef) -> (Vec<String>, Vec<Option<i64>>) {
+        let names: Vec<String> = match def.kind {
+            Kind::Histogram(_) => ["_bucket", "_sum", "_count"]
+                .iter()
+                .map(|s| format!("{}{s}", def.name))
+                .collect(),
+            Kind::Counter | Kind::Gauge => vec![def.name.to_string()],
+        };
+        let keeps = names.iter().map(|n| self.needs.keep_ms(n)).collect();
+        (names, keeps)
+    }
+
     /// Re-read which series exist: new ones are tracked, gone ones get a stale marker at `t_ms`.
     fn resolve(&mut self, t_ms: i64, seq: u64) {
         let mut present: HashMap<Labels, (Reader, i64)> = HashMap::new();
         let mut seen_keys = Vec::new();
         for (i, def) in self.registry.catalogue().iter().enumerate() {
-            let names: Vec<String> = match def.kind {
-                Kind::Histogram(_) => ["_bucket", "_sum", "_count"]
-                    .iter()
-                    .map(|s| format!("{}{s}", def.name))
-                    .collect(),
-                Kind::Counter | Kind::Gauge => vec![def.name.to_string()],
-            };
-            let keeps: Vec<Option<i64>> = names.iter().map(|n| self.needs.keep_ms(n)).collect();
+            let (names, keeps) = self.family_needs(def);
             if keeps.iter().all(Option::is_none) {
                 continue;
             }
             for series in self.registry.select(def.name) {
                 let key = (i, series.labels.clone());
-                let built = self
-                    .built
-                    .entry(key.clone())
-                    .or_insert_with(|| build(def.name, &series));
+                let built = match self.built.get(&key) {
+                    // A series removed and registered again since is another handle.
+                    Some((held, built)) if held.same(&series.handle) => built,
+                    _ => {
+                        let built = build(def.name, &series);
+                        &self
+                            .built
+                            .entry(key.clone())
+                            .insert_entry((series.handle.clone(), built))
+                            .into_mut()
+                            .1
+                    }
+                };
                 seen_keys.push(key);
                 for (labels, reader) in built.iter() {
                     let name = labels.metric_name().unwrap_or("");
@@ -394,7 +475,8 @@ impl LiveStore {
         let seen: std::collections::HashSet<_> = seen_keys.into_iter().collect();
         self.built.retain(|k, _| seen.contains(k));
 
-        let mut series = std::mem::take(&mut self.series);
+        // In label order, so the stale markers' changes are logged in that order.
+        let mut series = self.take_in_order();
         for s in &mut series {
             match present.remove(&s.labels) {
                 Some((reader, keep)) => {
@@ -404,13 +486,7 @@ impl LiveStore {
                 }
                 None => {
                     if s.reader.take().is_some() {
-                        push_thinned(&mut s.samples, t_ms, promql::stale_nan(), 0);
-                        let name = s.labels.metric_name().unwrap_or("").to_string();
-                        self.logs
-                            .entry(name.clone())
-                            .or_default()
-                            .push(seq, s.labels.clone());
-                        self.changed_at.insert(name, seq);
+                        went_stale(s, &mut self.logs, &mut self.changed_at, t_ms, seq);
                     }
                     // No longer read by any rule: drop its history at once.
                     if self
@@ -441,6 +517,123 @@ impl LiveStore {
         self.reindex();
     }
 
+    /// `resolve` for only the store series created or removed since the last one (`changes`),
+    /// with what the rules need unchanged: a resolve of every series cost 30 ms with a few
+    /// thousand, and series do appear while alerts fire (`ocx_sentinel_alerts` for a rule's
+    /// first alert in a state, a stream's first heartbeat gauge), which put that on the change
+    /// pass after them. Leaves the tracked state as `resolve` would; returns whether the change
+    /// pass must read every counter and gauge (a new one without a write log id), and lists the
+    /// others it must read in `fresh`.
+    fn resolve_changes(&mut self, t_ms: i64, seq: u64, changes: Vec<store::Membership>) -> bool {
+        let catalogue = self.registry.catalogue();
+        let mut every = false;
+        let mut gone = Vec::new();
+        let mut added: Vec<Tracked> = Vec::new();
+        let mut added_labels = std::collections::HashSet::new();
+        for m in changes {
+            let Some(def) = catalogue.get(m.family) else {
+                continue;
+            };
+            let (names, keeps) = self.family_needs(def);
+            if keeps.iter().all(Option::is_none) {
+                continue;
+            }
+            let key = (m.family, m.labels);
+            let old = self.built.remove(&key);
+            if let (Some(now), Some((held, _))) = (&m.handle, &old)
+                && held.same(now)
+            {
+                // Created and resolved already (it raced the resolve before).
+                self.built.extend(old.map(|o| (key, o)));
+                continue;
+            }
+            let new = m.handle.map(|handle| {
+                let series = store::Series {
+                    labels: key.1.clone(),
+                    handle,
+                };
+                let built = build(def.name, &series);
+                (series.handle, built)
+            });
+            let present: Vec<(&Labels, &Reader, i64)> = new
+                .iter()
+                .flat_map(|(_, built)| built)
+                .filter_map(|(labels, reader)| {
+                    let name = labels.metric_name().unwrap_or("");
+                    let p = names.iter().position(|n| n == name)?;
+                    Some((labels, reader, keeps[p]?))
+                })
+                .collect();
+            for (labels, _) in old.iter().flat_map(|(_, built)| built) {
+                if !present.iter().any(|(l, ..)| *l == labels)
+                    && let Some(&i) = self.index.get(labels)
+                {
+                    gone.push(i);
+                }
+            }
+            for (labels, reader, keep) in present {
+                match reader.write_id() {
+                    Some(id) => self.fresh.push(id),
+                    None => every |= matches!(reader, Reader::Counter(_) | Reader::Gauge(_)),
+                }
+                match self.index.get(labels) {
+                    Some(&i) => {
+                        let resolution_ms = self.resolution_for(keep);
+                        let s = &mut self.series[i];
+                        if let Some(id) = s.reader.as_ref().and_then(Reader::write_id) {
+                            self.by_write_id.remove(&id);
+                        }
+                        if let Some(id) = reader.write_id() {
+                            self.by_write_id.insert(id, i);
+                        }
+                        s.reader = Some(reader.clone());
+                        s.keep_ms = keep;
+                        s.resolution_ms = resolution_ms;
+                    }
+                    None if added_labels.insert(labels.clone()) => added.push(Tracked {
+                        labels: labels.clone(),
+                        resolution_ms: self.resolution_for(keep),
+                        reader: Some(reader.clone()),
+                        samples: VecDeque::new(),
+                        keep_ms: keep,
+                        name: 0,
+                    }),
+                    None => {}
+                }
+            }
+            self.built.extend(new.map(|n| (key, n)));
+        }
+        // In label order, as `resolve` marks them (the change logs list them in that order).
+        let series = &self.series;
+        gone.sort_unstable_by(|&a, &b| series[a].labels.cmp(&series[b].labels));
+        gone.dedup();
+        for i in gone {
+            let s = &mut self.series[i];
+            if let Some(reader) = s.reader.take() {
+                if let Some(id) = reader.write_id() {
+                    self.by_write_id.remove(&id);
+                }
+                went_stale(s, &mut self.logs, &mut self.changed_at, t_ms, seq);
+            }
+        }
+        self.insert_all(added);
+        every
+    }
+
+    /// Track `added` (series not tracked yet), each in a new slot, entered in `order` and the
+    /// indexes where a full resolve would have put it: a binary search each, nothing renumbered.
+    fn insert_all(&mut self, added: Vec<Tracked>) {
+        for t in added {
+            let i = self.series.len();
+            let at = self
+                .order
+                .partition_point(|&j| self.series[j].labels < t.labels);
+            self.series.push(t);
+            self.order.insert(at, i);
+            self.index_series(i, false);
+        }
+    }
+
     fn prune(&mut self, t_ms: i64) {
         let mut dropped = false;
         let mut samples = 0;
@@ -458,46 +651,131 @@ impl LiveStore {
         }
         self.samples = samples;
         if dropped {
-            self.series
-                .retain(|s| s.reader.is_some() || !s.samples.is_empty());
+            // Back in label order, in slots from 0, as `reindex` wants them.
+            let mut series = self.take_in_order();
+            series.retain(|s| s.reader.is_some() || !s.samples.is_empty());
+            self.series = series;
             self.reindex();
         }
     }
 
+    /// The tracked series in label order, leaving none (the caller puts them back and reindexes).
+    fn take_in_order(&mut self) -> Vec<Tracked> {
+        let mut slots: Vec<Option<Tracked>> = std::mem::take(&mut self.series)
+            .into_iter()
+            .map(Some)
+            .collect();
+        self.order.iter().filter_map(|&i| slots[i].take()).collect()
+    }
+
+    /// Index `series`, which must be in label order (after a full resolve or a prune).
     fn reindex(&mut self) {
         self.index.clear();
         self.by_name.clear();
         self.names.clear();
         self.members.clear();
         self.postings.clear();
-        for (i, s) in self.series.iter_mut().enumerate() {
-            self.index.insert(s.labels.clone(), i);
-            let name = s.labels.metric_name().unwrap_or("");
-            let id = match self.by_name.get(name) {
-                Some(&id) => id,
-                None => {
-                    let id = self.names.len();
-                    self.by_name.insert(name.to_string(), id);
-                    self.names.push(name.to_string());
-                    self.members.push(Vec::new());
-                    self.postings.push(HashMap::new());
-                    id
-                }
+        self.by_write_id.clear();
+        self.order.clear();
+        self.order.extend(0..self.series.len());
+        for i in 0..self.series.len() {
+            self.index_series(i, true);
+        }
+    }
+
+    /// Enter slot `i` in the indexes, each list kept in label order: `last` when it sorts after
+    /// every series indexed so far (`reindex`), which saves the searches.
+    fn index_series(&mut self, i: usize, last: bool) {
+        let series = &self.series;
+        let s = &series[i];
+        let labels = &s.labels;
+        let insert = |list: &mut Vec<usize>| {
+            let at = if last {
+                list.len()
+            } else {
+                list.partition_point(|&j| series[j].labels < *labels)
             };
-            self.members[id].push(i);
-            for (label, value) in s.labels.iter() {
-                if label != METRIC_NAME {
+            list.insert(at, i);
+        };
+        self.index.insert(labels.clone(), i);
+        if let Some(id) = s.reader.as_ref().and_then(Reader::write_id) {
+            self.by_write_id.insert(id, i);
+        }
+        let name = labels.metric_name().unwrap_or("");
+        let id = match self.by_name.get(name) {
+            Some(&id) => id,
+            None => {
+                let id = self.names.len();
+                self.by_name.insert(name.to_string(), id);
+                self.names.push(name.to_string());
+                self.members.push(Vec::new());
+                self.postings.push(HashMap::new());
+                id
+            }
+        };
+        insert(&mut self.members[id]);
+        for (label, value) in labels.iter() {
+            if label != METRIC_NAME {
+                insert(
                     self.postings[id]
                         .entry(label.to_string())
                         .or_default()
                         .entry(value.to_string())
-                        .or_default()
-                        .push(i);
-                }
+                        .or_default(),
+                );
             }
-            s.name = id;
         }
+        self.series[i].name = id;
     }
+}
+
+/// A tracked series left the store: its stale marker at `t_ms`, a change of its name at `seq`.
+fn went_stale(
+    s: &mut Tracked,
+    logs: &mut HashMap<String, ChangeLog>,
+    changed_at: &mut HashMap<String, u64>,
+    t_ms: i64,
+    seq: u64,
+) {
+    push_thinned(&mut s.samples, t_ms, promql::stale_nan(), 0);
+    let name = s.labels.metric_name().unwrap_or("").to_string();
+    logs.entry(name.clone())
+        .or_default()
+        .push(seq, s.labels.clone());
+    changed_at.insert(name, seq);
+}
+
+/// Sample one tracked series for [`LiveStore::observe`] (`all`) or
+/// [`LiveStore::observe_moved`], noting a change in `dirty` and `changed`.
+fn sample(
+    s: &mut Tracked,
+    t_ms: i64,
+    all: bool,
+    snap: &mut Option<(Histogram, store::HistogramSnapshot)>,
+    dirty: &mut [bool],
+    changed: &mut Vec<(usize, Labels)>,
+) {
+    let v = match &s.reader {
+        // A change pass reads counters and gauges: what an account's change writes.
+        // Histograms (stream lag, heartbeats, REST timings) wait for the next full
+        // observation; reading one copies all its buckets.
+        Some(Reader::Bucket(..) | Reader::Sum(_) | Reader::Count(_)) if !all => return,
+        Some(r) => r.read(snap),
+        None => return,
+    };
+    // Bits, so a NaN that stays NaN is no change.
+    if s.samples
+        .back()
+        .is_none_or(|&(_, last)| last.to_bits() != v.to_bits())
+    {
+        dirty[s.name] = true;
+        changed.push((s.name, s.labels.clone()));
+    } else if !all {
+        return;
+    }
+    push_thinned(&mut s.samples, t_ms, v, s.resolution_ms);
+    // Keep each history one slice, so reading a window never gathers it first.
+    s.samples.make_contiguous();
 }
 
 impl InPlace for LiveStore {
@@ -547,7 +825,7 @@ impl InPlace for LiveStore {
                     one(&self.series[i]);
                 }
             }
-            None => self.series.iter().for_each(one),
+            None => self.order.iter().for_each(|&i| one(&self.series[i])),
         }
     }
 }
@@ -802,6 +1080,354 @@ groups:
             "increase over 24h: {}",
             inc[0].1
         );
+    }
+
+    /// Everything two stores over one registry must agree on, as text: each series (labels,
+    /// read or gone, samples as bits), the name and label indexes by labels, and the change
+    /// logs. Also checks the indexes against the series.
+    fn state(live: &LiveStore) -> String {
+        use std::collections::BTreeMap;
+        use std::fmt::Write;
+        let mut out = String::new();
+        let mut order = live.order.clone();
+        order.sort_unstable();
+        assert!(
+            order.iter().copied().eq(0..live.series.len()),
+            "order lists every slot once"
+        );
+        let labels_at = |w: &[usize]| (&live.series[w[0]].labels, &live.series[w[1]].labels);
+        assert!(
+            live.order.windows(2).map(labels_at).all(|(a, b)| a < b),
+            "order is by labels"
+        );
+        for &i in &live.order {
+            let s = &live.series[i];
+            let bits: Vec<(i64, u64)> = s.samples.iter().map(|&(t, v)| (t, v.to_bits())).collect();
+            let _ = writeln!(out, "{:?} read={} {bits:?}", s.labels, s.reader.is_some());
+            assert_eq!(
+                live.index.get(&s.labels),
+                Some(&i),
+                "index of {:?}",
+                s.labels
+            );
+            assert_eq!(live.names[s.name], s.labels.metric_name().unwrap_or(""));
+            if let Some(id) = s.reader.as_ref().and_then(Reader::write_id) {
+                assert_eq!(
+                    live.by_write_id.get(&id),
+                    Some(&i),
+                    "write id of {:?}",
+                    s.labels
+                );
+            }
+        }
+        assert_eq!(live.index.len(), live.series.len());
+        let with_id = live
+            .series
+            .iter()
+            .filter(|s| s.reader.as_ref().and_then(Reader::write_id).is_some());
+        assert_eq!(live.by_write_id.len(), with_id.count());
+        let labels_of = |list: &[usize]| -> Vec<String> {
+            list.iter()
+                .map(|&i| format!("{:?}", live.series[i].labels))
+                .collect()
+        };
+        let mut names = BTreeMap::new();
+        for (name, &id) in &live.by_name {
+            let postings: BTreeMap<_, BTreeMap<_, _>> = live.postings[id]
+                .iter()
+                .map(|(l, values)| {
+                    (
+                        l,
+                        values
+                            .iter()
+                            .map(|(v, list)| (v, labels_of(list)))
+                            .collect(),
+                    )
+                })
+                .collect();
+            names.insert(name, (labels_of(&live.members[id]), postings));
+        }
+        let _ = writeln!(out, "{names:?}");
+        let changed_at: BTreeMap<_, _> = live.changed_at.iter().collect();
+        let logs: BTreeMap<_, _> = live
+            .logs
+            .iter()
+            .map(|(n, log)| (n, (log.complete_after, format!("{:?}", log.entries))))
+            .collect();
+        let _ = writeln!(out, "{changed_at:?}\n{logs:?}");
+        out
+    }
+
+    /// `LiveStore::observe_moved` as it was before the write and membership logs: every series
+    /// resolved again and every counter and gauge read.
+    fn observe_moved_by_scanning(live: &mut LiveStore, t: i64, seq: u64) {
+        live.generation = None;
+        live.cursor = None;
+        live.observe_moved(t, seq);
+    }
+
+    const MOVED_RULES: &str = r#"
+groups:
+  - name: g
+    rules:
+      - alert: Inventory
+        expr: abs(ocx_position_quantity) > ocx_inventory_limit
+      - alert: Fills
+        expr: increase(ocx_fills_total[1m]) > 0
+      - alert: Lag
+        expr: histogram_quantile(0.99, rate(ocx_stream_event_lag_seconds_bucket[1m])) > 0.5
+"#;
+
+    #[test]
+    fn a_change_pass_reads_exactly_the_series_that_moved() {
+        let t = Telemetry::new();
+        let markets: Vec<String> = (0..50).map(|i| format!("M{i}")).collect();
+        let gauges: Vec<Gauge> = markets
+            .iter()
+            .map(|m| t.gauge(names::POSITION_QUANTITY, &[("account", "a"), ("market", m)]))
+            .collect();
+        for (i, g) in gauges.iter().enumerate() {
+            g.set(i as f64);
+        }
+        let mut live = LiveStore::new(t.registry().clone(), Duration::from_secs(1));
+        live.set_needs(needs(MOVED_RULES));
+        live.observe(1_000, 1);
+        gauges[7].set(-1.0);
+        gauges[7].set(-2.0);
+        gauges[31].increment(0.5);
+        gauges[12].set(12.0); // the value it had: not a change
+        live.observe_moved(1_010, 2);
+        let mut changed = Vec::new();
+        assert!(live.changes_since("ocx_position_quantity", 1, &mut |l| {
+            changed.push(l.get("market").unwrap_or("").to_string())
+        }));
+        changed.sort();
+        assert_eq!(changed, ["M31", "M7"]);
+        let q = instant(&live, "ocx_position_quantity", 1_010);
+        for (i, (_, v)) in q.iter().enumerate() {
+            let m: usize = q[i]
+                .0
+                .split("market=\"M")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            let want = match m {
+                7 => -2.0,
+                31 => 31.5,
+                m => m as f64,
+            };
+            assert_eq!(*v, want, "market M{m}");
+        }
+        // Only the two moved got a sample at 1_010.
+        let at_1010 = live
+            .series
+            .iter()
+            .filter(|s| s.samples.back().is_some_and(|&(t, _)| t == 1_010));
+        assert_eq!(at_1010.count(), 2);
+        // Nothing written: nothing read, nothing changed.
+        live.observe_moved(1_020, 3);
+        assert_eq!(live.changed_at("ocx_position_quantity"), 2);
+    }
+
+    #[test]
+    fn a_change_pass_whose_place_fell_off_the_write_log_still_sees_everything() {
+        let t = Telemetry::new();
+        let early = t.gauge(
+            names::POSITION_QUANTITY,
+            &[("account", "a"), ("market", "EARLY")],
+        );
+        let hot = t.gauge(
+            names::POSITION_QUANTITY,
+            &[("account", "a"), ("market", "HOT")],
+        );
+        let mut live = LiveStore::new(t.registry().clone(), Duration::from_secs(1));
+        live.set_needs(needs(MOVED_RULES));
+        live.observe(1_000, 1);
+        early.set(3.0);
+        // Another reader of the registry takes the log after every write: the entry of
+        // `early` is overwritten long before this store looks again.
+        let mut other = None;
+        for i in 0..=crate::telemetry::store::WRITE_LOG_CAP {
+            hot.set(i as f64 + 1.0);
+            other = Some(t.registry().written_since(other, &mut |_| {}).0);
+        }
+        live.observe_moved(1_010, 2);
+        let q = instant(&live, r#"ocx_position_quantity{market="EARLY"}"#, 1_010);
+        assert_eq!(q[0].1, 3.0, "the write before the ring lapped is seen");
+        assert_eq!(live.changed_at("ocx_position_quantity"), 2);
+        // Back on the log.
+        early.set(4.0);
+        live.observe_moved(1_020, 3);
+        assert_eq!(
+            instant(&live, r#"ocx_position_quantity{market="EARLY"}"#, 1_020)[0].1,
+            4.0
+        );
+    }
+
+    #[test]
+    fn two_stores_on_one_registry_both_see_each_write() {
+        let t = Telemetry::new();
+        let g = t.gauge(
+            names::POSITION_QUANTITY,
+            &[("account", "a"), ("market", "M")],
+        );
+        let (mut a, mut b) = (
+            LiveStore::new(t.registry().clone(), Duration::from_secs(1)),
+            LiveStore::new(t.registry().clone(), Duration::from_secs(1)),
+        );
+        for live in [&mut a, &mut b] {
+            live.set_needs(needs(MOVED_RULES));
+            live.observe(1_000, 1);
+        }
+        g.set(1.0);
+        a.observe_moved(1_010, 2);
+        // `a` took the entry; the next write must be logged again for `a`.
+        g.set(2.0);
+        b.observe_moved(1_020, 3);
+        a.observe_moved(1_030, 4);
+        g.set(5.0);
+        b.observe_moved(1_040, 5);
+        a.observe_moved(1_050, 6);
+        for (live, t) in [(&a, 1_050), (&b, 1_040)] {
+            assert_eq!(instant(live, "ocx_position_quantity", t)[0].1, 5.0);
+        }
+        let seqs = |live: &LiveStore| {
+            let mut seqs = Vec::new();
+            let log = &live.logs["ocx_position_quantity"];
+            for (seq, _) in &log.entries {
+                seqs.push(*seq);
+            }
+            seqs
+        };
+        assert_eq!(seqs(&a), [1, 2, 4, 6]);
+        assert_eq!(seqs(&b), [1, 3, 5]);
+    }
+
+    #[test]
+    fn series_registered_between_change_passes_appear_and_removed_ones_go_stale() {
+        let t = Telemetry::new();
+        let kept = [("account", "a"), ("market", "KEPT")];
+        t.gauge(names::POSITION_QUANTITY, &kept).set(1.0);
+        let mut live = LiveStore::new(t.registry().clone(), Duration::from_secs(1));
+        live.set_needs(needs(MOVED_RULES));
+        live.observe(1_000, 1);
+        let resolved = live.generation;
+        // Registered and never written: read as a full pass would, at its value (zero).
+        t.gauge(
+            names::INVENTORY_LIMIT,
+            &[("account", "a"), ("market", "NEW")],
+        );
+        t.gauge(
+            names::POSITION_QUANTITY,
+            &[("account", "a"), ("market", "NEW")],
+        )
+        .set(4.0);
+        live.observe_moved(1_010, 2);
+        assert_ne!(live.generation, resolved);
+        assert_eq!(
+            instant(&live, r#"ocx_inventory_limit{market="NEW"}"#, 1_010)[0].1,
+            0.0
+        );
+        assert_eq!(
+            instant(&live, r#"ocx_position_quantity{market="NEW"}"#, 1_010)[0].1,
+            4.0
+        );
+        assert!(t.registry().remove(names::POSITION_QUANTITY, &kept));
+        live.observe_moved(1_020, 3);
+        assert!(
+            instant(&live, r#"ocx_position_quantity{market="KEPT"}"#, 1_020).is_empty(),
+            "stale at once"
+        );
+        let mut gone = Vec::new();
+        assert!(live.changes_since("ocx_position_quantity", 2, &mut |l| gone.push(l.clone())));
+        assert_eq!(gone.len(), 1);
+        // Registered again: another series, read from its new handle.
+        t.gauge(names::POSITION_QUANTITY, &kept).set(9.0);
+        live.observe_moved(1_030, 4);
+        assert_eq!(
+            instant(&live, r#"ocx_position_quantity{market="KEPT"}"#, 1_030)[0].1,
+            9.0
+        );
+    }
+
+    #[test]
+    fn change_passes_over_the_logs_agree_with_scanning_every_series() {
+        let t = Telemetry::new();
+        let mut rng = fastrand::Rng::with_seed(11);
+        let stores = || {
+            let mut live = LiveStore::new(t.registry().clone(), Duration::from_millis(20));
+            live.set_needs(needs(MOVED_RULES));
+            live
+        };
+        // Two stores following the logs (two engines on one registry) and one scanning.
+        let (mut a, mut b, mut scan) = (stores(), stores(), stores());
+        let markets: Vec<String> = (0..12).map(|i| format!("M{i}")).collect();
+        let mut at = 1_000;
+        for step in 1..=800u64 {
+            for _ in 0..rng.usize(0..=4) {
+                let m = markets[rng.usize(..markets.len())].as_str();
+                let l = [("account", "a"), ("market", m)];
+                let fill = [
+                    ("account", "a"),
+                    ("market", m),
+                    ("side", "buy"),
+                    ("liquidity", "maker"),
+                ];
+                match rng.u8(..20) {
+                    0 => {
+                        t.registry().remove(names::POSITION_QUANTITY, &l);
+                    }
+                    1 => {
+                        t.registry().remove(names::FILLS, &fill);
+                    }
+                    2 => t
+                        .histogram(names::EVENT_LAG, &[("account", "a"), ("stream", m)])
+                        .record(0.01),
+                    3 => {
+                        t.registry()
+                            .remove(names::EVENT_LAG, &[("account", "a"), ("stream", m)]);
+                    }
+                    4..=7 => t.counter(names::FILLS, &fill).increment(1),
+                    8 => t
+                        .gauge(names::INVENTORY_LIMIT, &l)
+                        .set(f64::from(rng.u8(1..3))),
+                    _ => t
+                        .gauge(names::POSITION_QUANTITY, &l)
+                        .set(f64::from(rng.i8(-2..=2))),
+                }
+            }
+            at += 10;
+            // Now and then `a` resolves every series (new rules do that), over slots that
+            // incremental resolves left out of label order.
+            if step % 40 == 0 {
+                a.generation = None;
+            }
+            // A timer pass now and then, as each engine's groups do.
+            if step % 25 == 0 {
+                for live in [&mut a, &mut b, &mut scan] {
+                    live.observe(at, step);
+                }
+            } else {
+                if step % 3 != 0 {
+                    a.observe_moved(at, step);
+                }
+                b.observe_moved(at, step);
+                observe_moved_by_scanning(&mut scan, at, step);
+                if step % 3 == 0 {
+                    // `a` skipped a pass: it catches up (a change pass without a change in
+                    // between reads nothing).
+                    a.observe_moved(at, step);
+                }
+            }
+            let want = state(&scan);
+            assert_eq!(state(&a), want, "step {step}");
+            assert_eq!(state(&b), want, "step {step}");
+        }
+        assert!(a.series() > 30, "tracked {}", a.series());
     }
 
     #[test]

@@ -3,23 +3,29 @@
 //! Registration takes a lock (it allocates the label set and may insert a series); the handles it
 //! returns are `Arc`s to atomics, so the per-event path never locks (only recording an exemplar,
 //! for a sampled trace, takes its slot's lock: see `exemplar.rs`). Readers see the very values
-//! `/metrics` shows: `select` resolves a family to its series once, and [`Registry::generation`]
-//! says when the set of series changed and a selector should resolve again.
+//! `/metrics` shows: `select` resolves a family to its series once, [`Registry::generation`]
+//! says when the set of series changed and a selector should resolve again, and
+//! [`Registry::members_since`] which series came and went, so a reader resolves only those.
+//! [`Registry::written_since`] says which counters and gauges were written since a reader last
+//! asked (see `written.rs`), so a reader after a change reads what moved, not the whole store.
 
 mod exemplar;
 mod render;
+mod written;
 
 pub use exemplar::TraceIds;
 pub use render::Format;
 pub(crate) use render::write_go_float;
+pub use written::{WRITE_LOG_CAP, WriteCursor};
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::catalogue::{Kind, MetricDef};
 use exemplar::{Exemplar, ExemplarSlot};
+use written::{Logged, WriteLog};
 
 /// Why a series could not be registered. Names and label names are constants in this crate, so
 /// each of these is a programming error, caught by the tests.
@@ -106,6 +112,21 @@ fn add_f64(cell: &AtomicU64, d: f64) {
     });
 }
 
+/// `add_f64` for a series in the write log: `SeqCst` (see `written.rs`; on x86 the locked
+/// compare-exchange costs the same either way), then logged if the value changed.
+fn add_f64_logged(cell: &AtomicU64, d: f64, logged: Option<&Logged>) {
+    let Some(logged) = logged else {
+        return add_f64(cell, d);
+    };
+    let old = cell.fetch_update(Ordering::SeqCst, Ordering::Relaxed, |b| {
+        Some((f64::from_bits(b) + d).to_bits())
+    });
+    // Bits, as the reader compares them (`-0.0 + 0.0` is a change).
+    if old.is_ok_and(|b| (f64::from_bits(b) + d).to_bits() != b) {
+        logged.wrote();
+    }
+}
+
 /// A monotonically increasing total. Integer counts and exact decimal amounts (converted to
 /// f64) are both native: there is no separate float kind to re-type at render time.
 #[derive(Clone, Default)]
@@ -115,11 +136,20 @@ pub struct Counter(Arc<CounterCell>);
 struct CounterCell {
     bits: AtomicU64,
     exemplar: ExemplarSlot,
+    /// `None` outside a registry (a failed registration's detached handle).
+    logged: Option<Logged>,
 }
 
 impl Counter {
+    fn logged(log: &Arc<WriteLog>, id: u32) -> Self {
+        Self(Arc::new(CounterCell {
+            logged: Some(Logged::new(log.clone(), id)),
+            ..CounterCell::default()
+        }))
+    }
+
     pub fn increment(&self, n: u64) {
-        add_f64(&self.0.bits, n as f64);
+        add_f64_logged(&self.0.bits, n as f64, self.0.logged.as_ref());
     }
 
     /// `increment(n)`, and `n` becomes the series' exemplar (replacing any earlier one) with
@@ -157,7 +187,7 @@ impl Counter {
     /// Add a float amount; a negative or NaN amount is ignored, as a counter never goes down.
     pub fn increment_by(&self, amount: f64) {
         if amount > 0.0 {
-            add_f64(&self.0.bits, amount);
+            add_f64_logged(&self.0.bits, amount, self.0.logged.as_ref());
         }
     }
 
@@ -165,16 +195,30 @@ impl Counter {
     /// the current one (or NaN) is ignored: a counter never goes down, and a decrease would read
     /// as a reset to `rate()`.
     pub fn absolute(&self, total: f64) {
-        let _ = self
+        let raised = self
             .0
             .bits
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+            .fetch_update(Ordering::SeqCst, Ordering::Relaxed, |b| {
                 (total > f64::from_bits(b)).then_some(total.to_bits())
             });
+        if let (Ok(_), Some(logged)) = (raised, &self.0.logged) {
+            logged.wrote();
+        }
     }
 
     pub fn get(&self) -> f64 {
         f64::from_bits(self.0.bits.load(Ordering::Relaxed))
+    }
+
+    /// Its id in the registry's write log (see [`Registry::written_since`]); `None` outside a
+    /// registry or once ids ran out.
+    pub fn write_id(&self) -> Option<u32> {
+        self.0.logged.as_ref().and_then(Logged::id)
+    }
+
+    /// Whether `other` is a handle to this very counter.
+    pub fn same(&self, other: &Counter) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 
     pub(crate) fn exemplar(&self) -> &ExemplarSlot {
@@ -184,24 +228,62 @@ impl Counter {
 
 /// A value that goes up and down.
 #[derive(Clone, Default)]
-pub struct Gauge(Arc<AtomicU64>);
+pub struct Gauge(Arc<GaugeCell>);
+
+#[derive(Default)]
+struct GaugeCell {
+    bits: AtomicU64,
+    /// `None` outside a registry (a failed registration's detached handle).
+    logged: Option<Logged>,
+}
 
 impl Gauge {
+    fn logged(log: &Arc<WriteLog>, id: u32) -> Self {
+        Self(Arc::new(GaugeCell {
+            bits: AtomicU64::new(0),
+            logged: Some(Logged::new(log.clone(), id)),
+        }))
+    }
+
     pub fn set(&self, v: f64) {
-        self.0.store(v.to_bits(), Ordering::Relaxed);
+        let bits = v.to_bits();
+        match &self.0.logged {
+            // The value it has already (many gauges are set on every event to what they hold):
+            // nothing to store or log.
+            Some(_) if self.0.bits.load(Ordering::Relaxed) == bits => {}
+            // A swap, not a store: the write log's reader must not miss it (see `written.rs`),
+            // and the old value says whether there is anything to log.
+            Some(logged) => {
+                if self.0.bits.swap(bits, Ordering::SeqCst) != bits {
+                    logged.wrote();
+                }
+            }
+            None => self.0.bits.store(bits, Ordering::Relaxed),
+        }
     }
 
     pub fn increment(&self, d: f64) {
-        add_f64(&self.0, d);
+        add_f64_logged(&self.0.bits, d, self.0.logged.as_ref());
     }
 
     pub fn decrement(&self, d: f64) {
-        add_f64(&self.0, -d);
+        add_f64_logged(&self.0.bits, -d, self.0.logged.as_ref());
     }
 
     /// One atomic load: cheap enough for a rule to read on every evaluation.
     pub fn get(&self) -> f64 {
-        f64::from_bits(self.0.load(Ordering::Relaxed))
+        f64::from_bits(self.0.bits.load(Ordering::Relaxed))
+    }
+
+    /// Its id in the registry's write log (see [`Registry::written_since`]); `None` outside a
+    /// registry or once ids ran out.
+    pub fn write_id(&self) -> Option<u32> {
+        self.0.logged.as_ref().and_then(Logged::id)
+    }
+
+    /// Whether `other` is a handle to this very gauge.
+    pub fn same(&self, other: &Gauge) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 }
 
@@ -350,6 +432,17 @@ pub enum Value {
 }
 
 impl Handle {
+    /// Whether `other` is a handle to this very series (one registered again after a removal is
+    /// another).
+    pub fn same(&self, other: &Handle) -> bool {
+        match (self, other) {
+            (Self::Counter(a), Self::Counter(b)) => a.same(b),
+            (Self::Gauge(a), Self::Gauge(b)) => a.same(b),
+            (Self::Histogram(a), Self::Histogram(b)) => a.same(b),
+            _ => false,
+        }
+    }
+
     pub fn value(&self) -> Value {
         match self {
             Self::Counter(c) => Value::Counter(c.get()),
@@ -380,14 +473,62 @@ pub struct Family {
     pub series: Vec<Series>,
 }
 
-type Families = Vec<BTreeMap<Labels, Handle>>;
+/// Most series creations and removals [`Registry::members_since`] remembers: a reader further
+/// behind resolves every series again.
+pub const MEMBERSHIP_LOG_CAP: usize = 1024;
+
+/// A series created or removed after a given generation, as it is now.
+#[derive(Debug, Clone)]
+pub struct Membership {
+    /// Index of its family in the catalogue.
+    pub family: usize,
+    pub labels: Labels,
+    /// `None` when it is gone. A series removed and registered again is another series (another
+    /// handle, see [`Handle::same`]).
+    pub handle: Option<Handle>,
+}
+
+/// The series, and the log of changes to which series exist.
+struct Sets {
+    /// One map per catalogue entry, in catalogue order: that is the families' stable order.
+    families: Vec<BTreeMap<Labels, Handle>>,
+    /// The latest creations and removals: the generation each made, family and labels.
+    changes: VecDeque<(u64, usize, Labels)>,
+    /// Every change that made a generation above this is in `changes`.
+    complete_after: u64,
+    /// The write log id of the next counter or gauge created.
+    next_id: u32,
+}
+
+impl Sets {
+    /// Once ids run out every later series shares [`written::UNKNOWN`], which makes readers of
+    /// the write log read everything.
+    fn take_id(&mut self) -> u32 {
+        let id = self.next_id;
+        self.next_id = id.saturating_add(1);
+        id
+    }
+
+    /// Note a creation or removal of `(family, labels)`, under the write lock (so the generation
+    /// and the log agree for a reader holding the read lock).
+    fn changed(&mut self, generation: &AtomicU64, family: usize, labels: Labels) {
+        let g = generation.fetch_add(1, Ordering::AcqRel) + 1;
+        if self.changes.len() >= MEMBERSHIP_LOG_CAP
+            && let Some((dropped, _, _)) = self.changes.pop_front()
+        {
+            self.complete_after = dropped;
+        }
+        self.changes.push_back((g, family, labels));
+    }
+}
 
 struct Inner {
     catalogue: &'static [MetricDef],
     index: HashMap<&'static str, usize>,
-    /// One map per catalogue entry, in catalogue order: that is the families' stable order.
-    families: RwLock<Families>,
+    sets: RwLock<Sets>,
     generation: AtomicU64,
+    /// Which counters and gauges were written lately (see [`Registry::written_since`]).
+    written: Arc<WriteLog>,
 }
 
 /// The store of one sidecar process. Cheap to clone; clones share the series.
@@ -416,8 +557,14 @@ impl Registry {
             inner: Arc::new(Inner {
                 catalogue,
                 index,
-                families: RwLock::new(vec![BTreeMap::new(); catalogue.len()]),
+                sets: RwLock::new(Sets {
+                    families: vec![BTreeMap::new(); catalogue.len()],
+                    changes: VecDeque::new(),
+                    complete_after: 0,
+                    next_id: 0,
+                }),
                 generation: AtomicU64::new(0),
+                written: WriteLog::new(),
             }),
         }
     }
@@ -434,16 +581,16 @@ impl Registry {
 
     // A panic while a lock was held cannot leave a map half-updated (each write is one insert
     // or remove), so a poisoned lock is still safe to use.
-    fn read(&self) -> RwLockReadGuard<'_, Families> {
+    fn read(&self) -> RwLockReadGuard<'_, Sets> {
         self.inner
-            .families
+            .sets
             .read()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, Families> {
+    fn write(&self) -> RwLockWriteGuard<'_, Sets> {
         self.inner
-            .families
+            .sets
             .write()
             .unwrap_or_else(PoisonError::into_inner)
     }
@@ -454,6 +601,49 @@ impl Registry {
     /// resolve is seen next time.
     pub fn generation(&self) -> u64 {
         self.inner.generation.load(Ordering::Acquire)
+    }
+
+    /// The generation now and each series created or removed since generation `since` (once
+    /// each, as it is now, in no particular order); `None` when that is no longer known (more
+    /// than [`MEMBERSHIP_LOG_CAP`] changes ago). A reader that resolved at `since` updates what
+    /// it resolved with these instead of selecting every family again.
+    pub fn members_since(&self, since: u64) -> Option<(u64, Vec<Membership>)> {
+        let sets = self.read();
+        let now = self.generation();
+        if since < sets.complete_after || since > now {
+            return None;
+        }
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for (g, family, labels) in sets.changes.iter().rev() {
+            if *g <= since {
+                break;
+            }
+            if seen.insert((*family, labels)) {
+                out.push(Membership {
+                    family: *family,
+                    labels: labels.clone(),
+                    handle: sets.families[*family].get(labels).cloned(),
+                });
+            }
+        }
+        Some((now, out))
+    }
+
+    /// Calls `f` with the write log id (see [`Counter::write_id`]) of each counter and gauge
+    /// whose value changed from `from` on (possibly twice), and returns the cursor for the next
+    /// call, with whether those were all: `false` when `from` is `None` or the log no longer
+    /// reaches back that far, and the caller must read every series. Either way the values read
+    /// after the call include every write not listed. Histograms are not logged.
+    ///
+    /// The cost is that of the series written since the reader's last call, not that of the
+    /// store: a hot series is listed once per call, not once per write.
+    pub fn written_since(
+        &self,
+        from: Option<WriteCursor>,
+        f: &mut dyn FnMut(u32),
+    ) -> (WriteCursor, bool) {
+        self.inner.written.read(from, f)
     }
 
     fn register(
@@ -476,20 +666,23 @@ impl Registry {
             });
         }
         let labels = Labels::new(name, labels, matches!(def.kind, Kind::Histogram(_)))?;
-        if let Some(h) = self.read()[i].get(&labels) {
+        if let Some(h) = self.read().families[i].get(&labels) {
             return Ok(h.clone());
         }
-        let mut families = self.write();
+        let mut sets = self.write();
         // Another thread may have created it between the two locks.
-        let h = families[i].entry(labels).or_insert_with(|| {
-            self.inner.generation.fetch_add(1, Ordering::AcqRel);
-            match def.kind {
-                Kind::Counter => Handle::Counter(Counter::default()),
-                Kind::Gauge => Handle::Gauge(Gauge::default()),
-                Kind::Histogram(bounds) => Handle::Histogram(Histogram::new(bounds)),
-            }
-        });
-        Ok(h.clone())
+        if let Some(h) = sets.families[i].get(&labels) {
+            return Ok(h.clone());
+        }
+        let log = &self.inner.written;
+        let h = match def.kind {
+            Kind::Counter => Handle::Counter(Counter::logged(log, sets.take_id())),
+            Kind::Gauge => Handle::Gauge(Gauge::logged(log, sets.take_id())),
+            Kind::Histogram(bounds) => Handle::Histogram(Histogram::new(bounds)),
+        };
+        sets.families[i].insert(labels.clone(), h.clone());
+        sets.changed(&self.inner.generation, i, labels);
+        Ok(h)
     }
 
     pub fn try_counter(&self, name: &str, labels: &[(&str, &str)]) -> Result<Counter, StoreError> {
@@ -558,9 +751,10 @@ impl Registry {
         let Ok(labels) = Labels::new(name, labels, histogram) else {
             return false;
         };
-        let removed = self.write()[i].remove(&labels).is_some();
+        let mut sets = self.write();
+        let removed = sets.families[i].remove(&labels).is_some();
         if removed {
-            self.inner.generation.fetch_add(1, Ordering::AcqRel);
+            sets.changed(&self.inner.generation, i, labels);
         }
         removed
     }
@@ -570,16 +764,16 @@ impl Registry {
         let Some(&i) = self.inner.index.get(name) else {
             return Vec::new();
         };
-        collect(&self.read()[i])
+        collect(&self.read().families[i])
     }
 
     /// Every family with at least one series, in catalogue order, each sorted by labels.
     pub fn families(&self) -> Vec<Family> {
-        let families = self.read();
+        let sets = self.read();
         self.inner
             .catalogue
             .iter()
-            .zip(families.iter())
+            .zip(sets.families.iter())
             .filter(|(_, m)| !m.is_empty())
             .map(|(def, m)| Family {
                 def,

@@ -359,6 +359,194 @@ fn a_removed_series_disappears_and_comes_back_at_zero() {
     assert_eq!(r.render(Format::Prometheus), "");
 }
 
+/// The ids `written_since` lists from `cursor` on (sorted, once each), and whether that is all.
+fn written(r: &Registry, cursor: &mut Option<WriteCursor>) -> (Vec<u32>, bool) {
+    let mut ids = Vec::new();
+    let (next, known) = r.written_since(*cursor, &mut |id| ids.push(id));
+    *cursor = Some(next);
+    ids.sort_unstable();
+    ids.dedup();
+    (ids, known)
+}
+
+#[test]
+fn the_write_log_lists_the_counters_and_gauges_whose_values_changed() {
+    let r = Registry::new(CATALOGUE_T);
+    let c = r.counter("t_requests_total", &[("code", "200"), ("path", "/")]);
+    let amount = r.counter("t_amount_total", &[("side", "buy")]);
+    let g = r.gauge("t_temperature", &[("room", "attic")]);
+    let quiet = r.gauge("t_up", &[]);
+    let h = r.histogram("t_latency_seconds", &[("op", "read")]);
+    let id = |w: Option<u32>| w.expect("a registered counter or gauge has an id");
+    let (c_id, amount_id, g_id, quiet_id) = (
+        id(c.write_id()),
+        id(amount.write_id()),
+        id(g.write_id()),
+        id(quiet.write_id()),
+    );
+    assert_eq!(
+        Counter::default().write_id(),
+        None,
+        "a detached handle is not logged"
+    );
+    let mut cursor = None;
+    assert_eq!(
+        written(&r, &mut cursor),
+        (vec![], false),
+        "no cursor: read all"
+    );
+    assert_eq!(written(&r, &mut cursor), (vec![], true));
+    for _ in 0..5 {
+        c.increment(1);
+    }
+    g.set(21.5);
+    amount.absolute(10.0);
+    amount.absolute(3.0);
+    h.record(0.1);
+    let (ids, known) = written(&r, &mut cursor);
+    assert!(known);
+    let mut want = vec![c_id, g_id, amount_id];
+    want.sort_unstable();
+    assert_eq!(ids, want);
+    // A hot series is one entry per reader pass, not one per write.
+    let before = r.inner.written.entries();
+    for _ in 0..1_000 {
+        c.increment(1);
+    }
+    assert_eq!(r.inner.written.entries(), before + 1);
+    // Writes that change nothing list nothing: a gauge set to its value, a counter offered a
+    // lower total or a zero or negative amount.
+    g.set(21.5);
+    quiet.increment(0.0);
+    amount.absolute(9.0);
+    amount.increment_by(-1.0);
+    let (ids, known) = written(&r, &mut cursor);
+    assert_eq!((ids, known), (vec![c_id], true));
+    quiet.decrement(1.0);
+    assert_eq!(written(&r, &mut cursor), (vec![quiet_id], true));
+    // -0.0 to +0.0 compares equal as floats, not as the bits the rules compare.
+    quiet.set(-0.0);
+    written(&r, &mut cursor);
+    quiet.increment(0.0);
+    assert_eq!(written(&r, &mut cursor), (vec![quiet_id], true));
+    assert_eq!(written(&r, &mut cursor), (vec![], true));
+}
+
+#[test]
+fn every_reader_of_the_write_log_sees_every_write() {
+    let r = Registry::new(CATALOGUE_T);
+    let g = r.gauge("t_temperature", &[("room", "attic")]);
+    let id = g.write_id().unwrap();
+    let (mut a, mut b) = (None, None);
+    written(&r, &mut a);
+    written(&r, &mut b);
+    g.set(1.0);
+    // Logged once; the second write finds the entry not taken by any reader yet.
+    g.set(2.0);
+    assert_eq!(written(&r, &mut a), (vec![id], true));
+    // `a` took the entry: the next write is logged again, for `a`, and `b` still sees both.
+    g.set(3.0);
+    assert_eq!(written(&r, &mut b), (vec![id], true));
+    assert_eq!(written(&r, &mut a), (vec![id], true));
+    assert_eq!(written(&r, &mut a), (vec![], true));
+    assert_eq!(written(&r, &mut b), (vec![], true));
+}
+
+#[test]
+fn a_reader_that_fell_off_the_write_log_is_told_to_read_everything() {
+    let r = Registry::new(CATALOGUE_T);
+    let early = r.gauge("t_up", &[]);
+    let hot = r.gauge("t_temperature", &[("room", "attic")]);
+    let (mut slow, mut busy) = (None, None);
+    written(&r, &mut slow);
+    written(&r, &mut busy);
+    early.set(1.0);
+    // Another reader takes every entry, so each write of `hot` is one more: the ring laps.
+    for i in 0..WRITE_LOG_CAP {
+        hot.set(i as f64 + 1.0);
+        written(&r, &mut busy);
+    }
+    assert!(r.inner.written.entries() > WRITE_LOG_CAP as u64);
+    let (_, known) = written(&r, &mut slow);
+    assert!(
+        !known,
+        "the entry of `early` was overwritten: the reader must read everything"
+    );
+    // From its new cursor on, it follows again.
+    early.set(2.0);
+    assert_eq!(
+        written(&r, &mut slow),
+        (vec![early.write_id().unwrap()], true)
+    );
+}
+
+#[test]
+fn members_since_lists_the_series_created_and_removed_as_they_are_now() {
+    let r = Registry::new(CATALOGUE_T);
+    let kept = r.counter("t_requests_total", &[("code", "200"), ("path", "/")]);
+    let g0 = r.generation();
+    assert_eq!(
+        r.members_since(g0).map(|(g, m)| (g, m.len())),
+        Some((g0, 0))
+    );
+    let new = r.gauge("t_temperature", &[("room", "attic")]);
+    r.gauge("t_up", &[]);
+    assert!(r.remove("t_up", &[]));
+    assert!(r.remove("t_requests_total", &[("code", "200"), ("path", "/")]));
+    let again = r.counter("t_requests_total", &[("path", "/"), ("code", "200")]);
+    let (now, mut members) = r.members_since(g0).unwrap();
+    assert_eq!(now, r.generation());
+    members.sort_by(|a, b| (a.family, &a.labels).cmp(&(b.family, &b.labels)));
+    let shown: Vec<_> = members
+        .iter()
+        .map(|m| {
+            (
+                CATALOGUE_T[m.family].name,
+                m.labels.clone(),
+                m.handle.is_some(),
+            )
+        })
+        .collect();
+    let labels = |pairs: &[(&str, &str)]| Labels::new("t", pairs, false).unwrap();
+    assert_eq!(
+        shown,
+        vec![
+            (
+                "t_requests_total",
+                labels(&[("code", "200"), ("path", "/")]),
+                true
+            ),
+            ("t_temperature", labels(&[("room", "attic")]), true),
+            ("t_up", labels(&[]), false),
+        ]
+    );
+    let handle = |name: &str| {
+        members
+            .iter()
+            .find(|m| CATALOGUE_T[m.family].name == name)
+            .and_then(|m| m.handle.clone())
+            .unwrap()
+    };
+    // Removed and registered again: another series than the one resolved before.
+    assert!(handle("t_requests_total").same(&Handle::Counter(again.clone())));
+    assert!(!handle("t_requests_total").same(&Handle::Counter(kept)));
+    assert!(handle("t_temperature").same(&Handle::Gauge(new)));
+    assert_ne!(again.write_id(), None);
+    // Only what changed after the generation asked about.
+    let (_, m) = r.members_since(now - 1).unwrap();
+    assert_eq!(m.len(), 1);
+    assert!(
+        r.members_since(now + 1).is_none(),
+        "a generation from the future"
+    );
+    // Further back than the log reaches: unknown.
+    for i in 0..MEMBERSHIP_LOG_CAP {
+        r.gauge("t_temperature", &[("room", &i.to_string())]);
+    }
+    assert!(r.members_since(g0).is_none());
+    assert!(r.members_since(now).is_some());
+}
+
 #[test]
 fn select_and_families_read_the_rendered_values() {
     let r = small();
