@@ -6,7 +6,7 @@
 //! samples. Identity is the alert's label set (the result's labels without `__name__`, plus the
 //! expanded rule labels, plus `alertname`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::file::AlertingRule;
@@ -103,6 +103,11 @@ pub struct AlertContext<'a> {
 #[derive(Debug, Clone, Default)]
 pub struct RuleAlerts {
     active: BTreeMap<Labels, Alert>,
+    /// The labels of the pending and firing ones: an evaluation narrowed to a scope visits
+    /// these and its results, not every alert held. Resolved alerts are kept for 15 minutes
+    /// (one per market that ever breached, say), and visiting each of them cost a change pass
+    /// about as much as the rest of it.
+    live: BTreeSet<Labels>,
 }
 
 impl RuleAlerts {
@@ -138,6 +143,9 @@ impl RuleAlerts {
 
     /// Holds `alert` as if earlier evaluations had produced it (a restart's restore).
     pub fn restore(&mut self, alert: Alert) {
+        if alert.state != AlertState::Inactive {
+            self.live.insert(alert.labels.clone());
+        }
         self.active.insert(alert.labels.clone(), alert);
     }
 
@@ -218,15 +226,38 @@ impl RuleAlerts {
         let hold_ms = duration_ms(rule.hold);
         let keep_ms = duration_ms(rule.keep_firing_for);
         let retention_ms = duration_ms(RESOLVED_RETENTION);
-        let mut active_pending = 0usize;
-        let mut remove = Vec::new();
-        for (labels, a) in self.active.iter_mut() {
-            if scope.is_some_and(|s| !s.contains(labels)) {
-                if a.state != AlertState::Inactive {
-                    active_pending += 1;
-                }
-                continue;
+        // What this evaluation decides about: every alert held, or (narrowed to a scope) the
+        // pending and firing ones in it and the results. A resolved alert in scope with no
+        // result stays as it is until a whole evaluation (the group's timer, seconds away)
+        // drops it after its retention.
+        let visit: Vec<Labels> = match scope {
+            None => self.active.keys().cloned().collect(),
+            Some(s) => {
+                let mut v: Vec<Labels> = self
+                    .live
+                    .iter()
+                    .filter(|l| s.contains(l))
+                    .chain(current.keys())
+                    .cloned()
+                    .collect();
+                v.sort();
+                v.dedup();
+                v
             }
+        };
+        // Pending and firing alerts outside the scope count towards the limit as they are.
+        let mut active_pending = match scope {
+            None => 0,
+            Some(_) => self.live.len() - visit.iter().filter(|l| self.live.contains(*l)).count(),
+        };
+        if scope.is_none() {
+            self.live.clear();
+        }
+        let mut remove = Vec::new();
+        for labels in &visit {
+            let Some(a) = self.active.get_mut(labels) else {
+                continue;
+            };
             if !current.contains_key(labels) {
                 let mut keep_firing = false;
                 if a.state == AlertState::Firing && keep_ms > 0 {
@@ -251,12 +282,14 @@ impl RuleAlerts {
                     a.resolved_at_ms = Some(t_ms);
                 }
                 if !keep_firing {
+                    self.live.remove(labels);
                     continue;
                 }
             } else {
                 a.keep_firing_since_ms = None;
             }
             active_pending += 1;
+            self.live.insert(labels.clone());
             if a.state == AlertState::Pending && t_ms - a.active_at_ms >= hold_ms {
                 a.state = AlertState::Firing;
                 a.fired_at_ms = Some(t_ms);
@@ -279,6 +312,7 @@ impl RuleAlerts {
         }
         if ctx.limit > 0 && active_pending > ctx.limit {
             self.active.clear();
+            self.live.clear();
             return Err(AlertError::Limit {
                 limit: ctx.limit,
                 count: active_pending,

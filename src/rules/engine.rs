@@ -58,9 +58,14 @@ struct RuleWatch {
     writes: Vec<String>,
     /// The engine's change sequence number when it was last evaluated (0: never).
     evaluated_seq: u64,
-    /// Labels its expression is local in (see `Expr::is_local_in`), if any of [`PARTS`]: a
+    /// Labels its expression narrows to (see `Expr::narrowing`), if any of [`PARTS`]: a
     /// change pass then evaluates it over only the values of these labels that changed.
     part: Option<&'static [&'static str]>,
+    /// Per name of `reads`, the labels of `part` every selector of it is narrowed by: a
+    /// change to a series of it concerns the outputs with the series' values of these labels
+    /// and any value of the others (a change to `y` in `x unless on(account) y`, every market
+    /// of the account).
+    narrowed_by: Vec<Vec<&'static str>>,
 }
 
 /// The label sets a change pass may narrow a rule to, tried in order: one market of one
@@ -79,10 +84,12 @@ impl RuleWatch {
             Rule::Recording(r) => r.labels.iter().map(|(k, _)| k).collect(),
             Rule::Alerting(a) => a.labels.iter().map(|(k, _)| k.as_str()).collect(),
         };
-        w.part = PARTS.into_iter().find(|part| {
-            limit == 0
-                && !part.iter().any(|l| label_names.contains(l))
-                && rule.expr().is_local_in(part)
+        let narrowing = PARTS.into_iter().find_map(|part| {
+            let narrowable = limit == 0 && !part.iter().any(|l| label_names.contains(l));
+            narrowable
+                .then(|| rule.expr().narrowing(part))
+                .flatten()
+                .map(|sels| (part, sels))
         });
         for sel in rule.expr().selectors() {
             match sel.name {
@@ -94,6 +101,20 @@ impl RuleWatch {
                 Some(_) => {}
                 None => w.reads_any = true,
             }
+        }
+        if let Some((part, sels)) = narrowing {
+            w.part = Some(part);
+            w.narrowed_by = w
+                .reads
+                .iter()
+                .map(|name| {
+                    let mut by = part.to_vec();
+                    for (_, labels) in sels.iter().filter(|(n, _)| n.as_ref() == Some(name)) {
+                        by.retain(|l| labels.iter().any(|x| x == l));
+                    }
+                    by
+                })
+                .collect();
         }
         w.writes = match rule {
             Rule::Recording(r) => vec![r.name.clone()],
@@ -139,31 +160,38 @@ impl Changes<'_> {
     /// What a change pass evaluates of a rule that read `changed` names since `since`: the
     /// values of its part that changed, or everything when it has no part, never ran, or the
     /// changes are no longer all known.
-    fn scope(&self, w: &RuleWatch, since: u64, changed: &[&String]) -> Want {
+    fn scope(&self, w: &RuleWatch, since: u64, changed: &[usize]) -> Want {
         let Some(part) = w.part else {
             return Want::All;
         };
         if since == 0 {
             return Want::All;
         }
-        // Per label of the part, the values that changed.
-        let mut values: Vec<Vec<String>> = vec![Vec::new(); part.len()];
+        // The labels every changed name narrows by: on the others, a change may concern
+        // outputs of any value.
+        let mut labels: Vec<&str> = part.to_vec();
+        for &r in changed {
+            labels.retain(|l| w.narrowed_by[r].contains(l));
+        }
+        if labels.is_empty() {
+            return Want::All;
+        }
+        // Per label, the values that changed.
+        let mut values: Vec<Vec<String>> = vec![Vec::new(); labels.len()];
         let mut add = |l: &Labels| {
-            for (label, seen) in part.iter().zip(values.iter_mut()) {
+            for (label, seen) in labels.iter().zip(values.iter_mut()) {
                 let v = l.get(label).unwrap_or("");
                 if seen.len() <= MAX_SCOPE && !seen.iter().any(|s| s == v) {
                     seen.push(v.to_string());
                 }
             }
         };
-        for name in changed {
+        for &r in changed {
+            let name = w.reads[r].as_str();
             let live_known = self.live.changes_since(name, since, &mut add);
-            let out_known = match self.output_logs.get(name.as_str()) {
+            let out_known = match self.output_logs.get(name) {
                 Some(log) => log.since(since, &mut add),
-                None => self
-                    .outputs_changed
-                    .get(name.as_str())
-                    .is_none_or(|&at| at <= since),
+                None => self.outputs_changed.get(name).is_none_or(|&at| at <= since),
             };
             if !(live_known && out_known) {
                 return Want::All;
@@ -173,7 +201,7 @@ impl Changes<'_> {
             return Want::All;
         }
         Want::Only(Scope::new(
-            part.iter().copied().zip(values.iter().map(Vec::as_slice)),
+            labels.iter().copied().zip(values.iter().map(Vec::as_slice)),
         ))
     }
 }
@@ -195,10 +223,8 @@ impl RulePick for Changes<'_> {
         let want = if !self.only_changed || (w.reads_any && *self.latest_any > since) {
             Want::All
         } else {
-            let changed: Vec<&String> = w
-                .reads
-                .iter()
-                .filter(|n| self.changed_at(n) > since)
+            let changed: Vec<usize> = (0..w.reads.len())
+                .filter(|&r| self.changed_at(&w.reads[r]) > since)
                 .collect();
             if changed.is_empty() {
                 Want::Skip
@@ -1701,6 +1727,16 @@ groups:
         expr: count by (account, market) (ALERTS{alertstate="firing"})
       - alert: Several
         expr: market:alerts_firing:count > 1
+      - record: account:position:abs_sum
+        expr: sum by (account) (abs(ocx_position_quantity))
+      - alert: HeldUnlessAccountBig
+        expr: market:position:abs > 2 unless on(account) account:position:abs_sum > 15
+      - alert: OverOpenCount
+        expr: market:position:abs > on(account) group_left ocx_positions_open
+      - alert: OpenCountUnder
+        expr: ocx_positions_open < on(account) group_right market:position:abs
+      - alert: HeldWhileCounted
+        expr: market:position:abs > 1 and on(account) ocx_positions_open > 2
 "#;
 
     /// The live outputs of `name`: each series' latest sample, unless it is a stale marker.
@@ -1765,6 +1801,15 @@ groups:
         let mut rng = fastrand::Rng::with_seed(7);
         let mut narrowed = 0;
         for step in 1..=400i64 {
+            // Now and then an account-wide series moves, which the rules above read for every
+            // market of the account.
+            if rng.u8(..4) == 0 {
+                let acc = accounts[rng.usize(..accounts.len())];
+                let v = f64::from(rng.u8(..5));
+                for tel in [&t1, &t2] {
+                    tel.gauge(names::POSITIONS_OPEN, &[("account", acc)]).set(v);
+                }
+            }
             // One to three markets move at a time, as a delta with several position changes.
             for _ in 0..rng.usize(1..=3) {
                 let l = [
@@ -1798,18 +1843,69 @@ groups:
         assert!(narrowed > 400 * 3, "only {narrowed} narrowed evaluations");
     }
 
+    /// Each selector's name and the labels it is narrowed by, if the expression narrows.
+    fn narrowing(e: &str, part: &[&str]) -> Option<Vec<(String, Vec<String>)>> {
+        let sels = crate::rules::promql::Expr::parse(e)
+            .unwrap()
+            .narrowing(part)?;
+        Some(
+            sels.into_iter()
+                .map(|(n, by)| (n.unwrap_or_default(), by))
+                .collect(),
+        )
+    }
+
     #[test]
-    fn locality_of_the_shipped_shapes() {
+    fn narrowing_of_the_shipped_shapes() {
+        // Narrowed with every selector on all of `part`.
         let local = |e: &str, part: &[&str]| {
-            crate::rules::promql::Expr::parse(e)
-                .unwrap()
-                .is_local_in(part)
+            narrowing(e, part).is_some_and(|sels| sels.iter().all(|(_, by)| by.len() == part.len()))
         };
         let am: &[&str] = &["account", "market"];
+        let by = |sels: &[(&str, &[&str])]| {
+            Some(
+                sels.iter()
+                    .map(|(n, by)| (n.to_string(), by.iter().map(|l| l.to_string()).collect()))
+                    .collect::<Vec<_>>(),
+            )
+        };
         assert!(local(
             "abs(ocx_position_quantity) > on(account, market) group_left ocx_inventory_limit",
             am
         ));
+        // The side looked up by the other's match groups is narrowed on the labels matched on.
+        let account: &[&str] = &["account"];
+        assert_eq!(
+            narrowing(
+                "time() - ocx_last_fill_timestamp_seconds > 1800 \
+                 and on(account, market) ocx_position_quantity != 0 \
+                 unless on(account) ocx_stream_up{stream=\"user\"} == 0",
+                am
+            ),
+            by(&[
+                ("ocx_last_fill_timestamp_seconds", am),
+                ("ocx_position_quantity", am),
+                ("ocx_stream_up", account),
+            ])
+        );
+        assert_eq!(
+            narrowing("x > on(account) group_left y", am),
+            by(&[("x", am), ("y", account)])
+        );
+        assert_eq!(
+            narrowing("y < on(account) group_right x", am),
+            by(&[("y", account), ("x", am)])
+        );
+        assert_eq!(
+            narrowing("x and ignoring(market) y", am),
+            by(&[("x", am), ("y", account)])
+        );
+        // The market would come from the "one" side, every market of the account.
+        assert_eq!(narrowing("x > on(account) group_left(market) y", am), None);
+        // One-to-one and `or` keep right side series by their own labels.
+        assert_eq!(narrowing("x + on(account) y", am), None);
+        assert_eq!(narrowing("x or on(account) y", am), None);
+        assert!(local("x or on(account, market) y", am));
         assert!(local("rate(ocx_fills_total[5m]) > 1", am));
         assert!(local(
             "histogram_quantile(0.99, sum by (account, market, le) (rate(x_bucket[5m])))",
@@ -1821,7 +1917,6 @@ groups:
             "markets summed together"
         );
         assert!(!local("sum(x) > 1", &["account"]));
-        assert!(!local("x > on(account) group_left y", am));
         assert!(local("x > ignoring(side) y", am));
         assert!(!local("x > ignoring(market) y", am));
         assert!(!local("x > scalar(y)", am), "scalar() reads every series");

@@ -6,6 +6,7 @@
 //! No IO and no clock: time, storage and history are arguments. Evaluation duration is left to
 //! the caller (it owns the clock).
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::alert::{AlertContext, AlertError, RuleAlerts, Transition};
@@ -261,7 +262,12 @@ struct RuleSlot {
     alerts: RuleAlerts,
     /// Series written by the previous evaluation, to mark stale when they stop.
     previous: HashSet<Labels>,
+    /// The `query` template function's expressions, parsed (see [`Query`]).
+    queries: HashMap<String, Expr>,
 }
+
+/// A rule keeps at most this many parsed template queries; beyond, it starts over.
+const MAX_QUERIES: usize = 1024;
 
 /// A group's state across evaluations: rule statuses and alerts.
 #[derive(Debug, Clone, Default)]
@@ -383,16 +389,17 @@ pub enum Want {
     /// Evaluate it over every series.
     All,
     /// Evaluate it over only the series with these values of some labels, for a rule whose
-    /// expression is local in them (see `Expr::is_local_in`): its outputs with other values
+    /// expression narrows to them (see `Expr::narrowing`): its outputs with other values
     /// are left as they are (alerts keep their state, recorded series are not marked stale).
     Only(Scope),
 }
 
-/// Some values of some labels: the series a scoped evaluation reads and the outputs it
-/// replaces. A series is in scope when each of the labels has one of its values (a missing
-/// label is the empty value). With several values per label that is every combination of them,
-/// possibly more than changed: a rule local in those labels evaluates the extra ones just as
-/// correctly, and one set of matchers then serves both the selection and the test.
+/// Some values of some labels: the outputs a scoped evaluation replaces, and the series it
+/// reads (every selector's narrowed by the labels `Expr::narrowing` gives it). A series is in
+/// scope when each of the labels has one of its values (a missing label is the empty value).
+/// With several values per label that is every combination of them, possibly more than
+/// changed: a rule narrowing to those labels evaluates the extra ones just as correctly, and
+/// one set of matchers then serves both the selection and the test.
 #[derive(Debug, Clone)]
 pub struct Scope {
     /// One per label: `label="v"`, or `label=~"v1|v2"` for several values.
@@ -416,47 +423,6 @@ impl Scope {
             .iter()
             .all(|m| m.matches(labels.get(m.name()).unwrap_or("")))
     }
-
-    /// `sel` narrowed to the scope.
-    fn narrow(&self, sel: &Selector) -> Selector {
-        let mut sel = sel.clone();
-        sel.matchers.extend(self.matchers.iter().cloned());
-        sel
-    }
-}
-
-/// A storage that shows only the series in a [`Scope`], by adding its matchers to every
-/// selector: the store underneath answers an equality matcher from its index.
-struct Scoped<'a> {
-    inner: &'a dyn Storage,
-    scope: &'a Scope,
-}
-
-impl Storage for Scoped<'_> {
-    fn select(&self, sel: &Selector, start_ms: i64, end_ms: i64) -> Vec<SeriesData> {
-        self.inner.select(&self.scope.narrow(sel), start_ms, end_ms)
-    }
-
-    fn select_latest(&self, sel: &Selector, start_ms: i64, end_ms: i64) -> Vec<SeriesData> {
-        self.inner
-            .select_latest(&self.scope.narrow(sel), start_ms, end_ms)
-    }
-
-    fn visit(&self, sel: &Selector, start_ms: i64, end_ms: i64, f: &mut promql::VisitFn<'_>) {
-        self.inner
-            .visit(&self.scope.narrow(sel), start_ms, end_ms, f);
-    }
-
-    fn visit_latest(
-        &self,
-        sel: &Selector,
-        start_ms: i64,
-        end_ms: i64,
-        f: &mut dyn FnMut(&Labels, (i64, f64)),
-    ) {
-        self.inner
-            .visit_latest(&self.scope.narrow(sel), start_ms, end_ms, f);
-    }
 }
 
 /// Every rule.
@@ -469,17 +435,28 @@ impl RulePick for EveryRule {
     fn done(&mut self, _: usize, _: &[Labels]) {}
 }
 
-/// The `query` template function: an instant query at the evaluation time.
+/// The `query` template function: an instant query at the evaluation time. A rule's queries
+/// are parsed once: an annotation runs its query for every alert on every evaluation, and
+/// parsing it (tens of µs, up to 250 on a busy machine) cost more than the rest of the alert.
 struct Query<'a> {
     storage: &'a dyn Storage,
     t_ms: i64,
+    parsed: RefCell<&'a mut HashMap<String, Expr>>,
 }
 
 impl TemplateQuery for Query<'_> {
     fn query(&self, expr: &str) -> Result<Vec<QuerySample>, String> {
-        let e = Expr::parse(expr).map_err(|e| e.to_string())?;
+        let mut parsed = self.parsed.borrow_mut();
+        if !parsed.contains_key(expr) {
+            let e = Expr::parse(expr).map_err(|e| e.to_string())?;
+            if parsed.len() >= MAX_QUERIES {
+                parsed.clear();
+            }
+            parsed.insert(expr.to_string(), e);
+        }
+        let e = &parsed[expr];
         Ok(
-            vector(promql::eval(&e, self.storage, self.t_ms).map_err(|e| e.to_string())?)
+            vector(promql::eval(e, self.storage, self.t_ms).map_err(|e| e.to_string())?)
                 .into_iter()
                 .map(|s| QuerySample {
                     labels: s
@@ -601,7 +578,7 @@ pub fn eval_group_picked(
         // Refusals are expected here (another rule may write the series) and ignored, as
         // Prometheus does.
         slot.previous.retain(|prev| {
-            if written.contains(prev) || scope.as_ref().is_some_and(|s| !s.contains(prev)) {
+            if scope.as_ref().is_some_and(|s| !s.contains(prev)) || written.contains(prev) {
                 return true;
             }
             let _ = history.append(prev, q_ms, promql::stale_nan());
@@ -639,17 +616,8 @@ fn eval_rule(
     ctx: &EvalContext<'_>,
     out: &mut GroupEval,
 ) -> Result<Vec<(Labels, f64)>, String> {
-    let evaluated = match scope {
-        Some(scope) => promql::eval(
-            rule.expr(),
-            &Scoped {
-                inner: storage,
-                scope,
-            },
-            q_ms,
-        ),
-        None => promql::eval(rule.expr(), storage, q_ms),
-    };
+    let narrow = scope.map_or(&[][..], |s| &s.matchers);
+    let evaluated = promql::eval_narrowed(rule.expr(), storage, q_ms, narrow);
     let result = vector(evaluated.map_err(|e| e.to_string())?);
     match rule {
         Rule::Recording(r) => {
@@ -679,7 +647,11 @@ fn eval_rule(
         }
         Rule::Alerting(a) => {
             // Templates' `query` sees every series, whatever the scope.
-            let query = Query { storage, t_ms };
+            let query = Query {
+                storage,
+                t_ms,
+                parsed: RefCell::new(&mut slot.queries),
+            };
             let actx = AlertContext {
                 external_labels: ctx.external_labels,
                 external_url: ctx.external_url,

@@ -195,6 +195,55 @@ fn alert_templates_can_query() {
     assert_eq!(a.annotations, [("total".to_string(), "3".to_string())]);
 }
 
+/// Queries are parsed once per rule and text, and evaluated afresh every time: a query per
+/// alert (built from its labels) follows the series, and one that fails to parse says so on
+/// every evaluation.
+#[test]
+fn template_queries_follow_the_series_across_evaluations() {
+    let g = group(
+        "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: x > 0\n        annotations:\n          own: '{{ with printf \"x{a=%q}\" $labels.a | query }}{{ . | first | value }}{{ end }}'\n          bad: '{{ with query \"sum(\" }}{{ . }}{{ end }}'\n",
+    );
+    let at = |v1: f64, v2: f64| {
+        input(&[
+            (&[("__name__", "x"), ("a", "1")], &[(0, v1)]),
+            (&[("__name__", "x"), ("a", "2")], &[(0, v2)]),
+        ])
+    };
+    let mut st = GroupState::new(&g);
+    let mut h = History::new();
+    let own = |st: &GroupState| -> Vec<(String, String)> {
+        st.alerts(0)
+            .unwrap()
+            .firing()
+            .map(|a| {
+                let get = |k: &str| {
+                    a.annotations
+                        .iter()
+                        .find(|(n, _)| n == k)
+                        .unwrap()
+                        .1
+                        .clone()
+                };
+                (get("own"), get("bad"))
+            })
+            .collect()
+    };
+    eval_group(&g, &mut st, &at(1.0, 2.0), &mut h, 0, &ctx());
+    let first = own(&st);
+    assert_eq!(
+        first.iter().map(|o| o.0.as_str()).collect::<Vec<_>>(),
+        ["1", "2"]
+    );
+    assert!(first[0].1.contains("error"), "{first:?}");
+    eval_group(&g, &mut st, &at(5.0, 7.0), &mut h, 1_000, &ctx());
+    let second = own(&st);
+    assert_eq!(
+        second.iter().map(|o| o.0.as_str()).collect::<Vec<_>>(),
+        ["5", "7"]
+    );
+    assert_eq!(second[0].1, first[0].1);
+}
+
 #[test]
 fn group_labels_reach_recorded_series_and_alerts() {
     let g = group(

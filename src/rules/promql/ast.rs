@@ -82,6 +82,14 @@ pub(crate) struct Matching {
     pub card: Card,
 }
 
+impl Matching {
+    /// Whether matched series share their values of `label`: it is one of the `on` labels, or
+    /// not one of the `ignoring` ones.
+    pub fn matches_on(&self, label: &str) -> bool {
+        self.labels.iter().any(|x| x == label) == self.on
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Card {
     OneToOne,
@@ -196,30 +204,63 @@ impl Node {
 }
 
 impl Node {
-    /// Whether the node is local in the labels `part`: each output sample depends only on
-    /// input series with the same values of those labels (a missing label counts as empty)
-    /// and carries those values itself. Then evaluating over only the series of some values
-    /// of `part` gives exactly the outputs with those values, which is what lets a change pass
-    /// evaluate one market instead of all of them. Conservative: `false` when unsure.
-    pub fn local_in(&self, part: &[&str]) -> bool {
+    /// Whether the node's outputs with some values of the labels `part` can be computed from
+    /// only some of the series: for each selector, those with the same values of the labels
+    /// `f` is called with for it (once per selector, in source order). Every output then
+    /// carries the values of `part` of the inputs it came from (a missing label counts as
+    /// empty), so evaluating so gives exactly the outputs with those values, which is what lets
+    /// a change pass evaluate one market instead of all of them. A selector gets fewer labels
+    /// than `part` on the side of a binary operator that is looked up by the other side's
+    /// match groups, when it matches on fewer: the outputs of one market of one account of
+    /// `x unless on(account) y` need every `y` of that account and only that market's `x`.
+    /// [`super::eval::Evaluator`] narrows the same way. Conservative: `false` when unsure.
+    pub fn narrowing(&self, part: &[&str], f: &mut dyn FnMut(&Sel, &[&str])) -> bool {
         let has = |labels: &[String], l: &str| labels.iter().any(|x| x == l);
         match self {
-            Node::Number(_) | Node::Instant(_) => true,
-            Node::Paren(n) | Node::Neg(n) => n.local_in(part),
+            Node::Number(_) => true,
+            Node::Instant(sel) => {
+                f(sel, part);
+                true
+            }
+            Node::Paren(n) | Node::Neg(n) => n.narrowing(part, f),
             Node::Binary(b) => match (b.lhs.is_scalar(), b.rhs.is_scalar()) {
                 (true, true) => b.lhs.constant() && b.rhs.constant(),
-                (true, false) => b.lhs.constant() && b.rhs.local_in(part),
-                (false, true) => b.rhs.constant() && b.lhs.local_in(part),
+                (true, false) => b.lhs.constant() && b.rhs.narrowing(part, f),
+                (false, true) => b.rhs.constant() && b.lhs.narrowing(part, f),
                 (false, false) => {
-                    // Matched series share the values of the labels they are matched on.
-                    let matched = part.iter().all(|l| {
-                        if b.matching.on {
-                            has(&b.matching.labels, l)
-                        } else {
-                            !has(&b.matching.labels, l)
+                    let m = &b.matching;
+                    let matched: Vec<&str> =
+                        part.iter().copied().filter(|l| m.matches_on(l)).collect();
+                    // Labels copied from the "one" side must be matched on to stay in part.
+                    let copies_kept = |include: &[String]| {
+                        part.iter().all(|l| m.matches_on(l) || !has(include, l))
+                    };
+                    match (b.op, &m.card) {
+                        // The left side's samples, kept or dropped by the right side's group
+                        // with their matched values: every series of the group is needed.
+                        (BinOp::And | BinOp::Unless, _) => {
+                            b.lhs.narrowing(part, f) && b.rhs.narrowing(&matched, f)
                         }
-                    });
-                    matched && b.lhs.local_in(part) && b.rhs.local_in(part)
+                        // The "many" side's samples, each looked up in the "one" side.
+                        (_, Card::ManyToOne(include)) => {
+                            copies_kept(include)
+                                && b.lhs.narrowing(part, f)
+                                && b.rhs.narrowing(&matched, f)
+                        }
+                        (_, Card::OneToMany(include)) => {
+                            copies_kept(include)
+                                && b.lhs.narrowing(&matched, f)
+                                && b.rhs.narrowing(part, f)
+                        }
+                        // One-to-one keeps only the left side's labels, and `or` adds right
+                        // side samples whose group no left side sample has: both sides must
+                        // be matched on all of `part`.
+                        _ => {
+                            matched.len() == part.len()
+                                && b.lhs.narrowing(part, f)
+                                && b.rhs.narrowing(part, f)
+                        }
+                    }
                 }
             },
             Node::Aggregate(a) => {
@@ -227,16 +268,19 @@ impl Node {
                     Grouping::By(by) => has(by, l),
                     Grouping::Without(without) => !has(without, l),
                 });
-                kept && a.expr.local_in(part)
+                kept && a.expr.narrowing(part, f)
             }
             Node::Call(c) => match &**c {
                 Func::Time => true,
-                Func::Abs(n) | Func::Timestamp(n) => n.local_in(part),
-                Func::ClampMin(v, s) | Func::ClampMax(v, s) => s.constant() && v.local_in(part),
+                Func::Abs(n) | Func::Timestamp(n) => n.narrowing(part, f),
+                Func::ClampMin(v, s) | Func::ClampMax(v, s) => s.constant() && v.narrowing(part, f),
                 Func::HistogramQuantile(phi, v) => {
-                    phi.constant() && !part.contains(&"le") && v.local_in(part)
+                    phi.constant() && !part.contains(&"le") && v.narrowing(part, f)
                 }
-                Func::OverRange(..) => true,
+                Func::OverRange(_, sel) => {
+                    f(sel, part);
+                    true
+                }
                 // Their output does not carry the input's labels, or depends on all of it.
                 Func::Absent(..) | Func::Vector(_) | Func::Scalar(_) => false,
             },

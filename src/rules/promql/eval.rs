@@ -5,13 +5,20 @@ use super::ast::{AggOp, Aggregate, BinOp, Binary, Card, Func, Grouping, Matching
 use super::functions;
 use super::hash::{FastMap, FastSet};
 use super::labels::{Labels, METRIC_NAME};
-use super::storage::{Storage, VisitFn, is_stale};
+use std::borrow::Cow;
+
+use super::storage::{Matcher, Selector, Storage, VisitFn, is_stale};
 use super::{EvalError, LOOKBACK_DELTA_MS, Sample, Value};
 
+#[derive(Clone)]
 pub(crate) struct Evaluator<'a> {
     pub storage: &'a dyn Storage,
     /// Evaluation time, unix ms.
     pub t: i64,
+    /// Matchers every selector below adds to its own (a change pass's scope; see
+    /// `Node::narrowing`), less those on labels a binary operator above does not match on,
+    /// on the side it looks up.
+    pub narrow: Vec<&'a Matcher>,
 }
 
 /// An instant selector's hit: the series, its latest value, and that value's timestamp.
@@ -21,7 +28,7 @@ pub(crate) struct Hit {
     pub t: i64,
 }
 
-impl Evaluator<'_> {
+impl<'a> Evaluator<'a> {
     pub fn eval(&self, n: &Node) -> Result<Value, EvalError> {
         match n {
             Node::Number(v) => Ok(Value::Scalar(*v)),
@@ -80,8 +87,11 @@ impl Evaluator<'_> {
         let end = self.t.saturating_sub(sel.offset_ms);
         let start = end.saturating_sub(LOOKBACK_DELTA_MS);
         let mut out = Vec::new();
-        self.storage
-            .visit_latest(&sel.selector, start, end, &mut |labels, (t, value)| {
+        self.storage.visit_latest(
+            &self.narrowed(sel),
+            start,
+            end,
+            &mut |labels, (t, value)| {
                 if t < start || t > end || is_stale(value) {
                     return;
                 }
@@ -90,7 +100,8 @@ impl Evaluator<'_> {
                     value,
                     t,
                 });
-            });
+            },
+        );
         out
     }
 
@@ -103,7 +114,7 @@ impl Evaluator<'_> {
         let mut scratch = Vec::new();
         let keep = |&(t, v): &(i64, f64)| t >= start && t <= end && !is_stale(v);
         self.storage
-            .visit(&sel.selector, start, end, &mut |labels, samples| {
+            .visit(&self.narrowed(sel), start, end, &mut |labels, samples| {
                 if samples.iter().all(keep) {
                     if !samples.is_empty() {
                         f(labels, samples);
@@ -118,13 +129,48 @@ impl Evaluator<'_> {
             });
     }
 
+    /// `sel`'s selector with the matchers of `narrow` added.
+    fn narrowed<'s>(&self, sel: &'s Sel) -> Cow<'s, Selector> {
+        if self.narrow.is_empty() {
+            return Cow::Borrowed(&sel.selector);
+        }
+        let mut s = sel.selector.clone();
+        s.matchers.extend(self.narrow.iter().map(|&m| m.clone()));
+        Cow::Owned(s)
+    }
+
+    /// The evaluator for one side of `b`: the side looked up by the other side's match groups
+    /// (the right one of `and`, `unless` and `group_left`, the left one of `group_right`) is
+    /// narrowed only on the labels matched on, as `Node::narrowing` has it.
+    fn for_side(&self, b: &Binary, left: bool) -> Cow<'_, Evaluator<'a>> {
+        let looked_up = match (b.op, &b.matching.card) {
+            (BinOp::And | BinOp::Unless, _) | (_, Card::ManyToOne(_)) => !left,
+            (_, Card::OneToMany(_)) => left,
+            // Matched on every narrowing label (`Node::narrowing` checked): nothing to drop.
+            _ => false,
+        };
+        let vectors = !b.lhs.is_scalar() && !b.rhs.is_scalar();
+        if !looked_up || !vectors || self.narrow.iter().all(|m| b.matching.matches_on(m.name())) {
+            return Cow::Borrowed(self);
+        }
+        Cow::Owned(Evaluator {
+            narrow: self
+                .narrow
+                .iter()
+                .copied()
+                .filter(|m| b.matching.matches_on(m.name()))
+                .collect(),
+            ..self.clone()
+        })
+    }
+
     fn call(&self, f: &Func) -> Result<Value, EvalError> {
         functions::call(self, f)
     }
 
     fn binary(&self, b: &Binary) -> Result<Value, EvalError> {
-        let lhs = self.eval(&b.lhs)?;
-        let rhs = self.eval(&b.rhs)?;
+        let lhs = self.for_side(b, true).eval(&b.lhs)?;
+        let rhs = self.for_side(b, false).eval(&b.rhs)?;
         Ok(match (lhs, rhs) {
             (Value::Scalar(l), Value::Scalar(r)) => {
                 let (v, keep) = elem_binop(b.op, l, r);

@@ -80,12 +80,21 @@ impl Expr {
         Duration::from_millis(u64::try_from(ms).unwrap_or(0))
     }
 
-    /// Whether each output sample depends only on the input series with the same values of
-    /// the labels `part` and carries those values (a missing label is the empty value), so
-    /// that evaluating over only the series with some values of `part` yields exactly the
-    /// outputs with those values. Conservative: `false` when that is not certain.
-    pub fn is_local_in(&self, part: &[&str]) -> bool {
-        !self.is_scalar() && self.root.local_in(part)
+    /// How the outputs with some values of the labels `part` can be computed from only some
+    /// of the series: for each selector, in the order of [`Expr::selectors`], its metric name
+    /// (if fixed) and the labels of `part` its series may be narrowed by (all of `part`, or
+    /// fewer on a side of a binary operator matching on fewer, as the right side of
+    /// `unless on(account)`); `None` when they cannot be. [`eval_narrowed`] evaluates so.
+    /// Every output carries the values of `part` of its inputs (a missing label is the empty
+    /// value). Conservative: `None` when that is not certain.
+    pub fn narrowing(&self, part: &[&str]) -> Option<Vec<(Option<String>, Vec<String>)>> {
+        let mut out = Vec::new();
+        let ok = !self.is_scalar()
+            && self.root.narrowing(part, &mut |sel, by| {
+                let by = by.iter().map(|l| l.to_string()).collect();
+                out.push((sel.selector.name.clone(), by));
+            });
+        ok.then_some(out)
     }
 
     /// Whether the expression yields a scalar (else an instant vector).
@@ -165,5 +174,23 @@ pub enum EvalError {
 
 /// Evaluate `expr` at `t_ms` (unix ms).
 pub fn eval(expr: &Expr, storage: &dyn Storage, t_ms: i64) -> Result<Value, EvalError> {
-    eval::Evaluator { storage, t: t_ms }.eval(&expr.root)
+    eval_narrowed(expr, storage, t_ms, &[])
+}
+
+/// [`eval`] over part of the series: each selector adds to its own matchers those of `narrow`
+/// on the labels [`Expr::narrowing`] gives it. For an expression with a narrowing in (a
+/// superset of) the labels of `narrow`, the result is exactly the outputs of [`eval`] that
+/// `narrow` accepts.
+pub fn eval_narrowed(
+    expr: &Expr,
+    storage: &dyn Storage,
+    t_ms: i64,
+    narrow: &[Matcher],
+) -> Result<Value, EvalError> {
+    eval::Evaluator {
+        storage,
+        t: t_ms,
+        narrow: narrow.iter().collect(),
+    }
+    .eval(&expr.root)
 }
