@@ -6,7 +6,7 @@
 //! samples. Identity is the alert's label set (the result's labels without `__name__`, plus the
 //! expanded rule labels, plus `alertname`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use super::file::AlertingRule;
@@ -108,7 +108,19 @@ pub struct RuleAlerts {
     /// (one per market that ever breached, say), and visiting each of them cost a change pass
     /// about as much as the rest of it.
     live: BTreeSet<Labels>,
+    /// Evaluations so far (and restores), numbered from 1.
+    evals: u64,
+    /// The latest that may have changed any alert (a whole one, a restore, a limit error).
+    whole_at: u64,
+    /// The alerts each later narrowed evaluation visited (what it may have changed), oldest
+    /// first, at most [`MAX_TOUCHED`]: the notifier's snapshot rebuilds only those.
+    touched: VecDeque<(u64, Labels)>,
+    /// The log is complete for evaluations after this one.
+    touched_from: u64,
 }
+
+/// Entries [`RuleAlerts`] keeps of the alerts its narrowed evaluations visited.
+const MAX_TOUCHED: usize = 4096;
 
 impl RuleAlerts {
     /// Every alert held: pending, firing, and resolved ones still retained.
@@ -143,10 +155,36 @@ impl RuleAlerts {
 
     /// Holds `alert` as if earlier evaluations had produced it (a restart's restore).
     pub fn restore(&mut self, alert: Alert) {
+        self.touched_all();
         if alert.state != AlertState::Inactive {
             self.live.insert(alert.labels.clone());
         }
         self.active.insert(alert.labels.clone(), alert);
+    }
+
+    /// The number of the latest evaluation (0: none yet).
+    pub fn evals(&self) -> u64 {
+        self.evals
+    }
+
+    /// Calls `f` with the labels of every alert that may have changed in the evaluations
+    /// after the one numbered `since` (some more than once); `false`, calling nothing, when
+    /// that is not known (any alert may have changed).
+    pub fn touched_since(&self, since: u64, f: &mut dyn FnMut(&Labels)) -> bool {
+        if since < self.whole_at || since < self.touched_from {
+            return false;
+        }
+        let first = self.touched.partition_point(|(e, _)| *e <= since);
+        self.touched.range(first..).for_each(|(_, l)| f(l));
+        true
+    }
+
+    /// A new evaluation number, after which any alert may have changed.
+    fn touched_all(&mut self) {
+        self.evals += 1;
+        self.whole_at = self.evals;
+        self.touched_from = self.evals;
+        self.touched.clear();
     }
 
     /// One evaluation at `t_ms` with the expression's result vector. With a `scope`, the
@@ -252,6 +290,21 @@ impl RuleAlerts {
         };
         if scope.is_none() {
             self.live.clear();
+            self.touched_all();
+        } else {
+            self.evals += 1;
+            while self.touched.len() + visit.len() > MAX_TOUCHED {
+                match self.touched.pop_front() {
+                    Some((e, _)) => self.touched_from = e,
+                    None => break,
+                }
+            }
+            if visit.len() > MAX_TOUCHED {
+                self.touched_from = self.evals;
+            } else {
+                let e = self.evals;
+                self.touched.extend(visit.iter().map(|l| (e, l.clone())));
+            }
         }
         let mut remove = Vec::new();
         for labels in &visit {
@@ -313,6 +366,7 @@ impl RuleAlerts {
         if ctx.limit > 0 && active_pending > ctx.limit {
             self.active.clear();
             self.live.clear();
+            self.touched_all();
             return Err(AlertError::Limit {
                 limit: ctx.limit,
                 count: active_pending,

@@ -403,9 +403,11 @@ struct NotifyCache {
 struct RuleEntries {
     seq: u64,
     round: u64,
+    /// The rule's evaluation (`RuleAlerts::evals`) they were built after.
+    built_at: u64,
     /// In the order the rule holds its alerts.
     list: Vec<Arc<NotifyAlert>>,
-    by_labels: FastMap<Labels, Cached>,
+    by_labels: BTreeMap<Labels, Cached>,
 }
 
 struct Cached {
@@ -882,8 +884,9 @@ impl Engine {
                 let entries = cache.rules.entry((gi, i)).or_insert_with(|| RuleEntries {
                     seq: u64::MAX,
                     round,
+                    built_at: 0,
                     list: Vec::new(),
-                    by_labels: FastMap::default(),
+                    by_labels: BTreeMap::new(),
                 });
                 entries.round = round;
                 // Not evaluated since: the same entries. A trigger is only ever noted for an
@@ -892,63 +895,94 @@ impl Engine {
                     out.extend(entries.list.iter().cloned());
                     continue;
                 }
-                let mut old = std::mem::take(&mut entries.by_labels);
-                entries.list.clear();
-                entries.seq = seq;
                 let mut url: Option<String> = None;
-                for al in held.alerts() {
+                let mut entry_of = |al: &Alert, old: Option<Cached>| -> Option<Cached> {
                     let ends_at_ms = match (al.state, al.resolved_at_ms) {
                         (AlertState::Firing, _) => None,
                         (AlertState::Inactive, Some(r)) => Some(r),
-                        _ => continue,
+                        _ => return None,
                     };
                     // Prometheus sends `startsAt` as the firing time (`FiredAt`), not `activeAt`.
                     let starts_at_ms = al.fired_at_ms.unwrap_or(al.active_at_ms);
                     let trigger_of = |fp: u64| triggers.and_then(|t| t.get(&fp)).copied();
-                    let cached = match old.remove(&al.labels) {
-                        Some(c)
-                            if shows(
-                                &c.entry,
-                                al,
-                                starts_at_ms,
-                                ends_at_ms,
-                                trigger_of(c.fingerprint),
-                            ) =>
-                        {
-                            c
-                        }
-                        _ => {
-                            let url = url.get_or_insert_with(|| {
-                                format!(
-                                    "{}/graph?g0.expr={}&g0.tab=1",
-                                    self.external_url.trim_end_matches('/'),
-                                    query_escape(a.expr.as_str())
-                                )
-                            });
-                            let mut entry = NotifyAlert {
-                                labels: al
-                                    .labels
-                                    .iter()
-                                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                                    .collect(),
-                                annotations: al.annotations.iter().cloned().collect(),
-                                starts_at_ms,
-                                ends_at_ms,
-                                value: al.value,
-                                generator_url: url.clone(),
-                                trigger: None,
-                            };
-                            let fingerprint = entry.fingerprint();
-                            entry.trigger = trigger_of(fingerprint);
-                            Cached {
-                                entry: Arc::new(entry),
-                                fingerprint,
-                            }
-                        }
+                    if let Some(c) = old.filter(|c| {
+                        shows(
+                            &c.entry,
+                            al,
+                            starts_at_ms,
+                            ends_at_ms,
+                            trigger_of(c.fingerprint),
+                        )
+                    }) {
+                        return Some(c);
+                    }
+                    let url = url.get_or_insert_with(|| {
+                        format!(
+                            "{}/graph?g0.expr={}&g0.tab=1",
+                            self.external_url.trim_end_matches('/'),
+                            query_escape(a.expr.as_str())
+                        )
+                    });
+                    let mut entry = NotifyAlert {
+                        labels: al
+                            .labels
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect(),
+                        annotations: al.annotations.iter().cloned().collect(),
+                        starts_at_ms,
+                        ends_at_ms,
+                        value: al.value,
+                        generator_url: url.clone(),
+                        trigger: None,
                     };
-                    entries.list.push(cached.entry.clone());
-                    entries.by_labels.insert(al.labels.clone(), cached);
+                    let fingerprint = entry.fingerprint();
+                    entry.trigger = trigger_of(fingerprint);
+                    Some(Cached {
+                        entry: Arc::new(entry),
+                        fingerprint,
+                    })
+                };
+                // Only the alerts its evaluations since visited may differ (a narrowed one
+                // visits a few of the hundreds a rule may hold); otherwise every alert is
+                // compared with its entry.
+                let mut touched: Vec<Labels> = Vec::new();
+                let known = entries.seq != u64::MAX
+                    && held.touched_since(entries.built_at, &mut |l| touched.push(l.clone()));
+                if known {
+                    // And those a trigger is noted for (alerts that just fired or resolved,
+                    // which their evaluation visited: this is for safety, not for speed).
+                    if let Some(t) = triggers.filter(|t| !t.is_empty()) {
+                        touched.extend(
+                            entries
+                                .by_labels
+                                .iter()
+                                .filter(|(_, c)| t.contains_key(&c.fingerprint))
+                                .map(|(l, _)| l.clone()),
+                        );
+                    }
+                    touched.sort();
+                    touched.dedup();
+                    for labels in touched {
+                        let old = entries.by_labels.remove(&labels);
+                        if let Some(c) = held.get(&labels).and_then(|al| entry_of(al, old)) {
+                            entries.by_labels.insert(labels, c);
+                        }
+                    }
+                } else {
+                    let mut old = std::mem::take(&mut entries.by_labels);
+                    for al in held.alerts() {
+                        if let Some(c) = entry_of(al, old.remove(&al.labels)) {
+                            entries.by_labels.insert(al.labels.clone(), c);
+                        }
+                    }
                 }
+                entries.seq = seq;
+                entries.built_at = held.evals();
+                entries.list.clear();
+                entries
+                    .list
+                    .extend(entries.by_labels.values().map(|c| c.entry.clone()));
                 out.extend(entries.list.iter().cloned());
             }
         }
@@ -1358,6 +1392,79 @@ groups:
         let fourth = by_name(&e.notifiable(None));
         assert_eq!(fourth["Big"].ends_at_ms, Some(4_000));
         assert!(Arc::ptr_eq(&third["Low"], &fourth["Low"]));
+    }
+
+    /// A narrowed pass rebuilds the entries of the alerts it visited and shares the others,
+    /// resolved ones included, and the snapshot is what building every entry anew gives.
+    #[test]
+    fn a_narrowed_pass_rebuilds_only_the_entries_of_the_alerts_it_visited() {
+        let t = Telemetry::new();
+        let mut e = Engine::new(&t, Duration::from_secs(1), "");
+        let rules = "groups: [{name: g, rules: [{alert: Big, expr: 'ocx_position_quantity > 5', annotations: {v: '{{ $value }}'}}]}]\n";
+        e.load(vec![parse_str(rules, "r.yml").unwrap()], 0);
+        let markets = ["M0", "M1", "M2", "M3"];
+        let q: Vec<_> = markets
+            .iter()
+            .map(|m| t.gauge(names::POSITION_QUANTITY, &[("account", "a"), ("market", m)]))
+            .collect();
+        for g in &q {
+            g.set(6.0);
+        }
+        e.evaluate(1_000, false);
+        let by_market = |n: &[Arc<NotifyAlert>]| -> BTreeMap<String, Arc<NotifyAlert>> {
+            n.iter()
+                .map(|x| (x.labels["market"].clone(), x.clone()))
+                .collect()
+        };
+        let view = |n: &[Arc<NotifyAlert>]| -> Vec<String> {
+            n.iter()
+                .map(|x| {
+                    format!(
+                        "{:?} {:?} {} {:?} {}",
+                        x.labels, x.annotations, x.starts_at_ms, x.ends_at_ms, x.value
+                    )
+                })
+                .collect()
+        };
+        let fresh = |e: &Engine| {
+            e.notify_cache.borrow_mut().rules.clear();
+            view(&e.notifiable(None))
+        };
+        assert_eq!(e.notifiable(None).len(), 4);
+        // Two resolve, in narrowed passes.
+        let mut at = 1_000;
+        for i in [1, 2] {
+            q[i].set(1.0);
+            at += 1_000;
+            assert!(e.evaluate_changes(at).scoped > 0);
+        }
+        let before = by_market(&e.notifiable(None));
+        assert_eq!(before["M1"].ends_at_ms, Some(2_000));
+        // M0 moves: only its entry is new.
+        q[0].set(7.0);
+        at += 1_000;
+        e.evaluate_changes(at);
+        let snap = e.notifiable(None);
+        let after = by_market(&snap);
+        assert_eq!(after["M0"].value, 7.0);
+        assert!(!Arc::ptr_eq(&before["M0"], &after["M0"]));
+        for m in ["M1", "M2", "M3"] {
+            assert!(Arc::ptr_eq(&before[m], &after[m]), "{m}");
+        }
+        assert_eq!(view(&snap), fresh(&e));
+        // A resolved one fires again; then a whole evaluation.
+        q[1].set(9.0);
+        at += 1_000;
+        e.evaluate_changes(at);
+        let snap = e.notifiable(None);
+        assert_eq!(by_market(&snap)["M1"].ends_at_ms, None);
+        assert_eq!(view(&snap), fresh(&e));
+        q[3].set(8.0);
+        at += 1_000;
+        e.evaluate(at, false);
+        let snap = e.notifiable(None);
+        assert_eq!(by_market(&snap)["M3"].value, 8.0);
+        assert_eq!(view(&snap), fresh(&e));
     }
 
     #[test]
