@@ -110,6 +110,21 @@ pub(crate) struct Binary {
     pub matching: Matching,
 }
 
+impl Binary {
+    /// Which side (`Some(true)`: the left) is looked up by the other side's match groups, so
+    /// that only its series with the matched values matter: the right side of `and`, `unless`
+    /// and `group_left`, the left side of `group_right`. `None` for one-to-one and `or`, whose
+    /// sides both keep series by their own labels. Narrowing (`Node::narrowing`) and the
+    /// evaluator's narrowed selectors (`eval::Evaluator::for_side`) both follow this.
+    pub fn looked_up_left(&self) -> Option<bool> {
+        match (self.op, &self.matching.card) {
+            (BinOp::And | BinOp::Unless, _) | (_, Card::ManyToOne(_)) => Some(false),
+            (_, Card::OneToMany(_)) => Some(true),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum AggOp {
     Sum,
@@ -232,30 +247,25 @@ impl Node {
                     let matched: Vec<&str> =
                         part.iter().copied().filter(|l| m.matches_on(l)).collect();
                     // Labels copied from the "one" side must be matched on to stay in part.
-                    let copies_kept = |include: &[String]| {
-                        part.iter().all(|l| m.matches_on(l) || !has(include, l))
+                    let copies_kept = match &m.card {
+                        Card::ManyToOne(include) | Card::OneToMany(include) => {
+                            part.iter().all(|l| m.matches_on(l) || !has(include, l))
+                        }
+                        _ => true,
                     };
-                    match (b.op, &m.card) {
-                        // The left side's samples, kept or dropped by the right side's group
-                        // with their matched values: every series of the group is needed.
-                        (BinOp::And | BinOp::Unless, _) => {
-                            b.lhs.narrowing(part, f) && b.rhs.narrowing(&matched, f)
+                    match b.looked_up_left() {
+                        // The other side's samples, kept, dropped or joined by the looked-up
+                        // side's group with their matched values: every series of it is needed.
+                        Some(true) => {
+                            copies_kept && b.lhs.narrowing(&matched, f) && b.rhs.narrowing(part, f)
                         }
-                        // The "many" side's samples, each looked up in the "one" side.
-                        (_, Card::ManyToOne(include)) => {
-                            copies_kept(include)
-                                && b.lhs.narrowing(part, f)
-                                && b.rhs.narrowing(&matched, f)
-                        }
-                        (_, Card::OneToMany(include)) => {
-                            copies_kept(include)
-                                && b.lhs.narrowing(&matched, f)
-                                && b.rhs.narrowing(part, f)
+                        Some(false) => {
+                            copies_kept && b.lhs.narrowing(part, f) && b.rhs.narrowing(&matched, f)
                         }
                         // One-to-one keeps only the left side's labels, and `or` adds right
                         // side samples whose group no left side sample has: both sides must
                         // be matched on all of `part`.
-                        _ => {
+                        None => {
                             matched.len() == part.len()
                                 && b.lhs.narrowing(part, f)
                                 && b.rhs.narrowing(part, f)

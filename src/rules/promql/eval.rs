@@ -143,12 +143,8 @@ impl<'a> Evaluator<'a> {
     /// (the right one of `and`, `unless` and `group_left`, the left one of `group_right`) is
     /// narrowed only on the labels matched on, as `Node::narrowing` has it.
     fn for_side(&self, b: &Binary, left: bool) -> Cow<'_, Evaluator<'a>> {
-        let looked_up = match (b.op, &b.matching.card) {
-            (BinOp::And | BinOp::Unless, _) | (_, Card::ManyToOne(_)) => !left,
-            (_, Card::OneToMany(_)) => left,
-            // Matched on every narrowing label (`Node::narrowing` checked): nothing to drop.
-            _ => false,
-        };
+        // Otherwise matched on every narrowing label (`Node::narrowing` checked): nothing to drop.
+        let looked_up = b.looked_up_left() == Some(left);
         let vectors = !b.lhs.is_scalar() && !b.rhs.is_scalar();
         if !looked_up || !vectors || self.narrow.iter().all(|m| b.matching.matches_on(m.name())) {
             return Cow::Borrowed(self);
