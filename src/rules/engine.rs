@@ -805,7 +805,8 @@ impl Engine {
                 break;
             }
         }
-        if t.saturating_sub(self.last_prune_ms) >= ms(HISTORY_RESOLUTION) {
+        // Not when the pass stopped for a change: that change is waiting.
+        if !pass.stopped && t.saturating_sub(self.last_prune_ms) >= ms(HISTORY_RESOLUTION) {
             self.outputs.prune_before(t.saturating_sub(ms(self.keep)));
             self.last_prune_ms = t;
             self.history_samples

@@ -17,13 +17,16 @@ use super::promql::{
 use super::template::{QuerySample, TemplateQuery};
 
 /// Rule outputs over time: an append-only, prunable store that is also a [`Storage`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct History {
     series: HashMap<Labels, Vec<(i64, f64)>>,
     by_name: HashMap<String, HashSet<Labels>>,
     /// 0 keeps every sample (unit tests); a live engine evaluating after every event keeps
     /// samples this far apart, the newest always replaced by the latest.
     resolution_ms: i64,
+    /// Samples before this are pruned: no reader sees them, though a series drops them from
+    /// memory only once they are a quarter of it (see [`History::prune_before`]).
+    cutoff_ms: i64,
 }
 
 /// Why a sample was not written; `Display` is the TSDB's message Prometheus reports.
@@ -33,6 +36,17 @@ pub enum AppendError {
     OutOfOrder,
     #[error("duplicate sample for timestamp")]
     Duplicate,
+}
+
+impl Default for History {
+    fn default() -> History {
+        History {
+            series: HashMap::new(),
+            by_name: HashMap::new(),
+            resolution_ms: 0,
+            cutoff_ms: i64::MIN,
+        }
+    }
 }
 
 impl History {
@@ -48,9 +62,14 @@ impl History {
         }
     }
 
-    /// Samples held, over all series.
+    /// Samples held, over all series (those past the cutoff: what readers see).
     pub fn sample_count(&self) -> usize {
-        self.series.values().map(Vec::len).sum()
+        self.series.values().map(|s| self.live(s).len()).sum()
+    }
+
+    /// The samples of `s` readers see: those at or after the cutoff.
+    fn live<'s>(&self, s: &'s [(i64, f64)]) -> &'s [(i64, f64)] {
+        &s[s.partition_point(|&(t, _)| t < self.cutoff_ms)..]
     }
 
     /// Append one sample. A repeat of the last sample (same time, same bits) is accepted and
@@ -90,11 +109,23 @@ impl History {
 
     /// Drop samples older than `t_ms`, and series left empty: a live engine keeps only what its
     /// rules can still read (the longest range plus the lookback).
+    ///
+    /// A series keeps its expired samples in memory until they are a quarter of it, then drops
+    /// them at once: dropping a second's worth every second moved every sample kept (hundreds
+    /// per series over thousands of recorded series, 5–8 ms per timer pass); this way each
+    /// sample is moved about three times in its life, for at most a third more memory.
     pub fn prune_before(&mut self, t_ms: i64) {
+        self.cutoff_ms = self.cutoff_ms.max(t_ms);
+        let cutoff = self.cutoff_ms;
         self.series.retain(|_, s| {
-            let keep_from = s.partition_point(|&(t, _)| t < t_ms);
-            s.drain(..keep_from);
-            !s.is_empty()
+            let expired = s.partition_point(|&(t, _)| t < cutoff);
+            if expired == s.len() {
+                return false;
+            }
+            if expired * 4 >= s.len() {
+                s.drain(..expired);
+            }
+            true
         });
         let series = &self.series;
         self.by_name.retain(|_, set| {
@@ -114,7 +145,7 @@ impl History {
 
     /// The samples of one series, if held.
     pub fn samples(&self, labels: &Labels) -> Option<&[(i64, f64)]> {
-        self.series.get(labels).map(Vec::as_slice)
+        self.series.get(labels).map(|s| self.live(s))
     }
 }
 
@@ -124,7 +155,7 @@ impl InPlace for History {
             if sel.matches(l)
                 && let Some(s) = self.series.get(l)
             {
-                f(l, s);
+                f(l, self.live(s));
             }
         };
         match &sel.name {

@@ -179,6 +179,48 @@ fn history_refuses_rewrites_and_prunes() {
     assert!(query(&MemStorage::default(), &h, "r", 25).is_empty());
 }
 
+/// Pruning hides expired samples at once and frees them in batches: readers and the sample
+/// count see exactly the samples at or after the cutoff, while memory holds at most a third
+/// more (a series drops its expired samples once they are a quarter of it).
+#[test]
+fn pruned_samples_are_gone_for_readers_and_freed_in_batches() {
+    let mut h = History::new();
+    let l = Labels::new([("__name__", "r")]);
+    for t in 0..100 {
+        h.append(&l, t * 1_000, t as f64).unwrap();
+    }
+    h.prune_before(10_000);
+    assert_eq!(h.samples(&l).unwrap().first(), Some(&(10_000, 10.0)));
+    assert_eq!(h.sample_count(), 90);
+    assert_eq!(h.series[&l].len(), 100, "10 of 100 expired: not moved yet");
+    let base = MemStorage::default();
+    assert_eq!(
+        query(&base, &h, "count_over_time(r[1h])", 99_000),
+        ["{} 90"]
+    );
+    h.prune_before(30_000);
+    assert_eq!(h.series[&l].len(), 70, "30 of 100 expired: freed");
+    assert_eq!(
+        query(&base, &h, "count_over_time(r[1h])", 99_000),
+        ["{} 70"]
+    );
+    // A cutoff never moves back.
+    h.prune_before(20_000);
+    assert_eq!(h.sample_count(), 70);
+    // In steady state (a sample in, a second pruned), memory stays within a third more than
+    // what readers see.
+    for t in 100..1_000 {
+        h.append(&l, t * 1_000, t as f64).unwrap();
+        h.prune_before((t - 69) * 1_000);
+        assert_eq!(h.sample_count(), 70);
+        assert!(
+            h.series[&l].len() <= 70 * 4 / 3 + 1,
+            "{}",
+            h.series[&l].len()
+        );
+    }
+}
+
 #[test]
 fn alert_templates_can_query() {
     let g = group(
