@@ -1139,6 +1139,22 @@ groups:
         (t, e)
     }
 
+    /// An engine with one rule, `Big`, firing per market of `ocx_position_quantity` over 5
+    /// with its value as an annotation: what the snapshot tests publish.
+    fn big_engine(t: &Telemetry) -> Engine {
+        let mut e = Engine::new(t, Duration::from_secs(1), "");
+        let rules = "groups: [{name: g, rules: [{alert: Big, expr: 'ocx_position_quantity > 5', annotations: {v: '{{ $value }}'}}]}]\n";
+        e.load(vec![parse_str(rules, "r.yml").unwrap()], 0);
+        e
+    }
+
+    /// A snapshot's entries by their `market` label.
+    fn by_market(n: &[Arc<NotifyAlert>]) -> BTreeMap<String, Arc<NotifyAlert>> {
+        n.iter()
+            .map(|x| (x.labels["market"].clone(), x.clone()))
+            .collect()
+    }
+
     fn states(e: &Engine) -> Vec<(String, AlertState)> {
         e.alerts()
             .filter(|(_, a)| a.state != AlertState::Inactive)
@@ -1305,19 +1321,12 @@ groups:
     #[test]
     fn snapshots_share_unchanged_alerts_and_rebuild_changed_ones() {
         let t = Telemetry::new();
-        let mut e = Engine::new(&t, Duration::from_secs(1), "");
-        let rules = "groups: [{name: g, rules: [{alert: Big, expr: 'ocx_position_quantity > 5', annotations: {v: '{{ $value }}'}}]}]\n";
-        e.load(vec![parse_str(rules, "r.yml").unwrap()], 0);
+        let mut e = big_engine(&t);
         let gauge = |m: &str| t.gauge(names::POSITION_QUANTITY, &[("account", "a"), ("market", m)]);
         let (a, b) = (gauge("A"), gauge("B"));
         a.set(6.0);
         b.set(7.0);
         e.evaluate(1_000, false);
-        let by_market = |n: &[Arc<NotifyAlert>]| -> HashMap<String, Arc<NotifyAlert>> {
-            n.iter()
-                .map(|x| (x.labels["market"].clone(), x.clone()))
-                .collect()
-        };
         let first = by_market(&e.notifiable(None));
         assert_eq!(first.len(), 2);
 
@@ -1400,9 +1409,7 @@ groups:
     #[test]
     fn a_narrowed_pass_rebuilds_only_the_entries_of_the_alerts_it_visited() {
         let t = Telemetry::new();
-        let mut e = Engine::new(&t, Duration::from_secs(1), "");
-        let rules = "groups: [{name: g, rules: [{alert: Big, expr: 'ocx_position_quantity > 5', annotations: {v: '{{ $value }}'}}]}]\n";
-        e.load(vec![parse_str(rules, "r.yml").unwrap()], 0);
+        let mut e = big_engine(&t);
         let markets = ["M0", "M1", "M2", "M3"];
         let q: Vec<_> = markets
             .iter()
@@ -1412,11 +1419,6 @@ groups:
             g.set(6.0);
         }
         e.evaluate(1_000, false);
-        let by_market = |n: &[Arc<NotifyAlert>]| -> BTreeMap<String, Arc<NotifyAlert>> {
-            n.iter()
-                .map(|x| (x.labels["market"].clone(), x.clone()))
-                .collect()
-        };
         let view = |n: &[Arc<NotifyAlert>]| -> Vec<String> {
             n.iter()
                 .map(|x| {

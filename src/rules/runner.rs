@@ -313,13 +313,6 @@ impl Runner {
         Arc::new(out)
     }
 
-    /// Brings the engine's snapshot entries up to date without publishing them: the notifier
-    /// hears of alerts when they fire or resolve, not of every evaluation.
-    fn refresh_snapshot(&self, engine: &Engine) {
-        let triggers = self.traces().map(|_| lock(&self.triggers));
-        engine.notifiable(triggers.as_deref());
-    }
-
     /// Also reload `hook` with the rules (see [`ReloadHook`]).
     pub fn also_reload(&self, hook: ReloadHook) {
         *lock(&self.also) = Some(hook);
@@ -522,9 +515,11 @@ impl Runner {
             // every alert they hold with its entry (~3.5 µs each: a millisecond with a few
             // hundred held). Done here, the next breach's publication rebuilds only what its
             // own pass visited; left to it, the first breach after each tick paid for the tick.
-            // Not when the pass stopped for a change: that change is waiting.
+            // Not when the pass stopped for a change: that change is waiting. The snapshot is
+            // built as a publication would build it, and not published: the notifier hears of
+            // alerts when they fire or resolve, not of every evaluation.
             if !after_change && pass.rules > 0 && !pass.stopped {
-                self.refresh_snapshot(&engine);
+                drop(self.notifiable_of(&engine));
             }
             pass
         };

@@ -577,7 +577,7 @@ pub const CATALOGUE: &[MetricDef] = &[
         name: RULE_HISTORY_SAMPLES,
         kind: Gauge,
         labels: "",
-        help: "Samples the rule engine holds in memory for range functions and lookback (own series and rule outputs)",
+        help: "Samples the rule engine keeps for range functions and lookback (own series and rule outputs), as its rules can read them",
     },
     MetricDef {
         name: NOTIFICATIONS,
