@@ -1039,7 +1039,9 @@ fn sidecar_settings(api_base: &str, cfg: &Config, world: &World, rules: RuleSour
             max_event_bytes: 4 * 1024 * 1024,
         },
         dedup_capacity: 100_000,
-        max_markets: 500,
+        // Every market labelled (the default of 500 folds the rest into `other`, where a
+        // breach of one market is not its own alert).
+        max_markets: cfg.markets.max(500),
         reconcile: ReconcileSettings {
             enabled: false,
             ..ReconcileSettings::default()

@@ -149,6 +149,15 @@ struct Changes<'a> {
     progressed: &'a mut bool,
     /// The rule the pass stopped at, if it stopped.
     stopped_at: Option<usize>,
+    /// A rule given up once in this timer pass already (the one it goes on from): it is
+    /// evaluated to the end this time, so a busy stream costs a timer pass at most one
+    /// evaluation per rule more, and never starves it.
+    finish: Option<usize>,
+    /// Whether the pass stopped by giving up the rule it stopped at.
+    gave_up: bool,
+    /// The picked rule's `evaluated_seq` and `progressed` before it was picked, put back if
+    /// it is given up.
+    picked_from: (u64, bool),
 }
 
 impl Changes<'_> {
@@ -216,10 +225,12 @@ impl RulePick for Changes<'_> {
             return Want::Skip;
         }
         let Some(w) = self.watch.get(i) else {
+            self.picked_from = (0, *self.progressed);
             *self.progressed = true;
             return Want::All;
         };
         let since = w.evaluated_seq;
+        self.picked_from = (since, *self.progressed);
         let want = if !self.only_changed || (w.reads_any && *self.latest_any > since) {
             Want::All
         } else {
@@ -240,6 +251,24 @@ impl RulePick for Changes<'_> {
             }
         }
         want
+    }
+
+    /// A timer pass's rule is given up when the pass would stop for a change before the next
+    /// one: the change waits for a tenth of the costliest rule's evaluation, not for all of it
+    /// (up to a millisecond or two, over hundreds of markets). A change pass (no `stop`)
+    /// finishes what it starts.
+    fn give_up_when(&self, i: usize) -> Option<&dyn Fn() -> bool> {
+        self.stop.filter(|_| self.finish != Some(i))
+    }
+
+    fn given_up(&mut self, i: usize) {
+        let (since, progressed) = self.picked_from;
+        if let Some(w) = self.watch.get_mut(i) {
+            w.evaluated_seq = since;
+        }
+        *self.progressed = progressed;
+        self.stopped_at = Some(i);
+        self.gave_up = true;
     }
 
     fn done(&mut self, i: usize, changed: &[Labels]) {
@@ -280,6 +309,8 @@ struct Resume {
     rule: usize,
     /// Time spent on that group before it stopped, for its duration series.
     seconds: f64,
+    /// Whether that rule was given up (then it is not given up again).
+    gave_up: bool,
 }
 
 impl LiveGroup {
@@ -619,14 +650,17 @@ impl Engine {
         )
     }
 
-    /// [`Engine::evaluate_at`] that may stop between two rules: before each rule after the
-    /// first, `stop` is asked, and when it says yes the pass ends there ([`Pass::stopped`]) so
-    /// the caller can run a change-driven pass first; the next call (whatever its arguments)
-    /// goes on from that rule, at a fresh timestamp, with the groups that were due when the
-    /// pass began. A breach then waits for one rule of a timer pass, not for all of them.
-    /// Each call evaluates at least one rule, so a busy stream slows a timer pass down but
-    /// never starves it (the runner also lets change passes stop one only as often as its duty
-    /// bound allows).
+    /// [`Engine::evaluate_at`] that may stop for a change: before each rule after the first,
+    /// and every few series a rule reads, `stop` is asked, and when it says yes the pass ends
+    /// there ([`Pass::stopped`]) so the caller can run a change-driven pass first. A rule it
+    /// stopped in is given up: nothing of it is kept, as if it had not been picked. The next
+    /// call (whatever its arguments) goes on from that rule, at a fresh timestamp, with the
+    /// groups that were due when the pass began. A breach then waits for a few series of a
+    /// timer pass, not for its rule in progress (a millisecond or two for a range function
+    /// over hundreds of markets) or for all its rules. A rule is given up once per pass at
+    /// most, and each call evaluates at least one rule unless it gives one up, so a busy stream
+    /// costs a timer pass one more evaluation per rule at most and never starves it (the runner
+    /// also lets change passes stop one only as often as its duty bound allows).
     pub fn evaluate_preemptible(
         &mut self,
         now_ms: i64,
@@ -736,6 +770,9 @@ impl Engine {
                 stop,
                 progressed: &mut progressed,
                 stopped_at: None,
+                finish: resumed_here.filter(|r| r.gave_up).map(|r| r.rule),
+                gave_up: false,
+                picked_from: (0, false),
             };
             let out = group::eval_group_picked(
                 &g.group,
@@ -746,7 +783,7 @@ impl Engine {
                 &ctx,
                 &mut pick,
             );
-            let stopped_at = pick.stopped_at;
+            let (stopped_at, gave_up) = (pick.stopped_at, pick.gave_up);
             let seconds = elapsed(clock, g_started) + resumed_here.map_or(0.0, |r| r.seconds);
             if let Some(rule) = stopped_at {
                 self.resume = Some(Resume {
@@ -755,6 +792,7 @@ impl Engine {
                     group: gi,
                     rule,
                     seconds,
+                    gave_up,
                 });
             }
             if out.evaluated == 0 {
@@ -1814,6 +1852,76 @@ groups:
         assert!(e.tick_in_progress());
         e.load(vec![parse_str(THREE_GROUPS, "rules.yml").unwrap()], 3_000);
         assert!(!e.tick_in_progress());
+    }
+
+    /// A timer pass asked to stop gives up the rule in progress (polled every few series it
+    /// reads): nothing of it is kept, a change pass in between evaluates it for what changed,
+    /// and when the pass goes on that rule is evaluated to the end (given up once at most), so
+    /// the pass still finishes with what an uninterrupted one gives.
+    #[test]
+    fn a_timer_pass_gives_up_the_rule_in_progress_once_and_keeps_nothing_of_it() {
+        let t = Telemetry::new();
+        let mut e = Engine::new(&t, Duration::from_secs(1), "");
+        let rules = "groups:\n  - name: g\n    rules:\n      - alert: Big\n        expr: abs(ocx_position_quantity) > 5\n      - record: open:count\n        expr: count(ocx_position_quantity)\n";
+        e.load(vec![parse_str(rules, "r.yml").unwrap()], 0);
+        let qs: Vec<_> = (0..40)
+            .map(|m| {
+                let market = format!("M{m:02}-PERP");
+                let q = t.gauge(
+                    names::POSITION_QUANTITY,
+                    &[("account", "a"), ("market", market.as_str())],
+                );
+                q.set(1.0);
+                q
+            })
+            .collect();
+        assert_eq!(e.evaluate(1_000, false).rules, 2);
+        let count = |e: &Engine| {
+            let l = crate::rules::promql::Labels::new([("__name__", "open:count")]);
+            e.outputs
+                .samples(&l)
+                .map(|s| s.iter().map(|&(t, _)| t).collect::<Vec<_>>())
+        };
+        assert_eq!(count(&e), Some(vec![1_000]));
+
+        // M00 breaches (the first series read); the timer pass is asked to stop at once.
+        qs[0].set(9.0);
+        let polls = std::cell::Cell::new(0);
+        let stop = || {
+            polls.set(polls.get() + 1);
+            true
+        };
+        let p = e.evaluate_preemptible(2_000, 2_000, true, &stop, None);
+        assert_eq!((p.rules, p.stopped), (0, true), "Big given up");
+        assert!(polls.get() >= 1, "polled while Big read its series");
+        assert!(
+            states(&e).is_empty(),
+            "nothing of the given-up rule is kept"
+        );
+        assert_eq!(e.status(0, 0).unwrap().last_eval_ms, Some(1_000));
+        assert!(e.tick_in_progress());
+
+        // The change pass evaluates both rules: giving Big up did not count as having read the
+        // change.
+        let p = e.evaluate_changes(2_100);
+        assert_eq!(p.rules, 2);
+        assert_eq!(states(&e), vec![("M00-PERP".into(), AlertState::Firing)]);
+
+        // Going on, Big is not given up again (then the pass stops before the next rule); the
+        // recording rule is given up once, then finished.
+        let p = e.evaluate_preemptible(2_200, 5_000, true, &stop, None);
+        assert_eq!((p.rules, p.stopped), (1, true));
+        assert_eq!(e.status(0, 0).unwrap().last_eval_ms, Some(2_200));
+        let p = e.evaluate_preemptible(2_300, 5_000, true, &stop, None);
+        assert_eq!((p.rules, p.stopped), (0, true), "open:count given up");
+        assert_eq!(count(&e), Some(vec![1_000, 2_100]), "nothing recorded");
+        let p = e.evaluate_preemptible(2_400, 5_000, true, &stop, None);
+        assert_eq!((p.rules, p.stopped), (1, false));
+        assert!(!e.tick_in_progress());
+        assert_eq!(count(&e), Some(vec![1_000, 2_100, 2_400]));
+        assert_eq!(e.groups()[0].last_eval_ms, Some(2_400));
+        assert_eq!(e.next_due_ms(), Some(3_000));
+        assert_eq!(states(&e), vec![("M00-PERP".into(), AlertState::Firing)]);
     }
 
     const SCOPED_RULES: &str = r#"

@@ -411,6 +411,14 @@ pub trait RulePick {
     /// (an alerting rule) an `ALERTS` / `ALERTS_FOR_STATE` series of an alert that changed
     /// state. Empty when nothing changed.
     fn done(&mut self, i: usize, changed: &[Labels]);
+    /// While rule `i` (which [`RulePick::wants`] just picked) is evaluated: what is polled,
+    /// every few series it reads, to give it up. `None`: it is evaluated to the end.
+    fn give_up_when(&self, _i: usize) -> Option<&dyn Fn() -> bool> {
+        None
+    }
+    /// Rule `i` was given up when [`RulePick::give_up_when`] asked: nothing of it was kept
+    /// (its alerts, outputs and status are as they were), and it is as if never picked.
+    fn given_up(&mut self, _i: usize) {}
 }
 
 /// What a [`RulePick`] asks of one rule.
@@ -551,27 +559,36 @@ pub fn eval_group_picked(
             Want::All => None,
             Want::Only(scope) => Some(scope),
         };
-        out.evaluated += 1;
-        out.scoped += usize::from(scope.is_some());
         let transitions_before = out.transitions.len();
         let slot = &mut state.rules[i];
-        slot.status.last_eval_ms = Some(t_ms);
         let started = ctx.clock.map(|now| now());
         let produced = {
             let storage = Layered {
                 base,
                 overlay: history,
             };
+            let interrupt = pick.give_up_when(i).map(promql::Interrupt::new);
             eval_rule(
                 group,
                 rule,
                 slot,
-                (&storage, scope.as_ref()),
+                (&storage, scope.as_ref(), interrupt.as_ref()),
                 (t_ms, q_ms),
                 ctx,
                 &mut out,
             )
         };
+        let produced = match produced {
+            Err(Unfinished::GivenUp) => {
+                pick.given_up(i);
+                break;
+            }
+            Err(Unfinished::Failed(e)) => Err(e),
+            Ok(samples) => Ok(samples),
+        };
+        out.evaluated += 1;
+        out.scoped += usize::from(scope.is_some());
+        slot.status.last_eval_ms = Some(t_ms);
         if let (Some(now), Some(started)) = (ctx.clock, started) {
             slot.status.eval_seconds = now().duration_since(started).as_secs_f64();
         }
@@ -636,19 +653,39 @@ pub fn eval_group_picked(
     out
 }
 
+/// Why a rule produced no samples.
+enum Unfinished {
+    /// Its evaluation failed: the rule's error.
+    Failed(String),
+    /// Its evaluation was given up when the pass asked (see [`RulePick::give_up_when`]).
+    GivenUp,
+}
+
+impl From<String> for Unfinished {
+    fn from(e: String) -> Self {
+        Unfinished::Failed(e)
+    }
+}
+
 fn eval_rule(
     group: &RuleGroup,
     rule: &Rule,
     slot: &mut RuleSlot,
-    // What the rule reads, and the part of it a change pass narrows it to.
-    (storage, scope): (&Layered<'_>, Option<&Scope>),
+    // What the rule reads, the part of it a change pass narrows it to, and what may give the
+    // evaluation up.
+    (storage, scope, interrupt): (&Layered<'_>, Option<&Scope>, Option<&promql::Interrupt<'_>>),
     // The evaluation time, and the time queried (less the group's query offset).
     (t_ms, q_ms): (i64, i64),
     ctx: &EvalContext<'_>,
     out: &mut GroupEval,
-) -> Result<Vec<(Labels, f64)>, String> {
+) -> Result<Vec<(Labels, f64)>, Unfinished> {
     let narrow = scope.map_or(&[][..], |s| &s.matchers);
-    let evaluated = promql::eval_narrowed(rule.expr(), storage, q_ms, narrow);
+    // Given up only ever here, before anything of the rule's state changed.
+    let evaluated = match promql::eval_interruptible(rule.expr(), storage, q_ms, narrow, interrupt)
+    {
+        Err(promql::EvalError::Interrupted) => return Err(Unfinished::GivenUp),
+        other => other,
+    };
     let result = vector(evaluated.map_err(|e| e.to_string())?);
     match rule {
         Rule::Recording(r) => {
@@ -660,19 +697,19 @@ fn eval_rule(
                     labels = labels.with(k, v);
                 }
                 if !seen.insert(labels.clone()) {
-                    return Err(
+                    return Err(Unfinished::Failed(
                         "vector contains metrics with the same labelset after applying rule labels"
                             .into(),
-                    );
+                    ));
                 }
                 samples.push((labels, s.value));
             }
             if group.limit > 0 && samples.len() > group.limit {
-                return Err(format!(
+                return Err(Unfinished::Failed(format!(
                     "exceeded limit of {} with {} series",
                     group.limit,
                     samples.len()
-                ));
+                )));
             }
             Ok(samples)
         }

@@ -606,8 +606,8 @@ impl Runner {
     /// Run until `shutdown` turns true. `changes` are the accounts' epochs.
     ///
     /// A change is evaluated at once when the duty bound allows, even in the middle of a timer
-    /// pass: the timer pass stops before its next rule, the change pass runs, and the timer pass
-    /// goes on. Otherwise a breach arriving during a full timer pass (tens of ms with hundreds
+    /// pass: the timer pass stops before its next rule or gives up the one in progress, the change
+    /// pass runs, and the timer pass goes on. Otherwise a breach arriving during a full timer pass (tens of ms with hundreds
     /// of markets) waited for all of it.
     pub async fn run(
         self: Arc<Self>,

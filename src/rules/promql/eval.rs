@@ -8,7 +8,7 @@ use super::labels::{Labels, METRIC_NAME};
 use std::borrow::Cow;
 
 use super::storage::{Matcher, Selector, Storage, VisitFn, is_stale};
-use super::{EvalError, LOOKBACK_DELTA_MS, Sample, Value};
+use super::{EvalError, Interrupt, LOOKBACK_DELTA_MS, Sample, Value};
 
 #[derive(Clone)]
 pub(crate) struct Evaluator<'a> {
@@ -19,6 +19,9 @@ pub(crate) struct Evaluator<'a> {
     /// `Node::narrowing`), less those on labels a binary operator above does not match on,
     /// on the side it looks up.
     pub narrow: Vec<&'a Matcher>,
+    /// Polled for each series read: once it asks, nothing more is read (the caller throws the
+    /// result away).
+    pub interrupt: Option<&'a Interrupt<'a>>,
 }
 
 /// An instant selector's hit: the series, its latest value, and that value's timestamp.
@@ -92,7 +95,7 @@ impl<'a> Evaluator<'a> {
             start,
             end,
             &mut |labels, (t, value)| {
-                if t < start || t > end || is_stale(value) {
+                if self.given_up() || t < start || t > end || is_stale(value) {
                     return;
                 }
                 out.push(Hit {
@@ -115,6 +118,9 @@ impl<'a> Evaluator<'a> {
         let keep = |&(t, v): &(i64, f64)| t >= start && t <= end && !is_stale(v);
         self.storage
             .visit(&self.narrowed(sel), start, end, &mut |labels, samples| {
+                if self.given_up() {
+                    return;
+                }
                 if samples.iter().all(keep) {
                     if !samples.is_empty() {
                         f(labels, samples);
@@ -127,6 +133,11 @@ impl<'a> Evaluator<'a> {
                     f(labels, &scratch);
                 }
             });
+    }
+
+    /// Whether the evaluation gave up (counting one series read).
+    fn given_up(&self) -> bool {
+        self.interrupt.is_some_and(Interrupt::give_up)
     }
 
     /// `sel`'s selector with the matchers of `narrow` added.

@@ -423,3 +423,41 @@ fn expressions_can_be_shared_across_threads() {
     assert_send_sync::<EvalError>();
     assert_send_sync::<MemStorage>();
 }
+
+/// An interruptible evaluation polls once every `Interrupt::EVERY` series read, by instant and
+/// range selectors alike; when the poll says so it stops reading and reports `Interrupted`
+/// (never a partial result); when it never does, the result is the uninterrupted one.
+#[test]
+fn an_interrupted_evaluation_reports_interrupted_and_never_a_partial_result() {
+    let n = 3 * Interrupt::EVERY as usize + 1;
+    let names: Vec<String> = (0..n).map(|i| format!("{i:03}")).collect();
+    let s = MemStorage::new(names.iter().map(|i| SeriesData {
+        labels: labels(&[("__name__", "x"), ("i", i)]),
+        samples: vec![(0, 1.0), (30_000, 2.0)],
+    }));
+    for text in ["sum(x)", "sum(increase(x[1m]))", "x > 0"] {
+        let e = Expr::parse(text).unwrap();
+        let polls = std::cell::Cell::new(0u32);
+        let never = || {
+            polls.set(polls.get() + 1);
+            false
+        };
+        let whole = eval_interruptible(&e, &s, 30_000, &[], Some(&Interrupt::new(&never)));
+        assert_eq!(whole, eval(&e, &s, 30_000), "{text}");
+        assert_eq!(
+            polls.get(),
+            3,
+            "{text}: once per {} series",
+            Interrupt::EVERY
+        );
+        // Asked at the second poll: it reads nothing more.
+        polls.set(0);
+        let second = || {
+            polls.set(polls.get() + 1);
+            polls.get() == 2
+        };
+        let got = eval_interruptible(&e, &s, 30_000, &[], Some(&Interrupt::new(&second)));
+        assert_eq!(got, Err(EvalError::Interrupted), "{text}");
+        assert_eq!(polls.get(), 2, "{text}: no poll after it gave up");
+    }
+}
