@@ -471,6 +471,9 @@ impl Runner {
         // Each group that fires or resolves an alert publishes as it ends (Prometheus sends an
         // alerting rule's alerts right after that rule, sooner still): a breach does not wait
         // for the groups evaluated after it (with 100 rules over 200 markets, milliseconds).
+        // Per group, not per rule: an alert fired by the same event as an alert of its group
+        // that inhibits it reaches the notifier with it, and is held rather than sent first
+        // (with `group_wait: 0s`); per rule bought no measurable time.
         let pass = {
             let mut engine = lock(&self.engine);
             let mut on_group = |engine: &Engine, ts: &[AlertTransition]| {
