@@ -784,8 +784,8 @@ impl InPlace for LiveStore {
         // Series found through the name index need not check the name matcher again (without
         // a name, `beyond_name` keeps every matcher).
         let rest = sel.beyond_name();
-        let mut one = |s: &Tracked| {
-            if !rest
+        let one = |s: &Tracked, check: &[&promql::Matcher], f: &mut promql::VisitFn<'_>| {
+            if !check
                 .iter()
                 .all(|m| m.matches(s.labels.get(m.name()).unwrap_or("")))
             {
@@ -806,26 +806,41 @@ impl InPlace for LiveStore {
                     return;
                 };
                 // The fewest series an equality matcher leaves (a missing label is the empty
-                // value, which the postings do not list, so those matchers scan).
-                let mut candidates = &self.members[id];
-                for m in &rest {
+                // value, which the postings do not list, so those matchers scan). Checked on
+                // each candidate: the other matchers, less those the postings answer for every
+                // candidate: the one that chose them, and any that every series of the name
+                // passes (an `account="a"` with one account). Comparing label values was 16%
+                // of the evaluation's CPU at 1,000 markets.
+                let all = &self.members[id];
+                let mut candidates = all;
+                let mut chosen: Option<&promql::Matcher> = None;
+                let mut check: Vec<&promql::Matcher> = Vec::with_capacity(rest.len());
+                for &m in &rest {
                     if m.kind() != promql::MatchKind::Equal || m.value().is_empty() {
+                        check.push(m);
                         continue;
                     }
                     let found = self.postings[id]
                         .get(m.name())
                         .and_then(|values| values.get(m.value()));
                     match found {
-                        Some(list) if list.len() < candidates.len() => candidates = list,
-                        Some(_) => {}
+                        Some(list) if list.len() == all.len() => {}
+                        Some(list) if list.len() < candidates.len() => {
+                            check.extend(chosen.replace(m));
+                            candidates = list;
+                        }
+                        Some(_) => check.push(m),
                         None => return,
                     }
                 }
                 for &i in candidates {
-                    one(&self.series[i]);
+                    one(&self.series[i], &check, f);
                 }
             }
-            None => self.order.iter().for_each(|&i| one(&self.series[i])),
+            None => self
+                .order
+                .iter()
+                .for_each(|&i| one(&self.series[i], &rest, f)),
         }
     }
 }
@@ -945,6 +960,49 @@ groups:
         );
         assert_eq!(n.keep_ms("ocx_fills_total"), None);
         assert_eq!(n.max_keep(), Duration::from_secs(360));
+    }
+
+    /// Selection through the postings: the equality matcher that picks the candidates, and
+    /// those every series of the name passes, are not checked again; every other matcher is
+    /// (including one that picked the candidates before a smaller list replaced it).
+    #[test]
+    fn selectors_through_the_postings_select_exactly_the_matching_series() {
+        let t = Telemetry::new();
+        for m in 0..6 {
+            let market = format!("M{m}");
+            let kind = if m < 4 { "x" } else { "y" };
+            t.gauge(
+                names::POSITION_QUANTITY,
+                &[
+                    ("account", "a"),
+                    ("market", market.as_str()),
+                    ("kind", kind),
+                ],
+            )
+            .set(f64::from(m));
+        }
+        let mut live = LiveStore::new(t.registry().clone(), Duration::from_secs(1));
+        live.set_needs(needs(RULES));
+        live.observe(1_000, 1_000);
+        let markets = |sel: &str| -> Vec<f64> {
+            let q = format!("ocx_position_quantity{sel}");
+            instant(&live, &q, 1_000)
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect()
+        };
+        assert_eq!(markets(r#"{account="a"}"#), [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+        assert_eq!(markets(r#"{account="a", market="M1"}"#), [1.0]);
+        assert_eq!(markets(r#"{market="M1", account="b"}"#), [0.0; 0]);
+        assert_eq!(markets(r#"{account="a", market=~"M[12]"}"#), [1.0, 2.0]);
+        assert_eq!(markets(r#"{account="a", market!="M1"}"#).len(), 5);
+        assert_eq!(markets(r#"{market="M1", market="M2"}"#), [0.0; 0]);
+        assert_eq!(markets(r#"{kind="x", market="M1"}"#), [1.0]);
+        assert_eq!(markets(r#"{kind="y", market="M1"}"#), [0.0; 0]);
+        assert_eq!(markets(r#"{market="M5", kind="x"}"#), [0.0; 0]);
+        assert_eq!(markets(r#"{kind="y"}"#), [4.0, 5.0]);
+        assert_eq!(markets(r#"{account=""}"#), [0.0; 0]);
+        assert_eq!(markets(r#"{side=""}"#).len(), 6);
     }
 
     #[test]
