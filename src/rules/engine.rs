@@ -254,9 +254,8 @@ impl RulePick for Changes<'_> {
     }
 
     /// A timer pass's rule is given up when the pass would stop for a change before the next
-    /// one: the change waits for a tenth of the costliest rule's evaluation, not for all of it
-    /// (up to a millisecond or two, over hundreds of markets). A change pass (no `stop`)
-    /// finishes what it starts.
+    /// one: the change waits for a few series of it, not for all of it (up to a millisecond
+    /// or two, over hundreds of markets). A change pass (no `stop`) finishes what it starts.
     fn give_up_when(&self, i: usize) -> Option<&dyn Fn() -> bool> {
         self.stop.filter(|_| self.finish != Some(i))
     }

@@ -781,15 +781,59 @@ fn sample(
 impl InPlace for LiveStore {
     /// Every selected series with its whole history, in place.
     fn each(&self, sel: &Selector, f: &mut promql::VisitFn<'_>) {
-        // Series found through the name index need not check the name matcher again (without
-        // a name, `beyond_name` keeps every matcher).
-        let rest = sel.beyond_name();
-        let one = |s: &Tracked, check: &[&promql::Matcher], f: &mut promql::VisitFn<'_>| {
+        // The matchers each candidate is tested against. Series found through the name index
+        // need not test the name matcher again (without a name, `beyond_name` keeps every
+        // matcher).
+        let mut check = sel.beyond_name();
+        let candidates: &[usize] = match &sel.name {
+            Some(name) => {
+                let Some(&id) = self.by_name.get(name) else {
+                    return;
+                };
+                // The fewest series an equality matcher leaves (a missing label is the empty
+                // value, which the postings do not list, so those matchers scan). Not tested
+                // again: the matcher that chose them, and any that every series of the name
+                // passes (an `account="a"` with one account). Comparing label values was 16%
+                // of the evaluation's CPU at 1,000 markets.
+                let all = &self.members[id];
+                let mut candidates = all;
+                let mut chosen: Option<&promql::Matcher> = None;
+                let mut j = 0;
+                while j < check.len() {
+                    let m = check[j];
+                    let equality = m.kind() == promql::MatchKind::Equal && !m.value().is_empty();
+                    if equality {
+                        let found = self.postings[id]
+                            .get(m.name())
+                            .and_then(|values| values.get(m.value()));
+                        match found {
+                            None => return,
+                            Some(list) if list.len() == all.len() => {
+                                check.swap_remove(j);
+                                continue;
+                            }
+                            Some(list) if list.len() < candidates.len() => {
+                                (candidates, chosen) = (list, Some(m));
+                            }
+                            Some(_) => {}
+                        }
+                    }
+                    j += 1;
+                }
+                if let Some(c) = chosen {
+                    check.retain(|m| !std::ptr::eq(*m, c));
+                }
+                candidates
+            }
+            None => &self.order,
+        };
+        for &i in candidates {
+            let s = &self.series[i];
             if !check
                 .iter()
                 .all(|m| m.matches(s.labels.get(m.name()).unwrap_or("")))
             {
-                return;
+                continue;
             }
             let (a, b) = s.samples.as_slices();
             if b.is_empty() {
@@ -799,48 +843,6 @@ impl InPlace for LiveStore {
                 let all: Vec<_> = s.samples.iter().copied().collect();
                 f(&s.labels, &all);
             }
-        };
-        match &sel.name {
-            Some(name) => {
-                let Some(&id) = self.by_name.get(name) else {
-                    return;
-                };
-                // The fewest series an equality matcher leaves (a missing label is the empty
-                // value, which the postings do not list, so those matchers scan). Checked on
-                // each candidate: the other matchers, less those the postings answer for every
-                // candidate: the one that chose them, and any that every series of the name
-                // passes (an `account="a"` with one account). Comparing label values was 16%
-                // of the evaluation's CPU at 1,000 markets.
-                let all = &self.members[id];
-                let mut candidates = all;
-                let mut chosen: Option<&promql::Matcher> = None;
-                let mut check: Vec<&promql::Matcher> = Vec::with_capacity(rest.len());
-                for &m in &rest {
-                    if m.kind() != promql::MatchKind::Equal || m.value().is_empty() {
-                        check.push(m);
-                        continue;
-                    }
-                    let found = self.postings[id]
-                        .get(m.name())
-                        .and_then(|values| values.get(m.value()));
-                    match found {
-                        Some(list) if list.len() == all.len() => {}
-                        Some(list) if list.len() < candidates.len() => {
-                            check.extend(chosen.replace(m));
-                            candidates = list;
-                        }
-                        Some(_) => check.push(m),
-                        None => return,
-                    }
-                }
-                for &i in candidates {
-                    one(&self.series[i], &check, f);
-                }
-            }
-            None => self
-                .order
-                .iter()
-                .for_each(|&i| one(&self.series[i], &rest, f)),
         }
     }
 }

@@ -187,8 +187,9 @@ pub struct Interrupt<'a> {
 }
 
 impl<'a> Interrupt<'a> {
-    /// Series read between two polls: reading one costs ~0.1-2 µs (a range function over its
-    /// window), a poll (the clock and the accounts' epochs) ~50 ns.
+    /// Series read between two polls: a poll reads the clock and the accounts' epochs, a series
+    /// read may run a range function over its window, so a poll costs a small part of what it
+    /// follows (an estimate: the bench's engine rows evaluate without an `Interrupt`).
     pub const EVERY: u32 = 8;
 
     pub fn new(wanted: &'a dyn Fn() -> bool) -> Self {
